@@ -1,0 +1,119 @@
+// Package coord is the contract between hasched and its coordination service.
+//
+// A Coordinator is one session with one coordination service (an etcd cluster
+// or a ZooKeeper ensemble). Everything ephemeral (ephemeral nodes, campaigns,
+// leaderships) belongs to that session. When the session ends, Done is
+// closed, every Leadership's Lost is closed and every later call fails with
+// ErrSessionLost (ErrClosed after Close). A Coordinator never rebinds itself to
+// a new session: the caller opens a new one, which is what RunElection does.
+//
+// Backends register a URL scheme; import them for their side effect:
+//
+//	import _ "github.com/hasched/hasched/coord/etcd" // etcd://
+//	import _ "github.com/hasched/hasched/coord/zk"   // zk://
+package coord
+
+import (
+	"context"
+)
+
+// Version identifies one state of a node. It is the revision of the node's
+// last change and is unique across the cluster, so a version read before a
+// node was deleted and created again never matches the new node. Callers
+// must treat it as opaque and only compare it for equality.
+type Version int64
+
+// AnyVersion makes Set and Delete skip the version check.
+const AnyVersion Version = -1
+
+// MaxValueSize is the largest value, in bytes, that every backend stores with
+// its servers' default limits (ZooKeeper's jute.maxbuffer of 1 MiB including
+// the request's framing, etcd's --max-request-bytes of 1.5 MiB). Larger values
+// are refused with ErrValueTooLarge before anything is sent.
+const MaxValueSize = 1_000_000
+
+// Node is one node as read from the store.
+type Node struct {
+	Path    string
+	Value   []byte
+	Version Version
+}
+
+// Coordinator is one session with a coordination service. All methods are
+// safe for concurrent use.
+type Coordinator interface {
+	// Create makes a node. Missing parents are made as persistent, empty
+	// nodes. It returns the path it made: with Sequential, the path with a
+	// 10-digit counter appended, as ZooKeeper does. ErrExists if the node is
+	// there, ErrEphemeralParent if a parent is ephemeral.
+	Create(ctx context.Context, path string, value []byte, opts ...CreateOption) (string, error)
+	// Get reads one node; ErrNotFound if it is missing.
+	Get(ctx context.Context, path string) (Node, error)
+	// Set replaces a node's value if its version is expected (or expected is
+	// AnyVersion) and returns the new version. ErrVersionConflict otherwise,
+	// ErrNotFound if the node is missing.
+	Set(ctx context.Context, path string, value []byte, expected Version) (Version, error)
+	// Delete removes a node without children if its version is expected (or
+	// expected is AnyVersion). ErrNotEmpty if it has children.
+	Delete(ctx context.Context, path string, expected Version) error
+	// DeleteTree removes the node and everything below it. ErrNotFound if
+	// the node is missing.
+	DeleteTree(ctx context.Context, path string) error
+	// Children returns the names of the node's direct children, sorted.
+	// ErrNotFound if the node is missing. "/" lists the namespace's root.
+	Children(ctx context.Context, path string) ([]string, error)
+	// Campaign blocks until this session leads the election, ctx ends
+	// (ctx.Err(), and the candidacy is withdrawn) or the session ends
+	// (ErrSessionLost). Candidates are children of the election node. A
+	// Coordinator campaigns at most once at a time in one election
+	// (ErrAlreadyCampaigning).
+	Campaign(ctx context.Context, election string, value []byte) (Leadership, error)
+	// Leader returns the value of the election's current leader, or
+	// ErrNoLeader.
+	Leader(ctx context.Context, election string) ([]byte, error)
+	// Done is closed when the session has ended, for whatever reason.
+	Done() <-chan struct{}
+	// Close ends the session: ephemeral nodes go, leaderships are lost.
+	// It is idempotent.
+	Close() error
+}
+
+// Leadership is one term of leadership won by Campaign.
+type Leadership interface {
+	// Token is the fencing token of this term: strictly greater for every
+	// new term of any election on the same cluster.
+	Token() int64
+	// Lost is closed when the leadership ends for any reason: Resign, the
+	// leader node deleted, the session ended.
+	Lost() <-chan struct{}
+	// Resign gives leadership up and removes the candidacy. It is a no-op
+	// once the leadership is already lost.
+	Resign(ctx context.Context) error
+}
+
+// CreateOption modifies Create.
+type CreateOption func(*CreateOptions)
+
+// CreateOptions is what Create's options amount to; backends read it through
+// ApplyCreateOptions.
+type CreateOptions struct {
+	Ephemeral  bool
+	Sequential bool
+}
+
+// Ephemeral makes a node that lives only as long as the session.
+func Ephemeral() CreateOption { return func(o *CreateOptions) { o.Ephemeral = true } }
+
+// Sequential appends a 10-digit counter, increasing per parent, to the name.
+func Sequential() CreateOption { return func(o *CreateOptions) { o.Sequential = true } }
+
+// ApplyCreateOptions folds opts into one CreateOptions.
+func ApplyCreateOptions(opts []CreateOption) CreateOptions {
+	var o CreateOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	return o
+}
