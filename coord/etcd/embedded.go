@@ -1,0 +1,133 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// EmbeddedConfig configures StartEmbedded.
+type EmbeddedConfig struct {
+	// Dir is the data directory; required.
+	Dir string
+	// ClientURL is where clients connect (default http://127.0.0.1:2379).
+	// Port 0 picks a free port.
+	ClientURL string
+	// PeerURL is where peers would connect (default
+	// http://127.0.0.1:2380). Port 0 picks a free port.
+	PeerURL string
+	// Name is the member's name (default "hasched").
+	Name string
+	// Logger receives the server's warnings and errors (null if nil).
+	Logger hclog.Logger
+}
+
+// Embedded is a single-member etcd cluster running in this process, for
+// development and tests.
+type Embedded struct {
+	etcd      *embed.Etcd
+	endpoints []string
+	closeOnce sync.Once
+}
+
+// StartEmbedded starts a single-member cluster and returns once it serves
+// clients, or fails when ctx ends first.
+func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("etcd: EmbeddedConfig.Dir is empty")
+	}
+	if cfg.ClientURL == "" {
+		cfg.ClientURL = "http://127.0.0.1:2379"
+	}
+	if cfg.PeerURL == "" {
+		cfg.PeerURL = "http://127.0.0.1:2380"
+	}
+	if cfg.Name == "" {
+		cfg.Name = "hasched"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	clientURL, err := listenURL(cfg.ClientURL)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: EmbeddedConfig.ClientURL: %w", err)
+	}
+	peerURL, err := listenURL(cfg.PeerURL)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: EmbeddedConfig.PeerURL: %w", err)
+	}
+
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = cfg.Dir
+	ec.ListenClientUrls = []url.URL{*clientURL}
+	ec.AdvertiseClientUrls = []url.URL{*clientURL}
+	ec.ListenPeerUrls = []url.URL{*peerURL}
+	ec.AdvertisePeerUrls = []url.URL{*peerURL}
+	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	// The server logs a lot at info level (every raft step, every
+	// snapshot); its warnings and errors go to our logger, the rest nowhere.
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newHclogCore(cfg.Logger.Named("etcd-server"), zapcore.WarnLevel)))
+
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: start embedded server in %s: %w", cfg.Dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcd: embedded server failed while starting: %w", err)
+	case <-e.Server.StopNotify():
+		e.Close()
+		return nil, errors.New("etcd: embedded server stopped while starting")
+	case <-ctx.Done():
+		e.Close()
+		return nil, fmt.Errorf("etcd: start embedded server: %w", ctx.Err())
+	}
+	return &Embedded{etcd: e, endpoints: []string{clientURL.String()}}, nil
+}
+
+// listenURL parses a URL to listen on; port 0 is replaced by a port that was
+// free a moment ago, as etcd must advertise the port it listens on. Another
+// process can take that port before etcd binds it; StartEmbedded then fails.
+func listenURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Port() != "0" {
+		return u, nil
+	}
+	ln, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("find a free port on %s: %w", u.Hostname(), err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := ln.Close(); err != nil {
+		return nil, err
+	}
+	u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
+	return u, nil
+}
+
+// Endpoints are the client URLs to hand to Config.Endpoints.
+func (e *Embedded) Endpoints() []string { return append([]string(nil), e.endpoints...) }
+
+// Close stops the server and waits until it has stopped. It is idempotent.
+func (e *Embedded) Close() error {
+	e.closeOnce.Do(func() {
+		e.etcd.Close()
+		<-e.etcd.Server.StopNotify()
+	})
+	return nil
+}

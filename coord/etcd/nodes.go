@@ -1,0 +1,329 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hasched/hasched/coord"
+)
+
+// maxCreateAttempts bounds how often Create re-reads and retries when a
+// concurrent writer changed one of its preconditions (an ancestor made or
+// removed, the Sequential counter moved). Every retry follows someone else's
+// successful commit, so it runs out only under extreme contention.
+const maxCreateAttempts = 100
+
+// Create makes a node and its missing ancestors in one transaction, so no
+// one sees a half-made path. The transaction is guarded by what it read:
+// every ancestor it found is still the same incarnation, every ancestor it
+// makes is still missing, and, for Sequential, the counter is unchanged.
+func (c *Coordinator) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+	if err := coord.ValidateNodePath(path); err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := coord.CheckValue(value); err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := c.state(); err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	o := coord.ApplyCreateOptions(opts)
+	for attempt := 1; ; attempt++ {
+		made, done, err := c.tryCreate(ctx, path, value, o)
+		if done {
+			return made, err
+		}
+		if attempt == maxCreateAttempts {
+			return "", fmt.Errorf("create %s: gave up after %d attempts: its ancestors or sequence counter kept changing", path, attempt)
+		}
+		c.log.Trace("create raced with a concurrent change; retrying", "path", path, "attempt", attempt)
+	}
+}
+
+// tryCreate makes one attempt. done is false when a concurrent change
+// invalidated what it read and the attempt should be repeated.
+func (c *Coordinator) tryCreate(ctx context.Context, path string, value []byte, o coord.CreateOptions) (made string, done bool, err error) {
+	parent := coord.Parent(path)
+	ancs := ancestors(path)
+	seqKey := c.keys.seq(parent)
+
+	reads := make([]clientv3.Op, 0, len(ancs)+1)
+	for _, a := range ancs {
+		reads = append(reads, clientv3.OpGet(c.keys.node(a), clientv3.WithKeysOnly()))
+	}
+	if o.Sequential {
+		reads = append(reads, clientv3.OpGet(seqKey))
+	}
+	var read []*pb.ResponseOp
+	if len(reads) > 0 {
+		resp, err := c.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return "", true, c.fail("create", path, err)
+		}
+		read = resp.Responses
+	}
+
+	// At most 1 + (MaxPathDepth-1) + 1 + 1 compares, within etcd's default
+	// --max-txn-ops of 128.
+	cmps := make([]clientv3.Cmp, 0, len(ancs)+3)
+	writes := make([]clientv3.Op, 0, len(ancs)+2)
+	nearest := "" // key of the deepest ancestor that exists
+	for i, a := range ancs {
+		key := c.keys.node(a)
+		kvs := read[i].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+			writes = append(writes, clientv3.OpPut(key, ""))
+			continue
+		}
+		if kvs[0].Lease != 0 {
+			return "", true, fmt.Errorf("create %s: %s is ephemeral: %w", path, a, coord.ErrEphemeralParent)
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", kvs[0].CreateRevision))
+		nearest = key
+	}
+	if nearest != "" {
+		// An incarnation's lease changes only by a raw put (Set keeps it),
+		// and only the nearest existing ancestor can be ephemeral: one
+		// further up would have no children. Checking that one keeps the
+		// transaction within etcd's limit on compares at MaxPathDepth.
+		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(nearest), "=", clientv3.NoLease))
+	}
+
+	made = path
+	var seqRev int64
+	if o.Sequential {
+		var n int64
+		if kvs := read[len(ancs)].GetResponseRange().Kvs; len(kvs) == 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(seqKey), "=", 0))
+		} else {
+			n, err = strconv.ParseInt(string(kvs[0].Value), 10, 64)
+			if err != nil || n < 0 {
+				return "", true, fmt.Errorf("create %s: sequence counter %s holds %q, not a counter", path, seqKey, kvs[0].Value)
+			}
+			seqRev = kvs[0].ModRevision
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(seqKey), "=", seqRev))
+		}
+		made = path + coord.FormatSequence(n)
+		writes = append(writes, clientv3.OpPut(seqKey, strconv.FormatInt(n+1, 10)))
+	}
+
+	key := c.keys.node(made)
+	cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+	var putOpts []clientv3.OpOption
+	if o.Ephemeral {
+		putOpts = append(putOpts, clientv3.WithLease(c.session.Lease()))
+	}
+	writes = append(writes, clientv3.OpPut(key, string(value), putOpts...))
+	failed := []clientv3.Op{clientv3.OpGet(key, clientv3.WithCountOnly())}
+	if o.Sequential {
+		failed = append(failed, clientv3.OpGet(seqKey, clientv3.WithKeysOnly()))
+	}
+
+	resp, err := c.cli.Txn(ctx).If(cmps...).Then(writes...).Else(failed...).Commit()
+	if err != nil {
+		return "", true, c.fail("create", made, err)
+	}
+	if resp.Succeeded {
+		return made, true, nil
+	}
+	if o.Sequential {
+		var rev int64
+		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+			rev = kvs[0].ModRevision
+		}
+		if rev != seqRev {
+			return "", false, nil // another Sequential create took the number
+		}
+	}
+	if resp.Responses[0].GetResponseRange().Count > 0 {
+		return "", true, fmt.Errorf("create %s: %w", made, coord.ErrExists)
+	}
+	return "", false, nil // an ancestor changed since it was read
+}
+
+// Get reads one node.
+func (c *Coordinator) Get(ctx context.Context, path string) (coord.Node, error) {
+	if err := coord.ValidateNodePath(path); err != nil {
+		return coord.Node{}, fmt.Errorf("get %s: %w", path, err)
+	}
+	if err := c.state(); err != nil {
+		return coord.Node{}, fmt.Errorf("get %s: %w", path, err)
+	}
+	resp, err := c.cli.Get(ctx, c.keys.node(path))
+	if err != nil {
+		return coord.Node{}, c.fail("get", path, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return coord.Node{}, fmt.Errorf("get %s: %w", path, coord.ErrNotFound)
+	}
+	kv := resp.Kvs[0]
+	value := kv.Value
+	if value == nil {
+		value = []byte{}
+	}
+	return coord.Node{Path: path, Value: value, Version: coord.Version(kv.ModRevision)}, nil
+}
+
+// exists compares true if the node at key exists and, unless expected is
+// AnyVersion, was last changed at revision expected. The existence check is
+// needed even with a version: a missing key compares as ModRevision 0.
+func exists(key string, expected coord.Version) []clientv3.Cmp {
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)}
+	if expected != coord.AnyVersion {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", int64(expected)))
+	}
+	return cmps
+}
+
+// Set replaces a node's value; the new version is the revision of the write.
+func (c *Coordinator) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+	if err := coord.ValidateNodePath(path); err != nil {
+		return 0, fmt.Errorf("set %s: %w", path, err)
+	}
+	if err := coord.CheckValue(value); err != nil {
+		return 0, fmt.Errorf("set %s: %w", path, err)
+	}
+	if err := c.state(); err != nil {
+		return 0, fmt.Errorf("set %s: %w", path, err)
+	}
+	key := c.keys.node(path)
+	resp, err := c.cli.Txn(ctx).
+		If(exists(key, expected)...).
+		// WithIgnoreLease keeps an ephemeral node bound to its session.
+		Then(clientv3.OpPut(key, string(value), clientv3.WithIgnoreLease())).
+		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
+		Commit()
+	if err != nil {
+		return 0, c.fail("set", path, err)
+	}
+	if !resp.Succeeded {
+		if resp.Responses[0].GetResponseRange().Count == 0 {
+			return 0, fmt.Errorf("set %s: %w", path, coord.ErrNotFound)
+		}
+		return 0, fmt.Errorf("set %s: version %d: %w", path, expected, coord.ErrVersionConflict)
+	}
+	return coord.Version(resp.Header.Revision), nil
+}
+
+// Delete removes a childless node, and its Sequential counter with it.
+func (c *Coordinator) Delete(ctx context.Context, path string, expected coord.Version) error {
+	if err := coord.ValidateNodePath(path); err != nil {
+		return fmt.Errorf("delete %s: %w", path, err)
+	}
+	if err := c.state(); err != nil {
+		return fmt.Errorf("delete %s: %w", path, err)
+	}
+	key := c.keys.node(path)
+	kids := c.keys.children(path)
+	// An empty range compares as one zero key-value, so CreateRevision 0
+	// over the children's prefix means there are none.
+	noChildren := clientv3.Compare(clientv3.CreateRevision(kids), "=", 0).WithPrefix()
+	resp, err := c.cli.Txn(ctx).
+		If(append(exists(key, expected), noChildren)...).
+		Then(clientv3.OpDelete(key), clientv3.OpDelete(c.keys.seq(path))).
+		Else(clientv3.OpGet(key, clientv3.WithKeysOnly()), clientv3.OpGet(kids, clientv3.WithPrefix(), clientv3.WithCountOnly())).
+		Commit()
+	if err != nil {
+		return c.fail("delete", path, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	// Else ran on the same revision the compares saw, so this is exact.
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	switch {
+	case len(kvs) == 0:
+		return fmt.Errorf("delete %s: %w", path, coord.ErrNotFound)
+	case expected != coord.AnyVersion && coord.Version(kvs[0].ModRevision) != expected:
+		return fmt.Errorf("delete %s: version %d, found %d: %w", path, expected, kvs[0].ModRevision, coord.ErrVersionConflict)
+	default:
+		n := resp.Responses[1].GetResponseRange().Count
+		return fmt.Errorf("delete %s: %d children: %w", path, n, coord.ErrNotEmpty)
+	}
+}
+
+// deleteTreeOps deletes the node at path, every node below it, depth by
+// depth, and their Sequential counters: at most 1 + (MaxPathDepth-1) + 2
+// operations, within etcd's default --max-txn-ops of 128.
+func (c *Coordinator) deleteTreeOps(path string) []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpDelete(c.keys.node(path))}
+	for d := coord.Depth(path) + 1; d <= coord.MaxPathDepth; d++ {
+		ops = append(ops, clientv3.OpDelete(c.keys.descendants(path, d), clientv3.WithPrefix()))
+	}
+	return append(ops,
+		clientv3.OpDelete(c.keys.seq(path)),
+		clientv3.OpDelete(c.keys.seqBelow(path), clientv3.WithPrefix()))
+}
+
+// DeleteTree removes a node and everything below it in one transaction, so
+// no one sees a partly removed tree; ephemeral nodes and candidacies below
+// it go too, which ends those campaigns.
+func (c *Coordinator) DeleteTree(ctx context.Context, path string) error {
+	if err := coord.ValidateNodePath(path); err != nil {
+		return fmt.Errorf("delete tree %s: %w", path, err)
+	}
+	if err := c.state(); err != nil {
+		return fmt.Errorf("delete tree %s: %w", path, err)
+	}
+	key := c.keys.node(path)
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+		Then(c.deleteTreeOps(path)...).
+		Commit()
+	if err != nil {
+		return c.fail("delete tree", path, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("delete tree %s: %w", path, coord.ErrNotFound)
+	}
+	return nil
+}
+
+// Children lists the direct children: one range read over the children's
+// depth, so it costs O(children) however deep the tree below them is.
+func (c *Coordinator) Children(ctx context.Context, path string) ([]string, error) {
+	if err := coord.ValidatePath(path); err != nil {
+		return nil, fmt.Errorf("children %s: %w", path, err)
+	}
+	if err := c.state(); err != nil {
+		return nil, fmt.Errorf("children %s: %w", path, err)
+	}
+	prefix := c.keys.children(path)
+	list := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
+	var kvs []*mvccpb.KeyValue
+	if path == "/" {
+		// The root always exists.
+		resp, err := c.cli.Get(ctx, prefix, list...)
+		if err != nil {
+			return nil, c.fail("children", path, err)
+		}
+		kvs = resp.Kvs
+	} else {
+		// Read the node and its children at one revision, so a missing
+		// node is told apart from a childless one.
+		resp, err := c.cli.Txn(ctx).
+			Then(clientv3.OpGet(c.keys.node(path), clientv3.WithCountOnly()), clientv3.OpGet(prefix, list...)).
+			Commit()
+		if err != nil {
+			return nil, c.fail("children", path, err)
+		}
+		if resp.Responses[0].GetResponseRange().Count == 0 {
+			return nil, fmt.Errorf("children %s: %w", path, coord.ErrNotFound)
+		}
+		kvs = resp.Responses[1].GetResponseRange().Kvs
+	}
+	names := make([]string, 0, len(kvs))
+	for _, kv := range kvs {
+		names = append(names, strings.TrimPrefix(string(kv.Key), prefix))
+	}
+	sort.Strings(names)
+	return names, nil
+}
