@@ -1,0 +1,107 @@
+// Package executor is the contract between the scheduler and what runs its
+// tasks: local processes (package local) or a Mesos framework.
+package executor
+
+import (
+	"context"
+	"time"
+)
+
+// Task is one shard of one run of a job, as the launcher hands it over.
+type Task struct {
+	// ID is deterministic: the same job, fire time, shard and attempt
+	// always give the same ID (see scheduler.TaskID), so a new leader that
+	// launches a task its predecessor already launched is recognised.
+	ID       string    `json:"id"`
+	Job      string    `json:"job"`
+	App      string    `json:"app"`
+	FireTime time.Time `json:"fireTime"`
+	Shard    int       `json:"shard"`
+	Attempt  int       `json:"attempt"`
+	// ShardingTotalCount, ShardParameter and JobParameter make up the
+	// sharding context handed to the task.
+	ShardingTotalCount int    `json:"shardingTotalCount"`
+	ShardParameter     string `json:"shardParameter"`
+	JobParameter       string `json:"jobParameter"`
+	// Command is run by /bin/sh -c: the job's scriptCommandLine, or the
+	// app's bootstrapScript.
+	Command string `json:"command"`
+	// AppURL is where the app's package comes from (empty: none).
+	AppURL         string  `json:"appURL,omitempty"`
+	AppCacheEnable bool    `json:"appCacheEnable"`
+	CPUs           float64 `json:"cpus"`
+	MemoryMB       float64 `json:"memoryMB"`
+	// AppCPUs and AppMemoryMB are the app's own overhead, counted once per
+	// agent (Mesos).
+	AppCPUs     float64 `json:"appCpus"`
+	AppMemoryMB float64 `json:"appMemoryMB"`
+	// Daemon tasks are expected to keep running.
+	Daemon bool `json:"daemon"`
+}
+
+// State is where a task is in its life.
+type State string
+
+// Task states. Finished, Failed, Killed and Lost are terminal.
+const (
+	StateStaging  State = "STAGING"
+	StateRunning  State = "RUNNING"
+	StateFinished State = "FINISHED"
+	StateFailed   State = "FAILED"
+	StateKilled   State = "KILLED"
+	// StateLost: the executor cannot tell what became of the task (its
+	// host or agent is gone, or it never started).
+	StateLost State = "LOST"
+	// StateUnknown answers a reconciliation about a task the executor has
+	// never heard of.
+	StateUnknown State = "UNKNOWN"
+)
+
+// Terminal says whether a task in state s will never run again.
+func (s State) Terminal() bool {
+	switch s {
+	case StateFinished, StateFailed, StateKilled, StateLost, StateUnknown:
+		return true
+	}
+	return false
+}
+
+// Status is one report about one task.
+type Status struct {
+	TaskID   string    `json:"taskId"`
+	State    State     `json:"state"`
+	Message  string    `json:"message,omitempty"`
+	ExitCode int       `json:"exitCode,omitempty"`
+	Time     time.Time `json:"time"`
+	// Host is where the task runs (local: the host name; Mesos: the agent).
+	Host string `json:"host,omitempty"`
+	// Reconcile marks an answer to a reconciliation request.
+	Reconcile bool `json:"reconcile,omitempty"`
+}
+
+// Executor runs tasks. One Executor serves one leadership term: the leader
+// opens it when its term starts and closes it when the term ends. Closing
+// stops the executor's own goroutines but leaves the tasks running, so that
+// the next leader adopts them through Reconcile.
+type Executor interface {
+	// Launch starts tasks. It is idempotent per task ID: a task this or an
+	// earlier executor already launched is not started again; its status
+	// is reported instead.
+	Launch(ctx context.Context, tasks []Task) error
+	// Kill stops a task; a Killed (or, if it had ended, its final) status
+	// follows on Statuses. Killing an unknown task is not an error.
+	Kill(ctx context.Context, taskID string) error
+	// Reconcile asks for the current state of the named tasks (explicit),
+	// or of every task the executor can see when taskIDs is empty
+	// (implicit). The answers arrive on Statuses with Reconcile set; a
+	// named task the executor knows nothing of is answered StateUnknown.
+	Reconcile(ctx context.Context, taskIDs []string) error
+	// Statuses delivers every status update, in order per task. It is
+	// closed by Close.
+	Statuses() <-chan Status
+	// Close ends the executor's term; see Executor.
+	Close() error
+}
+
+// Factory opens the executor of one term.
+type Factory func(ctx context.Context) (Executor, error)

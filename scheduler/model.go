@@ -1,0 +1,80 @@
+// Package scheduler is hasched's highly available scheduler: the leader-only
+// model of Elastic-Job-Cloud on a coord.Coordinator. Every `hasched serve`
+// joins one election; the leader loads the whole state from the store,
+// schedules every job's cron, launches tasks through an executor and fences
+// every write with its leadership. Nothing survives in memory across terms.
+package scheduler
+
+import (
+	"encoding/json"
+)
+
+// ExecutionType says how a job runs: TRANSIENT jobs run once per cron fire,
+// DAEMON jobs are kept running.
+type ExecutionType string
+
+// Execution types, as Elastic-Job-Cloud spells them.
+const (
+	Transient ExecutionType = "TRANSIENT"
+	Daemon    ExecutionType = "DAEMON"
+)
+
+// ConcurrencyPolicy says what a fire does while an earlier run of the same
+// job still runs.
+type ConcurrencyPolicy string
+
+// Concurrency policies (Kubernetes CronJob's): ALLOW runs both, FORBID keeps
+// the new fire queued until the running one ends, REPLACE kills the running
+// one and starts the new one.
+const (
+	ConcurrencyAllow   ConcurrencyPolicy = "ALLOW"
+	ConcurrencyForbid  ConcurrencyPolicy = "FORBID"
+	ConcurrencyReplace ConcurrencyPolicy = "REPLACE"
+)
+
+// App is Elastic-Job-Cloud's cloud app: where a job's code comes from and
+// what its executor costs.
+type App struct {
+	AppName         string  `json:"appName"`
+	AppURL          string  `json:"appURL"`
+	BootstrapScript string  `json:"bootstrapScript"`
+	CPUCount        float64 `json:"cpuCount"`
+	MemoryMB        float64 `json:"memoryMB"`
+	AppCacheEnable  bool    `json:"appCacheEnable"`
+	// EventTraceSamplingCount is kept for Elastic-Job-Cloud compatibility.
+	EventTraceSamplingCount int `json:"eventTraceSamplingCount"`
+}
+
+// Job is Elastic-Job-Cloud's cloud job configuration plus a time zone, a
+// concurrency policy and a retry count.
+type Job struct {
+	JobName                string        `json:"jobName"`
+	AppName                string        `json:"appName"`
+	Cron                   string        `json:"cron"`
+	ShardingTotalCount     int           `json:"shardingTotalCount"`
+	ShardingItemParameters string        `json:"shardingItemParameters"`
+	JobParameter           string        `json:"jobParameter"`
+	CPUCount               float64       `json:"cpuCount"`
+	MemoryMB               float64       `json:"memoryMB"`
+	JobExecutionType       ExecutionType `json:"jobExecutionType"`
+	Failover               bool          `json:"failover"`
+	Misfire                bool          `json:"misfire"`
+	ScriptCommandLine      string        `json:"scriptCommandLine"`
+	Description            string        `json:"description"`
+
+	// TimeZone is an IANA zone name the cron is read in ("" = UTC).
+	TimeZone          string            `json:"timeZone"`
+	ConcurrencyPolicy ConcurrencyPolicy `json:"concurrencyPolicy"`
+	// Retries is how often a failed shard is relaunched before it is given
+	// up (it then goes to the failover queue if failover is on).
+	Retries int `json:"retries"`
+
+	// Elastic-Job-Cloud fields hasched does not interpret but keeps, so
+	// that its users' job definitions round-trip unchanged.
+	JobType          string          `json:"jobType,omitempty"`
+	JobClass         string          `json:"jobClass,omitempty"`
+	StreamingProcess bool            `json:"streamingProcess,omitempty"`
+	JobProperties    json.RawMessage `json:"jobProperties,omitempty"`
+	BeanName         string          `json:"beanName,omitempty"`
+	AppContext       string          `json:"applicationContext,omitempty"`
+}

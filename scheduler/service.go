@@ -1,0 +1,118 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// Errors of the scheduler's service; match with errors.Is.
+var (
+	ErrNotFound = errors.New("scheduler: not found")
+	ErrExists   = errors.New("scheduler: already exists")
+	// ErrNotLeader: a write reached a process that is not the leader. The
+	// API forwards it to Status().LeaderAddress.
+	ErrNotLeader = errors.New("scheduler: not the leader")
+	// ErrNoLeader: no process leads at the moment; retry later.
+	ErrNoLeader = errors.New("scheduler: no leader")
+	// ErrConflict: the request contradicts the current state (for
+	// example triggering a DAEMON job, or deregistering an app that still
+	// has jobs).
+	ErrConflict = errors.New("scheduler: conflict")
+	// ErrInvalid is wrapped by every *ValidationError.
+	ErrInvalid = errors.New("scheduler: invalid input")
+)
+
+// ValidationError refuses one field of a request.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("invalid %s: %s", e.Field, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) hold.
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+// TaskRecord is a task the store knows as running or waiting for failover.
+type TaskRecord struct {
+	ID       string         `json:"taskId"`
+	Job      string         `json:"jobName"`
+	Shard    int            `json:"shardingItem"`
+	FireTime time.Time      `json:"fireTime"`
+	Attempt  int            `json:"attempt"`
+	State    executor.State `json:"state"`
+	Host     string         `json:"host,omitempty"`
+	Message  string         `json:"message,omitempty"`
+	// LaunchedAt is zero until the executor accepted the task.
+	LaunchedAt time.Time `json:"launchedAt,omitempty"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+}
+
+// ReadyEntry is one job's pending fires on the ready queue.
+type ReadyEntry struct {
+	Job       string      `json:"jobName"`
+	Times     int         `json:"times"`
+	FireTimes []time.Time `json:"fireTimes"`
+}
+
+// Status describes this process and the leader it follows.
+type Status struct {
+	// Self is this process's advertised API address.
+	Self string `json:"self"`
+	// Leader says whether this process leads.
+	Leader bool `json:"leader"`
+	// LeaderAddress is the leader's advertised API address ("" if none).
+	LeaderAddress string `json:"leaderAddress"`
+	// Term is the fencing token of this process's current term (0 when it
+	// does not lead).
+	Term        int64     `json:"term,omitempty"`
+	LeaderSince time.Time `json:"leaderSince,omitempty"`
+	Coordinator string    `json:"coordinator"`
+	Executor    string    `json:"executor"`
+	// ExecutorInfo holds what the executor reports of itself (Mesos:
+	// master URL, framework id, connected).
+	ExecutorInfo map[string]string `json:"executorInfo,omitempty"`
+}
+
+// Service is what the REST API sees of a scheduler process. Reads are served
+// by every process from the store. Writes are served by the leader only;
+// elsewhere they fail with ErrNotLeader (or ErrNoLeader).
+type Service interface {
+	App(ctx context.Context, name string) (App, error)
+	Apps(ctx context.Context) ([]App, error)
+	AppDisabled(ctx context.Context, name string) (bool, error)
+	Job(ctx context.Context, name string) (Job, error)
+	Jobs(ctx context.Context) ([]Job, error)
+	JobDisabled(ctx context.Context, name string) (bool, error)
+	RunningTasks(ctx context.Context) ([]TaskRecord, error)
+	ReadyTasks(ctx context.Context) ([]ReadyEntry, error)
+	FailoverTasks(ctx context.Context) ([]TaskRecord, error)
+	Status(ctx context.Context) (Status, error)
+
+	RegisterApp(ctx context.Context, app App) error
+	UpdateApp(ctx context.Context, app App) error
+	// DeregisterApp removes the app and every job of it, killing their
+	// tasks.
+	DeregisterApp(ctx context.Context, name string) error
+	DisableApp(ctx context.Context, name string) error
+	EnableApp(ctx context.Context, name string) error
+
+	RegisterJob(ctx context.Context, job Job) error
+	UpdateJob(ctx context.Context, job Job) error
+	DeregisterJob(ctx context.Context, name string) error
+	// TriggerJob puts one run of a TRANSIENT job on the ready queue now.
+	TriggerJob(ctx context.Context, name string) error
+	DisableJob(ctx context.Context, name string) error
+	EnableJob(ctx context.Context, name string) error
+
+	// Reconcile asks the executor for the state of the running tasks:
+	// explicit names every task the store says runs, implicit asks for
+	// all.
+	Reconcile(ctx context.Context, explicit bool) error
+}
