@@ -39,6 +39,15 @@ type Node struct {
 	Version Version
 }
 
+// Writer is the write half of a Coordinator. A Coordinator is a Writer; a
+// Leadership's fenced writes are one too.
+type Writer interface {
+	Create(ctx context.Context, path string, value []byte, opts ...CreateOption) (string, error)
+	Set(ctx context.Context, path string, value []byte, expected Version) (Version, error)
+	Delete(ctx context.Context, path string, expected Version) error
+	DeleteTree(ctx context.Context, path string) error
+}
+
 // Coordinator is one session with a coordination service. All methods are
 // safe for concurrent use.
 type Coordinator interface {
