@@ -90,7 +90,9 @@ type Coordinator interface {
 // Leadership is one term of leadership won by Campaign.
 type Leadership interface {
 	// Token is the fencing token of this term: strictly greater for every
-	// new term of any election on the same cluster.
+	// new term of the same election on the same cluster (etcd: the
+	// candidate key's create revision; ZooKeeper: the candidate node's
+	// czxid).
 	Token() int64
 	// Lost is closed when the leadership ends for any reason: Resign, the
 	// leader node deleted, the session ended.

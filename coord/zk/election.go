@@ -297,12 +297,11 @@ func (c *Coordinator) await(ctx context.Context, election, dir, name string) (*l
 func (c *Coordinator) watch(ctx context.Context, full string) (<-chan zk.Event, error) {
 	type watched struct {
 		exists bool
-		stat   *zk.Stat
 		ch     <-chan zk.Event
 	}
 	w, err := call(ctx, c, true, func(conn *zk.Conn) (watched, error) {
-		ok, stat, ch, err := conn.ExistsW(full)
-		return watched{ok, stat, ch}, err
+		ok, _, ch, err := conn.ExistsW(full)
+		return watched{ok, ch}, err
 	})
 	if err != nil {
 		return nil, err
