@@ -1,0 +1,285 @@
+package local
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// tarEntry is one entry of a test archive.
+type tarEntry struct {
+	name, body, link string
+	typ              byte
+	mode             int64
+}
+
+func makeTarGz(t *testing.T, entries []tarEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, en := range entries {
+		hdr := &tar.Header{Name: en.name, Typeflag: en.typ, Mode: en.mode, Linkname: en.link, Size: int64(len(en.body))}
+		if hdr.Typeflag == 0 {
+			hdr.Typeflag = tar.TypeReg
+		}
+		if hdr.Mode == 0 {
+			hdr.Mode = 0o644
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			hdr.Size = 0
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Size > 0 {
+			if _, err := tw.Write([]byte(en.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func writeFile(t *testing.T, path string, b []byte) string {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// appTarball is an app whose bootstrap script prints its working dir.
+func appTarball(t *testing.T) []byte {
+	return makeTarGz(t, []tarEntry{
+		{name: "bin/", typ: tar.TypeDir, mode: 0o755},
+		{name: "bin/start.sh", mode: 0o755, body: "#!/bin/sh\necho \"app says $1\" >/dev/null\ncat conf/greeting\npwd >\"$HASCHED_TASK_DIR/pwd\"\n"},
+		{name: "conf/greeting", body: "hello from the app\n"},
+		{name: "conf/link", typ: tar.TypeSymlink, link: "greeting"},
+		{name: "./", typ: tar.TypeDir, mode: 0o755},
+	})
+}
+
+func TestAppFetchFromFileURL(t *testing.T) {
+	pkg := writeFile(t, filepath.Join(t.TempDir(), "myapp-1.0.tar.gz"), appTarball(t))
+	e := newTestExec(t, testConfig(t, t.TempDir()))
+
+	cached := task("t-app-cached", "./bin/start.sh")
+	cached.AppURL, cached.AppCacheEnable = "file://"+pkg, true
+	again := cached
+	again.ID = "t-app-cached-2"
+	fresh := task("t-app-fresh", "sh bin/start.sh && cat conf/link")
+	fresh.AppURL = "file://" + pkg
+	e.launch(cached, again, fresh)
+
+	for _, tk := range []executor.Task{cached, again, fresh} {
+		e.waitState(tk.ID, executor.StateFinished, false)
+		out, _ := os.ReadFile(filepath.Join(e.taskDir(tk.ID), "stdout"))
+		if !strings.HasPrefix(string(out), "hello from the app\n") {
+			t.Errorf("%s: stdout %q", tk.ID, out)
+		}
+	}
+	// Cached: one shared copy under apps/<app>/.
+	cacheDirs, _ := filepath.Glob(filepath.Join(e.cfg.appsDir(), "app1", "*"))
+	if len(cacheDirs) != 1 {
+		t.Fatalf("app cache holds %v, want one copy", cacheDirs)
+	}
+	for _, tk := range []executor.Task{cached, again} {
+		if pwd, _ := os.ReadFile(filepath.Join(e.taskDir(tk.ID), "pwd")); strings.TrimSpace(string(pwd)) != cacheDirs[0] {
+			t.Errorf("%s ran in %q, want the cached app %q", tk.ID, pwd, cacheDirs[0])
+		}
+	}
+	// Not cached: the task's own copy in its dir.
+	want := filepath.Join(e.taskDir(fresh.ID), "app")
+	if pwd, _ := os.ReadFile(filepath.Join(e.taskDir(fresh.ID), "pwd")); strings.TrimSpace(string(pwd)) != want {
+		t.Errorf("uncached app ran in %q, want %q", pwd, want)
+	}
+	if out, _ := os.ReadFile(filepath.Join(e.taskDir(fresh.ID), "stdout")); !strings.HasSuffix(string(out), "hello from the app\nhello from the app\n") {
+		t.Errorf("symlink inside the app not followed: %q", out)
+	}
+}
+
+func TestAppFetchRefusesEscapingTarball(t *testing.T) {
+	base := t.TempDir()
+	victim := filepath.Join(base, "escaped")
+	pkg := writeFile(t, filepath.Join(base, "evil.tar.gz"), makeTarGz(t, []tarEntry{
+		{name: "ok.txt", body: "fine"},
+		{name: "../../../../../../../.." + victim, body: "pwned"},
+	}))
+	e := newTestExec(t, testConfig(t, filepath.Join(base, "work")))
+	good := task("t-after-evil", "true")
+	evil := task("t-evil", "echo should not run; exit 0")
+	evil.AppURL = "file://" + pkg
+	// A package failure fails its task, not the batch.
+	e.launch(evil, good)
+	s := e.waitState(evil.ID, executor.StateFailed, false)
+	if !strings.Contains(s.Message, ErrUnsafeArchive.Error()) || !strings.Contains(s.Message, "parent directory reference") {
+		t.Errorf("message %q", s.Message)
+	}
+	e.waitState(good.ID, executor.StateFinished, false)
+	if _, err := os.Stat(victim); !os.IsNotExist(err) {
+		t.Errorf("archive wrote outside its directory: %v", err)
+	}
+	// The verdict is on disk for later executors.
+	if err := e.Reconcile(context.Background(), []string{evil.ID}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(evil.ID, executor.StateFailed, true)
+	// Nothing half-unpacked is left behind.
+	if left, _ := os.ReadDir(e.cfg.tmpDir()); len(left) != 0 {
+		t.Errorf("tmp/ not cleaned: %v", left)
+	}
+}
+
+func TestAppFetchMissingPackage(t *testing.T) {
+	e := newTestExec(t, testConfig(t, t.TempDir()))
+	tk := task("t-nopkg", "true")
+	tk.AppURL = "file:///nonexistent/pkg.tar.gz"
+	e.launch(tk)
+	s := e.waitState(tk.ID, executor.StateFailed, false)
+	if !strings.HasPrefix(s.Message, ErrFetch.Error()) || !strings.Contains(s.Message, "/nonexistent/pkg.tar.gz") {
+		t.Errorf("message %q", s.Message)
+	}
+	bad := task("t-badurl", "true")
+	bad.AppURL = "ftp://example.invalid/x.tgz"
+	e.launch(bad)
+	if s := e.waitState(bad.ID, executor.StateFailed, false); !strings.Contains(s.Message, "not supported") {
+		t.Errorf("message %q", s.Message)
+	}
+}
+
+func TestUnpackRefusesUnsafeEntries(t *testing.T) {
+	cases := map[string][]tarEntry{
+		"absolute":          {{name: "/etc/evil", body: "x"}},
+		"dotdot":            {{name: "a/../../evil", body: "x"}},
+		"absolute symlink":  {{name: "l", typ: tar.TypeSymlink, link: "/etc"}},
+		"escaping symlink":  {{name: "a/l", typ: tar.TypeSymlink, link: "../../x"}},
+		"escaping hardlink": {{name: "h", typ: tar.TypeLink, link: "../x"}},
+		// Each link alone stays inside; through the first, the second
+		// leads out.
+		"symlink chain": {
+			{name: "a/b/up", typ: tar.TypeSymlink, link: "../.."},
+			{name: "a/b/up/out", typ: tar.TypeSymlink, link: "../.."},
+		},
+		// A file written through a symlinked directory that leads out.
+		"write through symlink": {
+			{name: "a/b/up", typ: tar.TypeSymlink, link: "../.."},
+			{name: "a/b/up/x/y", typ: tar.TypeSymlink, link: "../../.."},
+			{name: "a/b/up/x/y/evil", body: "x"},
+		},
+	}
+	for name, entries := range cases {
+		t.Run(name, func(t *testing.T) {
+			base := t.TempDir()
+			src := writeFile(t, filepath.Join(base, "p.tar.gz"), makeTarGz(t, entries))
+			dest := filepath.Join(base, "sub", "dest")
+			if err := os.MkdirAll(dest, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			err := unpack(context.Background(), src, "p.tar.gz", dest)
+			if err == nil {
+				t.Fatalf("unpacked")
+			}
+			if _, serr := os.Stat(filepath.Join(base, "evil")); serr == nil {
+				t.Errorf("wrote outside")
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}
+
+func TestUnpackZipAndPlainFile(t *testing.T) {
+	base := t.TempDir()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create("dir/hello.txt")
+	_, _ = w.Write([]byte("zip content"))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(base, "z")
+	_ = os.Mkdir(dest, 0o755)
+	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "a.zip"), buf.Bytes()), "a.zip", dest); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "dir", "hello.txt")); string(b) != "zip content" {
+		t.Errorf("zip: %q", b)
+	}
+
+	buf.Reset()
+	zw = zip.NewWriter(&buf)
+	_, _ = zw.Create("../evil")
+	_ = zw.Close()
+	dest = filepath.Join(base, "z2")
+	_ = os.Mkdir(dest, 0o755)
+	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "b.zip"), buf.Bytes()), "b.zip", dest); !errors.Is(err, ErrUnsafeArchive) {
+		t.Errorf("zip with ../: %v", err)
+	}
+
+	dest = filepath.Join(base, "p")
+	_ = os.Mkdir(dest, 0o755)
+	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "run.sh"), []byte("echo hi\n")), "run.sh", dest); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dest, "run.sh")); err != nil || fi.Mode().Perm()&0o100 == 0 {
+		t.Errorf("plain file: %v %v", fi, err)
+	}
+}
+
+func TestAppFetchHTTP(t *testing.T) {
+	pkg := appTarball(t)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(pkg)
+	}))
+	defer other.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/app.tar.gz":
+			_, _ = w.Write(pkg)
+		case "/moved.tar.gz":
+			http.Redirect(w, r, "/app.tar.gz", http.StatusFound)
+		case "/elsewhere.tar.gz":
+			http.Redirect(w, r, other.URL+"/app.tar.gz", http.StatusFound)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+
+	e := newTestExec(t, testConfig(t, t.TempDir()))
+	direct := task("t-http", "./bin/start.sh")
+	direct.AppURL = srv.URL + "/app.tar.gz"
+	moved := task("t-http-moved", "./bin/start.sh")
+	moved.AppURL = srv.URL + "/moved.tar.gz"
+	elsewhere := task("t-http-elsewhere", "./bin/start.sh")
+	elsewhere.AppURL = srv.URL + "/elsewhere.tar.gz"
+	missing := task("t-http-404", "./bin/start.sh")
+	missing.AppURL = srv.URL + "/nope.tar.gz"
+	e.launch(direct, moved, elsewhere, missing)
+
+	e.waitState(direct.ID, executor.StateFinished, false)
+	e.waitState(moved.ID, executor.StateFinished, false)
+	if s := e.waitState(elsewhere.ID, executor.StateFailed, false); !strings.Contains(s.Message, "redirect") {
+		t.Errorf("redirect to another host: %q", s.Message)
+	}
+	if s := e.waitState(missing.ID, executor.StateFailed, false); !strings.Contains(s.Message, "404") {
+		t.Errorf("404: %q", s.Message)
+	}
+}

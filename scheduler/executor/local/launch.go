@@ -1,0 +1,320 @@
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// wrapperScript is what the task's process group leader runs. It runs the
+// task's command with the sharding context as $1, then records the exit
+// code atomically (exit.tmp, then mv), so that nobody ever reads half a
+// code. It exits after the exit file exists, which is what lets judge test
+// liveness before reading the exit file. It sets no traps: a wrapper killed
+// by a signal leaves no exit file, and the task counts as killed (marker) or
+// lost.
+const wrapperScript = `/bin/sh -c "$HASCHED_COMMAND" hasched "$HASCHED_SHARDING_CONTEXT"
+hasched_code=$?
+printf '%s\n' "$hasched_code" >"$HASCHED_TASK_DIR/exit.tmp" &&
+	mv -f "$HASCHED_TASK_DIR/exit.tmp" "$HASCHED_TASK_DIR/exit"
+exit "$hasched_code"
+`
+
+// Launch starts tasks, one by one. A task whose directory exists was
+// launched before, by this or another executor: it is not started again but
+// adopted, and its current state is reported. A task whose app cannot be
+// fetched, or whose process cannot be forked, ends FAILED; Launch itself
+// fails only for invalid input, a cancelled context (the tasks not yet
+// claimed were not launched) or a work directory it cannot write.
+func (e *Executor) Launch(ctx context.Context, tasks []executor.Task) error {
+	end, err := e.begin()
+	if err != nil {
+		return err
+	}
+	defer end()
+	for _, t := range tasks {
+		if t.ID == "" {
+			return fmt.Errorf("%w: empty task ID (job %q)", ErrInvalidTask, t.Job)
+		}
+		if strings.TrimSpace(t.Command) == "" {
+			return fmt.Errorf("%w: task %s has no command", ErrInvalidTask, t.ID)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(e.ctx, cancel) // Close cancels in-flight launches
+	defer stop()
+	for _, t := range tasks {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("launch %s: %w", t.ID, e.closedOr(err))
+		}
+		if err := e.launchOne(ctx, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closedOr reports ErrClosed for a context cancelled by Close.
+func (e *Executor) closedOr(err error) error {
+	if e.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return err
+}
+
+func (e *Executor) launchOne(ctx context.Context, t executor.Task) error {
+	log := e.log.With("task_id", t.ID, "job", t.Job)
+	dir := e.taskDir(t.ID)
+	if _, err := os.Stat(dir); err == nil {
+		return e.adopt(t.ID, dir)
+	} else if !notExist(err) {
+		return fmt.Errorf("launch %s: %w", t.ID, err)
+	}
+
+	// The app is fetched before the claim: the time between claim and pid
+	// file must stay well below StartGrace, or other executors would give
+	// the task up as never started while it downloads.
+	var app preparedApp
+	var fetchErr error
+	if t.AppURL != "" {
+		app, fetchErr = e.fetchApp(ctx, t)
+		if fetchErr != nil && ctx.Err() != nil {
+			// Cancelled, not broken: nothing is claimed, the task can be
+			// launched again.
+			return fmt.Errorf("launch %s: %w", t.ID, e.closedOr(ctx.Err()))
+		}
+		defer app.discard()
+	}
+
+	// The claim: exactly one Mkdir succeeds, whatever the number of
+	// executors and processes.
+	if err := os.Mkdir(dir, 0o750); errors.Is(err, fs.ErrExist) {
+		return e.adopt(t.ID, dir)
+	} else if err != nil {
+		return fmt.Errorf("claim %s: %w", t.ID, err)
+	}
+	rec := e.lockRecord(t.ID)
+	defer rec.mu.Unlock()
+	// A new incarnation: an earlier one of this ID (whose directory
+	// Retention removed) must not mute this one's statuses.
+	rec.sentAny, rec.terminalSent, rec.termSignaled = false, false, false
+	e.report(rec, judgement{state: executor.StateStaging}, true, false)
+
+	j, err := e.start(dir, t, app, fetchErr)
+	if err != nil {
+		// The task directory itself cannot be written: nothing sensible
+		// can be recorded. Other executors will judge it never started.
+		log.Error("cannot start task", "error", err)
+		return fmt.Errorf("start %s: %w", t.ID, err)
+	}
+	if j.state == executor.StateRunning {
+		log.Info("task started", "pid", j.pid.Pid, "task_dir", dir)
+	}
+	e.report(rec, j, true, false)
+	return nil
+}
+
+// adopt takes over a task launched earlier (by this executor or another):
+// it reports its state and watches it if it runs.
+func (e *Executor) adopt(id, dir string) error {
+	rec := e.lockRecord(id)
+	defer rec.mu.Unlock()
+	j, err := e.judge(dir)
+	if err != nil {
+		return fmt.Errorf("adopt %s: %w", id, err)
+	}
+	e.log.Debug("task launched before; adopted", "task_id", id, "state", j.state)
+	e.report(rec, j, true, false)
+	return nil
+}
+
+// start runs a claimed task and records its process. An error means the
+// task directory cannot be written; anything wrong with the task itself is
+// a FAILED judgement recorded in its failed file.
+func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr error) (judgement, error) {
+	tj, err := json.MarshalIndent(t, "", "  ")
+	if err != nil {
+		return judgement{}, err
+	}
+	if err := writeAtomic(filepath.Join(dir, fileTask), tj); err != nil {
+		return judgement{}, err
+	}
+	if fetchErr != nil {
+		return e.fail(dir, fetchErr.Error())
+	}
+
+	workDir := dir
+	if app.dir != "" {
+		workDir = app.dir
+		if app.temp {
+			// A per-task copy (app cache off) moves into the task dir,
+			// and is removed with it.
+			workDir = filepath.Join(dir, dirApp)
+			if err := os.Rename(app.dir, workDir); err != nil {
+				return e.fail(dir, fmt.Sprintf("move app into task dir: %v", err))
+			}
+			app.dir = ""
+		}
+	}
+
+	stdout, err := os.OpenFile(filepath.Join(dir, fileStdout), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return judgement{}, err
+	}
+	defer stdout.Close()
+	stderr, err := os.OpenFile(filepath.Join(dir, fileStderr), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return judgement{}, err
+	}
+	defer stderr.Close()
+
+	env, err := taskEnv(os.Environ(), t, dir)
+	if err != nil {
+		return e.fail(dir, fmt.Sprintf("task environment: %v", err))
+	}
+	cmd := exec.Command("/bin/sh", "-c", wrapperScript)
+	cmd.Dir = workDir
+	cmd.Env = env
+	// Files, not pipes: the task writes straight into them, so it needs
+	// nothing from this process and outlives it.
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	// Its own process group, so that Kill reaches the whole tree; no
+	// Pdeathsig, so that it survives the scheduler.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return e.fail(dir, fmt.Sprintf("start process: %v", err))
+	}
+	pid := cmd.Process.Pid
+
+	// Until the child is reaped (below) its pid cannot be reused, so
+	// /proc/<pid>/stat and the signals here are about our child for sure.
+	p := pidFile{
+		Pid: pid, Pgid: pid,
+		BootID: e.host.bootID, PidNS: e.host.pidNS, Host: e.cfg.Host,
+		Launcher: os.Getpid(), Time: time.Now().UTC(),
+	}
+	st, err := readProcStat(pid)
+	if err == nil {
+		p.StartTime = st.startTime
+	}
+	var created bool
+	if err == nil {
+		var b []byte
+		if b, err = json.Marshal(p); err == nil {
+			created, err = writeExclusive(filepath.Join(dir, filePid), b)
+		}
+	}
+	if err != nil || !created {
+		// Either the process cannot be recorded (no later executor could
+		// tell it from a stranger), or another executor gave up on this
+		// launch (too slow, or killed before start) and told everyone:
+		// the process must not run.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		e.reap(cmd)
+		if err != nil {
+			return e.fail(dir, fmt.Sprintf("record process: %v", err))
+		}
+		e.log.Warn("launch overtaken: task was given up before it started", "task_id", t.ID)
+		return e.judge(dir)
+	}
+	// Kill may have come from another process while we started.
+	if _, err := os.Stat(filepath.Join(dir, fileKilled)); err == nil {
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
+	}
+	e.reap(cmd)
+	return judgement{state: executor.StateRunning, pid: &p}, nil
+}
+
+// reap waits for a child in the background: see Executor.reapers.
+func (e *Executor) reap(cmd *exec.Cmd) {
+	e.reapers.Add(1)
+	go func() {
+		defer e.reapers.Done()
+		_ = cmd.Wait() // the exit code comes from the exit file
+		e.poke()
+	}()
+}
+
+// fail records why a claimed task cannot run, so that every executor
+// judges it FAILED with that message.
+func (e *Executor) fail(dir, msg string) (judgement, error) {
+	if err := writeAtomic(filepath.Join(dir, fileFailed), []byte(msg)); err != nil {
+		return judgement{}, err
+	}
+	e.log.Warn("task failed to start", "task_dir", dir, "reason", msg)
+	return judgement{state: executor.StateFailed, message: msg}, nil
+}
+
+// shardingContext is $1 and HASCHED_SHARDING_CONTEXT.
+type shardingContext struct {
+	JobName            string `json:"jobName"`
+	TaskID             string `json:"taskId"`
+	ShardingItem       int    `json:"shardingItem"`
+	ShardingTotalCount int    `json:"shardingTotalCount"`
+	ShardingParameter  string `json:"shardingParameter"`
+	JobParameter       string `json:"jobParameter"`
+	FireTime           string `json:"fireTime"`
+	Attempt            int    `json:"attempt"`
+}
+
+// taskEnv is the scheduler's environment with the task's variables set
+// (replacing any inherited ones of the same name).
+func taskEnv(base []string, t executor.Task, dir string) ([]string, error) {
+	fire := t.FireTime.UTC().Format(time.RFC3339Nano)
+	sc, err := json.Marshal(shardingContext{
+		JobName: t.Job, TaskID: t.ID,
+		ShardingItem: t.Shard, ShardingTotalCount: t.ShardingTotalCount,
+		ShardingParameter: t.ShardParameter, JobParameter: t.JobParameter,
+		FireTime: fire, Attempt: t.Attempt,
+	})
+	if err != nil {
+		return nil, err
+	}
+	vars := [][2]string{
+		{"HASCHED_TASK_ID", t.ID},
+		{"HASCHED_JOB_NAME", t.Job},
+		{"HASCHED_APP_NAME", t.App},
+		{"HASCHED_SHARDING_ITEM", strconv.Itoa(t.Shard)},
+		{"HASCHED_SHARDING_TOTAL_COUNT", strconv.Itoa(t.ShardingTotalCount)},
+		{"HASCHED_SHARDING_PARAMETER", t.ShardParameter},
+		{"HASCHED_JOB_PARAMETER", t.JobParameter},
+		{"HASCHED_FIRE_TIME", fire},
+		{"HASCHED_FIRE_TIME_UNIX_MS", strconv.FormatInt(t.FireTime.UnixMilli(), 10)},
+		{"HASCHED_ATTEMPT", strconv.Itoa(t.Attempt)},
+		{"HASCHED_TASK_DIR", dir},
+		{"HASCHED_SHARDING_CONTEXT", string(sc)},
+		// For the wrapper; visible to the task too.
+		{"HASCHED_COMMAND", t.Command},
+	}
+	set := make(map[string]bool, len(vars))
+	for _, v := range vars {
+		if strings.IndexByte(v[1], 0) >= 0 {
+			return nil, fmt.Errorf("%s contains a NUL byte", v[0])
+		}
+		set[v[0]] = true
+	}
+	env := make([]string, 0, len(base)+len(vars))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !set[k] {
+			env = append(env, kv)
+		}
+	}
+	for _, v := range vars {
+		env = append(env, v[0]+"="+v[1])
+	}
+	return env, nil
+}

@@ -1,0 +1,315 @@
+// Package local is hasched's zero-setup executor: it runs each task as a
+// process group on this host.
+//
+// Several `hasched serve` processes on one host share one work directory,
+// and the leader of a new term (often a different OS process) must adopt
+// what its predecessor launched without ever launching a task twice. So no
+// task state lives in memory: everything an executor knows about a task it
+// reads from the task's directory, WorkDir/tasks/<escaped task id>:
+//
+//	task.json  the task as launched (written after the claim)
+//	stdout     the task's standard output
+//	stderr     the task's standard error
+//	pid        {"pid", "startTime", "bootId", "pidNs", ...}: who runs it;
+//	           or {"neverStarted": true}, written by whoever gave up on a
+//	           launcher that died between claim and start
+//	exit       the command's exit code, written by the wrapper shell
+//	killed     Kill's marker, written before any signal
+//	failed     why the task could not be started (app fetch, fork)
+//
+// Creating the directory (os.Mkdir) is the claim: only the process whose
+// Mkdir succeeded starts the task. The pid file is created exclusively
+// (link(2) of a complete temporary file), so a slow launcher and an
+// executor that declares the task "never started" cannot both win.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// Errors, for errors.Is.
+var (
+	// ErrClosed is returned by every call made after Close.
+	ErrClosed = errors.New("local executor: closed")
+	// ErrInvalidConfig wraps every Config validation failure.
+	ErrInvalidConfig = errors.New("local executor: invalid config")
+	// ErrInvalidTask is returned by Launch, which then launches nothing,
+	// when a task of the batch cannot be run at all (no ID, no command).
+	ErrInvalidTask = errors.New("local executor: invalid task")
+	// ErrFetch wraps app package download failures; such a task ends
+	// FAILED with the error as its message.
+	ErrFetch = errors.New("fetch app package")
+	// ErrUnsafeArchive is part of the message of a task whose app package
+	// holds an entry that would land outside its directory.
+	ErrUnsafeArchive = errors.New("unsafe archive entry")
+)
+
+// Defaults of Config's zero values.
+const (
+	DefaultPollInterval = 200 * time.Millisecond
+	DefaultKillGrace    = 5 * time.Second
+	DefaultStartGrace   = 5 * time.Second
+	DefaultRetention    = 24 * time.Hour
+	DefaultFetchTimeout = 60 * time.Second
+
+	// statusBuffer is the capacity of the Statuses channel; the queue
+	// behind it is unbounded.
+	statusBuffer = 1024
+	// janitorInterval is how often terminal task directories older than
+	// Retention are removed (also on every Reconcile).
+	janitorInterval = time.Minute
+	// tmpRetention: leftovers in WorkDir/tmp older than this (and than
+	// twice FetchTimeout, which bounds a fetch) belong to no running fetch
+	// or removal.
+	tmpRetention = time.Hour
+)
+
+// Config configures an Executor. Zero durations take the defaults above.
+type Config struct {
+	// WorkDir holds every task's and app's files; required. Every
+	// scheduler process of this host should use the same one.
+	WorkDir string
+	// Host is reported in Status.Host; default os.Hostname().
+	Host string
+	// Logger default: a null logger.
+	Logger hclog.Logger
+	// PollInterval is how often running tasks are checked.
+	PollInterval time.Duration
+	// KillGrace is the time between SIGTERM and SIGKILL.
+	KillGrace time.Duration
+	// StartGrace is how long a claimed task directory may stay without a
+	// pid file before the task counts as never started.
+	StartGrace time.Duration
+	// Retention is how long a terminal task's directory is kept.
+	Retention time.Duration
+	// FetchTimeout bounds the download and unpacking of one app package.
+	FetchTimeout time.Duration
+}
+
+// withDefaults validates cfg and fills in the defaults.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.WorkDir == "" {
+		return cfg, fmt.Errorf("%w: WorkDir is required", ErrInvalidConfig)
+	}
+	abs, err := filepath.Abs(cfg.WorkDir)
+	if err != nil {
+		return cfg, fmt.Errorf("%w: WorkDir %q: %v", ErrInvalidConfig, cfg.WorkDir, err)
+	}
+	// Absolute, because the task's working directory is not WorkDir and
+	// the wrapper shell finds its task dir through an environment variable.
+	cfg.WorkDir = abs
+	if cfg.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return cfg, fmt.Errorf("%w: no Host and os.Hostname failed: %v", ErrInvalidConfig, err)
+		}
+		cfg.Host = h
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"PollInterval", &cfg.PollInterval, DefaultPollInterval},
+		{"KillGrace", &cfg.KillGrace, DefaultKillGrace},
+		{"StartGrace", &cfg.StartGrace, DefaultStartGrace},
+		{"Retention", &cfg.Retention, DefaultRetention},
+		{"FetchTimeout", &cfg.FetchTimeout, DefaultFetchTimeout},
+	} {
+		if *d.v < 0 {
+			return cfg, fmt.Errorf("%w: %s is negative (%v)", ErrInvalidConfig, d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	return cfg, nil
+}
+
+// prepare creates WorkDir's layout.
+func (cfg Config) prepare() error {
+	for _, d := range []string{cfg.WorkDir, cfg.tasksDir(), cfg.appsDir(), cfg.tmpDir()} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return fmt.Errorf("local executor: create %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+func (cfg Config) tasksDir() string { return filepath.Join(cfg.WorkDir, "tasks") }
+func (cfg Config) appsDir() string  { return filepath.Join(cfg.WorkDir, "apps") }
+
+// tmpDir holds downloads, unpacking and directories being removed: on the
+// same file system as tasks/ and apps/, so that renames out of it are atomic.
+func (cfg Config) tmpDir() string { return filepath.Join(cfg.WorkDir, "tmp") }
+
+// Executor runs tasks as local processes; it implements executor.Executor.
+// One Executor serves one leadership term.
+type Executor struct {
+	cfg  Config
+	log  hclog.Logger
+	host hostIdentity
+
+	out   chan executor.Status
+	queue *statusQueue
+
+	// ctx is cancelled by Close, so that in-flight fetches end at once.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// http fetches app packages; no keep-alive, so no idle connection
+	// (and its goroutines) outlives a fetch.
+	http *http.Client
+
+	// mu guards the fields below. Lock order: a taskRecord's mu, then
+	// this one, never the other way round.
+	mu     sync.Mutex
+	closed bool
+	// tasks are the tasks this executor reported on.
+	tasks map[string]*taskRecord
+	// watched are the tasks the monitor judges: reported, not terminal.
+	watched map[string]*taskRecord
+	// kills are the SIGKILLs due KillGrace after a SIGTERM.
+	kills map[string]pendingKill
+	ops   sync.WaitGroup // Launch, Kill and Reconcile calls in flight
+
+	// wake nudges the monitor (a child exited, a kill was requested); it is
+	// never closed, so late senders (reapers) are safe after Close.
+	wake chan struct{}
+	done chan struct{}
+	wg   sync.WaitGroup // monitor and status drainer
+
+	// reapers counts the goroutines waiting for this executor's children.
+	// They are the one thing Close does not stop: a child can only be
+	// reaped once it exits, and the tasks outlive the term by design. They
+	// touch nothing but the wake channel.
+	reapers sync.WaitGroup
+
+	closeOnce sync.Once
+}
+
+var _ executor.Executor = (*Executor)(nil)
+
+// New validates cfg, creates the work directory's layout and starts the
+// executor's monitor. It adopts nothing by itself: the scheduler reconciles
+// at the start of its term, and that is what makes earlier tasks known.
+func New(cfg Config) (*Executor, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.prepare(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Executor{
+		cfg:     cfg,
+		log:     cfg.Logger.Named("local-executor"),
+		host:    currentHost(),
+		out:     make(chan executor.Status, statusBuffer),
+		queue:   newStatusQueue(),
+		ctx:     ctx,
+		cancel:  cancel,
+		tasks:   make(map[string]*taskRecord),
+		watched: make(map[string]*taskRecord),
+		kills:   make(map[string]pendingKill),
+		http:    newHTTPClient(),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	e.wg.Add(2)
+	go func() {
+		defer e.wg.Done()
+		e.queue.drain(e.out, e.done)
+	}()
+	go func() {
+		defer e.wg.Done()
+		e.monitor()
+	}()
+	e.log.Debug("started", "work_dir", cfg.WorkDir, "host", cfg.Host)
+	return e, nil
+}
+
+// NewFactory checks cfg once (so that a bad configuration fails at start-up,
+// not at the first term) and returns a Factory opening one Executor per term.
+func NewFactory(cfg Config) (executor.Factory, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.prepare(); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) (executor.Executor, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return New(cfg)
+	}, nil
+}
+
+// Statuses delivers every status update; it is closed by Close.
+func (e *Executor) Statuses() <-chan executor.Status { return e.out }
+
+// Close stops the monitor and the status stream and closes Statuses. The
+// tasks keep running: the next term's executor adopts them. In-flight
+// Launch, Kill and Reconcile calls are cancelled and waited for.
+func (e *Executor) Close() error {
+	e.closeOnce.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		e.mu.Unlock()
+		e.cancel()
+		e.ops.Wait()
+		close(e.done)
+		e.wg.Wait()
+		e.log.Debug("closed")
+	})
+	return nil
+}
+
+// begin registers a call; the returned func ends it.
+func (e *Executor) begin() (func(), error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	e.ops.Add(1)
+	return e.ops.Done, nil
+}
+
+// poke wakes the monitor without blocking.
+func (e *Executor) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// emit queues a status; it never blocks.
+func (e *Executor) emit(taskID string, j judgement, reconcile bool) {
+	e.queue.push(executor.Status{
+		TaskID:    taskID,
+		State:     j.state,
+		Message:   j.message,
+		ExitCode:  j.exitCode,
+		Time:      time.Now(),
+		Host:      e.cfg.Host,
+		Reconcile: reconcile,
+	})
+}

@@ -1,0 +1,466 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// taskRecord is what one executor remembers of one task: only what it has
+// reported, never the task's state (that is in the task directory). Its
+// mutex serialises the judgements and reports about the task, which keeps
+// the statuses of one task in order.
+type taskRecord struct {
+	id string
+	mu sync.Mutex
+	// The fields below are guarded by mu.
+	dropped      bool           // removed from Executor.tasks; lock anew
+	sentAny      bool           // a status was reported
+	sent         executor.State // the last state reported
+	terminalSent bool           // the final state was reported; never again
+	termSignaled bool           // this executor sent SIGTERM for a kill
+	lastErr      string         // last judge error logged, to log each once
+}
+
+// pendingKill is a SIGKILL due at a time (KillGrace after the SIGTERM).
+type pendingKill struct {
+	pid pidFile
+	at  time.Time
+}
+
+// lockRecord returns the task's record, locked, creating it if need be.
+func (e *Executor) lockRecord(id string) *taskRecord {
+	for {
+		e.mu.Lock()
+		rec := e.tasks[id]
+		if rec == nil {
+			rec = &taskRecord{id: id}
+			e.tasks[id] = rec
+		}
+		e.mu.Unlock()
+		// Never wait for a record's lock while holding e.mu: holders of a
+		// record's lock take e.mu (dropRecord, setWatching, terminate).
+		rec.mu.Lock()
+		if !rec.dropped {
+			return rec
+		}
+		rec.mu.Unlock()
+	}
+}
+
+// dropRecord forgets a task that has no directory; rec.mu is held.
+func (e *Executor) dropRecord(rec *taskRecord) {
+	rec.dropped = true
+	e.mu.Lock()
+	if e.tasks[rec.id] == rec {
+		delete(e.tasks, rec.id)
+	}
+	delete(e.watched, rec.id)
+	e.mu.Unlock()
+}
+
+// setWatching adds or removes a task from the monitor's set; rec.mu is held.
+func (e *Executor) setWatching(rec *taskRecord, on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if on {
+		e.watched[rec.id] = rec
+	} else {
+		delete(e.watched, rec.id)
+	}
+}
+
+// report sends what a judgement says, if it is news, and watches the task
+// while it is not terminal; rec.mu is held. always reports even an
+// unchanged state (an idempotent Launch); reconcile marks the answer to a
+// Reconcile, which is always given. A terminal state is reported on its own
+// once per executor, so a status nobody asked for is never repeated.
+func (e *Executor) report(rec *taskRecord, j judgement, always, reconcile bool) {
+	if j.state == executor.StateUnknown {
+		if reconcile {
+			e.emit(rec.id, j, true)
+		}
+		e.dropRecord(rec)
+		return
+	}
+	switch {
+	case reconcile:
+	case rec.terminalSent:
+		return
+	case always:
+	case rec.sentAny && stateRank(j.state) <= stateRank(rec.sent):
+		return
+	}
+	e.emit(rec.id, j, reconcile)
+	rec.sentAny, rec.sent = true, j.state
+	if !j.terminal() {
+		e.setWatching(rec, true)
+		return
+	}
+	e.setWatching(rec, false)
+	if !rec.terminalSent {
+		rec.terminalSent = true
+		e.onTerminal(rec, j)
+	}
+}
+
+// onTerminal cleans up after a task that ended; rec.mu is held.
+func (e *Executor) onTerminal(rec *taskRecord, j judgement) {
+	log := e.log.With("task_id", rec.id, "state", j.state)
+	if j.message != "" {
+		log = log.With("message", j.message)
+	}
+	log.Info("task ended")
+	// A lost task's wrapper is gone, but what it started may run on. The
+	// scheduler will run a new attempt; the remains of this one must not
+	// run beside it.
+	if j.pid == nil || j.pid.NeverStarted {
+		return
+	}
+	switch j.state {
+	case executor.StateLost:
+		if err := e.host.signalGroup(*j.pid, syscall.SIGKILL); err != nil {
+			log.Warn("cannot kill the remains of a lost task", "error", err)
+		}
+	case executor.StateKilled:
+		// The wrapper died of the SIGTERM, but what ignores SIGTERM in its
+		// group still runs. The executor that sent it has the SIGKILL
+		// scheduled; one that adopts the task (its predecessor closed
+		// within KillGrace) schedules it from the marker's time.
+		if rec.termSignaled {
+			return
+		}
+		if fi, err := os.Stat(filepath.Join(e.taskDir(rec.id), fileKilled)); err == nil {
+			e.mu.Lock()
+			e.kills[rec.id] = pendingKill{pid: *j.pid, at: fi.ModTime().Add(e.cfg.KillGrace)}
+			e.mu.Unlock()
+			e.poke()
+		}
+	}
+}
+
+// Kill stops a task: it writes the killed marker (so that every executor
+// reports the task KILLED, and a launcher still starting it gives up), sends
+// SIGTERM to its process group and, KillGrace later, SIGKILL. A task without
+// a directory is unknown: nothing to do.
+func (e *Executor) Kill(ctx context.Context, taskID string) error {
+	end, err := e.begin()
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir := e.taskDir(taskID)
+	if _, err := os.Stat(dir); notExist(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("kill %s: %w", taskID, err)
+	}
+	rec := e.lockRecord(taskID)
+	defer rec.mu.Unlock()
+	log := e.log.With("task_id", taskID)
+	if rec.terminalSent {
+		return nil // its final status is out already
+	}
+	// A task that has ended keeps its verdict (a marker now would turn a
+	// finished or lost task into a killed one); its final status follows.
+	if j, err := e.judge(dir); err != nil {
+		return fmt.Errorf("kill %s: %w", taskID, err)
+	} else if j.terminal() {
+		e.report(rec, j, false, false)
+		return nil
+	}
+
+	// The marker's first write is the kill's time; a second Kill keeps it.
+	now := time.Now().UTC()
+	if _, err := writeExclusive(filepath.Join(dir, fileKilled), []byte(now.Format(time.RFC3339Nano)+"\n")); err != nil {
+		if notExist(err) {
+			return nil // removed meanwhile (retention)
+		}
+		return fmt.Errorf("kill %s: %w", taskID, err)
+	}
+	if _, err := readPidFile(dir); notExist(err) {
+		// Not started yet: forbid the start. If the launcher was first,
+		// the pid file is there now and the signal below reaches it.
+		if _, err := e.markNeverStarted(dir, "killed before start"); err != nil {
+			return fmt.Errorf("kill %s: %w", taskID, err)
+		}
+	}
+	j, err := e.judge(dir)
+	if err != nil {
+		return fmt.Errorf("kill %s: %w", taskID, err)
+	}
+	if j.state == executor.StateRunning && j.pid != nil {
+		e.terminate(rec, *j.pid, now)
+		log.Info("task killed", "pid", j.pid.Pid)
+	}
+	e.report(rec, j, false, false)
+	e.poke()
+	return nil
+}
+
+// terminate sends SIGTERM to the task's group and schedules SIGKILL at
+// KillGrace after the kill was asked for; rec.mu is held.
+func (e *Executor) terminate(rec *taskRecord, p pidFile, killedAt time.Time) {
+	if err := e.host.signalGroup(p, syscall.SIGTERM); err != nil {
+		e.log.Warn("cannot terminate task", "task_id", rec.id, "error", err)
+	}
+	rec.termSignaled = true
+	e.mu.Lock()
+	e.kills[rec.id] = pendingKill{pid: p, at: killedAt.Add(e.cfg.KillGrace)}
+	e.mu.Unlock()
+}
+
+// Reconcile answers for the named tasks, or, with no names, for every task
+// directory except those terminal for longer than Retention (which it
+// removes). Running tasks are watched from then on.
+func (e *Executor) Reconcile(ctx context.Context, taskIDs []string) error {
+	end, err := e.begin()
+	if err != nil {
+		return err
+	}
+	defer end()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(e.ctx, cancel)
+	defer stop()
+
+	var errs []error
+	if len(taskIDs) == 0 {
+		errs = e.reconcileAll(ctx)
+	} else {
+		for _, id := range taskIDs {
+			if err := ctx.Err(); err != nil {
+				return e.closedOr(err)
+			}
+			if err := e.reconcileOne(id, e.taskDir(id), false); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return e.closedOr(err)
+	}
+	e.cleanup(ctx)
+	return errors.Join(errs...)
+}
+
+// reconcileOne answers for one task. implicit skips (and removes) a task
+// terminal for longer than Retention.
+func (e *Executor) reconcileOne(id, dir string, implicit bool) error {
+	rec := e.lockRecord(id)
+	defer rec.mu.Unlock()
+	j, err := e.judge(dir)
+	if err != nil {
+		return fmt.Errorf("reconcile %s: %w", id, err)
+	}
+	if implicit && j.terminal() && time.Since(terminalTime(dir)) > e.cfg.Retention {
+		e.removeTaskDir(dir)
+		e.dropRecord(rec)
+		return nil
+	}
+	e.report(rec, j, true, true)
+	return nil
+}
+
+func (e *Executor) reconcileAll(ctx context.Context) []error {
+	entries, err := os.ReadDir(e.cfg.tasksDir())
+	if err != nil {
+		return []error{fmt.Errorf("reconcile: %w", err)}
+	}
+	var errs []error
+	for _, de := range entries {
+		if ctx.Err() != nil {
+			return errs
+		}
+		if !de.IsDir() {
+			continue
+		}
+		dir := filepath.Join(e.cfg.tasksDir(), de.Name())
+		id, ok := taskIDOf(dir)
+		if !ok {
+			// A hashed name whose task.json was never written (its
+			// launcher died right after the claim): nobody can ask for it
+			// by ID; the janitor removes it in time.
+			e.log.Debug("task dir without a readable ID", "task_dir", dir)
+			continue
+		}
+		if err := e.reconcileOne(id, dir, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// monitor is the executor's one watching goroutine: it judges every watched
+// task each PollInterval (or when woken), sends the SIGKILLs that fall due
+// and removes expired task directories.
+func (e *Executor) monitor() {
+	ticker := time.NewTicker(e.cfg.PollInterval)
+	defer ticker.Stop()
+	janitor := time.NewTicker(min(janitorInterval, max(e.cfg.Retention/2, e.cfg.PollInterval)))
+	defer janitor.Stop()
+	// killTimer fires at the earliest pending SIGKILL.
+	killTimer := time.NewTimer(time.Hour)
+	killTimer.Stop()
+	defer killTimer.Stop()
+	for {
+		select {
+		case <-e.done:
+			return
+		case <-ticker.C:
+		case <-e.wake:
+		case <-killTimer.C:
+		case <-janitor.C:
+			e.cleanup(e.ctx)
+		}
+		e.poll()
+		if next := e.sendDueKills(); !next.IsZero() {
+			killTimer.Reset(time.Until(next))
+		}
+	}
+}
+
+// poll judges every watched task once.
+func (e *Executor) poll() {
+	e.mu.Lock()
+	recs := make([]*taskRecord, 0, len(e.watched))
+	for _, rec := range e.watched {
+		recs = append(recs, rec)
+	}
+	e.mu.Unlock()
+	for _, rec := range recs {
+		if e.ctx.Err() != nil {
+			return
+		}
+		// A held lock means a Launch, Kill or Reconcile is at this task
+		// right now, and reports for it; the next round will look again.
+		if !rec.mu.TryLock() {
+			continue
+		}
+		if !rec.dropped && !rec.terminalSent {
+			e.pollOne(rec)
+		}
+		rec.mu.Unlock()
+	}
+}
+
+// pollOne judges one watched task; rec.mu is held.
+func (e *Executor) pollOne(rec *taskRecord) {
+	dir := e.taskDir(rec.id)
+	j, err := e.judge(dir)
+	if err != nil {
+		if msg := err.Error(); msg != rec.lastErr {
+			rec.lastErr = msg
+			e.log.Warn("cannot judge task", "task_id", rec.id, "error", err)
+		}
+		return
+	}
+	rec.lastErr = ""
+	if j.state == executor.StateUnknown {
+		// Removed from outside while we watched it.
+		e.log.Warn("task dir vanished", "task_id", rec.id, "task_dir", dir)
+		e.dropRecord(rec)
+		return
+	}
+	// A kill asked for by an earlier executor (or in another PID namespace)
+	// is carried out by whoever watches the task now.
+	if j.state == executor.StateRunning && j.pid != nil && !rec.termSignaled {
+		if fi, err := os.Stat(filepath.Join(dir, fileKilled)); err == nil {
+			e.log.Info("carrying out an earlier kill", "task_id", rec.id)
+			e.terminate(rec, *j.pid, fi.ModTime())
+		}
+	}
+	e.report(rec, j, false, false)
+}
+
+// sendDueKills sends the SIGKILLs that are due and returns when the next
+// one is (zero: none pending). The group is killed even if the wrapper has
+// gone: what ignored SIGTERM may still run in it.
+func (e *Executor) sendDueKills() time.Time {
+	now := time.Now()
+	var due []pendingKill
+	var next time.Time
+	e.mu.Lock()
+	for id, k := range e.kills {
+		if !k.at.After(now) {
+			due = append(due, k)
+			delete(e.kills, id)
+		} else if next.IsZero() || k.at.Before(next) {
+			next = k.at
+		}
+	}
+	e.mu.Unlock()
+	for _, k := range due {
+		if err := e.host.signalGroup(k.pid, syscall.SIGKILL); err != nil {
+			e.log.Warn("cannot kill task", "pgid", k.pid.Pgid, "error", err)
+		}
+	}
+	return next
+}
+
+// cleanup removes task directories terminal for longer than Retention, and
+// leftovers in tmp/. Several processes may do this at once: a directory is
+// first renamed into tmp/, so it disappears whole, once.
+func (e *Executor) cleanup(ctx context.Context) {
+	entries, err := os.ReadDir(e.cfg.tasksDir())
+	if err != nil {
+		e.log.Warn("cleanup: cannot list tasks", "error", err)
+		return
+	}
+	for _, de := range entries {
+		if ctx.Err() != nil {
+			return
+		}
+		if !de.IsDir() {
+			continue
+		}
+		dir := filepath.Join(e.cfg.tasksDir(), de.Name())
+		if time.Since(terminalTime(dir)) <= e.cfg.Retention {
+			continue // cheap test first: recent activity
+		}
+		j, err := e.judge(dir)
+		if err != nil || !j.terminal() {
+			continue
+		}
+		// judge may just have written a "never started" pid file; that
+		// task counts as ended now, and waits its Retention too.
+		if time.Since(terminalTime(dir)) > e.cfg.Retention {
+			e.removeTaskDir(dir)
+		}
+	}
+	tmp, err := os.ReadDir(e.cfg.tmpDir())
+	if err != nil {
+		return
+	}
+	for _, de := range tmp {
+		if fi, err := de.Info(); err == nil && time.Since(fi.ModTime()) > max(tmpRetention, 2*e.cfg.FetchTimeout) {
+			_ = os.RemoveAll(filepath.Join(e.cfg.tmpDir(), de.Name()))
+		}
+	}
+}
+
+// removeTaskDir removes a task directory: renamed into tmp/ first, so that
+// no executor ever sees half of it.
+func (e *Executor) removeTaskDir(dir string) {
+	trash := filepath.Join(e.cfg.tmpDir(), tempName("removed-"+filepath.Base(dir)))
+	if err := os.Rename(dir, trash); err != nil {
+		if !notExist(err) {
+			e.log.Warn("cannot remove expired task dir", "task_dir", dir, "error", err)
+		}
+		return
+	}
+	if err := os.RemoveAll(trash); err != nil {
+		e.log.Warn("cannot remove expired task dir", "task_dir", trash, "error", err)
+	}
+	e.log.Debug("removed expired task dir", "task_dir", dir)
+}

@@ -1,0 +1,133 @@
+package local
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// hostIdentity tells whether a pid recorded by another process can be
+// checked from here at all: pids mean nothing across a reboot (the start
+// times restart too, so a recorded pid and start time can even match a new
+// process) or across PID namespaces (two containers sharing a WorkDir).
+type hostIdentity struct {
+	bootID string
+	pidNS  string
+}
+
+func currentHost() hostIdentity {
+	var h hostIdentity
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		h.bootID = strings.TrimSpace(string(b))
+	}
+	if ns, err := os.Readlink("/proc/self/ns/pid"); err == nil {
+		h.pidNS = ns
+	}
+	return h
+}
+
+// procStat is what hasched reads of /proc/<pid>/stat.
+type procStat struct {
+	state     byte   // field 3: R, S, D, Z, X, ...
+	pgrp      int    // field 5
+	startTime uint64 // field 22: clock ticks after boot
+}
+
+// readProcStat parses /proc/<pid>/stat. The command name (field 2) is in
+// parentheses and may itself contain spaces and parentheses, so fields are
+// counted from the last ')'.
+func readProcStat(pid int) (procStat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3, so field n is f[n-3].
+	if len(f) < 20 || len(f[0]) != 1 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	pgrp, err := strconv.Atoi(f[5-3])
+	if err != nil {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: pgrp: %w", pid, err)
+	}
+	st, err := strconv.ParseUint(f[22-3], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: starttime: %w", pid, err)
+	}
+	return procStat{state: f[0][0], pgrp: pgrp, startTime: st}, nil
+}
+
+// liveness is what can be said about a recorded process.
+type liveness int
+
+const (
+	procDead      liveness = iota // gone, a zombie, or its pid now names another process
+	procAlive                     // the very process that was recorded
+	procUncertain                 // recorded in another PID namespace: cannot be checked
+	procRebooted                  // recorded before the host rebooted: gone
+)
+
+// check tells whether the process recorded in p still runs.
+func (h hostIdentity) check(p pidFile) liveness {
+	if p.BootID != "" && h.bootID != "" && p.BootID != h.bootID {
+		return procRebooted
+	}
+	if p.PidNS != "" && h.pidNS != "" && p.PidNS != h.pidNS {
+		return procUncertain
+	}
+	if p.Pid <= 0 {
+		return procDead
+	}
+	// kill(pid, 0) is the cheap test; EPERM still means "exists".
+	if err := syscall.Kill(p.Pid, 0); errors.Is(err, syscall.ESRCH) {
+		return procDead
+	}
+	st, err := readProcStat(p.Pid)
+	if err != nil {
+		return procDead
+	}
+	// A zombie has finished: it only waits for its parent (which may be
+	// an init that never reaps) to collect it.
+	if st.state == 'Z' || st.state == 'X' || st.startTime != p.StartTime {
+		return procDead
+	}
+	return procAlive
+}
+
+// groupIsOurs tells whether signalling process group p.Pgid can only hit
+// the task's processes. The group's id is the wrapper's pid; the kernel
+// does not hand out a pid still in use as a process group id, so while the
+// group has members it is ours, unless a process now running under that pid
+// (necessarily after our group emptied) says otherwise.
+func (h hostIdentity) groupIsOurs(p pidFile) bool {
+	if p.Pgid <= 0 {
+		return false
+	}
+	if l := h.check(p); l == procUncertain || l == procRebooted {
+		return false // not a process group of this kernel or namespace
+	}
+	st, err := readProcStat(p.Pgid)
+	if err != nil {
+		return true // no leader: what remains of the group is the task's
+	}
+	return st.startTime == p.StartTime
+}
+
+// signalGroup sends sig to the task's process group if it is still ours.
+func (h hostIdentity) signalGroup(p pidFile, sig syscall.Signal) error {
+	if !h.groupIsOurs(p) {
+		return nil
+	}
+	if err := syscall.Kill(-p.Pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal %v to process group %d: %w", sig, p.Pgid, err)
+	}
+	return nil
+}

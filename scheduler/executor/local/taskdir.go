@@ -1,0 +1,404 @@
+package local
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// Files of a task directory (see the package comment).
+const (
+	fileTask   = "task.json"
+	fileStdout = "stdout"
+	fileStderr = "stderr"
+	filePid    = "pid"
+	fileExit   = "exit"
+	fileKilled = "killed"
+	fileFailed = "failed"
+	// dirApp holds the task's own copy of its app when the app cache is off.
+	dirApp = "app"
+
+	// maxEscapedLen keeps escaped names well below NAME_MAX (255); longer
+	// IDs get a hashed name and are identified by their task.json.
+	maxEscapedLen = 200
+	hashedPrefix  = "~" // never produced by escapeName: '~' is escaped
+	// stderrExcerpt bounds the stderr tail in a FAILED status's message.
+	stderrExcerpt = 1024
+)
+
+// escapeName turns any string into one safe, reversible file name:
+// [A-Za-z0-9_-] and non-leading '.' stay, every other byte becomes %XX.
+// The empty string, "." and ".." cannot come out of it.
+func escapeName(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-',
+			c == '.' && i > 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	if b.Len() == 0 {
+		return "%" // the empty name; unescapeName maps it back
+	}
+	return b.String()
+}
+
+// unescapeName reverses escapeName; ok is false for names escapeName does
+// not produce (so foreign entries in tasks/ are never mistaken for tasks).
+func unescapeName(name string) (string, bool) {
+	if name == "%" {
+		return "", true
+	}
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		if name[i] != '%' {
+			b.WriteByte(name[i])
+			continue
+		}
+		if i+2 >= len(name) {
+			return "", false
+		}
+		v, err := strconv.ParseUint(name[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", false
+		}
+		b.WriteByte(byte(v))
+		i += 2
+	}
+	s := b.String()
+	return s, escapeName(s) == name
+}
+
+// taskDirName is the name of a task's directory under tasks/.
+func taskDirName(id string) string {
+	if n := escapeName(id); len(n) <= maxEscapedLen {
+		return n
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hashedPrefix + hex.EncodeToString(sum[:])
+}
+
+func (e *Executor) taskDir(id string) string {
+	return filepath.Join(e.cfg.tasksDir(), taskDirName(id))
+}
+
+// taskIDOf tells which task a directory under tasks/ belongs to: from its
+// name, or from its task.json when the name is a hash.
+func taskIDOf(dir string) (string, bool) {
+	name := filepath.Base(dir)
+	if !strings.HasPrefix(name, hashedPrefix) {
+		return unescapeName(name)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, fileTask))
+	if err != nil {
+		return "", false
+	}
+	var t executor.Task
+	if json.Unmarshal(b, &t) != nil || taskDirName(t.ID) != name {
+		return "", false
+	}
+	return t.ID, true
+}
+
+// pidFile records who runs a task, or that nobody ever will.
+type pidFile struct {
+	Pid       int    `json:"pid,omitempty"`
+	Pgid      int    `json:"pgid,omitempty"`
+	StartTime uint64 `json:"startTime,omitempty"` // /proc/<pid>/stat field 22
+	BootID    string `json:"bootId,omitempty"`
+	PidNS     string `json:"pidNs,omitempty"`
+	Host      string `json:"host,omitempty"`
+	// Launcher is the pid of the scheduler process that started the task.
+	Launcher int `json:"launcher,omitempty"`
+	// NeverStarted: the launcher did not start the task within StartGrace
+	// (or Kill came first); Reason says who gave up.
+	NeverStarted bool      `json:"neverStarted,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	Time         time.Time `json:"time"`
+}
+
+// errCorrupt marks a state file that exists but cannot be parsed.
+var errCorrupt = errors.New("corrupt state file")
+
+func readPidFile(dir string) (pidFile, error) {
+	var p pidFile
+	b, err := os.ReadFile(filepath.Join(dir, filePid))
+	if err != nil {
+		return p, err
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("%w: %s: %v", errCorrupt, filePid, err)
+	}
+	return p, nil
+}
+
+// tempName is a unique name for a file that is renamed or linked into
+// place, so that concurrent writers never share one.
+func tempName(base string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return base + ".tmp." + hex.EncodeToString(b[:])
+}
+
+// writeAtomic replaces path with data: readers see the old file or the new
+// one, never a part.
+func writeAtomic(path string, data []byte) error {
+	tmp := tempName(path)
+	if err := os.WriteFile(tmp, data, 0o640); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// writeExclusive creates path with data unless it exists; created says
+// whether this call made it. link(2) of a complete temporary file makes the
+// creation both exclusive and atomic. Where the file system cannot link, it
+// falls back to O_EXCL, whose readers may briefly see a partial file (they
+// treat an unparsable young pid file as "being written").
+func writeExclusive(path string, data []byte) (created bool, err error) {
+	tmp := tempName(path)
+	if err := os.WriteFile(tmp, data, 0o640); err != nil {
+		return false, err
+	}
+	defer func() { _ = os.Remove(tmp) }()
+	err = os.Link(tmp, path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrExist):
+		return false, nil
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.ENOTSUP), errors.Is(err, syscall.EOPNOTSUPP):
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+		if errors.Is(err, fs.ErrExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		_, werr := f.Write(data)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		return werr == nil, werr
+	default:
+		return false, err
+	}
+}
+
+// judgement is what the files of a task directory say about the task.
+type judgement struct {
+	state    executor.State
+	message  string
+	exitCode int
+	pid      *pidFile // set once the task was started
+}
+
+func (j judgement) terminal() bool { return j.state.Terminal() }
+
+// stateRank orders states so that a stale judgement never overtakes a
+// newer one: STAGING < RUNNING < terminal.
+func stateRank(s executor.State) int {
+	switch s {
+	case executor.StateStaging:
+		return 0
+	case executor.StateRunning:
+		return 1
+	}
+	return 2
+}
+
+func notExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// judge reads a task directory and says what became of the task. It has one
+// side effect: a directory left without a pid file for longer than
+// StartGrace gets a "never started" pid file, created exclusively, so that
+// the verdict is the same for every executor and a launcher that was only
+// slow learns it lost (see start).
+func (e *Executor) judge(dir string) (judgement, error) {
+	fi, err := os.Stat(dir)
+	if notExist(err) {
+		return judgement{state: executor.StateUnknown, message: "no such task"}, nil
+	}
+	if err != nil {
+		return judgement{}, err
+	}
+	if msg, err := os.ReadFile(filepath.Join(dir, fileFailed)); err == nil {
+		return judgement{state: executor.StateFailed, message: string(msg)}, nil
+	} else if !notExist(err) {
+		return judgement{}, err
+	}
+	killed, err := os.Stat(filepath.Join(dir, fileKilled))
+	if err != nil && !notExist(err) {
+		return judgement{}, err
+	}
+
+	p, err := readPidFile(dir)
+	switch {
+	case notExist(err):
+		if time.Since(fi.ModTime()) < e.cfg.StartGrace {
+			return judgement{state: executor.StateStaging}, nil
+		}
+		// Claimed but not started within StartGrace: its launcher died
+		// between claim and start, or is stuck. Give up on it for good.
+		if _, err := e.markNeverStarted(dir, "no pid file after start grace"); err != nil {
+			return judgement{}, err
+		}
+		if p, err = readPidFile(dir); err != nil {
+			return judgement{}, err
+		}
+	case errors.Is(err, errCorrupt):
+		// The non-linking fallback of writeExclusive may be mid-write.
+		if pfi, serr := os.Stat(filepath.Join(dir, filePid)); serr == nil && time.Since(pfi.ModTime()) < e.cfg.StartGrace {
+			return judgement{state: executor.StateStaging}, nil
+		}
+		return judgement{state: executor.StateLost, message: err.Error()}, nil
+	case err != nil:
+		return judgement{}, err
+	}
+	if p.NeverStarted {
+		if killed != nil {
+			return judgement{state: executor.StateKilled, message: "killed before it started", pid: &p}, nil
+		}
+		return judgement{state: executor.StateLost, message: "never started: " + p.Reason, pid: &p}, nil
+	}
+
+	// Liveness first, then the exit file: the wrapper writes the exit file
+	// before it exits, so a process found dead has written it if it ever
+	// will. The other order would mistake a task that has just finished
+	// for a lost one.
+	live := e.host.check(p)
+	code, exitMod, err := readExit(dir)
+	switch {
+	case err == nil:
+		if killed != nil && !killed.ModTime().After(exitMod) {
+			return judgement{state: executor.StateKilled, message: "killed", exitCode: code, pid: &p}, nil
+		}
+		if code == 0 {
+			return judgement{state: executor.StateFinished, pid: &p}, nil
+		}
+		msg := fmt.Sprintf("exit code %d", code)
+		if tail := stderrTail(filepath.Join(dir, fileStderr), stderrExcerpt); tail != "" {
+			msg += ": " + tail
+		}
+		return judgement{state: executor.StateFailed, message: msg, exitCode: code, pid: &p}, nil
+	case errors.Is(err, errCorrupt):
+		return judgement{state: executor.StateFailed, message: err.Error(), exitCode: -1, pid: &p}, nil
+	case !notExist(err):
+		return judgement{}, err
+	}
+
+	switch live {
+	case procAlive, procUncertain:
+		// procUncertain: started in another PID namespace; only its exit
+		// file can tell, and Kill works through the killed marker.
+		return judgement{state: executor.StateRunning, pid: &p}, nil
+	case procRebooted:
+		if killed != nil {
+			return judgement{state: executor.StateKilled, message: "killed", pid: &p}, nil
+		}
+		return judgement{state: executor.StateLost, message: "host rebooted while the task ran", pid: &p}, nil
+	default:
+		if killed != nil {
+			return judgement{state: executor.StateKilled, message: "killed", pid: &p}, nil
+		}
+		return judgement{state: executor.StateLost, message: "process vanished", pid: &p}, nil
+	}
+}
+
+// markNeverStarted claims the pid file for "nobody will ever start this
+// task"; created is false when a launcher (or another executor) was first.
+func (e *Executor) markNeverStarted(dir, reason string) (created bool, err error) {
+	b, err := json.Marshal(pidFile{NeverStarted: true, Reason: reason, Host: e.cfg.Host, Launcher: os.Getpid(), Time: time.Now().UTC()})
+	if err != nil {
+		return false, err
+	}
+	created, err = writeExclusive(filepath.Join(dir, filePid), b)
+	if created {
+		e.log.Warn("task never started", "task_dir", dir, "reason", reason)
+	}
+	return created, err
+}
+
+// readExit reads the wrapper's exit file.
+func readExit(dir string) (code int, mod time.Time, err error) {
+	path := filepath.Join(dir, fileExit)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	code, err = strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fi.ModTime(), fmt.Errorf("%w: %s: %q", errCorrupt, fileExit, b)
+	}
+	return code, fi.ModTime(), nil
+}
+
+// stderrTail returns the last whole lines of a file, at most max bytes, for
+// a FAILED status's message.
+func stderrTail(path string, limit int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(fi.Size()-limit, 0)
+	b, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
+	if err != nil {
+		return ""
+	}
+	b = bytes.TrimRight(b, " \t\r\n")
+	if off > 0 {
+		// Drop the partial first line, unless it is all there is.
+		if i := bytes.IndexByte(b, '\n'); i >= 0 && i+1 < len(b) {
+			b = b[i+1:]
+		}
+	}
+	// The cut may split a rune; the message must stay valid UTF-8 (JSON).
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
+
+// terminalTime approximates when a terminal task ended: the newest change
+// in its directory. Retention counts from there.
+func terminalTime(dir string) time.Time {
+	var t time.Time
+	if fi, err := os.Stat(dir); err == nil {
+		t = fi.ModTime()
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, de := range entries {
+		if fi, err := de.Info(); err == nil && fi.ModTime().After(t) {
+			t = fi.ModTime()
+		}
+	}
+	return t
+}
