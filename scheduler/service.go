@@ -24,6 +24,9 @@ var (
 	ErrConflict = errors.New("scheduler: conflict")
 	// ErrInvalid is wrapped by every *ValidationError.
 	ErrInvalid = errors.New("scheduler: invalid input")
+	// ErrUnavailable: this process has no session with the coordinator at
+	// the moment (it is starting, or reconnecting); retry later.
+	ErrUnavailable = errors.New("scheduler: coordinator unavailable")
 )
 
 // ValidationError refuses one field of a request.
@@ -52,6 +55,13 @@ type TaskRecord struct {
 	// LaunchedAt is zero until the executor accepted the task.
 	LaunchedAt time.Time `json:"launchedAt,omitempty"`
 	UpdatedAt  time.Time `json:"updatedAt"`
+	// KillRequested is set before the scheduler kills the task (disable,
+	// REPLACE), so that its end is not taken for a failure, in this term
+	// or the next.
+	KillRequested bool `json:"killRequested,omitempty"`
+	// NotBefore holds a failover task back until then (the retry back-off
+	// after a failure).
+	NotBefore time.Time `json:"notBefore,omitzero"`
 }
 
 // ReadyEntry is one job's pending fires on the ready queue.

@@ -67,6 +67,9 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	}
 
 	ec := embed.NewConfig()
+	// NewConfig leaves the slow-request threshold at zero, which makes the
+	// server warn about every request; use etcd's own default.
+	ec.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	ec.Name = cfg.Name
 	ec.Dir = cfg.Dir
 	ec.ListenClientUrls = []url.URL{*clientURL}

@@ -1,0 +1,466 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/coord/etcd"
+	_ "github.com/hasched/hasched/coord/zk" // zk:// for --coord
+	"github.com/hasched/hasched/scheduler"
+	"github.com/hasched/hasched/scheduler/api"
+	"github.com/hasched/hasched/scheduler/executor/local"
+)
+
+// Shutdown bounds.
+const (
+	// stopTimeout bounds how long the scheduler may take to end its term
+	// and resign after a signal.
+	stopTimeout = 30 * time.Second
+	// drainTimeout bounds how long requests in flight may take to finish.
+	drainTimeout = 10 * time.Second
+)
+
+// HTTP server limits; writes are bounded by the API's own request timeout
+// (api.DefaultRequestTimeout), so WriteTimeout leaves room for it.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = api.DefaultRequestTimeout + 15*time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+)
+
+const coordEmbedded = "embedded"
+
+// serveFlags are serve's flags as given.
+type serveFlags struct {
+	coord             string
+	dataDir           string
+	listen            string
+	advertise         string
+	executor          string
+	workDir           string
+	logLevel          string
+	logJSON           bool
+	authUser          string
+	authPassword      string
+	embeddedClientURL string
+	embeddedPeerURL   string
+}
+
+// serveConfig is serve's validated configuration.
+type serveConfig struct {
+	// embedded: run a single-member etcd in this process; else coordURL.
+	embedded     bool
+	coordURL     string
+	coordDisplay string // coordURL without credentials
+	dataDir      string
+	etcdDir      string
+	workDir      string
+	listen       string
+	listenHost   string
+	// advertise is empty when it is derived from the bound address.
+	advertise         string
+	executor          string
+	logLevel          hclog.Level
+	logJSON           bool
+	authUser          string
+	authPassword      string
+	embeddedClientURL string
+	embeddedPeerURL   string
+}
+
+func newServeCmd() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a scheduler process",
+		Long: `Run a scheduler process. Every process of a cluster joins one leader election
+on the coordinator: the leader schedules and launches jobs; standbys answer
+reads and forward writes to the leader. The REST API listens on --listen for
+the life of the process, whether it leads or not.
+
+On SIGINT or SIGTERM a leader stops scheduling and resigns, so that a standby
+takes over at once, and the process exits 0.`,
+		Example: `  # one process, on an embedded etcd kept in ./data
+  hasched serve
+
+  # a cluster on etcd (run one per host)
+  hasched serve --coord etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/hasched \
+      --listen :8899 --advertise 10.0.0.1:8899 --auth-user root --auth-password secret
+
+  # on ZooKeeper, configured through the environment
+  HASCHED_COORD=zk://10.0.0.1:2181/hasched HASCHED_ADVERTISE=10.0.0.1:8899 hasched serve`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.validate()
+			if err != nil {
+				return err
+			}
+			return runServe(cmd.Context(), cfg, cmd.ErrOrStderr(), nil)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.coord, "coord", coordEmbedded, "coordinator: embedded (a single-member etcd in this process), etcd://host:2379[,host:2379…]/namespace[?ttl=10s] or zk://host:2181[,host:2181…]/namespace[?session-timeout=6s]")
+	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for this process's state (the embedded etcd's data, the local executor's tasks)")
+	fs.StringVar(&f.listen, "listen", ":"+strconv.Itoa(api.DefaultPort), "address the REST API listens on")
+	fs.StringVar(&f.advertise, "advertise", "", "host:port other processes reach this one's API at (default: 127.0.0.1:<port> if --listen has no host or a wildcard one, else --listen)")
+	fs.StringVar(&f.executor, "executor", "local", "what runs tasks: local (processes on this host)")
+	fs.StringVar(&f.workDir, "work-dir", "", "the local executor's work directory (default <data-dir>/executor; tasks go in its tasks/, app packages in apps/)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error or off")
+	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON lines")
+	fs.StringVar(&f.authUser, "auth-user", "", "if set, every API write needs HTTP Basic auth with this user and --auth-password")
+	fs.StringVar(&f.authPassword, "auth-password", "", "the password of --auth-user")
+	fs.StringVar(&f.embeddedClientURL, "embedded-client-url", "http://127.0.0.1:2379", "client URL of the embedded etcd (with --coord embedded)")
+	fs.StringVar(&f.embeddedPeerURL, "embedded-peer-url", "http://127.0.0.1:2380", "peer URL of the embedded etcd (with --coord embedded)")
+	return cmd
+}
+
+// validate checks every flag and derives the configuration; it touches
+// nothing.
+func (f serveFlags) validate() (serveConfig, error) {
+	cfg := serveConfig{
+		logJSON:      f.logJSON,
+		authUser:     f.authUser,
+		authPassword: f.authPassword,
+	}
+
+	switch {
+	case f.coord == coordEmbedded:
+		cfg.embedded = true
+	case f.coord == "":
+		return cfg, usagef("--coord is empty: use embedded, etcd://host:2379/namespace or zk://host:2181/namespace")
+	default:
+		u, err := url.Parse(f.coord)
+		if err != nil {
+			return cfg, usagef("--coord: %v", err)
+		}
+		scheme := strings.ToLower(u.Scheme)
+		if scheme == "" {
+			return cfg, usagef("--coord %q is not a URL: use embedded, etcd://host:2379/namespace or zk://host:2181/namespace", f.coord)
+		}
+		if !slices.Contains(coord.Schemes(), scheme) {
+			return cfg, usagef("--coord %q: unsupported scheme %q: use embedded, or one of %s", u.Redacted(), u.Scheme, schemeList())
+		}
+		if u.Host == "" {
+			return cfg, usagef("--coord %q names no servers: %s://host:port[,host:port…]/namespace", u.Redacted(), scheme)
+		}
+		cfg.coordURL, cfg.coordDisplay = f.coord, u.Redacted()
+	}
+
+	if f.dataDir == "" {
+		return cfg, usagef("--data-dir is empty")
+	}
+	cfg.dataDir = filepath.Clean(f.dataDir)
+	if fi, err := os.Stat(cfg.dataDir); err == nil && !fi.IsDir() {
+		return cfg, usagef("--data-dir %s is not a directory", cfg.dataDir)
+	}
+	cfg.etcdDir = filepath.Join(cfg.dataDir, "etcd")
+	cfg.workDir = f.workDir
+	if cfg.workDir == "" {
+		cfg.workDir = filepath.Join(cfg.dataDir, "executor")
+	}
+	if fi, err := os.Stat(cfg.workDir); err == nil && !fi.IsDir() {
+		return cfg, usagef("--work-dir %s is not a directory", cfg.workDir)
+	}
+
+	host, port, err := splitHostPort("--listen", f.listen, true)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.listen, cfg.listenHost = f.listen, host
+	if f.advertise != "" {
+		if strings.Contains(f.advertise, "://") {
+			return cfg, usagef("--advertise %q: give host:port, without a scheme", f.advertise)
+		}
+		ahost, aport, err := splitHostPort("--advertise", f.advertise, false)
+		if err != nil {
+			return cfg, err
+		}
+		if ahost == "" {
+			return cfg, usagef("--advertise %q has no host", f.advertise)
+		}
+		if ip := net.ParseIP(ahost); ip != nil && ip.IsUnspecified() {
+			return cfg, usagef("--advertise %q: %s is not an address other processes can reach", f.advertise, ahost)
+		}
+		cfg.advertise = net.JoinHostPort(ahost, strconv.Itoa(aport))
+	}
+
+	switch e := strings.ToLower(f.executor); e {
+	case "local":
+		cfg.executor = e
+	case "mesos":
+		return cfg, usagef("--executor mesos is not available in this build yet; use --executor local")
+	default:
+		return cfg, usagef("--executor %q is unknown; use local", f.executor)
+	}
+
+	cfg.logLevel = hclog.LevelFromString(f.logLevel)
+	if cfg.logLevel == hclog.NoLevel {
+		return cfg, usagef("--log-level %q is unknown; use trace, debug, info, warn, error or off", f.logLevel)
+	}
+
+	if (f.authUser == "") != (f.authPassword == "") {
+		return cfg, usagef("--auth-user and --auth-password go together: set both or neither")
+	}
+
+	if cfg.embedded {
+		cport, err := checkEmbeddedURL("--embedded-client-url", f.embeddedClientURL)
+		if err != nil {
+			return cfg, err
+		}
+		pport, err := checkEmbeddedURL("--embedded-peer-url", f.embeddedPeerURL)
+		if err != nil {
+			return cfg, err
+		}
+		if cport != 0 && cport == pport {
+			return cfg, usagef("--embedded-client-url and --embedded-peer-url use the same port %d", cport)
+		}
+		if port != 0 && (port == cport || port == pport) {
+			return cfg, usagef("--listen port %d is also the embedded etcd's (--embedded-client-url %s, --embedded-peer-url %s)", port, f.embeddedClientURL, f.embeddedPeerURL)
+		}
+		cfg.embeddedClientURL, cfg.embeddedPeerURL = f.embeddedClientURL, f.embeddedPeerURL
+		cfg.coordDisplay = "embedded etcd at " + f.embeddedClientURL
+	}
+	return cfg, nil
+}
+
+func schemeList() string {
+	var out []string
+	for _, s := range coord.Schemes() {
+		out = append(out, s+"://")
+	}
+	return strings.Join(out, ", ")
+}
+
+// splitHostPort checks a host:port flag; port 0 is allowed only if zeroOK.
+func splitHostPort(flag, addr string, zeroOK bool) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, usagef("%s %q is not host:port (or :port): %v", flag, addr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return "", 0, usagef("%s %q: port %q is not a number from 0 to 65535", flag, addr, portStr)
+	}
+	if port == 0 && !zeroOK {
+		return "", 0, usagef("%s %q: port 0 is not an address", flag, addr)
+	}
+	if strings.ContainsAny(host, " /\\@") {
+		return "", 0, usagef("%s %q: %q is not a host name or IP address", flag, addr, host)
+	}
+	return host, int(port), nil
+}
+
+// checkEmbeddedURL checks an embedded etcd URL and returns its port.
+func checkEmbeddedURL(flag, raw string) (int, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return 0, usagef("%s: %v", flag, err)
+	}
+	if u.Scheme != "http" {
+		return 0, usagef("%s %q: the embedded etcd serves http:// only", flag, raw)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
+		return 0, usagef("%s %q: give http://host:port only", flag, raw)
+	}
+	_, port, err := splitHostPort(flag, u.Host, true)
+	return port, err
+}
+
+// advertiseFor is the address the API is advertised at: --advertise, else
+// the bound address, with a wildcard host replaced by 127.0.0.1.
+func (cfg serveConfig) advertiseFor(bound net.Addr) string {
+	if cfg.advertise != "" {
+		return cfg.advertise
+	}
+	port := strconv.Itoa(bound.(*net.TCPAddr).Port)
+	host := cfg.listenHost
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// runServe runs a scheduler process until ctx ends or a signal comes, and
+// shuts it down in order: the scheduler (a leader resigns), the API, the
+// embedded etcd. onListen, if set, learns the API's address once bound.
+func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen func(net.Addr)) error {
+	log := hclog.New(&hclog.LoggerOptions{
+		Name:       "hasched",
+		Level:      cfg.logLevel,
+		JSONFormat: cfg.logJSON,
+		Output:     logOut,
+	})
+	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+
+	// The port is bound once for the life of the process, before the
+	// election, so that no term ever binds it again.
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", cfg.listen, err)
+	}
+	defer ln.Close() // in case Serve never ran; closing twice is harmless
+	advertise := cfg.advertiseFor(ln.Addr())
+	if !cfg.embedded && cfg.advertise == "" && strings.HasPrefix(advertise, "127.") {
+		log.Warn("advertising a loopback address: standbys on other hosts cannot forward writes to this process; set --advertise", "advertise", advertise)
+	}
+
+	if err := os.MkdirAll(cfg.dataDir, 0o750); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+
+	var (
+		open     func(context.Context) (coord.Coordinator, error)
+		embedded *etcd.Embedded
+	)
+	if cfg.embedded {
+		embedded, err = etcd.StartEmbedded(ctx, etcd.EmbeddedConfig{
+			Dir:       cfg.etcdDir,
+			ClientURL: cfg.embeddedClientURL,
+			PeerURL:   cfg.embeddedPeerURL,
+			Logger:    log,
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				log.Info("interrupted while starting")
+				return nil
+			}
+			return fmt.Errorf("start the embedded etcd: %w", err)
+		}
+		defer func() {
+			log.Info("stopping the embedded etcd")
+			if err := embedded.Close(); err != nil {
+				log.Error("stopping the embedded etcd failed", "error", err)
+				return
+			}
+			log.Info("embedded etcd stopped")
+		}()
+		endpoints := embedded.Endpoints()
+		coordLog := log.Named("coord")
+		open = func(ctx context.Context) (coord.Coordinator, error) {
+			return etcd.New(ctx, etcd.Config{Endpoints: endpoints, Logger: coordLog})
+		}
+		log.Info("embedded etcd started", "endpoints", endpoints, "dir", cfg.etcdDir)
+	} else {
+		coordURL := cfg.coordURL
+		open = func(ctx context.Context) (coord.Coordinator, error) { return coord.Open(ctx, coordURL) }
+	}
+
+	execLog := log.Named("executor")
+	factory, err := local.NewFactory(local.Config{WorkDir: cfg.workDir, Logger: execLog})
+	if err != nil {
+		return fmt.Errorf("--work-dir: %w", err)
+	}
+	sched, err := scheduler.New(scheduler.Config{
+		Open:              open,
+		Executor:          factory,
+		ExecutorName:      cfg.executor,
+		Advertise:         advertise,
+		CoordinatorURL:    cfg.coordDisplay,
+		Logger:            log,
+		ReconcileInterval: scheduler.DefaultReconcileInterval,
+	})
+	if err != nil {
+		return err
+	}
+	handler, err := api.New(api.Config{
+		Service:      sched,
+		Logger:       log.Named("api"),
+		AuthUser:     cfg.authUser,
+		AuthPassword: cfg.authPassword,
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+
+	// Both goroutines are owned here: each reports on its channel, and
+	// runServe waits for both before it returns (the scheduler's wait is
+	// bounded by stopTimeout, as the process exits right after).
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	ran := make(chan error, 1)
+	go func() { ran <- sched.Run(runCtx) }()
+
+	log.Info("hasched started", "version", buildVersion(), "listen", ln.Addr().String(), "advertise", advertise,
+		"coordinator", cfg.coordDisplay, "executor", cfg.executor, "work_dir", cfg.workDir, "auth", cfg.authUser != "")
+	if onListen != nil {
+		onListen(ln.Addr())
+	}
+
+	var failure error
+	runDone, serveDone := false, false
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-ran:
+		runDone = true
+		if err == nil {
+			err = errors.New("it returned without being asked to")
+		}
+		failure = fmt.Errorf("the scheduler stopped: %w", err)
+		log.Error("the scheduler stopped; shutting down", "error", err)
+	case err := <-served:
+		serveDone = true
+		failure = fmt.Errorf("the REST API stopped serving: %w", err)
+		log.Error("the REST API stopped serving; shutting down", "error", err)
+	}
+	// From here a second signal kills the process at once.
+	stopSignals()
+
+	stopRun()
+	if !runDone {
+		select {
+		case err := <-ran:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("the scheduler stopped with an error", "error", err)
+			}
+			log.Info("scheduler stopped")
+		case <-time.After(stopTimeout):
+			log.Error("the scheduler did not stop in time; exiting anyway", "waited", stopTimeout)
+		}
+	}
+
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancelDrain()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		log.Warn("requests in flight did not finish in time; closing their connections", "error", err)
+		_ = srv.Close()
+	}
+	if !serveDone {
+		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("the REST API failed while stopping", "error", err)
+		}
+	}
+	log.Info("REST API stopped")
+	return failure
+}

@@ -1,0 +1,457 @@
+// Package apitest has an in-memory scheduler.Service for testing the REST
+// API and its clients without a coordinator.
+package apitest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/hasched/hasched/scheduler"
+)
+
+// Service is an in-memory scheduler.Service. Its zero value is not usable;
+// call NewService. It is safe for concurrent use.
+type Service struct {
+	mu            sync.Mutex
+	apps          map[string]scheduler.App
+	jobs          map[string]scheduler.Job
+	appDisabled   map[string]bool
+	jobDisabled   map[string]bool
+	running       []scheduler.TaskRecord
+	ready         []scheduler.ReadyEntry
+	failover      []scheduler.TaskRecord
+	status        scheduler.Status
+	failures      map[string]error
+	calls         []string
+	reconciles    []bool
+	triggered     []string
+	panicOnMethod string
+}
+
+var _ scheduler.Service = (*Service)(nil)
+
+// NewService returns an empty service that leads, with status st (Leader is
+// set to true unless SetLeader says otherwise).
+func NewService(st scheduler.Status) *Service {
+	st.Leader = true
+	return &Service{
+		apps:        map[string]scheduler.App{},
+		jobs:        map[string]scheduler.Job{},
+		appDisabled: map[string]bool{},
+		jobDisabled: map[string]bool{},
+		failures:    map[string]error{},
+		status:      st,
+	}
+}
+
+// SetLeader makes the service the leader, or a standby following leaderAddr
+// ("" for none). A standby refuses every write with ErrNotLeader, or with
+// ErrNoLeader when nobody leads.
+func (s *Service) SetLeader(leader bool, leaderAddr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.Leader = leader
+	s.status.LeaderAddress = leaderAddr
+	if leader {
+		s.status.LeaderAddress = s.status.Self
+	}
+}
+
+// Fail makes every later call of method (e.g. "Jobs") fail with err; a nil
+// err clears it.
+func (s *Service) Fail(method string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		delete(s.failures, method)
+		return
+	}
+	s.failures[method] = err
+}
+
+// PanicOn makes method panic when called.
+func (s *Service) PanicOn(method string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.panicOnMethod = method
+}
+
+// SetTasks replaces the task queues the reads return.
+func (s *Service) SetTasks(running []scheduler.TaskRecord, ready []scheduler.ReadyEntry, failover []scheduler.TaskRecord) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running, s.ready, s.failover = running, ready, failover
+}
+
+// Calls returns the methods called so far, in order.
+func (s *Service) Calls() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}
+
+// Reconciles returns the explicit flag of every accepted Reconcile.
+func (s *Service) Reconciles() []bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.reconciles)
+}
+
+// Triggered returns the jobs triggered so far.
+func (s *Service) Triggered() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.triggered)
+}
+
+// begin records a call and returns its injected failure; s.mu must be held.
+func (s *Service) begin(method string) error {
+	s.calls = append(s.calls, method)
+	if s.panicOnMethod == method {
+		panic("apitest: injected panic in " + method)
+	}
+	return s.failures[method]
+}
+
+// write is begin for writes: a standby refuses them.
+func (s *Service) write(method string) error {
+	if err := s.begin(method); err != nil {
+		return err
+	}
+	switch {
+	case s.status.Leader:
+		return nil
+	case s.status.LeaderAddress == "":
+		return scheduler.ErrNoLeader
+	default:
+		return fmt.Errorf("%s: %w (leader: %s)", method, scheduler.ErrNotLeader, s.status.LeaderAddress)
+	}
+}
+
+func notFound(kind, name string) error {
+	return fmt.Errorf("%s %q: %w", kind, name, scheduler.ErrNotFound)
+}
+
+// App implements scheduler.Service.
+func (s *Service) App(_ context.Context, name string) (scheduler.App, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("App"); err != nil {
+		return scheduler.App{}, err
+	}
+	app, ok := s.apps[name]
+	if !ok {
+		return scheduler.App{}, notFound("app", name)
+	}
+	return app, nil
+}
+
+// Apps implements scheduler.Service.
+func (s *Service) Apps(context.Context) ([]scheduler.App, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("Apps"); err != nil {
+		return nil, err
+	}
+	var out []scheduler.App
+	for _, name := range sortedKeys(s.apps) {
+		out = append(out, s.apps[name])
+	}
+	return out, nil
+}
+
+// AppDisabled implements scheduler.Service.
+func (s *Service) AppDisabled(_ context.Context, name string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("AppDisabled"); err != nil {
+		return false, err
+	}
+	if _, ok := s.apps[name]; !ok {
+		return false, notFound("app", name)
+	}
+	return s.appDisabled[name], nil
+}
+
+// Job implements scheduler.Service.
+func (s *Service) Job(_ context.Context, name string) (scheduler.Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("Job"); err != nil {
+		return scheduler.Job{}, err
+	}
+	job, ok := s.jobs[name]
+	if !ok {
+		return scheduler.Job{}, notFound("job", name)
+	}
+	return job, nil
+}
+
+// Jobs implements scheduler.Service.
+func (s *Service) Jobs(context.Context) ([]scheduler.Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("Jobs"); err != nil {
+		return nil, err
+	}
+	var out []scheduler.Job
+	for _, name := range sortedKeys(s.jobs) {
+		out = append(out, s.jobs[name])
+	}
+	return out, nil
+}
+
+// JobDisabled implements scheduler.Service.
+func (s *Service) JobDisabled(_ context.Context, name string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("JobDisabled"); err != nil {
+		return false, err
+	}
+	if _, ok := s.jobs[name]; !ok {
+		return false, notFound("job", name)
+	}
+	return s.jobDisabled[name], nil
+}
+
+// RunningTasks implements scheduler.Service.
+func (s *Service) RunningTasks(context.Context) ([]scheduler.TaskRecord, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("RunningTasks"); err != nil {
+		return nil, err
+	}
+	return slices.Clone(s.running), nil
+}
+
+// ReadyTasks implements scheduler.Service.
+func (s *Service) ReadyTasks(context.Context) ([]scheduler.ReadyEntry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("ReadyTasks"); err != nil {
+		return nil, err
+	}
+	return slices.Clone(s.ready), nil
+}
+
+// FailoverTasks implements scheduler.Service.
+func (s *Service) FailoverTasks(context.Context) ([]scheduler.TaskRecord, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("FailoverTasks"); err != nil {
+		return nil, err
+	}
+	return slices.Clone(s.failover), nil
+}
+
+// Status implements scheduler.Service.
+func (s *Service) Status(context.Context) (scheduler.Status, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("Status"); err != nil {
+		return scheduler.Status{}, err
+	}
+	return s.status, nil
+}
+
+// RegisterApp implements scheduler.Service.
+func (s *Service) RegisterApp(_ context.Context, app scheduler.App) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write("RegisterApp"); err != nil {
+		return err
+	}
+	if app.AppName == "" {
+		return &scheduler.ValidationError{Field: "appName", Reason: "is empty"}
+	}
+	if _, ok := s.apps[app.AppName]; ok {
+		return fmt.Errorf("app %q: %w", app.AppName, scheduler.ErrExists)
+	}
+	s.apps[app.AppName] = app
+	return nil
+}
+
+// UpdateApp implements scheduler.Service.
+func (s *Service) UpdateApp(_ context.Context, app scheduler.App) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write("UpdateApp"); err != nil {
+		return err
+	}
+	if _, ok := s.apps[app.AppName]; !ok {
+		return notFound("app", app.AppName)
+	}
+	s.apps[app.AppName] = app
+	return nil
+}
+
+// DeregisterApp implements scheduler.Service.
+func (s *Service) DeregisterApp(_ context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write("DeregisterApp"); err != nil {
+		return err
+	}
+	if _, ok := s.apps[name]; !ok {
+		return notFound("app", name)
+	}
+	for jn, j := range s.jobs {
+		if j.AppName == name {
+			delete(s.jobs, jn)
+			delete(s.jobDisabled, jn)
+		}
+	}
+	delete(s.apps, name)
+	delete(s.appDisabled, name)
+	return nil
+}
+
+// DisableApp implements scheduler.Service.
+func (s *Service) DisableApp(_ context.Context, name string) error {
+	return s.setAppDisabled("DisableApp", name, true)
+}
+
+// EnableApp implements scheduler.Service.
+func (s *Service) EnableApp(_ context.Context, name string) error {
+	return s.setAppDisabled("EnableApp", name, false)
+}
+
+func (s *Service) setAppDisabled(method, name string, disabled bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write(method); err != nil {
+		return err
+	}
+	if _, ok := s.apps[name]; !ok {
+		return notFound("app", name)
+	}
+	s.appDisabled[name] = disabled
+	return nil
+}
+
+// RegisterJob implements scheduler.Service.
+func (s *Service) RegisterJob(_ context.Context, job scheduler.Job) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write("RegisterJob"); err != nil {
+		return err
+	}
+	if err := s.validJob(job); err != nil {
+		return err
+	}
+	if _, ok := s.jobs[job.JobName]; ok {
+		return fmt.Errorf("job %q: %w", job.JobName, scheduler.ErrExists)
+	}
+	s.jobs[job.JobName] = job
+	return nil
+}
+
+// UpdateJob implements scheduler.Service.
+func (s *Service) UpdateJob(_ context.Context, job scheduler.Job) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write("UpdateJob"); err != nil {
+		return err
+	}
+	if err := s.validJob(job); err != nil {
+		return err
+	}
+	if _, ok := s.jobs[job.JobName]; !ok {
+		return notFound("job", job.JobName)
+	}
+	s.jobs[job.JobName] = job
+	return nil
+}
+
+func (s *Service) validJob(job scheduler.Job) error {
+	if job.JobName == "" {
+		return &scheduler.ValidationError{Field: "jobName", Reason: "is empty"}
+	}
+	if _, ok := s.apps[job.AppName]; !ok {
+		return &scheduler.ValidationError{Field: "appName", Reason: fmt.Sprintf("app %q is not registered", job.AppName)}
+	}
+	return nil
+}
+
+// DeregisterJob implements scheduler.Service.
+func (s *Service) DeregisterJob(_ context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write("DeregisterJob"); err != nil {
+		return err
+	}
+	if _, ok := s.jobs[name]; !ok {
+		return notFound("job", name)
+	}
+	delete(s.jobs, name)
+	delete(s.jobDisabled, name)
+	return nil
+}
+
+// TriggerJob implements scheduler.Service.
+func (s *Service) TriggerJob(_ context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write("TriggerJob"); err != nil {
+		return err
+	}
+	job, ok := s.jobs[name]
+	if !ok {
+		return notFound("job", name)
+	}
+	if job.JobExecutionType == scheduler.Daemon {
+		return fmt.Errorf("job %q is a DAEMON job and cannot be triggered: %w", name, scheduler.ErrConflict)
+	}
+	s.triggered = append(s.triggered, name)
+	return nil
+}
+
+// DisableJob implements scheduler.Service.
+func (s *Service) DisableJob(_ context.Context, name string) error {
+	return s.setJobDisabled("DisableJob", name, true)
+}
+
+// EnableJob implements scheduler.Service.
+func (s *Service) EnableJob(_ context.Context, name string) error {
+	return s.setJobDisabled("EnableJob", name, false)
+}
+
+func (s *Service) setJobDisabled(method, name string, disabled bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write(method); err != nil {
+		return err
+	}
+	if _, ok := s.jobs[name]; !ok {
+		return notFound("job", name)
+	}
+	s.jobDisabled[name] = disabled
+	return nil
+}
+
+// Reconcile implements scheduler.Service.
+func (s *Service) Reconcile(_ context.Context, explicit bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write("Reconcile"); err != nil {
+		return err
+	}
+	s.reconciles = append(s.reconciles, explicit)
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// ErrInjected is a handy error for Fail.
+var ErrInjected = errors.New("apitest: injected failure")

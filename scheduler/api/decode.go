@@ -1,0 +1,31 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+
+	"github.com/hasched/hasched/scheduler"
+)
+
+// decodeApp reads an app from a request body with the scheduler's decoder,
+// which applies the defaults and validates; every error is a 400.
+func decodeApp(body []byte) (scheduler.App, error) {
+	app, err := scheduler.DecodeApp(bytes.NewReader(body))
+	return app, requestError(err)
+}
+
+// decodeJob reads a job from a request body, like decodeApp.
+func decodeJob(body []byte) (scheduler.Job, error) {
+	job, err := scheduler.DecodeJob(bytes.NewReader(body))
+	return job, requestError(err)
+}
+
+// requestError makes any decoding error a 400: the decoders name the field
+// in a *scheduler.ValidationError; anything else is about the body.
+func requestError(err error) error {
+	var verr *scheduler.ValidationError
+	if err == nil || errors.As(err, &verr) {
+		return err
+	}
+	return &badRequestError{field: "body", err: err}
+}

@@ -1,0 +1,319 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hasched/hasched/scheduler"
+)
+
+// Result is the answer to a successful write.
+type Result struct {
+	OK      bool   `json:"ok"`
+	Message string `json:"message"`
+}
+
+// Health is the answer of GET /healthz.
+type Health struct {
+	// Status is "ok" whenever the process answers.
+	Status        string `json:"status"`
+	Leader        bool   `json:"leader"`
+	LeaderAddress string `json:"leaderAddress,omitempty"`
+	// Error says why the process could not tell who leads, if it could not.
+	Error string `json:"error,omitempty"`
+}
+
+func done(format string, args ...any) Result {
+	return Result{OK: true, Message: fmt.Sprintf(format, args...)}
+}
+
+// routeTable lists every endpoint: Elastic-Job-Cloud's (2.x and 3.x) under
+// /api, plus /api/leader and /healthz.
+func (s *server) routeTable() []route {
+	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
+	return []route{
+		// Apps (CloudAppRestfulApi).
+		newRoute(post, "/api/app", s.registerApp),
+		newRoute(put, "/api/app", s.updateApp),
+		newRoute(get, "/api/app/list", s.listApps),
+		newRoute(get, "/api/app/{app}", s.getApp),
+		newRoute(del, "/api/app/{app}", s.deregisterApp),
+		newRoute(get, "/api/app/{app}/disable", s.appDisabled),
+		newRoute(post, "/api/app/{app}/disable", s.disableApp),
+		newRoute(post, "/api/app/{app}/enable", s.enableApp),
+
+		// Jobs (CloudJobRestfulApi).
+		newRoute(post, "/api/job/register", s.registerJob),
+		newRoute(put, "/api/job/update", s.updateJob),
+		newRoute(del, "/api/job/deregister", s.deregisterJobBody),
+		newRoute(del, "/api/job/{job}/deregister", s.deregisterJobPath),
+		newRoute(post, "/api/job/trigger", s.triggerJob),
+		newRoute(get, "/api/job/jobs", s.listJobs),
+		newRoute(get, "/api/job/jobs/{job}", s.getJob),
+		newRoute(get, "/api/job/{job}/disable", s.jobDisabled),
+		newRoute(post, "/api/job/{job}/disable", s.disableJob),
+		newRoute(post, "/api/job/{job}/enable", s.enableJob),
+		newRoute(get, "/api/job/tasks/running", s.runningTasks),
+		newRoute(get, "/api/job/tasks/ready", s.readyTasks),
+		newRoute(get, "/api/job/tasks/failover", s.failoverTasks),
+
+		// Operations (CloudOperationRestfulApi).
+		newRoute(post, "/api/operate/reconcile/explicit", s.reconcile(true)),
+		newRoute(post, "/api/operate/reconcile/implicit", s.reconcile(false)),
+
+		newRoute(get, "/api/leader", s.status),
+		newRoute(get, "/healthz", s.health),
+	}
+}
+
+func (s *server) registerApp(c *call) (any, error) {
+	app, err := decodeApp(c.body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.svc.RegisterApp(c.ctx, app); err != nil {
+		return nil, err
+	}
+	return done("app %q registered", app.AppName), nil
+}
+
+func (s *server) updateApp(c *call) (any, error) {
+	app, err := decodeApp(c.body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.svc.UpdateApp(c.ctx, app); err != nil {
+		return nil, err
+	}
+	return done("app %q updated", app.AppName), nil
+}
+
+func (s *server) listApps(c *call) (any, error) {
+	apps, err := s.svc.Apps(c.ctx)
+	return nonNil(apps), err
+}
+
+func (s *server) getApp(c *call) (any, error) {
+	return s.svc.App(c.ctx, c.params["app"])
+}
+
+func (s *server) deregisterApp(c *call) (any, error) {
+	name := c.params["app"]
+	if err := s.svc.DeregisterApp(c.ctx, name); err != nil {
+		return nil, err
+	}
+	return done("app %q deregistered", name), nil
+}
+
+func (s *server) appDisabled(c *call) (any, error) {
+	return s.svc.AppDisabled(c.ctx, c.params["app"])
+}
+
+func (s *server) disableApp(c *call) (any, error) {
+	name := c.params["app"]
+	if err := s.svc.DisableApp(c.ctx, name); err != nil {
+		return nil, err
+	}
+	return done("app %q disabled", name), nil
+}
+
+func (s *server) enableApp(c *call) (any, error) {
+	name := c.params["app"]
+	if err := s.svc.EnableApp(c.ctx, name); err != nil {
+		return nil, err
+	}
+	return done("app %q enabled", name), nil
+}
+
+func (s *server) registerJob(c *call) (any, error) {
+	job, err := decodeJob(c.body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.svc.RegisterJob(c.ctx, job); err != nil {
+		return nil, err
+	}
+	return done("job %q registered", job.JobName), nil
+}
+
+func (s *server) updateJob(c *call) (any, error) {
+	job, err := decodeJob(c.body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.svc.UpdateJob(c.ctx, job); err != nil {
+		return nil, err
+	}
+	return done("job %q updated", job.JobName), nil
+}
+
+// deregisterJobBody is Elastic-Job-Cloud's DELETE /api/job/deregister, whose
+// body is the job's name.
+func (s *server) deregisterJobBody(c *call) (any, error) {
+	name, err := nameFromBody(c.body, "jobName")
+	if err != nil {
+		return nil, err
+	}
+	return s.deregisterJob(c.ctx, name)
+}
+
+func (s *server) deregisterJobPath(c *call) (any, error) {
+	return s.deregisterJob(c.ctx, c.params["job"])
+}
+
+func (s *server) deregisterJob(ctx context.Context, name string) (any, error) {
+	if err := s.svc.DeregisterJob(ctx, name); err != nil {
+		return nil, err
+	}
+	return done("job %q deregistered", name), nil
+}
+
+func (s *server) triggerJob(c *call) (any, error) {
+	name, err := nameFromBody(c.body, "jobName")
+	if err != nil {
+		return nil, err
+	}
+	if err := s.svc.TriggerJob(c.ctx, name); err != nil {
+		return nil, err
+	}
+	return done("job %q triggered", name), nil
+}
+
+func (s *server) listJobs(c *call) (any, error) {
+	jobs, err := s.svc.Jobs(c.ctx)
+	return nonNil(jobs), err
+}
+
+func (s *server) getJob(c *call) (any, error) {
+	return s.svc.Job(c.ctx, c.params["job"])
+}
+
+func (s *server) jobDisabled(c *call) (any, error) {
+	return s.svc.JobDisabled(c.ctx, c.params["job"])
+}
+
+func (s *server) disableJob(c *call) (any, error) {
+	name := c.params["job"]
+	if err := s.svc.DisableJob(c.ctx, name); err != nil {
+		return nil, err
+	}
+	return done("job %q disabled", name), nil
+}
+
+func (s *server) enableJob(c *call) (any, error) {
+	name := c.params["job"]
+	if err := s.svc.EnableJob(c.ctx, name); err != nil {
+		return nil, err
+	}
+	return done("job %q enabled", name), nil
+}
+
+func (s *server) runningTasks(c *call) (any, error) {
+	tasks, err := s.svc.RunningTasks(c.ctx)
+	return nonNil(tasks), err
+}
+
+func (s *server) readyTasks(c *call) (any, error) {
+	ready, err := s.svc.ReadyTasks(c.ctx)
+	return nonNil(ready), err
+}
+
+func (s *server) failoverTasks(c *call) (any, error) {
+	tasks, err := s.svc.FailoverTasks(c.ctx)
+	return nonNil(tasks), err
+}
+
+// reconcile serves both reconciliation endpoints. They share one limit, as in
+// Elastic-Job-Cloud: one accepted request per ReconcileInterval. A request
+// that fails (a standby's ErrNotLeader among them) gives its slot back, so
+// only the process that reconciles counts.
+func (s *server) reconcile(explicit bool) func(*call) (any, error) {
+	kind := "implicit"
+	if explicit {
+		kind = "explicit"
+	}
+	return func(c *call) (any, error) {
+		prev, wait, ok := s.reserveReconcile()
+		if !ok {
+			return nil, &rateLimitError{
+				msg:        fmt.Sprintf("reconciliation was requested less than %v ago; retry in %v", s.cfg.ReconcileInterval, wait.Round(time.Second)),
+				retryAfter: wait,
+			}
+		}
+		if err := s.svc.Reconcile(c.ctx, explicit); err != nil {
+			s.releaseReconcile(prev)
+			return nil, err
+		}
+		return done("%s reconciliation started", kind), nil
+	}
+}
+
+// reserveReconcile takes the reconciliation slot if the last one is at least
+// ReconcileInterval old; otherwise it says how long to wait.
+func (s *server) reserveReconcile() (prev time.Time, wait time.Duration, ok bool) {
+	s.reconcileMu.Lock()
+	defer s.reconcileMu.Unlock()
+	now := s.now()
+	if !s.lastReconcile.IsZero() {
+		if since := now.Sub(s.lastReconcile); since < s.cfg.ReconcileInterval {
+			return time.Time{}, s.cfg.ReconcileInterval - since, false
+		}
+	}
+	prev, s.lastReconcile = s.lastReconcile, now
+	return prev, 0, true
+}
+
+func (s *server) releaseReconcile(prev time.Time) {
+	s.reconcileMu.Lock()
+	defer s.reconcileMu.Unlock()
+	s.lastReconcile = prev
+}
+
+func (s *server) status(c *call) (any, error) {
+	return s.svc.Status(c.ctx)
+}
+
+// health answers as long as the process runs; who leads is information, not
+// a condition.
+func (s *server) health(c *call) (any, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+	defer cancel()
+	h := Health{Status: "ok"}
+	st, err := s.svc.Status(ctx)
+	if err != nil {
+		h.Error = err.Error()
+	} else {
+		h.Leader, h.LeaderAddress = st.Leader, st.LeaderAddress
+	}
+	return h, nil
+}
+
+// nameFromBody reads a name sent as the whole body, as Elastic-Job-Cloud's
+// clients do (`-d 'my_job'`); a JSON string ("my_job") is accepted too.
+func nameFromBody(body []byte, field string) (string, error) {
+	raw := bytes.TrimSpace(body)
+	name := string(raw)
+	if len(raw) > 0 && raw[0] == '"' {
+		if err := json.Unmarshal(raw, &name); err != nil {
+			return "", &scheduler.ValidationError{Field: field, Reason: "the body is neither a bare name nor a JSON string"}
+		}
+		name = strings.TrimSpace(name)
+	}
+	if name == "" {
+		return "", &scheduler.ValidationError{Field: field, Reason: "the body must be the name; it is empty"}
+	}
+	return name, nil
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

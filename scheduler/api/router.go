@@ -1,0 +1,136 @@
+package api
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// route is one endpoint. Its pattern's segments are literals or "{name}"
+// parameters, which match one non-empty segment.
+//
+// The API has its own small router, not http.ServeMux, because
+// Elastic-Job-Cloud's paths overlap in ways ServeMux refuses to register
+// (GET /api/job/jobs/{job} and GET /api/job/{job}/disable both match
+// /api/job/jobs/disable), and because 404 and 405 must be JSON.
+type route struct {
+	method  string
+	pattern []string
+	// write routes need credentials (if configured), read the body and are
+	// forwarded to the leader.
+	write  bool
+	handle func(*call) (any, error)
+}
+
+func newRoute(method, pattern string, handle func(*call) (any, error)) route {
+	return route{
+		method:  method,
+		pattern: strings.Split(strings.Trim(pattern, "/"), "/"),
+		write:   method != http.MethodGet,
+		handle:  handle,
+	}
+}
+
+// match finds the route for a request. With several candidates the one with
+// a literal where the others have a parameter, leftmost first, wins (as in
+// Jersey). If the path matches but no route takes the method, it returns the
+// methods that would have been accepted.
+func (s *server) match(method string, u *url.URL) (*route, map[string]string, []string) {
+	segs, ok := splitPath(u)
+	if !ok {
+		return nil, nil, nil
+	}
+	if method == http.MethodHead {
+		method = http.MethodGet
+	}
+	var best *route
+	var allow []string
+	for i := range s.routes {
+		rt := &s.routes[i]
+		if !rt.matches(segs) {
+			continue
+		}
+		if rt.method != method {
+			if !slices.Contains(allow, rt.method) {
+				allow = append(allow, rt.method)
+			}
+			continue
+		}
+		if best == nil || rt.moreSpecific(best) {
+			best = rt
+		}
+	}
+	if best == nil {
+		return nil, nil, allow
+	}
+	params := map[string]string{}
+	for i, p := range best.pattern {
+		if name, ok := paramName(p); ok {
+			params[name] = segs[i]
+		}
+	}
+	return best, params, nil
+}
+
+// splitPath returns the unescaped segments of a path; one trailing slash is
+// ignored.
+func splitPath(u *url.URL) ([]string, bool) {
+	p := strings.TrimPrefix(u.EscapedPath(), "/")
+	p = strings.TrimSuffix(p, "/")
+	raw := strings.Split(p, "/")
+	segs := make([]string, len(raw))
+	for i, r := range raw {
+		seg, err := url.PathUnescape(r)
+		if err != nil {
+			return nil, false
+		}
+		segs[i] = seg
+	}
+	return segs, true
+}
+
+func (rt *route) matches(segs []string) bool {
+	if len(segs) != len(rt.pattern) {
+		return false
+	}
+	for i, p := range rt.pattern {
+		if _, ok := paramName(p); ok {
+			if segs[i] == "" {
+				return false
+			}
+			continue
+		}
+		if p != segs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (rt *route) moreSpecific(other *route) bool {
+	for i := range rt.pattern {
+		_, mine := paramName(rt.pattern[i])
+		_, theirs := paramName(other.pattern[i])
+		if mine != theirs {
+			return !mine
+		}
+	}
+	return false
+}
+
+func paramName(seg string) (string, bool) {
+	if len(seg) > 2 && seg[0] == '{' && seg[len(seg)-1] == '}' {
+		return seg[1 : len(seg)-1], true
+	}
+	return "", false
+}
+
+func joinMethods(ms []string) string {
+	ms = slices.Clone(ms)
+	if slices.Contains(ms, http.MethodGet) {
+		ms = append(ms, http.MethodHead)
+	}
+	slices.Sort(ms)
+	return strings.Join(ms, ", ")
+}

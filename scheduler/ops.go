@@ -1,0 +1,299 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hasched/hasched/coord"
+)
+
+// The Service's writes, run by the term's loop. Each checks what needs the
+// term's state, then writes in an order a crash can interrupt anywhere: the
+// next term reads the store and completes or repeats the request's effect.
+
+func (t *term) registerApp(ctx context.Context, app App) error {
+	if _, ok := t.apps[app.AppName]; ok {
+		return fmt.Errorf("%w: app %q", ErrExists, app.AppName)
+	}
+	if _, err := t.w.Create(ctx, appPath(app.AppName), encode(app)); err != nil {
+		if errors.Is(err, coord.ErrExists) {
+			return fmt.Errorf("%w: app %q", ErrExists, app.AppName)
+		}
+		return fmt.Errorf("register app %s: %w", app.AppName, err)
+	}
+	t.apps[app.AppName] = app
+	now := t.now()
+	for _, js := range t.jobs {
+		if js.job.AppName == app.AppName {
+			t.schedule(js, now)
+		}
+	}
+	return nil
+}
+
+func (t *term) updateApp(ctx context.Context, app App) error {
+	if _, ok := t.apps[app.AppName]; !ok {
+		return fmt.Errorf("%w: app %q", ErrNotFound, app.AppName)
+	}
+	for _, name := range sortedKeys(t.jobs) {
+		js := t.jobs[name]
+		if js.job.AppName == app.AppName && command(js.job, app) == "" {
+			return &ValidationError{Field: "bootstrapScript", Reason: fmt.Sprintf("is empty, and job %q has no scriptCommandLine", name)}
+		}
+	}
+	if _, err := t.w.Set(ctx, appPath(app.AppName), encode(app), coord.AnyVersion); err != nil {
+		return fmt.Errorf("update app %s: %w", app.AppName, err)
+	}
+	t.apps[app.AppName] = app
+	return nil
+}
+
+func (t *term) deregisterApp(ctx context.Context, name string) error {
+	if _, ok := t.apps[name]; !ok {
+		return fmt.Errorf("%w: app %q", ErrNotFound, name)
+	}
+	for _, job := range sortedKeys(t.jobs) {
+		if t.jobs[job].job.AppName == name {
+			if err := t.deregisterJob(ctx, job); err != nil {
+				return err
+			}
+		}
+	}
+	if err := ignore(t.w.Delete(ctx, disabledAppPath(name), coord.AnyVersion), coord.ErrNotFound); err != nil {
+		return fmt.Errorf("deregister app %s: %w", name, err)
+	}
+	if err := ignore(t.w.Delete(ctx, appPath(name), coord.AnyVersion), coord.ErrNotFound); err != nil {
+		return fmt.Errorf("deregister app %s: %w", name, err)
+	}
+	delete(t.apps, name)
+	delete(t.disabledApps, name)
+	return nil
+}
+
+func (t *term) setAppDisabled(ctx context.Context, name string, disabled bool) error {
+	if _, ok := t.apps[name]; !ok {
+		return fmt.Errorf("%w: app %q", ErrNotFound, name)
+	}
+	if t.disabledApps[name] == disabled {
+		return nil
+	}
+	if err := t.setFlag(ctx, disabledAppPath(name), disabled); err != nil {
+		return err
+	}
+	t.disabledApps[name] = disabled
+	for _, job := range sortedKeys(t.jobs) {
+		js := t.jobs[job]
+		if js.job.AppName != name {
+			continue
+		}
+		var err error
+		if disabled {
+			err = t.deactivate(ctx, js)
+		} else if t.active(js) {
+			err = t.resume(ctx, js)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *term) setJobDisabled(ctx context.Context, name string, disabled bool) error {
+	js, ok := t.jobs[name]
+	if !ok {
+		return fmt.Errorf("%w: job %q", ErrNotFound, name)
+	}
+	if js.disabled == disabled {
+		return nil
+	}
+	if err := t.setFlag(ctx, disabledJobPath(name), disabled); err != nil {
+		return err
+	}
+	js.disabled = disabled
+	if disabled {
+		return t.deactivate(ctx, js)
+	}
+	if t.active(js) {
+		return t.resume(ctx, js)
+	}
+	return nil
+}
+
+// setFlag creates or removes a disable flag.
+func (t *term) setFlag(ctx context.Context, path string, on bool) error {
+	var err error
+	if on {
+		_, err = t.w.Create(ctx, path, encode(disabledNode{DisabledAt: t.now()}))
+		err = ignore(err, coord.ErrExists)
+	} else {
+		err = ignore(t.w.Delete(ctx, path, coord.AnyVersion), coord.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// deactivate stops producing a job and kills its running tasks; its pending
+// fires stay queued until it is enabled again.
+func (t *term) deactivate(ctx context.Context, js *jobState) error {
+	t.unschedule(js)
+	for _, id := range sortedKeys(js.running) {
+		if r := js.running[id]; !r.KillRequested {
+			if err := t.killRunning(ctx, js, r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// resume starts producing a job again from now: the fires of the time it
+// was disabled are not back-filled.
+func (t *term) resume(ctx context.Context, js *jobState) error {
+	now := t.now()
+	if js.job.JobExecutionType == Transient && js.sched != nil {
+		rn := js.ready
+		rn.LastFire = now
+		if err := t.setReady(ctx, js, rn); err != nil {
+			return err
+		}
+	}
+	t.schedule(js, now)
+	return nil
+}
+
+func (t *term) registerJob(ctx context.Context, job Job) error {
+	if _, ok := t.jobs[job.JobName]; ok {
+		return fmt.Errorf("%w: job %q", ErrExists, job.JobName)
+	}
+	app, ok := t.apps[job.AppName]
+	if err := validateAgainstApp(job, app, ok); err != nil {
+		return err
+	}
+	sched, err := job.Schedule()
+	if err != nil {
+		return err
+	}
+	if _, err := t.w.Create(ctx, jobPath(job.JobName), encode(job)); err != nil {
+		if errors.Is(err, coord.ErrExists) {
+			return fmt.Errorf("%w: job %q", ErrExists, job.JobName)
+		}
+		return fmt.Errorf("register job %s: %w", job.JobName, err)
+	}
+	js := &jobState{job: job, sched: sched, running: map[string]*TaskRecord{}, failover: map[string]*TaskRecord{}}
+	if err := t.createReady(ctx, js); err != nil {
+		return err
+	}
+	// A flag left by an interrupted deregistration of an earlier job of
+	// this name must not disable the new one.
+	if err := t.setFlag(ctx, disabledJobPath(job.JobName), false); err != nil {
+		return err
+	}
+	t.jobs[job.JobName] = js
+	t.schedule(js, t.now())
+	return nil
+}
+
+// updateJob replaces a job's configuration and reschedules it at once. If
+// its schedule changed, production restarts from now (fires the old cron
+// owed are not back-filled under the new one). A job that becomes DAEMON
+// drops its pending fires; running tasks keep running.
+func (t *term) updateJob(ctx context.Context, job Job) error {
+	js, ok := t.jobs[job.JobName]
+	if !ok {
+		return fmt.Errorf("%w: job %q", ErrNotFound, job.JobName)
+	}
+	app, ok := t.apps[job.AppName]
+	if err := validateAgainstApp(job, app, ok); err != nil {
+		return err
+	}
+	sched, err := job.Schedule()
+	if err != nil {
+		return err
+	}
+	if _, err := t.w.Set(ctx, jobPath(job.JobName), encode(job), coord.AnyVersion); err != nil {
+		return fmt.Errorf("update job %s: %w", job.JobName, err)
+	}
+	old := js.job
+	js.job, js.sched = job, sched
+	rn := js.ready
+	changed := false
+	if job.JobExecutionType == Daemon && len(rn.FireTimes) > 0 {
+		rn.FireTimes, changed = nil, true
+	}
+	if job.JobExecutionType == Transient && (old.Cron != job.Cron || old.TimeZone != job.TimeZone || old.JobExecutionType != job.JobExecutionType) {
+		rn.LastFire, changed = t.now(), true
+	}
+	if changed {
+		if err := t.setReady(ctx, js, rn); err != nil {
+			return err
+		}
+	}
+	if !t.active(js) {
+		return t.deactivate(ctx, js)
+	}
+	t.schedule(js, t.now())
+	return nil
+}
+
+// deregisterJob kills a job's tasks and removes all of it, its
+// configuration last: a deregistration interrupted by a crash leaves a job
+// that can be deregistered again.
+func (t *term) deregisterJob(ctx context.Context, name string) error {
+	js, ok := t.jobs[name]
+	if !ok {
+		return fmt.Errorf("%w: job %q", ErrNotFound, name)
+	}
+	t.unschedule(js)
+	for _, id := range sortedKeys(js.running) {
+		t.kill(ctx, id)
+	}
+	for _, step := range []struct {
+		path string
+		tree bool
+	}{
+		{runningJobPath(name), true},
+		{failoverJobPath(name), true},
+		{readyPath(name), false},
+		{disabledJobPath(name), false},
+		{jobPath(name), false},
+	} {
+		var err error
+		if step.tree {
+			err = t.w.DeleteTree(ctx, step.path)
+		} else {
+			err = t.w.Delete(ctx, step.path, coord.AnyVersion)
+		}
+		if err := ignore(err, coord.ErrNotFound); err != nil {
+			return fmt.Errorf("deregister job %s: delete %s: %w", name, step.path, err)
+		}
+	}
+	delete(t.jobs, name)
+	return nil
+}
+
+// triggerJob queues one run of a TRANSIENT job now. Its fire time is the
+// current millisecond, moved on by a millisecond while another run of the
+// job has it.
+func (t *term) triggerJob(ctx context.Context, name string) error {
+	js, ok := t.jobs[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: job %q", ErrNotFound, name)
+	case js.job.JobExecutionType != Transient:
+		return fmt.Errorf("%w: job %q is %s; only TRANSIENT jobs can be triggered", ErrConflict, name, js.job.JobExecutionType)
+	case !t.active(js):
+		return fmt.Errorf("%w: job %q or its app is disabled", ErrConflict, name)
+	case len(js.ready.FireTimes) >= t.cfg.QueueLimit:
+		return fmt.Errorf("%w: the ready queue of job %q is full (%d)", ErrConflict, name, t.cfg.QueueLimit)
+	}
+	rn := js.ready
+	rn.FireTimes = append(slices.Clone(rn.FireTimes), uniqueFire(js, t.now()))
+	slices.SortFunc(rn.FireTimes, time.Time.Compare)
+	return t.setReady(ctx, js, rn)
+}

@@ -1,0 +1,147 @@
+package scheduler
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// These tests make one store write fail, which ends the term as a crash
+// would at that point (the term's memory is dropped and the next term
+// starts from the store), and check that the next term completes what the
+// failed one had started, without losing or repeating a run.
+
+func isSetOf(path string) func(op, p string) bool {
+	return func(op, p string) bool { return op == "set" && p == path }
+}
+
+func TestCrashBetweenCreatingRunningNodesAndDequeuingTheFire(t *testing.T) {
+	e := newMemEnv(t)
+	e.start()
+	job := testJob("j", "0 0 0 * * ?")
+	job.ShardingTotalCount = 2
+	job.ConcurrencyPolicy = ConcurrencyForbid // a half-moved fire must not block itself
+	register(t, e.svc(), job)
+	// Set #1 queues the triggered fire, set #2 would dequeue it (step b).
+	failOnce(e.store, 2, isSetOf(readyPath("j")))
+	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
+	eventually(t, "both shards run", func() bool { return len(e.cluster.Running()) == 2 })
+	settle(e.cluster)
+	wantStarted(t, e.cluster, "j", []string{TaskID("j", t0, 0, 0), TaskID("j", t0, 1, 0)})
+	if e.cluster.Opened() < 2 {
+		t.Fatalf("the failed write did not end the term (executors opened: %d)", e.cluster.Opened())
+	}
+	if rn := readyNodeOf(t, e.store, "j"); len(rn.FireTimes) != 0 {
+		t.Fatalf("the fire is still queued: %v", rn.FireTimes)
+	}
+}
+
+func TestCrashBetweenTheShardsRunningNodes(t *testing.T) {
+	e := newMemEnv(t)
+	e.start()
+	job := testJob("j", "0 0 0 * * ?")
+	job.ShardingTotalCount = 3
+	register(t, e.svc(), job)
+	failOnce(e.store, 1, func(op, p string) bool { return op == "create" && strings.HasSuffix(p, "@-@1@-@0") })
+	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
+	eventually(t, "all shards run", func() bool { return len(e.cluster.Running()) == 3 })
+	settle(e.cluster)
+	wantStarted(t, e.cluster, "j", []string{TaskID("j", t0, 0, 0), TaskID("j", t0, 1, 0), TaskID("j", t0, 2, 0)})
+	for _, id := range e.cluster.Started() {
+		if n := e.cluster.LaunchCalls(id); n != 1 {
+			t.Errorf("%s was handed to the executor %d times, want once", id, n)
+		}
+	}
+}
+
+func TestCrashAfterLaunchBeforeItIsRecorded(t *testing.T) {
+	e := newMemEnv(t)
+	e.start()
+	register(t, e.svc(), testJob("j", "0 0 0 * * ?"))
+	id := TaskID("j", t0, 0, 0)
+	// The first write to the task's record after Launch (its RUNNING
+	// status, or the launch's confirmation) fails.
+	failOnce(e.store, 1, isSetOf(runningPath("j", id)))
+	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
+	eventually(t, "the next term confirms the launch", func() bool {
+		if e.cluster.Opened() != 2 {
+			return false
+		}
+		recs, err := e.svc().RunningTasks(ctxT(t))
+		return err == nil && len(recs) == 1 && recs[0].ID == id && !recs[0].LaunchedAt.IsZero()
+	})
+	settle(e.cluster)
+	// The next term either launched it again (a no-op for the executor)
+	// or learnt from the reconciliation that it runs; it never started
+	// twice.
+	wantStarted(t, e.cluster, "j", []string{id})
+	if n := e.cluster.LaunchCalls(id); n > 2 {
+		t.Fatalf("handed to the executor %d times, want at most twice", n)
+	}
+	// It is still the same run: finishing it removes it.
+	e.cluster.Report(id, executor.StateFinished, "")
+	eventually(t, "its record goes", func() bool { return len(runningIDs(t, e.svc())) == 0 })
+}
+
+func TestCrashDuringARetry(t *testing.T) {
+	e := newMemEnv(t)
+	e.start()
+	job := testJob("j", "0 0 0 * * ?")
+	job.Retries = 1
+	register(t, e.svc(), job)
+	id := triggerAndStart(t, e, "j")
+	// The retry creates attempt 1's node, then fails removing attempt 0's.
+	failOnce(e.store, 1, func(op, p string) bool { return op == "delete" && p == runningPath("j", id) })
+	e.cluster.Report(id, executor.StateFailed, "exit 1")
+	next := withAttempt(id, 1)
+	eventually(t, "attempt 1 runs", func() bool { return e.cluster.State(next) == executor.StateRunning })
+	eventually(t, "attempt 0's record goes", func() bool {
+		got := runningIDs(t, e.svc())
+		return len(got) == 1 && got[0] == next
+	})
+	settle(e.cluster)
+	wantStarted(t, e.cluster, "j", []string{id, next})
+	if e.cluster.Opened() != 2 {
+		t.Fatalf("executors opened = %d, want 2 (the failed write ends the term)", e.cluster.Opened())
+	}
+}
+
+func TestCrashWhileMovingALostTaskToFailover(t *testing.T) {
+	e := newMemEnv(t)
+	e.start()
+	job := testJob("j", "0 0 0 * * ?")
+	job.Failover = true
+	register(t, e.svc(), job)
+	id := triggerAndStart(t, e, "j")
+	failOnce(e.store, 1, func(op, p string) bool { return op == "delete" && p == runningPath("j", id) })
+	e.cluster.Report(id, executor.StateLost, "agent gone")
+	next := withAttempt(id, 1)
+	eventually(t, "attempt 1 runs", func() bool { return e.cluster.State(next) == executor.StateRunning })
+	settle(e.cluster)
+	wantStarted(t, e.cluster, "j", []string{id, next})
+	if fo := failoverRecords(t, e.svc()); len(fo) != 0 {
+		t.Fatalf("failover queue %+v, want empty", fo)
+	}
+	if got := runningIDs(t, e.svc()); len(got) != 1 || got[0] != next {
+		t.Fatalf("running %v, want only %s", got, next)
+	}
+}
+
+func TestTaskLostWhileNoLeaderRanFailsOverInTheNextTerm(t *testing.T) {
+	e := newMemEnv(t)
+	n := e.start()
+	job := testJob("j", "0 0 0 * * ?")
+	job.Failover = true
+	register(t, e.svc(), job)
+	id := triggerAndStart(t, e, "j")
+	eventually(t, "the record is marked launched", func() bool {
+		recs, _ := e.svc().RunningTasks(ctxT(t))
+		return len(recs) == 1 && !recs[0].LaunchedAt.IsZero()
+	})
+	n.stop()
+	e.cluster.Report(id, executor.StateLost, "agent gone") // nobody listens
+	e.start()
+	next := withAttempt(id, 1)
+	eventually(t, "the new term's reconciliation fails it over", func() bool { return e.cluster.State(next) == executor.StateRunning })
+}

@@ -1,0 +1,558 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultLaunchInterval = time.Second
+	// DefaultReconcileInterval is the interval a command line should
+	// default to; in Config, zero turns the periodic reconcile off.
+	DefaultReconcileInterval = 10 * time.Minute
+	DefaultQueueLimit        = 10000
+	// MaxQueueLimit keeps a full ready node (one JSON time per fire) well
+	// inside coord.MaxValueSize.
+	MaxQueueLimit       = 25000
+	DefaultRetryBackoff = time.Second
+)
+
+// opTimeout bounds each store request and executor call a term makes on
+// its own behalf.
+const opTimeout = 30 * time.Second
+
+// Config configures New.
+type Config struct {
+	// Open opens a session with the coordinator; it is called for the read
+	// session and for every election session. Required.
+	Open func(context.Context) (coord.Coordinator, error)
+	// Executor opens the executor of each term. Required.
+	Executor executor.Factory
+	// ExecutorName is what Status reports as the executor ("local",
+	// "mesos").
+	ExecutorName string
+	// Advertise is this process's API address, "host:port"; it is the
+	// election value, so standbys forward writes to it. Required.
+	Advertise string
+	// CoordinatorURL is what Status reports as the coordinator (display
+	// only; strip credentials before setting it).
+	CoordinatorURL string
+	// Logger receives the scheduler's events (null if nil).
+	Logger hclog.Logger
+	// Clock tells the time (time.Now if nil); tests set it.
+	Clock func() time.Time
+	// LaunchInterval is the launcher's safety tick (DefaultLaunchInterval
+	// if zero); fires and status changes launch at once anyway.
+	LaunchInterval time.Duration
+	// ReconcileInterval is how often the leader reconciles the running
+	// tasks with the executor; zero turns it off (a term always reconciles
+	// when it starts). See DefaultReconcileInterval.
+	ReconcileInterval time.Duration
+	// QueueLimit caps each job's ready queue and its failover queue
+	// (DefaultQueueLimit if zero; at most MaxQueueLimit).
+	QueueLimit int
+	// RetryBackoff is how long a task that failed, or a DAEMON task that
+	// ended, waits on the failover queue before it is relaunched
+	// (DefaultRetryBackoff if zero). Lost tasks are relaunched at once.
+	RetryBackoff time.Duration
+}
+
+// Scheduler is one `hasched serve` process's scheduler: it takes part in the
+// election and, while it leads, runs the scheduling services. It implements
+// Service: reads are served from the store on every process, writes only by
+// the leader.
+type Scheduler struct {
+	cfg Config
+	log hclog.Logger
+
+	mu        sync.Mutex
+	started   bool
+	reads     coord.Coordinator // the read session; nil while there is none
+	term      *term             // the current term; nil unless leading
+	won       *campaignResult   // handed from Campaign to lead
+	lastError time.Time         // when the last term failed
+}
+
+type campaignResult struct {
+	c coord.Coordinator
+	l coord.Leadership
+}
+
+var _ Service = (*Scheduler)(nil)
+
+// New checks cfg, fills in its defaults and returns a Scheduler that does
+// nothing until Run.
+func New(cfg Config) (*Scheduler, error) {
+	switch {
+	case cfg.Open == nil:
+		return nil, errors.New("scheduler: Config.Open is nil")
+	case cfg.Executor == nil:
+		return nil, errors.New("scheduler: Config.Executor is nil")
+	case cfg.Advertise == "":
+		return nil, errors.New("scheduler: Config.Advertise is empty")
+	case cfg.LaunchInterval < 0:
+		return nil, fmt.Errorf("scheduler: Config.LaunchInterval %v is negative", cfg.LaunchInterval)
+	case cfg.ReconcileInterval < 0:
+		return nil, fmt.Errorf("scheduler: Config.ReconcileInterval %v is negative", cfg.ReconcileInterval)
+	case cfg.QueueLimit < 0 || cfg.QueueLimit > MaxQueueLimit:
+		return nil, fmt.Errorf("scheduler: Config.QueueLimit %d is outside [0, %d]", cfg.QueueLimit, MaxQueueLimit)
+	case cfg.RetryBackoff < 0:
+		return nil, fmt.Errorf("scheduler: Config.RetryBackoff %v is negative", cfg.RetryBackoff)
+	}
+	if host, port, err := net.SplitHostPort(cfg.Advertise); err != nil || host == "" || port == "" {
+		return nil, fmt.Errorf("scheduler: Config.Advertise %q is not host:port", cfg.Advertise)
+	}
+	if err := coord.CheckValue([]byte(cfg.Advertise)); err != nil {
+		return nil, fmt.Errorf("scheduler: Config.Advertise: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.LaunchInterval == 0 {
+		cfg.LaunchInterval = DefaultLaunchInterval
+	}
+	if cfg.QueueLimit == 0 {
+		cfg.QueueLimit = DefaultQueueLimit
+	}
+	if cfg.RetryBackoff == 0 {
+		cfg.RetryBackoff = DefaultRetryBackoff
+	}
+	return &Scheduler{cfg: cfg, log: cfg.Logger.Named("scheduler")}, nil
+}
+
+func (s *Scheduler) now() time.Time { return s.cfg.Clock().UTC() }
+
+// Run keeps a read session open and takes part in the election until ctx
+// ends, running the scheduling services during every term it wins. When ctx
+// ends a leader stops its services and resigns, so that a standby takes over
+// at once; Run returns once everything it started has stopped. It can be
+// called once.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("scheduler: Run called twice")
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.keepReadSession(ctx)
+	}()
+	err := coord.RunElection(ctx, s.openCandidate, electionPath, []byte(s.cfg.Advertise), s.lead,
+		coord.WithElectionLogger(s.cfg.Logger.Named("election")))
+	wg.Wait()
+	return err
+}
+
+// keepReadSession holds the read session open until ctx ends, opening a new
+// one whenever it ends.
+func (s *Scheduler) keepReadSession(ctx context.Context) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		c, err := s.cfg.Open(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("cannot open the read session; retrying", "error", err, "retry_in", delay)
+			if !sleep(ctx, delay) {
+				return
+			}
+			delay = min(delay*2, 5*time.Second)
+			continue
+		}
+		delay = 100 * time.Millisecond
+		s.mu.Lock()
+		s.reads = c
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-c.Done():
+			s.log.Warn("read session ended; opening a new one")
+		}
+		s.mu.Lock()
+		s.reads = nil
+		s.mu.Unlock()
+		_ = c.Close()
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// candidate is an election session that hands the leadership it wins to
+// lead: RunElection passes lead only a context.
+type candidate struct {
+	coord.Coordinator
+	s *Scheduler
+}
+
+func (s *Scheduler) openCandidate(ctx context.Context) (coord.Coordinator, error) {
+	c, err := s.cfg.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &candidate{Coordinator: c, s: s}, nil
+}
+
+func (c *candidate) Campaign(ctx context.Context, election string, value []byte) (coord.Leadership, error) {
+	l, err := c.Coordinator.Campaign(ctx, election, value)
+	if err == nil {
+		c.s.mu.Lock()
+		c.s.won = &campaignResult{c: c.Coordinator, l: l}
+		c.s.mu.Unlock()
+	}
+	return l, err
+}
+
+// termWriter is how a term writes to the store: fenced by its leadership.
+// TODO: return the leadership's fenced writer once coord.Leadership has one.
+func termWriter(l coord.Leadership, c coord.Coordinator) coord.Writer {
+	_ = l
+	return c
+}
+
+// lead runs one term; RunElection calls it with a context cancelled when
+// the leadership is lost.
+func (s *Scheduler) lead(ctx context.Context) error {
+	s.mu.Lock()
+	won := s.won
+	s.won = nil
+	pause := time.Until(s.lastError.Add(time.Second))
+	s.mu.Unlock()
+	if won == nil {
+		return errors.New("scheduler: term started without a leadership")
+	}
+	// A term that failed at once would otherwise be retried in a hot loop.
+	if pause > 0 && !sleep(ctx, pause) {
+		return ctx.Err()
+	}
+	t := newTerm(s, won.c, won.l)
+	s.mu.Lock()
+	s.term = t
+	s.mu.Unlock()
+	err := t.run(ctx)
+	s.mu.Lock()
+	s.term = nil
+	if err != nil && ctx.Err() == nil {
+		s.lastError = time.Now()
+	}
+	s.mu.Unlock()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (s *Scheduler) currentTerm() *term {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.term
+}
+
+func (s *Scheduler) reader() (reader, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reads == nil {
+		return reader{}, ErrUnavailable
+	}
+	return reader{c: s.reads}, nil
+}
+
+// readErr marks the errors of a read session that has just ended as
+// ErrUnavailable: a new session is being opened.
+func readErr(err error) error {
+	if err != nil && (errors.Is(err, coord.ErrSessionLost) || errors.Is(err, coord.ErrClosed)) && !errors.Is(err, ErrUnavailable) {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return err
+}
+
+// notLeader is the error for a write this process cannot serve.
+func (s *Scheduler) notLeader(ctx context.Context) error {
+	r, err := s.reader()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	}
+	v, err := r.c.Leader(ctx, electionPath)
+	switch {
+	case errors.Is(err, coord.ErrNoLeader):
+		return ErrNoLeader
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	case string(v) == s.cfg.Advertise:
+		// This process won but its term has not started, or has just
+		// ended: nobody serves writes for a moment.
+		return ErrNoLeader
+	}
+	return fmt.Errorf("%w: the leader is %s", ErrNotLeader, v)
+}
+
+// write runs op in the current term's loop, or refuses it.
+func (s *Scheduler) write(ctx context.Context, op func(ctx context.Context, t *term) error) error {
+	t := s.currentTerm()
+	if t == nil {
+		return s.notLeader(ctx)
+	}
+	return t.do(ctx, op)
+}
+
+// Status says whether this process leads and who does.
+func (s *Scheduler) Status(ctx context.Context) (Status, error) {
+	st := Status{Self: s.cfg.Advertise, Coordinator: s.cfg.CoordinatorURL, Executor: s.cfg.ExecutorName}
+	if t := s.currentTerm(); t != nil && t.serving.Load() {
+		st.Leader = true
+		st.LeaderAddress = s.cfg.Advertise
+		st.Term = t.l.Token()
+		st.LeaderSince = t.since
+		st.ExecutorInfo = t.executorInfo()
+		return st, nil
+	}
+	r, err := s.reader()
+	if err != nil {
+		return st, nil
+	}
+	v, err := r.c.Leader(ctx, electionPath)
+	switch {
+	case err == nil:
+		st.LeaderAddress = string(v)
+	case !errors.Is(err, coord.ErrNoLeader):
+		s.log.Debug("cannot read the leader", "error", err)
+	}
+	return st, nil
+}
+
+// Reads, served from the store.
+
+func checkName(field, name string, job bool) error {
+	return validateName(field, name, job)
+}
+
+func (s *Scheduler) App(ctx context.Context, name string) (App, error) {
+	if err := checkName("appName", name, false); err != nil {
+		return App{}, err
+	}
+	r, err := s.reader()
+	if err != nil {
+		return App{}, err
+	}
+	a, ok, err := r.app(ctx, name)
+	if err != nil {
+		return App{}, err
+	}
+	if !ok {
+		return App{}, fmt.Errorf("%w: app %q", ErrNotFound, name)
+	}
+	return a, nil
+}
+
+func (s *Scheduler) Apps(ctx context.Context) ([]App, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	return r.apps(ctx)
+}
+
+func (s *Scheduler) AppDisabled(ctx context.Context, name string) (bool, error) {
+	if _, err := s.App(ctx, name); err != nil {
+		return false, err
+	}
+	r, err := s.reader()
+	if err != nil {
+		return false, err
+	}
+	return r.exists(ctx, disabledAppPath(name))
+}
+
+func (s *Scheduler) Job(ctx context.Context, name string) (Job, error) {
+	if err := checkName("jobName", name, true); err != nil {
+		return Job{}, err
+	}
+	r, err := s.reader()
+	if err != nil {
+		return Job{}, err
+	}
+	j, ok, err := r.job(ctx, name)
+	if err != nil {
+		return Job{}, err
+	}
+	if !ok {
+		return Job{}, fmt.Errorf("%w: job %q", ErrNotFound, name)
+	}
+	return j, nil
+}
+
+func (s *Scheduler) Jobs(ctx context.Context) ([]Job, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	return r.jobs(ctx)
+}
+
+func (s *Scheduler) JobDisabled(ctx context.Context, name string) (bool, error) {
+	if _, err := s.Job(ctx, name); err != nil {
+		return false, err
+	}
+	r, err := s.reader()
+	if err != nil {
+		return false, err
+	}
+	return r.exists(ctx, disabledJobPath(name))
+}
+
+func (s *Scheduler) RunningTasks(ctx context.Context) ([]TaskRecord, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	m, err := r.tasks(ctx, runningRoot)
+	if err != nil {
+		return nil, err
+	}
+	return flattenTasks(m), nil
+}
+
+func (s *Scheduler) FailoverTasks(ctx context.Context) ([]TaskRecord, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	m, err := r.tasks(ctx, failoverRoot)
+	if err != nil {
+		return nil, err
+	}
+	return flattenTasks(m), nil
+}
+
+// ReadyTasks lists the jobs with pending fires.
+func (s *Scheduler) ReadyTasks(ctx context.Context) ([]ReadyEntry, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	m, err := r.ready(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []ReadyEntry{}
+	for _, job := range sortedKeys(m) {
+		rn := m[job]
+		if len(rn.FireTimes) == 0 {
+			continue
+		}
+		out = append(out, ReadyEntry{Job: job, Times: len(rn.FireTimes), FireTimes: rn.FireTimes})
+	}
+	return out, nil
+}
+
+// Writes, served by the leader's term.
+
+func (s *Scheduler) RegisterApp(ctx context.Context, app App) error {
+	if err := app.Validate(); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerApp(ctx, app) })
+}
+
+func (s *Scheduler) UpdateApp(ctx context.Context, app App) error {
+	if err := app.Validate(); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateApp(ctx, app) })
+}
+
+func (s *Scheduler) DeregisterApp(ctx context.Context, name string) error {
+	if err := checkName("appName", name, false); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.deregisterApp(ctx, name) })
+}
+
+func (s *Scheduler) DisableApp(ctx context.Context, name string) error {
+	if err := checkName("appName", name, false); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, true) })
+}
+
+func (s *Scheduler) EnableApp(ctx context.Context, name string) error {
+	if err := checkName("appName", name, false); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, false) })
+}
+
+func (s *Scheduler) RegisterJob(ctx context.Context, job Job) error {
+	job.ApplyDefaults()
+	if err := job.Validate(); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerJob(ctx, job) })
+}
+
+func (s *Scheduler) UpdateJob(ctx context.Context, job Job) error {
+	job.ApplyDefaults()
+	if err := job.Validate(); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateJob(ctx, job) })
+}
+
+func (s *Scheduler) DeregisterJob(ctx context.Context, name string) error {
+	if err := checkName("jobName", name, true); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.deregisterJob(ctx, name) })
+}
+
+func (s *Scheduler) TriggerJob(ctx context.Context, name string) error {
+	if err := checkName("jobName", name, true); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.triggerJob(ctx, name) })
+}
+
+func (s *Scheduler) DisableJob(ctx context.Context, name string) error {
+	if err := checkName("jobName", name, true); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, true) })
+}
+
+func (s *Scheduler) EnableJob(ctx context.Context, name string) error {
+	if err := checkName("jobName", name, true); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, false) })
+}
+
+func (s *Scheduler) Reconcile(ctx context.Context, explicit bool) error {
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.reconcile(ctx, explicit) })
+}

@@ -1,0 +1,134 @@
+package scheduler
+
+import (
+	"context"
+	"time"
+
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// handleStatuses applies every status update the pump has queued.
+func (t *term) handleStatuses(ctx context.Context) error {
+	for _, st := range t.statuses.drain() {
+		if err := t.handleStatus(ctx, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handleStatus applies one status update to the task's running record:
+//
+//   - STAGING, RUNNING: the record is updated.
+//   - FINISHED: the record goes; a DAEMON task goes to the failover queue
+//     to be relaunched (after RetryBackoff).
+//   - FAILED: relaunched as the next attempt while attempts < retries;
+//     then to the failover queue if the job fails over or is a DAEMON
+//     (after RetryBackoff); else the record goes.
+//   - LOST, UNKNOWN, KILLED not asked for: to the failover queue if the job
+//     fails over or is a DAEMON; else the record goes.
+//   - KILLED (or any end) of a task the scheduler killed: the record goes.
+//
+// A status of a task the store does not know as running is ignored if it
+// is an end, and the task killed otherwise.
+func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
+	ref, err := ParseTaskID(st.TaskID)
+	if err != nil {
+		t.log.Warn("status of a task that is not ours", "task", st.TaskID, "state", st.State)
+		return nil
+	}
+	js := t.jobs[ref.Job]
+	var rec *TaskRecord
+	if js != nil {
+		rec = js.running[st.TaskID]
+	}
+	if rec == nil {
+		if !st.State.Terminal() {
+			t.log.Warn("killing a task the store does not know as running", "task", st.TaskID, "state", st.State)
+			t.kill(ctx, st.TaskID)
+		}
+		return nil
+	}
+	log := t.log.With("job", ref.Job, "task", st.TaskID, "state", st.State)
+	daemon := js.job.JobExecutionType == Daemon
+	failover := js.job.Failover || daemon
+	now := t.now()
+
+	if !st.State.Terminal() {
+		if rec.State == st.State && rec.Host == st.Host && rec.Message == st.Message {
+			return nil
+		}
+		u := *rec
+		u.State, u.Host, u.Message, u.UpdatedAt = st.State, st.Host, st.Message, now
+		if u.LaunchedAt.IsZero() {
+			u.LaunchedAt = now // the executor knows it: it was launched
+		}
+		return t.setRunning(ctx, js, &u)
+	}
+	t.launchDue = true
+	ended := *rec
+	ended.State, ended.Message, ended.UpdatedAt = st.State, st.Message, now
+	if st.Host != "" {
+		ended.Host = st.Host
+	}
+
+	switch {
+	case rec.KillRequested:
+		log.Debug("task killed as asked")
+		return t.deleteRunning(ctx, js, rec)
+	case st.State == executor.StateFinished && daemon && t.active(js):
+		log.Info("daemon task ended; relaunching it")
+		return t.toFailover(ctx, js, rec, ended, now.Add(t.cfg.RetryBackoff))
+	case st.State == executor.StateFinished:
+		return t.deleteRunning(ctx, js, rec)
+	case st.State == executor.StateKilled && !t.active(js):
+		// Killed by an earlier term's disable, before it could record so.
+		return t.deleteRunning(ctx, js, rec)
+	case st.State == executor.StateFailed && rec.Attempt < js.job.Retries && t.active(js):
+		log.Info("task failed; retrying", "attempt", rec.Attempt+1, "retries", js.job.Retries, "message", st.Message)
+		return t.retry(ctx, js, rec)
+	case failover:
+		var notBefore = now
+		if st.State == executor.StateFailed {
+			notBefore = now.Add(t.cfg.RetryBackoff)
+		}
+		log.Warn("task ended; to the failover queue", "message", st.Message)
+		return t.toFailover(ctx, js, rec, ended, notBefore)
+	default:
+		log.Warn("task ended and is given up", "message", st.Message)
+		return t.deleteRunning(ctx, js, rec)
+	}
+}
+
+// retry relaunches a task as its next attempt: (a) the new running node,
+// (b) the old one removed, (c) Launch. After a crash between (a) and (b)
+// the old task's end is handled again and finds (a) done.
+func (t *term) retry(ctx context.Context, js *jobState, old *TaskRecord) error {
+	rec, err := t.createRunning(ctx, js, t.newRecord(js.job.JobName, old.FireTime, old.Shard, old.Attempt+1))
+	if err != nil {
+		return err
+	}
+	if err := t.deleteRunning(ctx, js, old); err != nil {
+		return err
+	}
+	if !rec.LaunchedAt.IsZero() {
+		return nil
+	}
+	return t.start(ctx, js, []*TaskRecord{rec})
+}
+
+// toFailover moves a task from running to the failover queue: (a) its
+// failover node, (b) its running node removed. A full failover queue drops
+// the task.
+func (t *term) toFailover(ctx context.Context, js *jobState, rec *TaskRecord, ended TaskRecord, notBefore time.Time) error {
+	if len(js.failover) >= t.cfg.QueueLimit {
+		t.log.Error("failover queue full; task dropped", "job", js.job.JobName, "task", rec.ID, "queue_limit", t.cfg.QueueLimit)
+		return t.deleteRunning(ctx, js, rec)
+	}
+	ended.NotBefore = notBefore
+	ended.LaunchedAt = rec.LaunchedAt
+	if err := t.createFailover(ctx, js, &ended); err != nil {
+		return err
+	}
+	return t.deleteRunning(ctx, js, rec)
+}

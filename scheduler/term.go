@@ -1,0 +1,564 @@
+package scheduler
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/cron"
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// A term is one leadership: it owns the executor it opened and every piece
+// of scheduling state in memory, and all of it is gone when the term ends.
+//
+// One goroutine, the term's loop, runs the producer (cron timers), the
+// launcher, status handling and the API's writes, one event at a time. So
+// there is a single writer to the store per term, and the order that makes a
+// crash anywhere recoverable — running nodes created, then the fire taken
+// off the ready queue, then the executor told — is never interleaved with
+// status handling. Two goroutines run beside it, so that neither the loop
+// blocks on the executor nor the executor on the loop: the status pump moves
+// the executor's updates into a queue, and the launch worker makes the
+// executor's Launch calls (which may fetch an app) and queues their results.
+type term struct {
+	s     *Scheduler
+	cfg   Config
+	log   hclog.Logger
+	c     coord.Coordinator // the election session: the term's reads
+	l     coord.Leadership
+	w     coord.Writer // fenced by l
+	r     reader
+	since time.Time
+
+	// serving is true while the loop runs.
+	serving atomic.Bool
+	reqs    chan request
+	done    chan struct{} // closed when the loop has returned
+
+	ex       executor.Executor
+	statuses *queue[executor.Status]
+	pumpStop chan struct{}
+	pumpDone chan struct{}
+
+	launches     *queue[launchBatch]
+	launched     *queue[launchResult]
+	workerCancel context.CancelFunc
+	workerDone   chan struct{}
+
+	// Owned by the loop.
+	apps         map[string]App
+	disabledApps map[string]bool
+	jobs         map[string]*jobState
+	timers       fireHeap
+	launchDue    bool
+	inflight     map[string]bool // task IDs handed to the launch worker
+}
+
+// jobState is what a term knows of one job.
+type jobState struct {
+	job      Job
+	sched    *cron.Schedule // nil for a DAEMON job without cron, or a broken config
+	disabled bool
+
+	ready        readyNode
+	readyVersion coord.Version
+
+	running  map[string]*TaskRecord // by task ID
+	failover map[string]*TaskRecord
+
+	gen int // timer entries of an older generation are stale
+}
+
+type request struct {
+	op    func(ctx context.Context, t *term) error
+	reply chan error
+}
+
+func newTerm(s *Scheduler, c coord.Coordinator, l coord.Leadership) *term {
+	return &term{
+		s:            s,
+		cfg:          s.cfg,
+		log:          s.log.With("term", l.Token()),
+		c:            c,
+		l:            l,
+		w:            termWriter(l, c),
+		r:            reader{c: c},
+		since:        s.now(),
+		reqs:         make(chan request),
+		done:         make(chan struct{}),
+		apps:         map[string]App{},
+		disabledApps: map[string]bool{},
+		jobs:         map[string]*jobState{},
+		inflight:     map[string]bool{},
+	}
+}
+
+func (t *term) now() time.Time { return t.s.now() }
+
+// run establishes the term, runs its loop until ctx ends or a store write
+// fails, and revokes it.
+func (t *term) run(ctx context.Context) error {
+	defer close(t.done)
+	err := t.establish(ctx)
+	if err == nil {
+		t.serving.Store(true)
+		err = t.loop(ctx)
+		t.serving.Store(false)
+	}
+	t.revoke()
+	if err != nil && ctx.Err() == nil {
+		t.log.Error("term failed; giving up leadership", "error", err)
+	}
+	return err
+}
+
+// establish turns the leader's services on, in order: the executor and its
+// status pump, the state loaded from the store, a reconciliation of what the
+// store says runs, and every job's schedule. Nothing is launched before the
+// loop starts. Whatever it started, revoke stops.
+func (t *term) establish(ctx context.Context) error {
+	t.log.Info("establishing leadership")
+	ex, err := t.cfg.Executor(ctx)
+	if err != nil {
+		return fmt.Errorf("open the executor: %w", err)
+	}
+	t.ex = ex
+	t.startStatusPump()
+	t.startLaunchWorker()
+	if err := t.load(ctx); err != nil {
+		return err
+	}
+	if err := t.reconcile(ctx, true); err != nil {
+		return err
+	}
+	if err := t.reconcile(ctx, false); err != nil {
+		return err
+	}
+	now := t.now()
+	for _, name := range sortedKeys(t.jobs) {
+		t.schedule(t.jobs[name], now)
+	}
+	t.log.Info("leadership established", "apps", len(t.apps), "jobs", len(t.jobs))
+	return nil
+}
+
+// revoke turns off what establish turned on, in reverse: the launch worker
+// stops (cancelling a Launch in progress), the executor is closed (its tasks
+// keep running for the next leader to adopt) and the status pump stopped.
+func (t *term) revoke() {
+	t.stopLaunchWorker()
+	if t.ex != nil {
+		if err := t.ex.Close(); err != nil {
+			t.log.Warn("close the executor", "error", err)
+		}
+	}
+	t.stopStatusPump()
+	t.log.Info("leadership revoked")
+}
+
+// do runs op on the loop and returns its error; ErrNotLeader if the term
+// ends first.
+func (t *term) do(ctx context.Context, op func(ctx context.Context, t *term) error) error {
+	req := request{op: op, reply: make(chan error, 1)}
+	select {
+	case t.reqs <- req:
+	case <-t.done:
+		return t.s.notLeader(ctx)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.reply:
+		return err
+	case <-t.done:
+		// The loop took the request and ended; it has answered if it
+		// finished it.
+		select {
+		case err := <-req.reply:
+			return err
+		default:
+			return fmt.Errorf("%w: leadership ended during the request", ErrNotLeader)
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// loop is the term's one goroutine of scheduling; it returns when ctx ends
+// or when the store fails (the next term starts from the store again).
+func (t *term) loop(ctx context.Context) error {
+	launchTick := time.NewTicker(t.cfg.LaunchInterval)
+	defer launchTick.Stop()
+	var reconcileC <-chan time.Time
+	if t.cfg.ReconcileInterval > 0 {
+		tk := time.NewTicker(t.cfg.ReconcileInterval)
+		defer tk.Stop()
+		reconcileC = tk.C
+	}
+	fireTimer := time.NewTimer(time.Hour)
+	defer fireTimer.Stop()
+	t.launchDue = true
+	for {
+		if err := t.produceDue(ctx); err != nil {
+			return err
+		}
+		if err := t.handleStatuses(ctx); err != nil {
+			return err
+		}
+		if t.launchDue {
+			t.launchDue = false
+			if err := t.launch(ctx); err != nil {
+				return err
+			}
+		}
+		fireTimer.Reset(t.untilNextFire())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case req := <-t.reqs:
+			opCtx, cancel := context.WithTimeout(ctx, opTimeout)
+			err := req.op(opCtx, t)
+			cancel()
+			req.reply <- userError(err)
+			if fatal(err) {
+				return err
+			}
+			t.launchDue = true
+		case <-t.statuses.notify:
+		case <-t.launched.notify:
+			if err := t.handleLaunched(ctx); err != nil {
+				return err
+			}
+		case <-fireTimer.C:
+		case <-launchTick.C:
+			t.launchDue = true
+		case <-reconcileC:
+			if err := t.reconcile(ctx, true); err != nil {
+				return err
+			}
+			if err := t.reconcile(ctx, false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// fatal says whether err leaves the term's memory out of step with the
+// store: every error except the refusals of the Service.
+func fatal(err error) bool {
+	if err == nil {
+		return false
+	}
+	for _, e := range []error{ErrInvalid, ErrNotFound, ErrExists, ErrConflict} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	return !errors.Is(err, context.Canceled)
+}
+
+// userError is what the API sees of an error: a fenced-off write means this
+// process no longer leads.
+func userError(err error) error {
+	if err != nil && errors.Is(err, coord.ErrNotLeader) {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return err
+}
+
+func (t *term) executorInfo() map[string]string {
+	if i, ok := t.ex.(interface{ Info() map[string]string }); ok {
+		return i.Info()
+	}
+	return nil
+}
+
+// opCtx bounds one request of the loop's own.
+func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, opTimeout)
+}
+
+// load reads the whole state from the store. Jobs without a ready node get
+// one (registered now: they do not back-fill); state of jobs without a
+// configuration is removed, their tasks killed.
+func (t *term) load(ctx context.Context) error {
+	apps, err := t.r.apps(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range apps {
+		t.apps[a.AppName] = a
+	}
+	if t.disabledApps, err = t.r.disabled(ctx, disabledAppsRoot); err != nil {
+		return err
+	}
+	jobs, err := t.r.jobs(ctx)
+	if err != nil {
+		return err
+	}
+	disabledJobs, err := t.r.disabled(ctx, disabledJobsRoot)
+	if err != nil {
+		return err
+	}
+	ready, err := t.r.ready(ctx)
+	if err != nil {
+		return err
+	}
+	running, err := t.r.tasks(ctx, runningRoot)
+	if err != nil {
+		return err
+	}
+	failover, err := t.r.tasks(ctx, failoverRoot)
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		js := &jobState{job: j, disabled: disabledJobs[j.JobName], running: map[string]*TaskRecord{}, failover: map[string]*TaskRecord{}}
+		if js.sched, err = j.Schedule(); err != nil {
+			t.log.Error("job has a broken configuration; it is not scheduled", "job", j.JobName, "error", err)
+		}
+		if rn, ok := ready[j.JobName]; ok {
+			js.ready, js.readyVersion = rn.readyNode, rn.version
+		} else if err := t.createReady(ctx, js); err != nil {
+			return err
+		}
+		for _, rec := range running[j.JobName] {
+			js.running[rec.ID] = &rec
+		}
+		for _, rec := range failover[j.JobName] {
+			js.failover[rec.ID] = &rec
+		}
+		t.jobs[j.JobName] = js
+	}
+	return t.removeOrphans(ctx, ready, running, failover, disabledJobs)
+}
+
+// removeOrphans removes state nodes of jobs that have no configuration,
+// killing their tasks.
+func (t *term) removeOrphans(ctx context.Context, ready map[string]versionedReady, running, failover map[string][]TaskRecord, disabled map[string]bool) error {
+	for job, recs := range running {
+		if t.jobs[job] != nil {
+			continue
+		}
+		for _, rec := range recs {
+			t.kill(ctx, rec.ID)
+		}
+		t.log.Warn("removing running tasks of an unknown job", "job", job, "tasks", len(recs))
+		if err := ignore(t.w.DeleteTree(ctx, runningJobPath(job)), coord.ErrNotFound); err != nil {
+			return err
+		}
+	}
+	for job := range failover {
+		if t.jobs[job] == nil {
+			if err := ignore(t.w.DeleteTree(ctx, failoverJobPath(job)), coord.ErrNotFound); err != nil {
+				return err
+			}
+		}
+	}
+	for job := range ready {
+		if t.jobs[job] == nil {
+			if err := ignore(t.w.Delete(ctx, readyPath(job), coord.AnyVersion), coord.ErrNotFound); err != nil {
+				return err
+			}
+		}
+	}
+	for job := range disabled {
+		if t.jobs[job] == nil {
+			if err := ignore(t.w.Delete(ctx, disabledJobPath(job), coord.AnyVersion), coord.ErrNotFound); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ignore drops an error that is one of the expected ones.
+func ignore(err error, expected ...error) error {
+	for _, e := range expected {
+		if errors.Is(err, e) {
+			return nil
+		}
+	}
+	return err
+}
+
+// reconcile asks the executor about the tasks the store says run
+// (explicit), or about every task it knows (implicit). Tasks whose launch
+// was never confirmed are not named: they are launched (again) instead.
+func (t *term) reconcile(ctx context.Context, explicit bool) error {
+	var ids []string
+	if explicit {
+		for _, name := range sortedKeys(t.jobs) {
+			for _, id := range sortedKeys(t.jobs[name].running) {
+				if !t.jobs[name].running[id].LaunchedAt.IsZero() {
+					ids = append(ids, id)
+				}
+			}
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	if err := t.ex.Reconcile(ctx, ids); err != nil {
+		// The executor's trouble is not the store's: the next reconcile
+		// asks again.
+		t.log.Warn("reconcile failed", "explicit", explicit, "error", err)
+	}
+	return nil
+}
+
+// kill asks the executor to kill a task; a failure is logged, as the next
+// reconcile reports the task again.
+func (t *term) kill(ctx context.Context, id string) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	if err := t.ex.Kill(ctx, id); err != nil {
+		t.log.Warn("kill failed", "task", id, "error", err)
+	}
+}
+
+// active says whether a job may produce and launch: it and its app are
+// enabled and its app exists.
+func (t *term) active(js *jobState) bool {
+	_, appOK := t.apps[js.job.AppName]
+	return appOK && !js.disabled && !t.disabledApps[js.job.AppName]
+}
+
+// queue is an unbounded hand-over between a goroutine and the loop.
+type queue[T any] struct {
+	mu     sync.Mutex
+	items  []T
+	notify chan struct{}
+}
+
+func newQueue[T any]() *queue[T] { return &queue[T]{notify: make(chan struct{}, 1)} }
+
+func (q *queue[T]) push(v T) {
+	q.mu.Lock()
+	q.items = append(q.items, v)
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue[T]) drain() []T {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	items := q.items
+	q.items = nil
+	return items
+}
+
+// Status pump.
+
+func (t *term) startStatusPump() {
+	t.statuses = newQueue[executor.Status]()
+	t.pumpStop = make(chan struct{})
+	t.pumpDone = make(chan struct{})
+	ch := t.ex.Statuses()
+	go func() {
+		defer close(t.pumpDone)
+		for {
+			select {
+			case st, ok := <-ch:
+				if !ok {
+					return
+				}
+				t.statuses.push(st)
+			case <-t.pumpStop:
+				return
+			}
+		}
+	}()
+}
+
+func (t *term) stopStatusPump() {
+	if t.pumpStop == nil {
+		return
+	}
+	close(t.pumpStop)
+	<-t.pumpDone
+}
+
+// Timers: one heap of every job's next fire, served by the loop.
+
+type fireEntry struct {
+	at  time.Time
+	job string
+	gen int
+}
+
+type fireHeap []fireEntry
+
+func (h fireHeap) Len() int           { return len(h) }
+func (h fireHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h fireHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *fireHeap) Push(x any)        { *h = append(*h, x.(fireEntry)) }
+func (h *fireHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// maxTimerWait makes the loop look at the clock at least this often, so a
+// wall-clock jump delays a fire by at most this much.
+const maxTimerWait = time.Minute
+
+func (t *term) untilNextFire() time.Duration {
+	if len(t.timers) == 0 {
+		return maxTimerWait
+	}
+	d := t.timers[0].at.Sub(t.now())
+	return max(0, min(d, maxTimerWait))
+}
+
+// schedule (re)arms a job's timer: its next fire after what it has
+// produced, which is due at once if fires were missed. Inactive and DAEMON
+// jobs have none.
+func (t *term) schedule(js *jobState, now time.Time) {
+	js.gen++
+	t.compactTimers()
+	if js.sched == nil || js.job.JobExecutionType != Transient || !t.active(js) {
+		return
+	}
+	next := js.sched.Next(js.ready.producedThrough())
+	if next.IsZero() {
+		return
+	}
+	heap.Push(&t.timers, fireEntry{at: next, job: js.job.JobName, gen: js.gen})
+}
+
+func (t *term) unschedule(js *jobState) {
+	js.gen++
+	t.compactTimers()
+}
+
+// compactTimers drops stale entries once they outnumber the live ones, so
+// that rescheduling jobs whose next fire is far off does not grow the heap.
+func (t *term) compactTimers() {
+	if len(t.timers) <= 2*len(t.jobs)+64 {
+		return
+	}
+	live := t.timers[:0]
+	for _, e := range t.timers {
+		if js := t.jobs[e.job]; js != nil && js.gen == e.gen {
+			live = append(live, e)
+		}
+	}
+	clear(t.timers[len(live):])
+	t.timers = live
+	heap.Init(&t.timers)
+}
