@@ -20,36 +20,73 @@ import (
 // successful commit, so it runs out only under extreme contention.
 const maxCreateAttempts = 100
 
+// writer makes every write of the package: a Coordinator's own, with a nil
+// fence, and a Leadership's fenced ones, whose transactions carry the
+// fence's compare besides their own. Both kinds are one code path, so they
+// cannot drift apart.
+type writer struct {
+	c *Coordinator
+	f *fence
+}
+
+var (
+	_ coord.Writer = (*Coordinator)(nil)
+	_ coord.Writer = writer{}
+)
+
 // Create makes a node and its missing ancestors in one transaction, so no
 // one sees a half-made path. The transaction is guarded by what it read:
 // every ancestor it found is still the same incarnation, every ancestor it
 // makes is still missing, and, for Sequential, the counter is unchanged.
 func (c *Coordinator) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+	return writer{c: c}.Create(ctx, path, value, opts...)
+}
+
+// Create is Coordinator.Create, fenced by w.f.
+func (w writer) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return "", fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := coord.CheckValue(value); err != nil {
 		return "", fmt.Errorf("create %s: %w", path, err)
 	}
-	if err := c.state(); err != nil {
+	if err := w.usable(); err != nil {
 		return "", fmt.Errorf("create %s: %w", path, err)
 	}
 	o := coord.ApplyCreateOptions(opts)
 	for attempt := 1; ; attempt++ {
-		made, done, err := c.tryCreate(ctx, path, value, o)
+		made, done, err := w.tryCreate(ctx, path, value, o)
 		if done {
 			return made, err
 		}
 		if attempt == maxCreateAttempts {
 			return "", fmt.Errorf("create %s: gave up after %d attempts: its ancestors or sequence counter kept changing", path, attempt)
 		}
-		c.log.Trace("create raced with a concurrent change; retrying", "path", path, "attempt", attempt)
+		w.c.log.Trace("create raced with a concurrent change; retrying", "path", path, "attempt", attempt)
 	}
+}
+
+// usable is nil if a write may be sent: the session is live and a fenced
+// writer's term is not known to be over. The server's check of the fence
+// stays the authority; this only spares a deposed leader the round trip.
+func (w writer) usable() error {
+	if err := w.c.state(); err != nil {
+		return err
+	}
+	if w.f != nil {
+		select {
+		case <-w.f.lost:
+			return w.f.err()
+		default:
+		}
+	}
+	return nil
 }
 
 // tryCreate makes one attempt. done is false when a concurrent change
 // invalidated what it read and the attempt should be repeated.
-func (c *Coordinator) tryCreate(ctx context.Context, path string, value []byte, o coord.CreateOptions) (made string, done bool, err error) {
+func (w writer) tryCreate(ctx context.Context, path string, value []byte, o coord.CreateOptions) (made string, done bool, err error) {
+	c := w.c
 	parent := coord.Parent(path)
 	ancs := ancestors(path)
 	seqKey := c.keys.seq(parent)
@@ -70,9 +107,9 @@ func (c *Coordinator) tryCreate(ctx context.Context, path string, value []byte, 
 		read = resp.Responses
 	}
 
-	// At most 1 + (MaxPathDepth-1) + 1 + 1 compares, within etcd's default
-	// --max-txn-ops of 128.
-	cmps := make([]clientv3.Cmp, 0, len(ancs)+3)
+	// At most (MaxPathDepth-1) + 1 + 1 + 1 compares, and the fence's, within
+	// etcd's default --max-txn-ops of 128.
+	cmps := make([]clientv3.Cmp, 0, len(ancs)+4)
 	writes := make([]clientv3.Op, 0, len(ancs)+2)
 	nearest := "" // key of the deepest ancestor that exists
 	for i, a := range ancs {
@@ -127,12 +164,15 @@ func (c *Coordinator) tryCreate(ctx context.Context, path string, value []byte, 
 		failed = append(failed, clientv3.OpGet(seqKey, clientv3.WithKeysOnly()))
 	}
 
-	resp, err := c.cli.Txn(ctx).If(cmps...).Then(writes...).Else(failed...).Commit()
+	resp, err := c.cli.Txn(ctx).If(w.f.guard(cmps)...).Then(writes...).Else(w.f.probe(failed)...).Commit()
 	if err != nil {
 		return "", true, c.fail("create", made, err)
 	}
 	if resp.Succeeded {
 		return made, true, nil
+	}
+	if w.f.failed(resp) {
+		return "", true, c.fail("create", made, w.f.err())
 	}
 	if o.Sequential {
 		var rev int64
@@ -185,26 +225,35 @@ func exists(key string, expected coord.Version) []clientv3.Cmp {
 
 // Set replaces a node's value; the new version is the revision of the write.
 func (c *Coordinator) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+	return writer{c: c}.Set(ctx, path, value, expected)
+}
+
+// Set is Coordinator.Set, fenced by w.f.
+func (w writer) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return 0, fmt.Errorf("set %s: %w", path, err)
 	}
 	if err := coord.CheckValue(value); err != nil {
 		return 0, fmt.Errorf("set %s: %w", path, err)
 	}
-	if err := c.state(); err != nil {
+	if err := w.usable(); err != nil {
 		return 0, fmt.Errorf("set %s: %w", path, err)
 	}
+	c := w.c
 	key := c.keys.node(path)
 	resp, err := c.cli.Txn(ctx).
-		If(exists(key, expected)...).
+		If(w.f.guard(exists(key, expected))...).
 		// WithIgnoreLease keeps an ephemeral node bound to its session.
 		Then(clientv3.OpPut(key, string(value), clientv3.WithIgnoreLease())).
-		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
+		Else(w.f.probe([]clientv3.Op{clientv3.OpGet(key, clientv3.WithCountOnly())})...).
 		Commit()
 	if err != nil {
 		return 0, c.fail("set", path, err)
 	}
 	if !resp.Succeeded {
+		if w.f.failed(resp) {
+			return 0, c.fail("set", path, w.f.err())
+		}
 		if resp.Responses[0].GetResponseRange().Count == 0 {
 			return 0, fmt.Errorf("set %s: %w", path, coord.ErrNotFound)
 		}
@@ -215,27 +264,36 @@ func (c *Coordinator) Set(ctx context.Context, path string, value []byte, expect
 
 // Delete removes a childless node, and its Sequential counter with it.
 func (c *Coordinator) Delete(ctx context.Context, path string, expected coord.Version) error {
+	return writer{c: c}.Delete(ctx, path, expected)
+}
+
+// Delete is Coordinator.Delete, fenced by w.f.
+func (w writer) Delete(ctx context.Context, path string, expected coord.Version) error {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return fmt.Errorf("delete %s: %w", path, err)
 	}
-	if err := c.state(); err != nil {
+	if err := w.usable(); err != nil {
 		return fmt.Errorf("delete %s: %w", path, err)
 	}
+	c := w.c
 	key := c.keys.node(path)
 	kids := c.keys.children(path)
 	// An empty range compares as one zero key-value, so CreateRevision 0
 	// over the children's prefix means there are none.
 	noChildren := clientv3.Compare(clientv3.CreateRevision(kids), "=", 0).WithPrefix()
 	resp, err := c.cli.Txn(ctx).
-		If(append(exists(key, expected), noChildren)...).
+		If(w.f.guard(append(exists(key, expected), noChildren))...).
 		Then(clientv3.OpDelete(key), clientv3.OpDelete(c.keys.seq(path))).
-		Else(clientv3.OpGet(key, clientv3.WithKeysOnly()), clientv3.OpGet(kids, clientv3.WithPrefix(), clientv3.WithCountOnly())).
+		Else(w.f.probe([]clientv3.Op{clientv3.OpGet(key, clientv3.WithKeysOnly()), clientv3.OpGet(kids, clientv3.WithPrefix(), clientv3.WithCountOnly())})...).
 		Commit()
 	if err != nil {
 		return c.fail("delete", path, err)
 	}
 	if resp.Succeeded {
 		return nil
+	}
+	if w.f.failed(resp) {
+		return c.fail("delete", path, w.f.err())
 	}
 	// Else ran on the same revision the compares saw, so this is exact.
 	kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -267,21 +325,31 @@ func (c *Coordinator) deleteTreeOps(path string) []clientv3.Op {
 // no one sees a partly removed tree; ephemeral nodes and candidacies below
 // it go too, which ends those campaigns.
 func (c *Coordinator) DeleteTree(ctx context.Context, path string) error {
+	return writer{c: c}.DeleteTree(ctx, path)
+}
+
+// DeleteTree is Coordinator.DeleteTree, fenced by w.f.
+func (w writer) DeleteTree(ctx context.Context, path string) error {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return fmt.Errorf("delete tree %s: %w", path, err)
 	}
-	if err := c.state(); err != nil {
+	if err := w.usable(); err != nil {
 		return fmt.Errorf("delete tree %s: %w", path, err)
 	}
+	c := w.c
 	key := c.keys.node(path)
 	resp, err := c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+		If(w.f.guard([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)})...).
 		Then(c.deleteTreeOps(path)...).
+		Else(w.f.probe(nil)...).
 		Commit()
 	if err != nil {
 		return c.fail("delete tree", path, err)
 	}
 	if !resp.Succeeded {
+		if w.f.failed(resp) {
+			return c.fail("delete tree", path, w.f.err())
+		}
 		return fmt.Errorf("delete tree %s: %w", path, coord.ErrNotFound)
 	}
 	return nil

@@ -122,7 +122,7 @@ func (c *Coordinator) release(election string) {
 	c.mu.Unlock()
 }
 
-func (c *Coordinator) campaign(ctx context.Context, election string, value []byte) (*leadership, error) {
+func (c *Coordinator) campaign(ctx context.Context, election string, value []byte) (*Leadership, error) {
 	dir := c.full(election)
 	if err := c.ensureNode(ctx, dir); err != nil {
 		return nil, err
@@ -220,7 +220,7 @@ func (c *Coordinator) createCandidate(dir, prefix string, value []byte) (string,
 
 // await waits until the candidate name leads, re-reading the candidates on
 // every change of its predecessor or of itself.
-func (c *Coordinator) await(ctx context.Context, election, dir, name string) (*leadership, error) {
+func (c *Coordinator) await(ctx context.Context, election, dir, name string) (*Leadership, error) {
 	node := dir + "/" + name
 	var own <-chan zk.Event // a watch on the candidate itself
 	for {
@@ -258,7 +258,7 @@ func (c *Coordinator) await(ctx context.Context, election, dir, name string) (*l
 				c.lose(fmt.Sprintf("candidate %s belongs to session %s", name, hexID(stat.EphemeralOwner)))
 				return nil, coord.ErrSessionLost
 			}
-			return c.lead(election, node, stat.Czxid, own)
+			return c.lead(election, node, stat, own)
 		}
 		pred := dir + "/" + cands[i-1].name
 		type watched struct {
@@ -316,7 +316,7 @@ func (c *Coordinator) watch(ctx context.Context, full string) (<-chan zk.Event, 
 // session is over (which removes it anyway). It runs in a goroutine of the
 // Coordinator.
 func (c *Coordinator) withdraw(full string) {
-	err := c.deleteAny(context.Background(), full)
+	err := c.deleteAny(context.Background(), nil, full)
 	switch {
 	case err == nil, errors.Is(err, zk.ErrNoNode):
 		c.log.Debug("candidate withdrawn", "candidate", full)
@@ -344,10 +344,20 @@ func (c *Coordinator) withdrawWait(full string) {
 	}
 }
 
-// lead makes the leadership of the candidate node full and starts watching
-// it.
-func (c *Coordinator) lead(election, full string, token int64, own <-chan zk.Event) (*leadership, error) {
-	l := &leadership{c: c, election: election, node: full, token: token, lost: make(chan struct{})}
+// lead makes the leadership of the candidate node full, whose stat is stat,
+// and starts watching it.
+func (c *Coordinator) lead(election, full string, stat *zk.Stat, own <-chan zk.Event) (*Leadership, error) {
+	lost := make(chan struct{})
+	l := &Leadership{
+		c:        c,
+		election: election,
+		node:     full,
+		token:    stat.Czxid,
+		lost:     lost,
+		// Nobody sets a candidate's value, so its version is 0 as created;
+		// the check is on the version read here all the same.
+		guard: &guard{node: full, version: stat.Version, lost: lost},
+	}
 	c.mu.Lock()
 	if c.over {
 		c.mu.Unlock()
@@ -360,39 +370,56 @@ func (c *Coordinator) lead(election, full string, token int64, own <-chan zk.Eve
 		defer c.wg.Done()
 		l.watch(own)
 	}()
-	c.log.Info("leadership acquired", "election", election, "token", token, "session", hexID(c.session.Load()))
+	c.log.Info("leadership acquired", "election", election, "token", l.token, "session", hexID(c.session.Load()))
 	return l, nil
 }
 
-// leadership is one term, held while its candidate node exists on the
-// Coordinator's live session.
-type leadership struct {
+// Leadership is one term, held while its candidate node exists, unchanged,
+// on the Coordinator's live session.
+type Leadership struct {
 	c        *Coordinator
 	election string
 	node     string // full path of the candidate node
 	token    int64  // the candidate node's czxid
+	guard    *guard // the check of the term's fenced writes
 	lost     chan struct{}
 	loseOnce sync.Once
 }
 
-var _ coord.Leadership = (*leadership)(nil)
+var _ coord.Leadership = (*Leadership)(nil)
 
 // Token is the candidate node's czxid: later terms of the election belong to
 // candidates created later, whose czxid is higher.
-func (l *leadership) Token() int64 { return l.token }
+func (l *Leadership) Token() int64 { return l.token }
 
 // Lost is closed when the candidate node is deleted, by Resign or from
-// outside, and when the session ends.
-func (l *leadership) Lost() <-chan struct{} { return l.lost }
+// outside, or changed from outside, and when the session ends.
+func (l *Leadership) Lost() <-chan struct{} { return l.lost }
+
+// Writer makes the Coordinator's writes fenced by this term: each is one
+// ZooKeeper multi that also checks the candidate node is there at the
+// version it had when the term began, so a write made after the term ended
+// (Resign, the node deleted or changed from outside, the session expired)
+// fails with ErrNotLeader and writes nothing. Otherwise each operation
+// behaves as the Coordinator's own; once the session has ended they fail
+// with ErrSessionLost or ErrClosed.
+//
+// The fence holds on the server, whatever this process believes: a write
+// racing the end of the term either lands before it or not at all. Set and
+// Delete with a version read the node first, unfenced, so a deposed leader
+// can still be told ErrNotFound or ErrVersionConflict by that read; it never
+// writes. DeleteTree's batches are each fenced: a leader deposed half-way
+// leaves the rest of the tree standing.
+func (l *Leadership) Writer() coord.Writer { return writer{c: l.c, g: l.guard} }
 
 // Resign deletes the candidate node. It is nil once the leadership is lost.
-func (l *leadership) Resign(ctx context.Context) error {
+func (l *Leadership) Resign(ctx context.Context) error {
 	select {
 	case <-l.lost:
 		return nil
 	default:
 	}
-	err := l.c.deleteAny(ctx, l.node)
+	err := l.c.deleteAny(ctx, nil, l.node)
 	if err != nil && !errors.Is(err, zk.ErrNoNode) {
 		if l.c.endErr() != nil {
 			return nil // the session ended, and the leadership with it
@@ -404,7 +431,7 @@ func (l *leadership) Resign(ctx context.Context) error {
 }
 
 // lose ends the leadership, once.
-func (l *leadership) lose(reason string) {
+func (l *Leadership) lose(reason string) {
 	l.loseOnce.Do(func() {
 		close(l.lost)
 		l.c.mu.Lock()
@@ -417,7 +444,7 @@ func (l *leadership) lose(reason string) {
 
 // watch closes Lost when the candidate node is deleted or stops being this
 // session's. own is a watch already set on it, or nil.
-func (l *leadership) watch(own <-chan zk.Event) {
+func (l *Leadership) watch(own <-chan zk.Event) {
 	c := l.c
 	wait := retryMin
 	for {
@@ -446,6 +473,10 @@ func (l *leadership) watch(own <-chan zk.Event) {
 				return
 			case stat.EphemeralOwner != c.session.Load():
 				l.lose("the candidate node belongs to another session")
+				return
+			case stat.Version != l.guard.version:
+				// Every fenced write would fail its check from now on.
+				l.lose("the candidate node was changed from outside")
 				return
 			}
 			own, wait = ch, retryMin

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -17,8 +18,8 @@ import (
 var acl = zk.WorldACL(zk.PermAll)
 
 const (
-	// parentRounds bounds how often Create makes missing parents and tries
-	// again, should a concurrent DeleteTree keep removing them.
+	// parentRounds bounds how often Create looks for missing parents and
+	// tries again, should a concurrent DeleteTree keep removing them.
 	parentRounds = 5
 	// treeRounds bounds how often DeleteTree starts over on a node that
 	// gained children while its subtree was being deleted.
@@ -37,13 +38,147 @@ func (c *Coordinator) full(path string) string {
 	return c.root + path
 }
 
+// guard is what a fenced write checks in the same multi as its change: the
+// term's candidate node is still there, at the version it had when the term
+// began. ZooKeeper applies a multi whole or not at all, so a write whose
+// check fails writes nothing.
+type guard struct {
+	node    string // full path of the candidate node
+	version int32  // its version when the term began
+	lost    <-chan struct{}
+}
+
+// admit fails a fenced write before anything is sent when the session has
+// ended (ErrSessionLost, ErrClosed) or the term is already known to be over
+// (ErrNotLeader). Otherwise the check in the write's multi decides.
+func (c *Coordinator) admit(g *guard) error {
+	if g == nil {
+		return nil
+	}
+	if err := c.endErr(); err != nil {
+		return err
+	}
+	select {
+	case <-g.lost:
+		return fmt.Errorf("%w: the leadership is lost", coord.ErrNotLeader)
+	default:
+		return nil
+	}
+}
+
+// opError is ZooKeeper's refusal of one operation of a write.
+type opError struct {
+	index int // of the operation among those given to run, the guard's check not counted
+	err   error
+}
+
+func (e *opError) Error() string { return e.err.Error() }
+func (e *opError) Unwrap() error { return e.err }
+
+// failedOp is the index of the operation a write's error is about, or -1.
+func failedOp(err error) int {
+	var oe *opError
+	if errors.As(err, &oe) {
+		return oe.index
+	}
+	return -1
+}
+
+// run sends ops (*zk.CreateRequest, *zk.SetDataRequest, *zk.DeleteRequest)
+// as one atomic write and returns a result per op. Guarded by g, the write is
+// a multi that checks g's candidate node first, and fails with ErrNotLeader
+// when the check does. Unguarded, a single op is sent as the plain request.
+// ZooKeeper's refusal of an op comes back as an *opError naming it.
+func run(conn *zk.Conn, g *guard, ops ...any) ([]zk.MultiResponse, error) {
+	if g == nil && len(ops) == 1 {
+		res, err := single(conn, ops[0])
+		if err != nil && !isConnErr(err) {
+			err = &opError{index: 0, err: err}
+		}
+		return res, err
+	}
+	all := ops
+	if g != nil {
+		all = append([]any{&zk.CheckVersionRequest{Path: g.node, Version: g.version}}, ops...)
+	}
+	res, err := conn.Multi(all...)
+	return multiOutcome(res, err, len(all), g != nil)
+}
+
+// multiOutcome reads go-zookeeper's answer to a multi of n ops, the first
+// of them the guard's check if guarded, and returns the results of the ops
+// after the check. A refused multi answers every op: those before the failed
+// one with no error, the failed one with its own, those after it with
+// ZooKeeper's "runtime inconsistency". No answers means the request itself
+// failed, and err says why.
+func multiOutcome(res []zk.MultiResponse, err error, n int, guarded bool) ([]zk.MultiResponse, error) {
+	first := 0 // the first result that is not the check's
+	if guarded {
+		first = 1
+	}
+	i := slices.IndexFunc(res, func(r zk.MultiResponse) bool { return r.Error != nil })
+	switch {
+	case i < 0 && err == nil && len(res) == n:
+		return res[first:], nil
+	case i < 0:
+		if err == nil {
+			err = fmt.Errorf("zk: a multi of %d operations answered with %d results", n, len(res))
+		}
+		return nil, err
+	case i < first:
+		// The candidate node is gone (ErrNoNode) or changed (ErrBadVersion).
+		return nil, fmt.Errorf("%w: the term's candidate node is gone or changed (%v)", coord.ErrNotLeader, res[i].Error)
+	}
+	return nil, &opError{index: i - first, err: res[i].Error}
+}
+
+// single sends one op as its plain request.
+func single(conn *zk.Conn, op any) ([]zk.MultiResponse, error) {
+	switch op := op.(type) {
+	case *zk.CreateRequest:
+		made, err := conn.Create(op.Path, op.Data, op.Flags, op.Acl)
+		return []zk.MultiResponse{{String: made}}, err
+	case *zk.SetDataRequest:
+		stat, err := conn.Set(op.Path, op.Data, op.Version)
+		return []zk.MultiResponse{{Stat: stat}}, err
+	case *zk.DeleteRequest:
+		return []zk.MultiResponse{{}}, conn.Delete(op.Path, op.Version)
+	}
+	return nil, fmt.Errorf("zk: unknown operation %T", op)
+}
+
+// apply is run through call: repeated while the connection is down, and
+// after a broken connection only when idempotent.
+func (c *Coordinator) apply(ctx context.Context, g *guard, idempotent bool, ops ...any) ([]zk.MultiResponse, error) {
+	return call(ctx, c, idempotent, func(conn *zk.Conn) ([]zk.MultiResponse, error) {
+		return run(conn, g, ops...)
+	})
+}
+
+// writer holds the write operations, once for the Coordinator's plain
+// writes (no guard) and for a leadership's fenced ones (guarded).
+type writer struct {
+	c *Coordinator
+	g *guard
+}
+
+var _ coord.Writer = writer{}
+
 // Create makes a node, and its missing parents as persistent empty nodes.
 // With Sequential, ZooKeeper appends a 10-digit counter to the name.
 func (c *Coordinator) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+	return writer{c: c}.Create(ctx, path, value, opts...)
+}
+
+func (w writer) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+	c := w.c
 	if err := coord.ValidateNodePath(path); err != nil {
 		return "", fmt.Errorf("create: %w", err)
 	}
 	if err := coord.CheckValue(value); err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := c.admit(w.g); err != nil {
 		return "", fmt.Errorf("create %s: %w", path, err)
 	}
 	o := coord.ApplyCreateOptions(opts)
@@ -54,27 +189,58 @@ func (c *Coordinator) Create(ctx context.Context, path string, value []byte, opt
 	if o.Sequential {
 		flags |= zk.FlagSequence
 	}
-	made, err := c.create(ctx, c.full(path), value, flags)
+	made, err := w.create(ctx, c.full(path), value, flags)
 	if err != nil {
 		return "", c.fail("create", path, err)
 	}
 	return strings.TrimPrefix(made, c.root), nil
 }
 
-// create makes the node full, making missing parents first when ZooKeeper
-// reports them missing, and returns the path ZooKeeper made.
-func (c *Coordinator) create(ctx context.Context, full string, value []byte, flags int32) (string, error) {
+// create makes the node full and returns the path ZooKeeper made. When
+// ZooKeeper reports a parent missing, it reads which ancestors are, and makes
+// them and the node in one multi (with the guard's check when fenced), so a
+// failed create leaves no parents behind; if the ancestors changed meanwhile
+// it reads them again.
+func (w writer) create(ctx context.Context, full string, value []byte, flags int32) (string, error) {
+	var parents []string // missing ancestors, top-down
 	for round := 0; ; round++ {
-		made, err := call(ctx, c, false, func(conn *zk.Conn) (string, error) {
-			return conn.Create(full, value, flags, acl)
-		})
-		if !errors.Is(err, zk.ErrNoNode) || round == parentRounds {
-			return made, err
+		ops := make([]any, 0, len(parents)+1)
+		for _, p := range parents {
+			ops = append(ops, &zk.CreateRequest{Path: p, Acl: acl})
 		}
-		if err := c.makeParents(ctx, full); err != nil {
+		ops = append(ops, &zk.CreateRequest{Path: full, Data: value, Flags: flags, Acl: acl})
+		res, err := w.c.apply(ctx, w.g, false, ops...)
+		if err == nil {
+			return res[len(res)-1].String, nil
+		}
+		i := failedOp(err)
+		parentGone := i >= 0 && errors.Is(err, zk.ErrNoNode)
+		parentMade := i >= 0 && i < len(parents) && errors.Is(err, zk.ErrNodeExists)
+		if !parentGone && !parentMade || round == parentRounds {
+			return "", err
+		}
+		if parents, err = w.c.missingAncestors(ctx, full); err != nil {
 			return "", err
 		}
 	}
+}
+
+// missingAncestors lists full's ancestors that do not exist, top-down, the
+// namespace's node included.
+func (c *Coordinator) missingAncestors(ctx context.Context, full string) ([]string, error) {
+	var missing []string
+	for p := coord.Parent(full); p != "/"; p = coord.Parent(p) {
+		_, err := c.stat(ctx, p)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, zk.ErrNoNode) {
+			return nil, err
+		}
+		missing = append(missing, p)
+	}
+	slices.Reverse(missing)
+	return missing, nil
 }
 
 // makeParents makes every missing ancestor of full below the ensemble's root,
@@ -144,76 +310,94 @@ func (c *Coordinator) Get(ctx context.Context, path string) (coord.Node, error) 
 // and the write, bringing the per-node version back to the value read, lets
 // the write through.
 func (c *Coordinator) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+	return writer{c: c}.Set(ctx, path, value, expected)
+}
+
+func (w writer) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+	c := w.c
 	if err := coord.ValidateNodePath(path); err != nil {
 		return 0, fmt.Errorf("set: %w", err)
 	}
 	if err := coord.CheckValue(value); err != nil {
 		return 0, fmt.Errorf("set %s: %w", path, err)
 	}
-	full := c.full(path)
-	version := int32(-1)
-	if expected != coord.AnyVersion {
-		stat, err := c.stat(ctx, full)
-		if err != nil {
-			return 0, c.fail("set", path, err)
-		}
-		if coord.Version(stat.Mzxid) != expected {
-			return 0, fmt.Errorf("set %s: %w", path, coord.ErrVersionConflict)
-		}
-		version = stat.Version
+	if err := c.admit(w.g); err != nil {
+		return 0, fmt.Errorf("set %s: %w", path, err)
 	}
-	// An unconditional write may be repeated: the outcome is the same.
-	stat, err := call(ctx, c, version == -1, func(conn *zk.Conn) (*zk.Stat, error) {
-		return conn.Set(full, value, version)
-	})
+	full := c.full(path)
+	version, err := c.expect(ctx, full, expected)
 	if err != nil {
 		return 0, c.fail("set", path, err)
 	}
-	return coord.Version(stat.Mzxid), nil
+	// An unconditional write may be repeated: the outcome is the same.
+	res, err := c.apply(ctx, w.g, version == -1, &zk.SetDataRequest{Path: full, Data: value, Version: version})
+	if err != nil {
+		return 0, c.fail("set", path, err)
+	}
+	return coord.Version(res[0].Stat.Mzxid), nil
+}
+
+// expect turns a coord.Version into the ZooKeeper version a conditional
+// write of full checks: -1 for AnyVersion, otherwise the per-node version
+// read along with the mzxid that must equal expected.
+func (c *Coordinator) expect(ctx context.Context, full string, expected coord.Version) (int32, error) {
+	if expected == coord.AnyVersion {
+		return -1, nil
+	}
+	stat, err := c.stat(ctx, full)
+	if err != nil {
+		return 0, err
+	}
+	if coord.Version(stat.Mzxid) != expected {
+		return 0, coord.ErrVersionConflict
+	}
+	return stat.Version, nil
 }
 
 // Delete removes a node without children. A version check has the window Set
 // describes.
 func (c *Coordinator) Delete(ctx context.Context, path string, expected coord.Version) error {
+	return writer{c: c}.Delete(ctx, path, expected)
+}
+
+func (w writer) Delete(ctx context.Context, path string, expected coord.Version) error {
+	c := w.c
 	if err := coord.ValidateNodePath(path); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
+	if err := c.admit(w.g); err != nil {
+		return fmt.Errorf("delete %s: %w", path, err)
+	}
 	full := c.full(path)
+	var err error
 	if expected == coord.AnyVersion {
-		if err := c.deleteAny(ctx, full); err != nil {
-			return c.fail("delete", path, err)
+		err = c.deleteAny(ctx, w.g, full)
+	} else {
+		var version int32
+		if version, err = c.expect(ctx, full, expected); err == nil {
+			_, err = c.apply(ctx, w.g, false, &zk.DeleteRequest{Path: full, Version: version})
 		}
-		return nil
 	}
-	stat, err := c.stat(ctx, full)
-	if err != nil {
-		return c.fail("delete", path, err)
-	}
-	if coord.Version(stat.Mzxid) != expected {
-		return fmt.Errorf("delete %s: %w", path, coord.ErrVersionConflict)
-	}
-	_, err = call(ctx, c, false, func(conn *zk.Conn) (struct{}, error) {
-		return struct{}{}, conn.Delete(full, stat.Version)
-	})
 	if err != nil {
 		return c.fail("delete", path, err)
 	}
 	return nil
 }
 
-// deleteAny deletes full whatever its version. A delete repeated after its
-// first attempt may have been applied counts a missing node as deleted.
-func (c *Coordinator) deleteAny(ctx context.Context, full string) error {
+// deleteAny deletes full whatever its version, guarded by g. A delete
+// repeated after its first attempt may have been applied counts a missing
+// node as deleted.
+func (c *Coordinator) deleteAny(ctx context.Context, g *guard, full string) error {
 	repeated := false
-	_, err := call(ctx, c, true, func(conn *zk.Conn) (struct{}, error) {
-		err := conn.Delete(full, -1)
+	_, err := call(ctx, c, true, func(conn *zk.Conn) ([]zk.MultiResponse, error) {
+		res, err := run(conn, g, &zk.DeleteRequest{Path: full, Version: -1})
 		if errors.Is(err, zk.ErrNoNode) && repeated {
-			err = nil
+			return res, nil
 		}
 		if isConnErr(err) && !errors.Is(err, zk.ErrNoServer) {
 			repeated = true
 		}
-		return struct{}{}, err
+		return res, err
 	})
 	return err
 }
@@ -256,13 +440,25 @@ func (c *Coordinator) Children(ctx context.Context, path string) ([]string, erro
 // half gone, and it fails with ErrNotEmpty if nodes keep being created in it
 // faster than it deletes them.
 func (c *Coordinator) DeleteTree(ctx context.Context, path string) error {
+	return writer{c: c}.DeleteTree(ctx, path)
+}
+
+// DeleteTree, fenced, deletes in batches of one multi each, and every batch
+// checks the candidate node itself: a large tree cannot go in one multi
+// (ZooKeeper's request limit), so a leader deposed half-way leaves the rest
+// of the tree standing, but deletes nothing after it lost.
+func (w writer) DeleteTree(ctx context.Context, path string) error {
+	c := w.c
 	if err := coord.ValidateNodePath(path); err != nil {
 		return fmt.Errorf("delete tree: %w", err)
+	}
+	if err := c.admit(w.g); err != nil {
+		return fmt.Errorf("delete tree %s: %w", path, err)
 	}
 	full := c.full(path)
 	names, err := c.children(ctx, full)
 	if err == nil {
-		err = c.deleteTree(ctx, full, names)
+		err = w.deleteTree(ctx, full, names)
 		if errors.Is(err, zk.ErrNoNode) {
 			err = nil // deleted by someone else meanwhile
 		}
@@ -275,17 +471,17 @@ func (c *Coordinator) DeleteTree(ctx context.Context, path string) error {
 
 // deleteTree deletes full, whose children were names, depth first.
 // zk.ErrNoNode if full is gone.
-func (c *Coordinator) deleteTree(ctx context.Context, full string, names []string) error {
+func (w writer) deleteTree(ctx context.Context, full string, names []string) error {
 	for round := 1; ; round++ {
-		if err := c.deleteChildren(ctx, full, names); err != nil {
+		if err := w.deleteChildren(ctx, full, names); err != nil {
 			return err
 		}
-		err := c.deleteAny(ctx, full)
+		err := w.c.deleteAny(ctx, w.g, full)
 		if !errors.Is(err, zk.ErrNotEmpty) || round == treeRounds {
 			return err
 		}
 		// Children were added meanwhile.
-		if names, err = c.children(ctx, full); err != nil {
+		if names, err = w.c.children(ctx, full); err != nil {
 			return err
 		}
 	}
@@ -295,7 +491,7 @@ func (c *Coordinator) deleteTree(ctx context.Context, full string, names []strin
 // most of a large tree, go in batches of one multi each; the children of a
 // batch that fails (one has children of its own, or is gone already) are
 // done one by one.
-func (c *Coordinator) deleteChildren(ctx context.Context, parent string, names []string) error {
+func (w writer) deleteChildren(ctx context.Context, parent string, names []string) error {
 	for len(names) > 0 {
 		n, size := 0, 0
 		for n < len(names) && n < deleteBatchOps && size < deleteBatchBytes {
@@ -310,9 +506,7 @@ func (c *Coordinator) deleteChildren(ctx context.Context, parent string, names [
 		}
 		// Repeating an applied multi fails with ErrNoNode, which falls
 		// through to the one-by-one deletes below.
-		_, err := call(ctx, c, true, func(conn *zk.Conn) ([]zk.MultiResponse, error) {
-			return conn.Multi(ops...)
-		})
+		_, err := w.c.apply(ctx, w.g, true, ops...)
 		if err == nil {
 			continue
 		}
@@ -321,9 +515,9 @@ func (c *Coordinator) deleteChildren(ctx context.Context, parent string, names [
 		}
 		for _, name := range batch {
 			child := parent + "/" + name
-			grandchildren, err := c.children(ctx, child)
+			grandchildren, err := w.c.children(ctx, child)
 			if err == nil {
-				err = c.deleteTree(ctx, child, grandchildren)
+				err = w.deleteTree(ctx, child, grandchildren)
 			}
 			if err != nil && !errors.Is(err, zk.ErrNoNode) {
 				return err

@@ -125,9 +125,10 @@ type Coordinator struct {
 	closed      bool // Close was called
 	lossTimer   *time.Timer
 	timerGen    uint64
-	reconnect   chan struct{}   // closed and replaced at every reconnection
+	down        bool            // disconnected since the session was established or last reconnected
+	reconnect   chan struct{}   // closed and replaced shortly after every reconnection
 	campaigns   map[string]bool // elections with a campaign or leadership under way
-	leaderships map[*leadership]struct{}
+	leaderships map[*Leadership]struct{}
 	// wg counts every goroutine the Coordinator starts: one per request in
 	// flight, leadership watchers, withdrawals. Each ends at the latest when
 	// the connection is closed, which fails every pending request.
@@ -153,7 +154,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		done:        make(chan struct{}),
 		connDone:    make(chan struct{}),
 		campaigns:   map[string]bool{},
-		leaderships: map[*leadership]struct{}{},
+		leaderships: map[*Leadership]struct{}{},
 		reconnect:   make(chan struct{}),
 	}
 	c.timeout.Store(int64(cfg.SessionTimeout))
@@ -245,7 +246,7 @@ func (c *Coordinator) end(closing bool, reason string) {
 		c.lossTimer.Stop()
 		c.lossTimer = nil
 	}
-	ls := make([]*leadership, 0, len(c.leaderships))
+	ls := make([]*Leadership, 0, len(c.leaderships))
 	for l := range c.leaderships {
 		ls = append(ls, l)
 	}
@@ -351,6 +352,7 @@ func (c *Coordinator) onEvent(ev zk.Event) {
 func (c *Coordinator) disconnected() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.down = true
 	if c.over || c.lossTimer != nil || c.cfg.noLossTimer {
 		return
 	}
@@ -369,10 +371,20 @@ func (c *Coordinator) disconnected() {
 	c.log.Debug("disconnected from ZooKeeper", "session", hexID(c.session.Load()), "lost_in", left)
 }
 
-// reconnected stops the loss timer and wakes whoever waits on a watch:
-// go-zookeeper sets the watches again on the new connection, but does not
-// report it when that fails, so watchers look again for themselves (as
-// Curator's LeaderLatch re-lists on RECONNECTED).
+// reconnectSettle is how long after a reconnection those waiting on
+// nextReconnect are woken. go-zookeeper reports the new connection, then
+// reads its last zxid to set the watches again without synchronizing with
+// the receive loop that updates it on every answer (go-zookeeper/zk#35,
+// samuel/go-zookeeper#260): a request sent the moment the connection is
+// back races with that read, and the race detector says so. Once the
+// SetWatches request has gone out first, every answer after it is ordered
+// after the read.
+const reconnectSettle = 20 * time.Millisecond
+
+// reconnected stops the loss timer and, shortly after, wakes whoever waits
+// on a watch: go-zookeeper sets the watches again on the new connection, but
+// does not report it when that fails, so watchers look again for themselves
+// (as Curator's LeaderLatch re-lists on RECONNECTED).
 func (c *Coordinator) reconnected() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -381,11 +393,24 @@ func (c *Coordinator) reconnected() {
 		c.lossTimer = nil
 		c.log.Debug("reconnected to ZooKeeper", "session", hexID(c.session.Load()))
 	}
+	// The report of the session New waited for is no reconnection.
+	if c.down {
+		c.down = false
+		time.AfterFunc(reconnectSettle, c.wakeWatchers)
+	}
+}
+
+// wakeWatchers closes the channel nextReconnect handed out: whoever took it,
+// before the reconnection or since, looks again.
+func (c *Coordinator) wakeWatchers() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	close(c.reconnect)
 	c.reconnect = make(chan struct{})
 }
 
-// nextReconnect is closed at the next reconnection within the session.
+// nextReconnect is closed shortly after the next reconnection within the
+// session.
 func (c *Coordinator) nextReconnect() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -181,7 +183,7 @@ func offline() *Coordinator {
 		done:        make(chan struct{}),
 		connDone:    make(chan struct{}),
 		campaigns:   map[string]bool{},
-		leaderships: map[*leadership]struct{}{},
+		leaderships: map[*Leadership]struct{}{},
 	}
 }
 
@@ -283,5 +285,208 @@ func wantIs(t *testing.T, what string, err, want error) {
 	t.Helper()
 	if !errors.Is(err, want) {
 		t.Fatalf("%s: got %v, want %v", what, err, want)
+	}
+}
+
+func TestMultiOutcomeNamesTheFailedOp(t *testing.T) {
+	inconsistent := errors.New("unknown error: -2") // what go-zookeeper makes of the ops after the failed one
+	ok := []zk.MultiResponse{{}, {String: "/a"}, {Stat: &zk.Stat{Mzxid: 7}}}
+
+	res, err := multiOutcome(ok, nil, 3, true)
+	if err != nil || len(res) != 2 || res[0].String != "/a" || res[1].Stat.Mzxid != 7 {
+		t.Fatalf("guarded success: %+v, %v; want the two ops' results without the check's", res, err)
+	}
+	res, err = multiOutcome(ok, nil, 3, false)
+	if err != nil || len(res) != 3 {
+		t.Fatalf("unguarded success: %+v, %v; want all three results", res, err)
+	}
+
+	for _, checkErr := range []error{zk.ErrNoNode, zk.ErrBadVersion} {
+		_, err = multiOutcome([]zk.MultiResponse{{Error: checkErr}, {Error: inconsistent}}, checkErr, 2, true)
+		wantIs(t, fmt.Sprintf("the check failing with %v", checkErr), err, coord.ErrNotLeader)
+		if errors.Is(err, zk.ErrNoNode) || failedOp(err) != -1 {
+			t.Fatalf("the check's failure %v must not pass for the failure of an op", err)
+		}
+	}
+
+	for _, tc := range []struct {
+		res     []zk.MultiResponse
+		guarded bool
+		index   int
+		want    error
+	}{
+		{[]zk.MultiResponse{{}, {}, {Error: zk.ErrNodeExists}}, true, 1, coord.ErrExists},
+		{[]zk.MultiResponse{{}, {Error: zk.ErrNoChildrenForEphemerals}, {Error: inconsistent}}, true, 0, coord.ErrEphemeralParent},
+		{[]zk.MultiResponse{{Error: zk.ErrNoNode}, {Error: inconsistent}}, false, 0, coord.ErrNotFound},
+		{[]zk.MultiResponse{{}, {Error: zk.ErrNotEmpty}}, false, 1, coord.ErrNotEmpty},
+		{[]zk.MultiResponse{{}, {Error: zk.ErrBadVersion}}, true, 0, coord.ErrVersionConflict},
+	} {
+		firstErr := tc.res[slices.IndexFunc(tc.res, func(r zk.MultiResponse) bool { return r.Error != nil })].Error
+		_, err := multiOutcome(tc.res, firstErr, len(tc.res), tc.guarded)
+		if got := failedOp(err); got != tc.index {
+			t.Errorf("%+v (guarded %v): failed op %d, want %d", tc.res, tc.guarded, got, tc.index)
+		}
+		if errors.Is(err, coord.ErrNotLeader) {
+			t.Errorf("%+v (guarded %v): %v, an op's failure taken for the check's", tc.res, tc.guarded, err)
+		}
+		if got := mapErr(err); !errors.Is(got, tc.want) {
+			t.Errorf("%+v (guarded %v): mapErr = %v, want %v", tc.res, tc.guarded, got, tc.want)
+		}
+	}
+
+	// A request that failed as a whole has no results.
+	_, err = multiOutcome(nil, zk.ErrConnectionClosed, 2, true)
+	if !errors.Is(err, zk.ErrConnectionClosed) || failedOp(err) != -1 || errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("a failed request: %v, want ErrConnectionClosed as is", err)
+	}
+	_, err = multiOutcome([]zk.MultiResponse{{}}, nil, 2, true)
+	if err == nil {
+		t.Fatal("fewer results than ops taken for a success")
+	}
+}
+
+// offlineLeadership is a term of an offline Coordinator; a fenced write that
+// reached the network would panic on the nil conn.
+func offlineLeadership(c *Coordinator) *Leadership {
+	lost := make(chan struct{})
+	return &Leadership{c: c, election: "/e", node: "/ns/e/_c_x-n_0000000001", lost: lost,
+		guard: &guard{node: "/ns/e/_c_x-n_0000000001", lost: lost}}
+}
+
+func TestFencedWritesAfterTheTermFailWithoutARequest(t *testing.T) {
+	c := offline()
+	l := offlineLeadership(c)
+	close(l.lost)
+	w := l.Writer()
+	ctx := context.Background()
+	writes := func(path string) map[string]error {
+		_, createErr := w.Create(ctx, path, nil)
+		_, setErr := w.Set(ctx, path, nil, 5)
+		_, setAnyErr := w.Set(ctx, path, nil, coord.AnyVersion)
+		return map[string]error{
+			"Create":             createErr,
+			"Set":                setErr,
+			"Set(AnyVersion)":    setAnyErr,
+			"Delete":             w.Delete(ctx, path, 5),
+			"Delete(AnyVersion)": w.Delete(ctx, path, coord.AnyVersion),
+			"DeleteTree":         w.DeleteTree(ctx, path),
+		}
+	}
+	for op, err := range writes("/a/b") {
+		wantIs(t, op+" after the term", err, coord.ErrNotLeader)
+	}
+	// Validation comes first.
+	for op, err := range writes("/a/") {
+		wantIs(t, op+" of a bad path after the term", err, coord.ErrInvalidPath)
+	}
+	_, err := w.Create(ctx, "/a", make([]byte, coord.MaxValueSize+1))
+	wantIs(t, "Create of a value too large after the term", err, coord.ErrValueTooLarge)
+
+	// Then the end of the session.
+	c.over = true
+	close(c.done)
+	for op, err := range writes("/a/b") {
+		wantIs(t, op+" after the session was lost", err, coord.ErrSessionLost)
+	}
+	c.closed = true
+	for op, err := range writes("/a/b") {
+		wantIs(t, op+" after Close", err, coord.ErrClosed)
+	}
+}
+
+func TestWatchRefusesBadPathsAndEndedSessions(t *testing.T) {
+	c := offline()
+	ctx := context.Background()
+	for _, p := range []string{"", "a", "/a/", "/a//b", "/a/./b", "/\x01"} {
+		_, err := c.Watch(ctx, p)
+		wantIs(t, "Watch "+p, err, coord.ErrInvalidPath)
+		_, err = c.WatchChildren(ctx, p)
+		wantIs(t, "WatchChildren "+p, err, coord.ErrInvalidPath)
+	}
+	_, err := c.Watch(ctx, "/")
+	wantIs(t, "Watch of the root", err, coord.ErrInvalidPath)
+
+	c.over = true
+	close(c.done)
+	_, err = c.Watch(ctx, "/a")
+	wantIs(t, "Watch after the session was lost", err, coord.ErrSessionLost)
+	_, err = c.WatchChildren(ctx, "/")
+	wantIs(t, "WatchChildren after the session was lost", err, coord.ErrSessionLost)
+	c.closed = true
+	_, err = c.Watch(ctx, "/a")
+	wantIs(t, "Watch after Close", err, coord.ErrClosed)
+	_, err = c.WatchChildren(ctx, "/a")
+	wantIs(t, "WatchChildren after Close", err, coord.ErrClosed)
+}
+
+var nodeFields = eventFields[NodeEvent]{
+	resync: func(e *NodeEvent) *bool { return &e.Resync },
+	err:    func(e *NodeEvent) *error { return &e.Err },
+	ended:  func(err error) NodeEvent { return NodeEvent{Err: err} },
+}
+
+func valueEvent(v string) NodeEvent {
+	return NodeEvent{Node: coord.Node{Path: "/a", Value: []byte(v)}, Exists: true}
+}
+
+func TestOfferKeepsOnlyTheNewestState(t *testing.T) {
+	out := make(chan NodeEvent, 1)
+	offer(out, valueEvent("1"), nodeFields)
+	offer(out, valueEvent("2"), nodeFields)
+	if ev := <-out; string(ev.Node.Value) != "2" || ev.Resync {
+		t.Fatalf("after two offers the reader got %+v, want the second state", ev)
+	}
+
+	// A resync replaced by a newer state leaves its mark on it.
+	resync := valueEvent("3")
+	resync.Resync = true
+	offer(out, resync, nodeFields)
+	offer(out, valueEvent("4"), nodeFields)
+	if ev := <-out; string(ev.Node.Value) != "4" || !ev.Resync {
+		t.Fatalf("a state replacing an unread resync: %+v, want value 4 with Resync", ev)
+	}
+
+	// The last word replaces whatever is unread.
+	offer(out, resync, nodeFields)
+	offer(out, NodeEvent{Err: coord.ErrSessionLost}, nodeFields)
+	if ev := <-out; !errors.Is(ev.Err, coord.ErrSessionLost) || ev.Exists || ev.Resync {
+		t.Fatalf("the last event: %+v, want only the error", ev)
+	}
+	select {
+	case ev := <-out:
+		t.Fatalf("a second event %+v after the last one", ev)
+	default:
+	}
+}
+
+// A reader that takes events slowly, while a writer offers many, never
+// holds the writer up, sees states only in order, and ends with the newest.
+func TestOfferToASlowReaderEndsWithTheNewestState(t *testing.T) {
+	out := make(chan NodeEvent, 1)
+	const n = 100000
+	written := make(chan time.Duration, 1)
+	go func() {
+		defer close(out)
+		start := time.Now()
+		for i := range n {
+			offer(out, valueEvent(strconv.Itoa(i)), nodeFields)
+		}
+		written <- time.Since(start)
+	}()
+	prev, got := -1, 0
+	for ev := range out {
+		i, err := strconv.Atoi(string(ev.Node.Value))
+		if err != nil || i <= prev {
+			t.Fatalf("event %q after %d: want increasing states", ev.Node.Value, prev)
+		}
+		prev = i
+		got++
+		time.Sleep(time.Millisecond)
+	}
+	if prev != n-1 {
+		t.Fatalf("the reader ended with state %d, want %d", prev, n-1)
+	}
+	if d := <-written; got > n/10 {
+		t.Fatalf("the reader, taking 1ms an event, got %d of %d states offered in %v: want the writer not held up", got, n, d)
 	}
 }
