@@ -277,7 +277,7 @@ func TestUnknownRunningTasksAreKilled(t *testing.T) {
 	e := newMemEnv(t)
 	// A task the executor runs that no store node names (say, of a job
 	// deregistered while its leader crashed).
-	ex, err := e.cluster.Factory("old")(ctxT(t))
+	ex, err := e.cluster.Factory("old")(ctxT(t), executor.Term{})
 	mustDo(t, err)
 	stray := TaskID("gone", t0, 0, 0)
 	mustDo(t, ex.Launch(ctxT(t), []executor.Task{{ID: stray, Job: "gone"}}))

@@ -126,7 +126,7 @@ func (t *term) run(ctx context.Context) error {
 // loop starts. Whatever it started, revoke stops.
 func (t *term) establish(ctx context.Context) error {
 	t.log.Info("establishing leadership")
-	ex, err := t.cfg.Executor(ctx)
+	ex, err := t.cfg.Executor(ctx, executor.Term{Token: t.l.Token(), State: executorState{t: t}})
 	if err != nil {
 		return fmt.Errorf("open the executor: %w", err)
 	}
@@ -275,8 +275,8 @@ func userError(err error) error {
 }
 
 func (t *term) executorInfo() map[string]string {
-	if i, ok := t.ex.(interface{ Info() map[string]string }); ok {
-		return i.Info()
+	if d, ok := t.ex.(executor.Describer); ok {
+		return d.Describe()
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -104,4 +105,32 @@ type Executor interface {
 }
 
 // Factory opens the executor of one term.
-type Factory func(ctx context.Context) (Executor, error)
+type Factory func(ctx context.Context, term Term) (Executor, error)
+
+// Term is what the scheduler hands an executor for one leadership term.
+type Term struct {
+	// Token is the term's fencing token.
+	Token int64
+	// State keeps the executor's own small persistent state (the Mesos
+	// framework id) in the coordinator, written fenced by the term.
+	State StateStore
+}
+
+// StateStore keeps an executor's state under short keys.
+type StateStore interface {
+	// Load returns the value stored under key, or an error wrapping
+	// ErrNoState.
+	Load(ctx context.Context, key string) ([]byte, error)
+	// Store writes value under key; it fails once the term is over.
+	Store(ctx context.Context, key string, value []byte) error
+}
+
+// ErrNoState says nothing is stored under a key.
+var ErrNoState = errors.New("executor: no state stored")
+
+// Describer is implemented by executors that can say how they are doing
+// (Mesos: the master, the framework id, whether it is connected); the
+// scheduler shows it in its status.
+type Describer interface {
+	Describe() map[string]string
+}

@@ -54,7 +54,7 @@ func NewCluster() *Cluster {
 
 // Factory opens Executors on the cluster; name identifies them in Starter.
 func (c *Cluster) Factory(name string) executor.Factory {
-	return func(ctx context.Context) (executor.Executor, error) {
+	return func(ctx context.Context, _ executor.Term) (executor.Executor, error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.opened++
@@ -278,4 +278,4 @@ func (e *Executor) Close() error {
 }
 
 // Info is what Status reports of the executor.
-func (e *Executor) Info() map[string]string { return map[string]string{"name": e.name} }
+func (e *Executor) Describe() map[string]string { return map[string]string{"name": e.name} }

@@ -254,7 +254,7 @@ func NewFactory(cfg Config) (executor.Factory, error) {
 	if err := cfg.prepare(); err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context) (executor.Executor, error) {
+	return func(ctx context.Context, _ executor.Term) (executor.Executor, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}

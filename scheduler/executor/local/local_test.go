@@ -470,7 +470,7 @@ func TestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex, err := f(context.Background())
+	ex, err := f(context.Background(), executor.Term{})
 	if err != nil {
 		t.Fatal(err)
 	}
