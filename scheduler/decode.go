@@ -73,6 +73,17 @@ func DecodeJob(r io.Reader) (Job, error) {
 		CPUCount           *float64 `json:"cpuCount"`
 		MemoryMB           *float64 `json:"memoryMB"`
 		Misfire            *bool    `json:"misfire"`
+		// Elastic-Job 3.x fields with no meaning here: accepted so that
+		// its users' job files load, and dropped.
+		MonitorExecution              json.RawMessage `json:"monitorExecution"`
+		MaxTimeDiffSeconds            json.RawMessage `json:"maxTimeDiffSeconds"`
+		ReconcileIntervalMinutes      json.RawMessage `json:"reconcileIntervalMinutes"`
+		JobShardingStrategyType       json.RawMessage `json:"jobShardingStrategyType"`
+		JobExecutorServiceHandlerType json.RawMessage `json:"jobExecutorServiceHandlerType"`
+		JobErrorHandlerType           json.RawMessage `json:"jobErrorHandlerType"`
+		Props                         json.RawMessage `json:"props"`
+		Disabled                      json.RawMessage `json:"disabled"`
+		Overwrite                     json.RawMessage `json:"overwrite"`
 	}
 	if err := decodeStrict(r, &in); err != nil {
 		return Job{}, err

@@ -135,7 +135,7 @@ func TestDecodeJobRefusesNamingTheField(t *testing.T) {
 		{"policy", `{"jobName":"j",` + base + `,"concurrencyPolicy":"MAYBE"}`, "concurrencyPolicy"},
 		{"retries", `{"jobName":"j",` + base + `,"retries":-1}`, "retries"},
 		{"zone", `{"jobName":"j",` + base + `,"timeZone":"Mars/Olympus"}`, "timeZone"},
-		{"unknown field", `{"jobName":"j",` + base + `,"monitorExecution":true}`, "monitorExecution"},
+		{"unknown field", `{"jobName":"j",` + base + `,"shardingCount":3}`, "shardingCount"},
 		{"wrong type", `{"jobName":"j",` + base + `,"shardingTotalCount":"2"}`, "shardingTotalCount"},
 		{"wrong type of an embedded field", `{"jobName":7,` + base + `}`, "jobName"},
 		{"wrong type of a bool", `{"jobName":"j",` + base + `,"failover":"yes"}`, "failover"},
@@ -163,5 +163,23 @@ func TestShardingItemParameters(t *testing.T) {
 	}
 	if got[0] != "Beijing" || got[1] != "" || got[2] != "Shanghai=East" || len(got) != 3 {
 		t.Fatalf("got %v", got)
+	}
+}
+
+func TestDecodeJobAcceptsElasticJob3FieldsAndRefusesOthers(t *testing.T) {
+	body := `{"jobName":"j","appName":"a","cron":"0/5 * * * * ?","monitorExecution":true,
+		"maxTimeDiffSeconds":-1,"reconcileIntervalMinutes":10,"jobShardingStrategyType":"AVG",
+		"jobErrorHandlerType":"LOG","props":{"k":"v"},"disabled":false,"overwrite":true}`
+	job, err := DecodeJob(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("an Elastic-Job 3.x job file was refused: %v", err)
+	}
+	if job.JobName != "j" || job.Cron != "0/5 * * * * ?" {
+		t.Fatalf("decoded %+v", job)
+	}
+	_, err = DecodeJob(strings.NewReader(`{"jobName":"j","appName":"a","cron":"* * * * * ?","sharding":3}`))
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(ve.Error(), "sharding") {
+		t.Fatalf("an unknown field: got %v, want a ValidationError naming it", err)
 	}
 }
