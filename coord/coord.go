@@ -80,6 +80,17 @@ type Coordinator interface {
 	// Leader returns the value of the election's current leader, or
 	// ErrNoLeader.
 	Leader(ctx context.Context, election string) ([]byte, error)
+	// Watch reports the state of one node: first its state when Watch is
+	// called, then its changes. Events may be coalesced, but they arrive in
+	// order and the latest state is always delivered. After the backend
+	// lost track (a reconnect, a compaction of etcd's history) it re-reads
+	// the node and sends that state with Resync set. The channel is closed
+	// when ctx ends, or when the session ends, after a last event whose Err
+	// is ErrSessionLost or ErrClosed.
+	Watch(ctx context.Context, path string) (<-chan NodeEvent, error)
+	// WatchChildren reports the sorted names of a node's direct children,
+	// with Watch's semantics. "/" watches the namespace's root.
+	WatchChildren(ctx context.Context, path string) (<-chan ChildrenEvent, error)
 	// Done is closed when the session has ended, for whatever reason.
 	Done() <-chan struct{}
 	// Close ends the session: ephemeral nodes go, leaderships are lost.
@@ -100,6 +111,36 @@ type Leadership interface {
 	// Resign gives leadership up and removes the candidacy. It is a no-op
 	// once the leadership is already lost.
 	Resign(ctx context.Context) error
+	// Writer returns the session's writes fenced by this term: each one
+	// succeeds only while the term's candidate node still exists, checked
+	// by the server atomically with the write (etcd: a transaction
+	// comparing the candidate key's create revision; ZooKeeper: a multi
+	// with a check of the candidate node). Once the term is over every
+	// write fails with ErrNotLeader and changes nothing. The scheduler
+	// makes every leader write through it.
+	Writer() Writer
+}
+
+// NodeEvent is one state of a watched node.
+type NodeEvent struct {
+	// Node is the node's state; only Path is set when it does not exist.
+	Node   Node
+	Exists bool
+	// Resync says the watch was re-established: changes since the previous
+	// event may have been passed over, but this is the current state.
+	Resync bool
+	// Err is set on the last event of a watch whose session ended.
+	Err error
+}
+
+// ChildrenEvent is one state of a watched node's children.
+type ChildrenEvent struct {
+	// Children are the sorted names of the direct children; empty when the
+	// node does not exist.
+	Children []string
+	Exists   bool
+	Resync   bool
+	Err      error
 }
 
 // CreateOption modifies Create.

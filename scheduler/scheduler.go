@@ -230,11 +230,11 @@ func (c *candidate) Campaign(ctx context.Context, election string, value []byte)
 	return l, err
 }
 
-// termWriter is how a term writes to the store: fenced by its leadership.
-// TODO: return the leadership's fenced writer once coord.Leadership has one.
-func termWriter(l coord.Leadership, c coord.Coordinator) coord.Writer {
-	_ = l
-	return c
+// termWriter is how a term writes to the store: fenced by its leadership,
+// so a deposed leader's late write fails with coord.ErrNotLeader instead of
+// overwriting its successor's state.
+func termWriter(l coord.Leadership) coord.Writer {
+	return l.Writer()
 }
 
 // lead runs one term; RunElection calls it with a context cancelled when

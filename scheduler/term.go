@@ -89,7 +89,7 @@ func newTerm(s *Scheduler, c coord.Coordinator, l coord.Leadership) *term {
 		log:          s.log.With("term", l.Token()),
 		c:            c,
 		l:            l,
-		w:            termWriter(l, c),
+		w:            termWriter(l),
 		r:            reader{c: c},
 		since:        s.now(),
 		reqs:         make(chan request),

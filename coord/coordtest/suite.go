@@ -41,7 +41,7 @@ type scenario struct {
 
 // scenarios lists the suite. Names say the behaviour proved.
 func scenarios() []scenario {
-	return []scenario{
+	return append([]scenario{
 		{"CreateGetRoundTrip", testCreateGetRoundTrip},
 		{"CreateExistingFails", testCreateExistingFails},
 		{"CreateMakesMissingParents", testCreateMakesMissingParents},
@@ -80,7 +80,7 @@ func scenarios() []scenario {
 		{"RunElectionRotatesFiveCandidates", testRunElectionRotatesFiveCandidates},
 		{"RunElectionCancelsLeadContextOnLoss", testRunElectionCancelsLeadContextOnLoss},
 		{"RunElectionOpensNewSessionAfterExpiry", testRunElectionOpensNewSessionAfterExpiry},
-	}
+	}, fenceAndWatchScenarios()...)
 }
 
 // env is one scenario's world: a namespace of its own and the sessions opened

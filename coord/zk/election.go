@@ -442,8 +442,8 @@ func (l *Leadership) lose(reason string) {
 	})
 }
 
-// watch closes Lost when the candidate node is deleted or stops being this
-// session's. own is a watch already set on it, or nil.
+// watch closes Lost when the candidate node is deleted, changed or stops
+// being this session's. own is a watch already set on it, or nil.
 func (l *Leadership) watch(own <-chan zk.Event) {
 	c := l.c
 	wait := retryMin

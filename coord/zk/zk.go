@@ -378,7 +378,8 @@ func (c *Coordinator) disconnected() {
 // samuel/go-zookeeper#260): a request sent the moment the connection is
 // back races with that read, and the race detector says so. Once the
 // SetWatches request has gone out first, every answer after it is ordered
-// after the read.
+// after the read. (A request queued while the connection was down still
+// goes out before it; that race is go-zookeeper's to fix.)
 const reconnectSettle = 20 * time.Millisecond
 
 // reconnected stops the loss timer and, shortly after, wakes whoever waits

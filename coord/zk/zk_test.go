@@ -419,18 +419,18 @@ func TestWatchRefusesBadPathsAndEndedSessions(t *testing.T) {
 	wantIs(t, "WatchChildren after Close", err, coord.ErrClosed)
 }
 
-var nodeFields = eventFields[NodeEvent]{
-	resync: func(e *NodeEvent) *bool { return &e.Resync },
-	err:    func(e *NodeEvent) *error { return &e.Err },
-	ended:  func(err error) NodeEvent { return NodeEvent{Err: err} },
+var nodeFields = eventFields[coord.NodeEvent]{
+	resync: func(e *coord.NodeEvent) *bool { return &e.Resync },
+	err:    func(e *coord.NodeEvent) *error { return &e.Err },
+	ended:  func(err error) coord.NodeEvent { return coord.NodeEvent{Err: err} },
 }
 
-func valueEvent(v string) NodeEvent {
-	return NodeEvent{Node: coord.Node{Path: "/a", Value: []byte(v)}, Exists: true}
+func valueEvent(v string) coord.NodeEvent {
+	return coord.NodeEvent{Node: coord.Node{Path: "/a", Value: []byte(v)}, Exists: true}
 }
 
 func TestOfferKeepsOnlyTheNewestState(t *testing.T) {
-	out := make(chan NodeEvent, 1)
+	out := make(chan coord.NodeEvent, 1)
 	offer(out, valueEvent("1"), nodeFields)
 	offer(out, valueEvent("2"), nodeFields)
 	if ev := <-out; string(ev.Node.Value) != "2" || ev.Resync {
@@ -448,7 +448,7 @@ func TestOfferKeepsOnlyTheNewestState(t *testing.T) {
 
 	// The last word replaces whatever is unread.
 	offer(out, resync, nodeFields)
-	offer(out, NodeEvent{Err: coord.ErrSessionLost}, nodeFields)
+	offer(out, coord.NodeEvent{Err: coord.ErrSessionLost}, nodeFields)
 	if ev := <-out; !errors.Is(ev.Err, coord.ErrSessionLost) || ev.Exists || ev.Resync {
 		t.Fatalf("the last event: %+v, want only the error", ev)
 	}
@@ -462,7 +462,7 @@ func TestOfferKeepsOnlyTheNewestState(t *testing.T) {
 // A reader that takes events slowly, while a writer offers many, never
 // holds the writer up, sees states only in order, and ends with the newest.
 func TestOfferToASlowReaderEndsWithTheNewestState(t *testing.T) {
-	out := make(chan NodeEvent, 1)
+	out := make(chan coord.NodeEvent, 1)
 	const n = 100000
 	written := make(chan time.Duration, 1)
 	go func() {

@@ -78,6 +78,23 @@ func (st *Store) Paths(prefix string) []string {
 	return out
 }
 
+// Create, Set, Delete and DeleteTree are the unfenced writes.
+func (s *Session) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+	return s.create(nil, ctx, path, value, opts...)
+}
+
+func (s *Session) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+	return s.set(nil, ctx, path, value, expected)
+}
+
+func (s *Session) Delete(ctx context.Context, path string, expected coord.Version) error {
+	return s.delete(nil, ctx, path, expected)
+}
+
+func (s *Session) DeleteTree(ctx context.Context, path string) error {
+	return s.deleteTree(nil, ctx, path)
+}
+
 func (st *Store) broadcastLocked() {
 	close(st.changed)
 	st.changed = make(chan struct{})
@@ -104,9 +121,17 @@ func (s *Session) stateLocked() error {
 	return nil
 }
 
-func (s *Session) writeLocked(op, path string) error {
+// writeLocked decides whether a write may go ahead: the session is live,
+// the fencing leadership (if any) still leads, and the hook agrees. Like the
+// real backends' server-side checks, it runs atomically with the write.
+func (s *Session) writeLocked(fence *memLeadership, op, path string) error {
 	if err := s.stateLocked(); err != nil {
 		return err
+	}
+	// Watchers wake once the write has released the lock and re-read.
+	s.st.broadcastLocked()
+	if fence != nil && !fence.leadingLocked() {
+		return fmt.Errorf("%s %s: %w", op, path, coord.ErrNotLeader)
 	}
 	if s.st.hook != nil {
 		if err := s.st.hook(op, path); err != nil {
@@ -116,7 +141,7 @@ func (s *Session) writeLocked(op, path string) error {
 	return nil
 }
 
-func (s *Session) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+func (s *Session) create(fence *memLeadership, ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return "", err
 	}
@@ -127,7 +152,7 @@ func (s *Session) Create(ctx context.Context, path string, value []byte, opts ..
 	st := s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err := s.writeLocked("create", path); err != nil {
+	if err := s.writeLocked(fence, "create", path); err != nil {
 		return "", fmt.Errorf("create %s: %w", path, err)
 	}
 	if o.Sequential {
@@ -177,7 +202,7 @@ func (s *Session) Get(ctx context.Context, path string) (coord.Node, error) {
 	return coord.Node{Path: path, Value: append([]byte{}, n.value...), Version: coord.Version(n.version)}, nil
 }
 
-func (s *Session) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+func (s *Session) set(fence *memLeadership, ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return 0, err
 	}
@@ -187,7 +212,7 @@ func (s *Session) Set(ctx context.Context, path string, value []byte, expected c
 	st := s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err := s.writeLocked("set", path); err != nil {
+	if err := s.writeLocked(fence, "set", path); err != nil {
 		return 0, fmt.Errorf("set %s: %w", path, err)
 	}
 	n, ok := st.nodes[path]
@@ -211,14 +236,14 @@ func (s *Session) hasChildrenLocked(path string) bool {
 	return false
 }
 
-func (s *Session) Delete(ctx context.Context, path string, expected coord.Version) error {
+func (s *Session) delete(fence *memLeadership, ctx context.Context, path string, expected coord.Version) error {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return err
 	}
 	st := s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err := s.writeLocked("delete", path); err != nil {
+	if err := s.writeLocked(fence, "delete", path); err != nil {
 		return fmt.Errorf("delete %s: %w", path, err)
 	}
 	n, ok := st.nodes[path]
@@ -236,14 +261,14 @@ func (s *Session) Delete(ctx context.Context, path string, expected coord.Versio
 	return nil
 }
 
-func (s *Session) DeleteTree(ctx context.Context, path string) error {
+func (s *Session) deleteTree(fence *memLeadership, ctx context.Context, path string) error {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return err
 	}
 	st := s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err := s.writeLocked("deletetree", path); err != nil {
+	if err := s.writeLocked(fence, "deletetree", path); err != nil {
 		return fmt.Errorf("delete tree %s: %w", path, err)
 	}
 	if _, ok := st.nodes[path]; !ok {
@@ -403,6 +428,33 @@ func (l *memLeadership) Resign(ctx context.Context) error {
 	return nil
 }
 
+// Writer returns the session's writes fenced by this leadership.
+func (l *memLeadership) Writer() coord.Writer { return fencedWriter{l} }
+
+// leadingLocked says whether l is still its election's leader.
+func (l *memLeadership) leadingLocked() bool {
+	cs := l.s.st.elections[l.election]
+	return len(cs) > 0 && cs[0] == l
+}
+
+type fencedWriter struct{ l *memLeadership }
+
+func (w fencedWriter) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+	return w.l.s.create(w.l, ctx, path, value, opts...)
+}
+
+func (w fencedWriter) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+	return w.l.s.set(w.l, ctx, path, value, expected)
+}
+
+func (w fencedWriter) Delete(ctx context.Context, path string, expected coord.Version) error {
+	return w.l.s.delete(w.l, ctx, path, expected)
+}
+
+func (w fencedWriter) DeleteTree(ctx context.Context, path string) error {
+	return w.l.s.deleteTree(w.l, ctx, path)
+}
+
 func (l *memLeadership) queuedLocked() bool {
 	for _, c := range l.s.st.elections[l.election] {
 		if c == l {
@@ -423,4 +475,98 @@ func (l *memLeadership) withdrawLocked() {
 		}
 	}
 	l.lostOnce.Do(func() { close(l.lost) })
+}
+
+// Watch reports a node's states; a test double of the contract's latest-state
+// watch: every change wakes the watcher, which re-reads and sends the state
+// if it differs from the last one sent.
+func (s *Session) Watch(ctx context.Context, path string) (<-chan coord.NodeEvent, error) {
+	if err := coord.ValidateNodePath(path); err != nil {
+		return nil, err
+	}
+	return watch(ctx, s, func() (coord.NodeEvent, string) {
+		n, ok := s.st.nodes[path]
+		if !ok {
+			return coord.NodeEvent{Node: coord.Node{Path: path}}, "missing"
+		}
+		ev := coord.NodeEvent{Exists: true, Node: coord.Node{Path: path, Value: append([]byte(nil), n.value...), Version: coord.Version(n.version)}}
+		return ev, fmt.Sprint(n.version)
+	}, func(err error) coord.NodeEvent { return coord.NodeEvent{Node: coord.Node{Path: path}, Err: err} })
+}
+
+// WatchChildren reports a node's children with Watch's semantics.
+func (s *Session) WatchChildren(ctx context.Context, path string) (<-chan coord.ChildrenEvent, error) {
+	if err := coord.ValidatePath(path); err != nil {
+		return nil, err
+	}
+	return watch(ctx, s, func() (coord.ChildrenEvent, string) {
+		if _, ok := s.st.nodes[path]; !ok && path != "/" {
+			return coord.ChildrenEvent{}, "missing"
+		}
+		names := s.childrenLocked(path)
+		return coord.ChildrenEvent{Exists: true, Children: names}, strings.Join(names, "/")
+	}, func(err error) coord.ChildrenEvent { return coord.ChildrenEvent{Err: err} })
+}
+
+// childrenLocked lists the direct children of path, sorted.
+func (s *Session) childrenLocked(path string) []string {
+	prefix := path + "/"
+	if path == "/" {
+		prefix = "/"
+	}
+	names := []string{}
+	for p := range s.st.nodes {
+		if rest, ok := strings.CutPrefix(p, prefix); ok && rest != "" && !strings.Contains(rest, "/") {
+			names = append(names, rest)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// watch runs one watch: read takes the state and a key that changes with
+// it, under the store's lock.
+func watch[E any](ctx context.Context, s *Session, read func() (E, string), failed func(error) E) (<-chan E, error) {
+	s.st.mu.Lock()
+	if err := s.stateLocked(); err != nil {
+		s.st.mu.Unlock()
+		return nil, err
+	}
+	s.st.mu.Unlock()
+	ch := make(chan E, 1)
+	go func() {
+		defer close(ch)
+		last := "\x00never"
+		for {
+			s.st.mu.Lock()
+			if err := s.stateLocked(); err != nil {
+				s.st.mu.Unlock()
+				select {
+				case ch <- failed(err):
+				case <-ctx.Done():
+				}
+				return
+			}
+			ev, key := read()
+			changed := s.st.changed
+			s.st.mu.Unlock()
+			if key != last {
+				select {
+				case ch <- ev:
+					last = key
+				case <-ctx.Done():
+					return
+				case <-s.done:
+					continue
+				}
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return
+			case <-s.done:
+			}
+		}
+	}()
+	return ch, nil
 }
