@@ -25,7 +25,9 @@ import (
 	_ "github.com/hasched/hasched/coord/zk" // zk:// for --coord
 	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/api"
+	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/executor/local"
+	"github.com/hasched/hasched/scheduler/mesos"
 )
 
 // Shutdown bounds.
@@ -63,6 +65,12 @@ type serveFlags struct {
 	authPassword      string
 	embeddedClientURL string
 	embeddedPeerURL   string
+	// --executor mesos
+	mesosMaster          string
+	mesosFailoverTimeout time.Duration
+	mesosRole            string
+	mesosUser            string
+	mesosFrameworkName   string
 }
 
 // serveConfig is serve's validated configuration.
@@ -85,6 +93,8 @@ type serveConfig struct {
 	authPassword      string
 	embeddedClientURL string
 	embeddedPeerURL   string
+	// mesos configures --executor mesos (its Logger is set by runServe).
+	mesos mesos.Config
 }
 
 func newServeCmd() *cobra.Command {
@@ -107,7 +117,11 @@ takes over at once, and the process exits 0.`,
       --listen :8899 --advertise 10.0.0.1:8899 --auth-user root --auth-password secret
 
   # on ZooKeeper, configured through the environment
-  HASCHED_COORD=zk://10.0.0.1:2181/hasched HASCHED_ADVERTISE=10.0.0.1:8899 hasched serve`,
+  HASCHED_COORD=zk://10.0.0.1:2181/hasched HASCHED_ADVERTISE=10.0.0.1:8899 hasched serve
+
+  # tasks on Apache Mesos, the leading master found in ZooKeeper
+  hasched serve --coord zk://10.0.0.1:2181/hasched --executor mesos \
+      --mesos-master zk://10.0.0.1:2181,10.0.0.2:2181/mesos --mesos-role jobs`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.validate()
@@ -122,7 +136,7 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for this process's state (the embedded etcd's data, the local executor's tasks)")
 	fs.StringVar(&f.listen, "listen", ":"+strconv.Itoa(api.DefaultPort), "address the REST API listens on")
 	fs.StringVar(&f.advertise, "advertise", "", "host:port other processes reach this one's API at (default: 127.0.0.1:<port> if --listen has no host or a wildcard one, else --listen)")
-	fs.StringVar(&f.executor, "executor", "local", "what runs tasks: local (processes on this host)")
+	fs.StringVar(&f.executor, "executor", "local", "what runs tasks: local (processes on this host) or mesos (an Apache Mesos framework; see --mesos-master)")
 	fs.StringVar(&f.workDir, "work-dir", "", "the local executor's work directory (default <data-dir>/executor; tasks go in its tasks/, app packages in apps/)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error or off")
 	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON lines")
@@ -130,6 +144,11 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.authPassword, "auth-password", "", "the password of --auth-user")
 	fs.StringVar(&f.embeddedClientURL, "embedded-client-url", "http://127.0.0.1:2379", "client URL of the embedded etcd (with --coord embedded)")
 	fs.StringVar(&f.embeddedPeerURL, "embedded-peer-url", "http://127.0.0.1:2380", "peer URL of the embedded etcd (with --coord embedded)")
+	fs.StringVar(&f.mesosMaster, "mesos-master", "", "with --executor mesos: the Mesos masters, http://host:5050[,http://host:5050…] (a standby's redirect to the leader is followed) or zk://host:2181[,host:2181…]/mesos")
+	fs.DurationVar(&f.mesosFailoverTimeout, "mesos-failover-timeout", mesos.DefaultFailoverTimeout, "with --executor mesos: how long Mesos keeps the framework and its tasks while no scheduler is connected")
+	fs.StringVar(&f.mesosRole, "mesos-role", mesos.DefaultRole, "with --executor mesos: the framework's role")
+	fs.StringVar(&f.mesosUser, "mesos-user", "", "with --executor mesos: the user tasks run as on the agents (default: the user running hasched)")
+	fs.StringVar(&f.mesosFrameworkName, "mesos-framework-name", mesos.DefaultName, "with --executor mesos: the framework's name")
 	return cmd
 }
 
@@ -207,9 +226,25 @@ func (f serveFlags) validate() (serveConfig, error) {
 	case "local":
 		cfg.executor = e
 	case "mesos":
-		return cfg, usagef("--executor mesos is not available in this build yet; use --executor local")
+		cfg.executor = e
+		if strings.TrimSpace(f.mesosMaster) == "" {
+			return cfg, usagef("--executor mesos needs --mesos-master: http://host:5050[,http://host:5050…] or zk://host:2181/mesos")
+		}
+		if f.mesosFailoverTimeout <= 0 {
+			return cfg, usagef("--mesos-failover-timeout %v: give a positive duration, such as 168h", f.mesosFailoverTimeout)
+		}
+		cfg.mesos = mesos.Config{
+			Masters:         mesos.ParseMasters(f.mesosMaster),
+			FailoverTimeout: f.mesosFailoverTimeout,
+			Role:            f.mesosRole,
+			User:            f.mesosUser,
+			Name:            f.mesosFrameworkName,
+		}
+		if err := cfg.mesos.Validate(); err != nil {
+			return cfg, usagef("--executor mesos: %v", strings.TrimPrefix(err.Error(), mesos.ErrInvalidConfig.Error()+": "))
+		}
 	default:
-		return cfg, usagef("--executor %q is unknown; use local", f.executor)
+		return cfg, usagef("--executor %q is unknown; use local or mesos", f.executor)
 	}
 
 	cfg.logLevel = hclog.LevelFromString(f.logLevel)
@@ -366,8 +401,14 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 	}
 
 	execLog := log.Named("executor")
-	factory, err := local.NewFactory(local.Config{WorkDir: cfg.workDir, Logger: execLog})
-	if err != nil {
+	var factory executor.Factory
+	if cfg.executor == "mesos" {
+		mcfg := cfg.mesos
+		mcfg.Logger = execLog
+		if factory, err = mesos.NewFactory(mcfg); err != nil {
+			return fmt.Errorf("--executor mesos: %w", err)
+		}
+	} else if factory, err = local.NewFactory(local.Config{WorkDir: cfg.workDir, Logger: execLog}); err != nil {
 		return fmt.Errorf("--work-dir: %w", err)
 	}
 	sched, err := scheduler.New(scheduler.Config{
