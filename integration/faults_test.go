@@ -178,11 +178,7 @@ func handOver(ctx context.Context, h coordtest.FaultHarness, ns string, crash bo
 		return 0, 0, fmt.Errorf("b's campaign: %w", r.err)
 	}
 	defer func() { _ = r.l.Resign(ctx) }()
-	w, err := coordtest.FencedWriter(r.l)
-	if err != nil {
-		return 0, 0, err
-	}
-	if _, err := w.Set(ctx, "/failover", []byte("b"), coord.AnyVersion); err != nil {
+	if _, err := r.l.Writer().Set(ctx, "/failover", []byte("b"), coord.AnyVersion); err != nil {
 		return 0, 0, fmt.Errorf("the new leader's first fenced write: %w", err)
 	}
 	write = time.Since(start)

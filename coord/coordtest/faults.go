@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -148,17 +147,6 @@ func RunFaults(t *testing.T, h FaultHarness, opts ...FaultOption) {
 	}
 }
 
-// FencedWriter returns the fenced writer of a leadership: its writes fail
-// with coord.ErrNotLeader once the term is over. Until Writer is part of
-// coord.Leadership, backends offer it as a method of their leaderships.
-func FencedWriter(l coord.Leadership) (coord.Writer, error) {
-	fl, ok := l.(interface{ Writer() coord.Writer })
-	if !ok {
-		return nil, fmt.Errorf("the backend's leadership %T has no method Writer() coord.Writer: fenced writes are not implemented", l)
-	}
-	return fl.Writer(), nil
-}
-
 // faultEnv is one fault scenario's world: a namespace of its own and the
 // sessions opened in it, closed when the scenario ends.
 type faultEnv struct {
@@ -250,15 +238,8 @@ func (e *faultEnv) do(what string, op func(context.Context) error) {
 	e.t.Logf("%s (took %v)", what, time.Since(start).Round(time.Millisecond))
 }
 
-// writer is l's fenced writer; the scenario fails if the backend has none.
-func (e *faultEnv) writer(l coord.Leadership) coord.Writer {
-	e.t.Helper()
-	w, err := FencedWriter(l)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return w
-}
+// writer is l's fenced writer.
+func (e *faultEnv) writer(l coord.Leadership) coord.Writer { return l.Writer() }
 
 // sleep waits d, or less if the scenario's context ends.
 func (e *faultEnv) sleep(d time.Duration) {

@@ -374,14 +374,7 @@ func (h *safetyHistory) lead(ctx context.Context, i int) error {
 	if term == nil {
 		return errors.New("a term started without a won campaign")
 	}
-	w, err := FencedWriter(term.l)
-	if err != nil {
-		h.mu.Lock()
-		h.setupErr = err
-		h.mu.Unlock()
-		<-ctx.Done()
-		return err
-	}
+	w := term.l.Writer()
 	for seq := 1; ctx.Err() == nil; seq++ {
 		cctx, cancel := context.WithTimeout(ctx, faultCallTimeout)
 		node, err := term.c.Get(cctx, safetyCounter)
