@@ -11,7 +11,7 @@ export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
 INTEGRATION_TIMEOUT ?= 30m
 BENCHTIME ?= 2s
 
-.PHONY: help build images test unit integration run bench lint clean-containers
+.PHONY: help build images test unit integration zk-server-tests run bench lint clean-containers
 
 help:
 	@echo "make run          start hasched on an embedded etcd (data in ./data)"
@@ -43,7 +43,15 @@ unit:
 integration: images
 	$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) ./integration/...
 
-test: lint unit integration
+# Tests that need one ZooKeeper server and read HASCHED_ZK_TEST_SERVERS: the
+# ZooKeeper backend's own server tests (the suite itself runs in
+# integration), master detection through ZooKeeper, and the fake master's
+# registration there.
+zk-server-tests: images
+	bash integration/with-zookeeper.sh $(GO) test -count=1 -timeout 15m \
+	  -skip '^TestConformance$$' ./coord/zk/... ./scheduler/mesos/... ./integration/mesosfake/...
+
+test: lint unit integration zk-server-tests
 
 run: build
 	./$(BIN) serve
