@@ -17,14 +17,22 @@ import (
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
-// wrapperScript is what the task's process group leader runs. It runs the
+// wrapperScript is what the task's process group leader runs. It first
+// waits for the launcher's go-ahead on fd 3, which comes only once the pid
+// file is recorded: a launcher killed between fork and record closes the
+// pipe unwritten by dying, and the wrapper exits without running anything,
+// so the next leader's "never started" verdict is true and its relaunch is
+// not a second run. Then it runs the
 // task's command with the sharding context as $1, then records the exit
 // code atomically (exit.tmp, then mv), so that nobody ever reads half a
 // code. It exits after the exit file exists, which is what lets judge test
 // liveness before reading the exit file. It sets no traps: a wrapper killed
 // by a signal leaves no exit file, and the task counts as killed (marker) or
 // lost.
-const wrapperScript = `/bin/sh -c "$HASCHED_COMMAND" hasched "$HASCHED_SHARDING_CONTEXT"
+const wrapperScript = `IFS= read -r hasched_go <&3 || exit 125
+exec 3<&-
+[ "$hasched_go" = go ] || exit 125
+/bin/sh -c "$HASCHED_COMMAND" hasched "$HASCHED_SHARDING_CONTEXT"
 hasched_code=$?
 printf '%s\n' "$hasched_code" >"$HASCHED_TASK_DIR/exit.tmp" &&
 	mv -f "$HASCHED_TASK_DIR/exit.tmp" "$HASCHED_TASK_DIR/exit"
@@ -194,7 +202,17 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 	// Its own process group, so that Kill reaches the whole tree; no
 	// Pdeathsig, so that it survives the scheduler.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// The go-ahead pipe: the child reads fd 3, only this process holds the
+	// write end (os.Pipe sets close-on-exec), so it closes when we die.
+	gate, goAhead, err := os.Pipe()
+	if err != nil {
+		return e.fail(dir, fmt.Sprintf("go-ahead pipe: %v", err))
+	}
+	defer goAhead.Close()
+	cmd.ExtraFiles = []*os.File{gate}
+	err = cmd.Start()
+	gate.Close()
+	if err != nil {
 		return e.fail(dir, fmt.Sprintf("start process: %v", err))
 	}
 	pid := cmd.Process.Pid
@@ -230,6 +248,13 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 		e.log.Warn("launch overtaken: task was given up before it started", "task_id", t.ID)
 		return e.judge(dir)
 	}
+	// Recorded: let the task run. Were the write to fail, the wrapper
+	// would exit at once; the task then ends with no exit file and is
+	// judged lost, not run twice.
+	if _, err := goAhead.Write([]byte("go\n")); err != nil {
+		e.log.Warn("cannot give the task its go-ahead", "task_id", t.ID, "error", err)
+	}
+	goAhead.Close()
 	// Kill may have come from another process while we started.
 	if _, err := os.Stat(filepath.Join(dir, fileKilled)); err == nil {
 		_ = syscall.Kill(-pid, syscall.SIGTERM)

@@ -1,0 +1,374 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler"
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// HA figures, on each backend, with three `hasched serve` processes as in
+// TestHA (`make bench` runs them; each measures once, whatever b.N):
+//
+//   - BenchmarkHAFireToLaunch: how late a task starts after its cron fire
+//     time (the fire time from the task's environment against `date +%s%N`
+//     in its script), over haLatencyJobs every-second jobs of haShards shards.
+//   - BenchmarkHATakeover: with haTakeoverJobs jobs and haTakeoverRunning
+//     running tasks in the store, the time from a kill -9 (twice) or a
+//     SIGTERM of the leader until a standby says it leads, and until then
+//     its job list answers with every job.
+
+const (
+	haLatencyJobs   = 4
+	haLatencyWarmup = 3 * time.Second
+	haLatencySpan   = 30 * time.Second
+
+	haTakeoverJobs    = 10000
+	haTakeoverRunning = 1000
+	// haSeedWorkers write the store in parallel.
+	haSeedWorkers = 16
+)
+
+func BenchmarkHAFireToLaunch(b *testing.B) {
+	for _, be := range haBackends {
+		b.Run(be.name, func(b *testing.B) {
+			addr := be.start(b)
+			c := newHACluster(b, be.url(addr, haNamespace("latency")), 3)
+			c.waitLeader(time.Minute)
+			var outs []string
+			for i := range haLatencyJobs {
+				outs = append(outs, c.registerTickJob(fmt.Sprintf("lat%d", i)))
+			}
+			from := time.Now().Add(haLatencyWarmup)
+			to := from.Add(haLatencySpan)
+			time.Sleep(time.Until(to) + 2*time.Second)
+
+			var lat []time.Duration
+			for _, out := range outs {
+				fires, err := haReadFires(out)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, f := range fires {
+					if f.fireMs >= from.UnixMilli() && f.fireMs <= to.UnixMilli() {
+						lat = append(lat, time.Duration(f.startNs-f.fireMs*int64(time.Millisecond)))
+					}
+				}
+			}
+			if len(lat) == 0 {
+				b.Fatal("no fire ran")
+			}
+			slices.Sort(lat)
+			q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+			b.ReportMetric(haMs(q(0.50)), "p50-ms")
+			b.ReportMetric(haMs(q(0.99)), "p99-ms")
+			b.ReportMetric(haMs(lat[len(lat)-1]), "max-ms")
+			b.ReportMetric(float64(len(lat)), "runs")
+			b.Logf("%s: fire to task start over %d runs (%d jobs x %d shards, every second, %v): p50 %v, p90 %v, p99 %v, max %v",
+				be.name, len(lat), haLatencyJobs, haShards, haLatencySpan,
+				q(0.50).Round(100*time.Microsecond), q(0.90).Round(100*time.Microsecond),
+				q(0.99).Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
+		})
+	}
+}
+
+func BenchmarkHATakeover(b *testing.B) {
+	for _, be := range haBackends {
+		b.Run(be.name, func(b *testing.B) {
+			addr := be.start(b)
+			url := be.url(addr, haNamespace("takeover"))
+			// The sleeper first, so that it outlives the processes (cleanups
+			// run last-registered first).
+			sleeper := haStartSleeper(b)
+			c := haPrepareCluster(b, url, 3)
+			c.logLevel = "info"
+			seeded := time.Now()
+			haSeedStore(b, url, c.workDir, sleeper, haTakeoverJobs, haTakeoverRunning)
+			b.Logf("%s: store seeded with %d jobs (their ready nodes) and %d running tasks in %v",
+				be.name, haTakeoverJobs, haTakeoverRunning, time.Since(seeded).Round(time.Millisecond))
+
+			started := time.Now()
+			c.startAll()
+			leader := c.waitLeader(10 * time.Minute)
+			b.Logf("%s: first leader %s established %v after the processes started", be.name, leader.name, time.Since(started).Round(time.Millisecond))
+			list := haWaitJobList(b, c, leader, haTakeoverJobs)
+			b.Logf("%s: the job list (%d jobs) takes %v", be.name, haTakeoverJobs, list.Round(time.Millisecond))
+			haCheckRunning(b, c, leader, haTakeoverRunning)
+
+			metrics := map[string][]time.Duration{}
+			for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGKILL, syscall.SIGTERM} {
+				leader := c.waitLeader(10 * time.Minute)
+				at := time.Now()
+				leader.signal(sig)
+				next, leads := c.firstLeader(c.others(leader), at, 10*time.Minute)
+				haWaitJobList(b, c, next, haTakeoverJobs)
+				answers := time.Since(at)
+				b.Logf("%s: %s of the leader %s: %s leads after %v (of which establishing the term: %v), its job list answers after %v",
+					be.name, haSignalName(sig), leader.name, next.name, leads.Round(time.Millisecond),
+					haEstablishTime(next.logPath), answers.Round(time.Millisecond))
+				name := "kill9"
+				if sig == syscall.SIGTERM {
+					name = "sigterm"
+				}
+				metrics[name+"-leads-ms"] = append(metrics[name+"-leads-ms"], leads)
+				metrics[name+"-lists-ms"] = append(metrics[name+"-lists-ms"], answers)
+				leader.waitExit(time.Minute)
+				leader.start()
+				c.waitAnswers(leader, time.Minute)
+			}
+			haCheckRunning(b, c, c.waitLeader(10*time.Minute), haTakeoverRunning)
+			for _, name := range slices.Sorted(maps.Keys(metrics)) {
+				var sum time.Duration
+				for _, d := range metrics[name] {
+					sum += d
+				}
+				b.ReportMetric(haMs(sum/time.Duration(len(metrics[name]))), name)
+			}
+		})
+	}
+}
+
+func haMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// haWaitJobList waits until p lists want jobs and returns how long that
+// successful request took.
+func haWaitJobList(t testing.TB, c *haCluster, p *haProc, want int) time.Duration {
+	t.Helper()
+	var took time.Duration
+	haEventually(t, p.name+" lists every job", 10*time.Minute, func() error {
+		start := time.Now()
+		jobs, err := c.jobNames(p)
+		took = time.Since(start)
+		if err == nil && len(jobs) != want {
+			err = fmt.Errorf("%d jobs, want %d", len(jobs), want)
+		}
+		return err
+	})
+	return took
+}
+
+// haCheckRunning checks that the store still holds want running tasks, all
+// RUNNING: the leader's reconciliation found every fake task alive.
+func haCheckRunning(t testing.TB, c *haCluster, p *haProc, want int) {
+	t.Helper()
+	haEventually(t, "every seeded task is running", time.Minute, func() error {
+		var recs []scheduler.TaskRecord
+		if err := c.get(p, "/api/job/tasks/running", time.Minute, &recs); err != nil {
+			return err
+		}
+		running := 0
+		for _, r := range recs {
+			if r.State == executor.StateRunning {
+				running++
+			}
+		}
+		if len(recs) != want || running != want {
+			return fmt.Errorf("%d running task records, %d of them RUNNING; want %d", len(recs), running, want)
+		}
+		return nil
+	})
+}
+
+// haSeedStore writes, in the scheduler's store layout (scheduler/store.go),
+// app "bench" and `jobs` one-shard TRANSIENT jobs with their ready nodes,
+// firing once a year (1 January, 00:00 UTC); the first `running` of them
+// have one running task each, launched half an hour ago.
+//
+// The running tasks are not real processes: their task directories in
+// workDir carry pid files (the local executor's format) naming one sleeping
+// process of this test, sleeper (see haStartSleeper), so that every
+// reconciliation finds each of them alive and does the work it does for a
+// real task, without a thousand processes on a small shared machine.
+func haSeedStore(t testing.TB, url, workDir string, sleeper, jobs, running int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	co, err := coord.Open(ctx, url)
+	if err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	defer co.Close()
+
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidJSON := haFakePidFile(t, sleeper, host)
+
+	app := scheduler.App{AppName: "bench", BootstrapScript: "true", CPUCount: 1, MemoryMB: 128, AppCacheEnable: true}
+	if _, err := co.Create(ctx, "/config/app/bench", haJSON(t, app)); err != nil {
+		t.Fatal(err)
+	}
+	registered := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	fire := registered.Add(30 * time.Minute)
+	ready := haJSON(t, map[string]any{"fireTimes": []time.Time{}, "lastFireTime": time.Time{}, "registeredAt": registered})
+	if err := os.MkdirAll(filepath.Join(workDir, "tasks"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+
+	seed := func(i int) error {
+		name := fmt.Sprintf("bench-%05d", i)
+		job := scheduler.Job{
+			JobName: name, AppName: "bench", Cron: "0 0 0 1 1 ?", ShardingTotalCount: 1,
+			CPUCount: 0.1, MemoryMB: 16, JobExecutionType: scheduler.Transient, Misfire: true,
+			ConcurrencyPolicy: scheduler.ConcurrencyForbid, TimeZone: "UTC", ScriptCommandLine: "true",
+		}
+		jobJSON, err := json.Marshal(job)
+		if err != nil {
+			return err
+		}
+		if _, err := co.Create(ctx, "/config/job/"+name, jobJSON); err != nil {
+			return err
+		}
+		if _, err := co.Create(ctx, "/state/ready/"+name, ready); err != nil {
+			return err
+		}
+		if i >= running {
+			return nil
+		}
+		id := scheduler.TaskID(name, fire, 0, 0)
+		dir := filepath.Join(workDir, "tasks", haEscapeName(id))
+		if err := os.Mkdir(dir, 0o750); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "pid"), pidJSON, 0o640); err != nil {
+			return err
+		}
+		rec := scheduler.TaskRecord{
+			ID: id, Job: name, Shard: 0, FireTime: fire, State: executor.StateRunning,
+			Host: host, LaunchedAt: fire, UpdatedAt: fire,
+		}
+		recJSON, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		_, err = co.Create(ctx, "/state/running/"+name+"/"+id, recJSON)
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, haSeedWorkers)
+	for w := range haSeedWorkers {
+		wg.Go(func() {
+			for i := w; i < jobs; i += haSeedWorkers {
+				if err := seed(i); err != nil {
+					errs[w] = fmt.Errorf("job %d: %w", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("seed the store: %v", err)
+	}
+}
+
+func haJSON(t testing.TB, v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// haStartSleeper starts a long sleep in a process group of its own, killed
+// when the test ends (or with the test binary), and returns its pid.
+func haStartSleeper(t testing.TB) int {
+	t.Helper()
+	cmd := exec.Command("sleep", "86400")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	done := make(chan struct{})
+	if err := haStartLocked(cmd, func(*os.ProcessState) { close(done) }); err != nil {
+		t.Fatalf("start the sleeper: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	})
+	return cmd.Process.Pid
+}
+
+// haFakePidFile is a local executor pid file naming process pid as a task
+// of this host.
+func haFakePidFile(t testing.TB, pid int, host string) []byte {
+	t.Helper()
+	start, ok := haProcStartTime(pid)
+	if !ok {
+		t.Fatalf("no start time for pid %d", pid)
+	}
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return haJSON(t, map[string]any{
+		"pid": pid, "pgid": pid, "startTime": start,
+		"bootId": strings.TrimSpace(string(boot)), "pidNs": ns, "host": host,
+		"launcher": os.Getpid(), "time": time.Now().UTC(),
+	})
+}
+
+// haEscapeName is the local executor's task directory name of a task ID
+// (short IDs only): [A-Za-z0-9_-] and a non-leading '.' stay, every other
+// byte becomes %XX.
+func haEscapeName(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-', c == '.' && i > 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// haEstablishTime reads from a process's log how long its last term took
+// to establish (from "establishing leadership" to "leadership
+// established"), or 0 if it cannot tell.
+func haEstablishTime(logPath string) time.Duration {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return 0
+	}
+	var begun, done time.Time
+	for _, line := range strings.Split(string(b), "\n") {
+		ts, _, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.Contains(line, "establishing leadership"):
+			begun, done = at, time.Time{}
+		case strings.Contains(line, "leadership established"):
+			done = at
+		}
+	}
+	if begun.IsZero() || done.IsZero() {
+		return 0
+	}
+	return done.Sub(begun)
+}

@@ -1,0 +1,64 @@
+package local
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// runWrapper runs the wrapper as start does, gives or withholds the
+// go-ahead, and returns its exit code and whether the task's command ran.
+func runWrapper(t *testing.T, goAhead bool) (int, bool) {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("/bin/sh", "-c", wrapperScript)
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HASCHED_TASK_DIR=" + dir,
+		`HASCHED_COMMAND=touch "$HASCHED_TASK_DIR/ran"`,
+		"HASCHED_SHARDING_CONTEXT={}",
+	}
+	gate, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.ExtraFiles = []*os.File{gate}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	gate.Close()
+	if goAhead {
+		if _, err := w.Write([]byte("go\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Without the go-ahead this is what a launcher's death does.
+	w.Close()
+	err = cmd.Wait()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	_, statErr := os.Stat(filepath.Join(dir, "ran"))
+	return code, statErr == nil
+}
+
+func TestWrapperRunsTheTaskOnlyAfterTheGoAhead(t *testing.T) {
+	if code, ran := runWrapper(t, true); code != 0 || !ran {
+		t.Fatalf("with the go-ahead: exit %d, ran %v; want 0 and the command run", code, ran)
+	}
+}
+
+// A launcher killed between starting the process and recording its pid
+// must leave a process that runs nothing: the next leader will judge the
+// task never started and launch it again.
+func TestWrapperRunsNothingWhenTheLauncherDiesBeforeRecordingIt(t *testing.T) {
+	if code, ran := runWrapper(t, false); code != 125 || ran {
+		t.Fatalf("without the go-ahead: exit %d, ran %v; want 125 and nothing run", code, ran)
+	}
+}
