@@ -223,7 +223,7 @@ func (c *Coordinator) nominate(ctx context.Context, election string, value []byt
 		return nil, fmt.Errorf("campaign %s: the election node is ephemeral: %w", election, coord.ErrEphemeralParent)
 	}
 
-	session := c.session.Ctx()
+	session := c.ctx
 	campCtx, cancelCamp := context.WithCancelCause(ctx)
 	watchCtx, stopWatch := context.WithCancel(session)
 	cd := &candidacy{
@@ -260,7 +260,12 @@ func (cd *candidacy) run(wch clientv3.WatchChan) {
 	defer cd.cancelCamp(nil)
 
 	// Election.Campaign runs apart because, when its context ends, it
-	// withdraws with the client's context, which can block until Close.
+	// withdraws with the client's context, which can block until Close: on
+	// a connection that died silently, until gRPC's keep-alive drops it.
+	// Once the session has ended that withdrawal is moot (the lease and the
+	// key go with it) and nobody waits for it: run answers at once and
+	// leaves it to end in the background; it is counted in wg, and Close
+	// closes the client before waiting, which ends it.
 	campDone := make(chan error, 1)
 	c.wg.Add(1) // safe against Close's Wait: run itself is counted
 	go func() {
@@ -268,9 +273,16 @@ func (cd *candidacy) run(wch clientv3.WatchChan) {
 		campDone <- cd.el.Campaign(cd.campCtx, cd.value)
 	}()
 	var err error
+	sessionEnded := c.ctx.Done()
 	for waiting := true; waiting; {
 		select {
 		case err = <-campDone:
+			waiting = false
+		case <-sessionEnded:
+			// From here on cd.el belongs to the goroutine above:
+			// withdraw, which would read it, does nothing once the
+			// session has ended.
+			err = errors.New("the session ended during the campaign")
 			waiting = false
 		case wr, ok := <-wch:
 			switch {
@@ -329,7 +341,7 @@ func (cd *candidacy) confirm() (*Leadership, error) {
 		return nil, fmt.Errorf("the candidate key is bound to lease %x, not the session's", resp.Kvs[0].Lease)
 	}
 	select {
-	case <-cd.c.session.Done():
+	case <-cd.c.ctx.Done():
 		return nil, coord.ErrSessionLost
 	default:
 	}
@@ -368,7 +380,7 @@ func (cd *candidacy) explain(err error) error {
 
 // leaseExpired asks the cluster whether the session's lease is gone.
 func (c *Coordinator) leaseExpired() bool {
-	ctx, cancel := context.WithTimeout(c.session.Ctx(), withdrawTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, withdrawTimeout)
 	defer cancel()
 	resp, err := c.cli.TimeToLive(ctx, c.session.Lease())
 	return err == nil && resp.TTL <= 0
@@ -378,7 +390,7 @@ func (c *Coordinator) leaseExpired() bool {
 // Election.Campaign withdraws only when its context ends, and leaves the key
 // behind after other errors (etcd #21128).
 func (cd *candidacy) withdraw() {
-	session := cd.c.session.Ctx()
+	session := cd.c.ctx
 	if session.Err() != nil {
 		return // the lease, and the key with it, is gone or being revoked
 	}
@@ -410,7 +422,7 @@ func (cd *candidacy) keep(l *Leadership, wch clientv3.WatchChan) string {
 	for {
 		select {
 		case <-cd.watchCtx.Done():
-			if cd.c.session.Ctx().Err() != nil {
+			if cd.c.ctx.Err() != nil {
 				if cd.c.isClosed() {
 					return "closed"
 				}

@@ -52,7 +52,9 @@ type Config struct {
 	// session after it last heard from this client. etcd counts whole
 	// seconds, so it is rounded up; at least 1s (DefaultSessionTTL if
 	// zero). A server raises TTLs below its minimum (about 2s with the
-	// default heartbeat settings).
+	// default heartbeat settings). A session that cannot renew its lease
+	// counts itself lost max(500ms, TTL/4) before the cluster could expire
+	// it, so it stops leading before another candidate can win.
 	SessionTTL time.Duration
 	// DialTimeout bounds how long New waits for the cluster to answer
 	// (DefaultDialTimeout if zero).
@@ -108,7 +110,15 @@ type Coordinator struct {
 	session *concurrency.Session
 	keys    keyspace
 	log     hclog.Logger
-	ttl     time.Duration
+	ttl     time.Duration // the TTL the cluster granted
+
+	// ctx ends when the session does, for whatever reason: the lease
+	// expired or was revoked, concurrency.Session could not keep it alive,
+	// renew judged it possibly expired, or Close. Everything that lives with
+	// the session (Done, every Lost, every campaign and watch) hangs off it,
+	// so there is one code path for "the session ended"; its cause says why.
+	ctx context.Context
+	end context.CancelCauseFunc
 
 	mu        sync.Mutex
 	closed    bool
@@ -137,9 +147,16 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: cfg.DialTimeout,
-		TLS:         cfg.TLS,
-		Username:    cfg.Username,
-		Password:    cfg.Password,
+		// gRPC pings a connection that has been quiet this long and drops
+		// it if the ping is not answered in time, so a connection that died
+		// silently (a partition, a paused member) is replaced rather than
+		// holding its requests until TCP gives up minutes later. gRPC does
+		// not ping more often than every 10s whatever is asked.
+		DialKeepAliveTime:    dialKeepAliveTime,
+		DialKeepAliveTimeout: dialKeepAliveTimeout,
+		TLS:                  cfg.TLS,
+		Username:             cfg.Username,
+		Password:             cfg.Password,
 		// The client warns about every retried request, which is routine
 		// here (cancelled campaigns, a member restarting); only its errors
 		// are worth an operator's attention.
@@ -152,6 +169,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	// proves the cluster answers; bound it so a dead endpoint fails within
 	// DialTimeout instead of hanging.
 	gctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	// The cluster cannot have granted the lease before the request was
+	// sent, so it cannot expire before sent + TTL.
+	sent := time.Now()
 	lease, err := cli.Grant(gctx, ttlSeconds)
 	cancel()
 	if err != nil {
@@ -177,19 +197,116 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		ttl:       time.Duration(lease.TTL) * time.Second,
 		campaigns: map[string]struct{}{},
 	}
-	c.wg.Add(1)
+	c.ctx, c.end = context.WithCancelCause(session.Ctx())
+	c.wg.Add(2)
 	go c.monitor()
+	go c.renew(sent)
 	c.log.Debug("session opened", "endpoints", cfg.Endpoints, "ttl", c.ttl)
 	return c, nil
 }
 
-// monitor reports the end of the session; everything else watches
-// session.Done itself. It ends with the session, so also on Close.
+// Timing of the session's own account of its lease.
+const (
+	dialKeepAliveTime    = 10 * time.Second // gRPC's minimum
+	dialKeepAliveTimeout = 2 * time.Second
+	// minRenewalGuard is the least margin by which the session counts
+	// itself lost before the cluster can expire its lease.
+	minRenewalGuard = 500 * time.Millisecond
+)
+
+var (
+	errRenewalOverdue = errors.New("no keep-alive was answered in time: the cluster may expire the lease at any moment")
+	errLeaseGone      = errors.New("the cluster no longer knows the lease: it expired or was revoked")
+)
+
+// renewalGuard is how long before the cluster could expire a lease of the
+// given TTL the session counts itself lost.
+func renewalGuard(ttl time.Duration) time.Duration { return max(minRenewalGuard, ttl/4) }
+
+// renew keeps the session's own account of when the cluster may expire its
+// lease, and ends the session before that moment comes.
+//
+// concurrency.Session alone is too late: the cluster expires the lease TTL
+// after it last renewed it, but the client's lessor counts the TTL from when
+// the renewal's response arrived and looks only every 500ms, so a leader cut
+// off from the cluster learned that it lost its term up to a second after
+// another candidate had won and written. As Curator explains for ZooKeeper
+// (Tech Note 14, CURATOR-460), a client that may have lost its session must
+// stop acting as leader before the cluster can elect another.
+//
+// So renew renews the lease itself, with KeepAliveOnce every TTL/6, and
+// remembers when the last request that was answered was SENT: the cluster
+// renewed no earlier, so it expires the lease no earlier than that + TTL.
+// Once now reaches that − renewalGuard the session ends (Done and every
+// Lost close, calls fail with ErrSessionLost) and monitor stops the
+// keep-alive and revokes the lease. Each KeepAliveOnce is a stream of its
+// own, which the client balances over the endpoints, so one member that
+// stopped answering does not hold every renewal.
+func (c *Coordinator) renew(last time.Time) {
+	defer c.wg.Done()
+	id := c.session.Lease()
+	window := c.ttl - renewalGuard(c.ttl)
+	interval := c.ttl / 6
+	for {
+		deadline := last.Add(window)
+		if !time.Now().Before(deadline) {
+			c.end(fmt.Errorf("%w (last renewal sent %v ago, TTL %v)", errRenewalOverdue, time.Since(last).Round(time.Millisecond), c.ttl))
+			return
+		}
+		sent := time.Now()
+		ctx, cancel := context.WithDeadline(c.ctx, earlier(deadline, sent.Add(interval)))
+		_, err := c.cli.KeepAliveOnce(ctx, id)
+		cancel()
+		switch {
+		case c.ctx.Err() != nil:
+			return
+		case err == nil:
+			last = sent
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			c.end(errLeaseGone)
+			return
+		}
+		// Wait for the next renewal, or for the deadline, whichever is
+		// first; a renewal that timed out is retried at once.
+		t := time.NewTimer(time.Until(earlier(last.Add(window), sent.Add(interval))))
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// monitor reports the end of the session and, unless Close ends it, stops
+// keeping the lease alive and revokes it: once the session has counted
+// itself lost the lease must not be renewed again. It ends with the
+// session, so also on Close.
 func (c *Coordinator) monitor() {
 	defer c.wg.Done()
-	<-c.session.Done()
-	if !c.isClosed() {
-		c.log.Warn("session lost: the lease expired, was revoked, or could not be kept alive")
+	<-c.ctx.Done()
+	if c.isClosed() {
+		return
+	}
+	reason := context.Cause(c.ctx)
+	if errors.Is(reason, context.Canceled) {
+		reason = errors.New("the lease expired, was revoked, or could not be kept alive")
+	}
+	c.log.Warn("session lost", "reason", reason)
+	c.session.Orphan()
+	// Bounded by the TTL, after which the lease has expired anyway, and cut
+	// short by Close, which closes the client.
+	ctx, cancel := context.WithTimeout(context.Background(), c.ttl)
+	defer cancel()
+	if _, err := c.cli.Revoke(ctx, c.session.Lease()); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) && !c.isClosed() {
+		c.log.Debug("could not revoke the lost session's lease; it expires after its TTL", "error", err)
 	}
 }
 
@@ -201,7 +318,11 @@ func (c *Coordinator) Client() *clientv3.Client { return c.cli }
 
 // Done is closed when the session has ended: its lease expired or was
 // revoked, it could not be kept alive, or Close was called.
-func (c *Coordinator) Done() <-chan struct{} { return c.session.Done() }
+//
+// It is the Coordinator's own channel, not concurrency.Session's: it also
+// closes when renew judges that the cluster may be about to expire the
+// lease, before the cluster can elect another leader.
+func (c *Coordinator) Done() <-chan struct{} { return c.ctx.Done() }
 
 // Close ends the session: it revokes the lease, so ephemeral nodes and
 // candidacies go at once, closes the client and waits for every goroutine
@@ -256,7 +377,7 @@ func (c *Coordinator) state() error {
 		return coord.ErrClosed
 	}
 	select {
-	case <-c.session.Done():
+	case <-c.ctx.Done():
 		if c.isClosed() {
 			return coord.ErrClosed
 		}

@@ -92,7 +92,7 @@ func (c *Coordinator) newWatch(ctx context.Context, path string, children bool) 
 		return nil, c.fail(op, path, err)
 	}
 	w.ctx, w.cancel = context.WithCancel(ctx)
-	w.stopAfter = context.AfterFunc(c.session.Ctx(), w.cancel)
+	w.stopAfter = context.AfterFunc(c.ctx, w.cancel)
 	return w, nil
 }
 
