@@ -259,7 +259,7 @@ type Executor struct {
 	term executor.Term
 
 	out   chan executor.Status
-	queue *statusQueue
+	queue *executor.StatusQueue
 
 	// ctx is cancelled by Close: it ends the controller loop, the
 	// subscription and every call in flight.
@@ -349,7 +349,7 @@ func open(ctx context.Context, cfg Config, src masterSource, term executor.Term)
 		log:           log,
 		term:          term,
 		out:           make(chan executor.Status, statusBuffer),
-		queue:         newStatusQueue(),
+		queue:         executor.NewStatusQueue(),
 		frameworkID:   id,
 		storedID:      id,
 		heartbeat:     defaultHeartbeatInterval,
@@ -369,7 +369,7 @@ func open(ctx context.Context, cfg Config, src masterSource, term executor.Term)
 
 	go func() {
 		defer close(e.drained)
-		e.queue.drain(e.out, e.done)
+		e.queue.Drain(e.out, e.done)
 	}()
 	if src.zk != nil {
 		d, err := startZKDetector(*src.zk, cfg.ZooKeeperTimeout, log, e.ep.setDetected)
@@ -498,7 +498,7 @@ func (e *Executor) emit(st executor.Status) {
 	if st.Time.IsZero() {
 		st.Time = time.Now()
 	}
-	e.queue.push(st)
+	e.queue.Push(st)
 }
 
 // remember records a status of a task; e.mu is held.

@@ -2,7 +2,6 @@ package mesos
 
 import (
 	"context"
-	"encoding/json"
 	"math"
 	"strconv"
 	"time"
@@ -379,46 +378,13 @@ func taskInfo(t executor.Task, agentID string, res []mesos.Resource) mesos.TaskI
 	}
 }
 
-// shardingContext is $1 and HASCHED_SHARDING_CONTEXT, as the local
-// executor makes it.
-type shardingContext struct {
-	JobName            string `json:"jobName"`
-	TaskID             string `json:"taskId"`
-	ShardingItem       int    `json:"shardingItem"`
-	ShardingTotalCount int    `json:"shardingTotalCount"`
-	ShardingParameter  string `json:"shardingParameter"`
-	JobParameter       string `json:"jobParameter"`
-	FireTime           string `json:"fireTime"`
-	Attempt            int    `json:"attempt"`
-}
-
 // taskEnv is the task's HASCHED_* variables, those of the local executor
 // (HASCHED_TASK_DIR is set by the command wrapper: the sandbox).
 func taskEnv(t executor.Task) []mesos.Environment_Variable {
-	fire := t.FireTime.UTC().Format(time.RFC3339Nano)
-	sc, _ := json.Marshal(shardingContext{
-		JobName: t.Job, TaskID: t.ID,
-		ShardingItem: t.Shard, ShardingTotalCount: t.ShardingTotalCount,
-		ShardingParameter: t.ShardParameter, JobParameter: t.JobParameter,
-		FireTime: fire, Attempt: t.Attempt,
-	})
-	vars := [][2]string{
-		{"HASCHED_TASK_ID", t.ID},
-		{"HASCHED_JOB_NAME", t.Job},
-		{"HASCHED_APP_NAME", t.App},
-		{"HASCHED_SHARDING_ITEM", strconv.Itoa(t.Shard)},
-		{"HASCHED_SHARDING_TOTAL_COUNT", strconv.Itoa(t.ShardingTotalCount)},
-		{"HASCHED_SHARDING_PARAMETER", t.ShardParameter},
-		{"HASCHED_JOB_PARAMETER", t.JobParameter},
-		{"HASCHED_FIRE_TIME", fire},
-		{"HASCHED_FIRE_TIME_UNIX_MS", strconv.FormatInt(t.FireTime.UnixMilli(), 10)},
-		{"HASCHED_ATTEMPT", strconv.Itoa(t.Attempt)},
-		{"HASCHED_SHARDING_CONTEXT", string(sc)},
-		{"HASCHED_COMMAND", t.Command},
-	}
+	vars := executor.TaskVariables(t)
 	out := make([]mesos.Environment_Variable, len(vars))
 	for i, v := range vars {
-		out[i] = mesos.Environment_Variable{Name: v[0], Value: ptr(v[1])}
+		out[i] = mesos.Environment_Variable{Name: v.Name, Value: ptr(v.Value)}
 	}
 	return out
 }

@@ -314,7 +314,10 @@ func TestTaskInfo(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, env[k], want)
 		}
 	}
-	var sc shardingContext
+	var sc struct {
+		ShardingItem int    `json:"shardingItem"`
+		TaskID       string `json:"taskId"`
+	}
 	if err := json.Unmarshal([]byte(env["HASCHED_SHARDING_CONTEXT"]), &sc); err != nil || sc.ShardingItem != 1 || sc.TaskID != task.ID {
 		t.Errorf("sharding context %q: %v", env["HASCHED_SHARDING_CONTEXT"], err)
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -283,53 +282,16 @@ func (e *Executor) fail(dir, msg string) (judgement, error) {
 	return judgement{state: executor.StateFailed, message: msg}, nil
 }
 
-// shardingContext is $1 and HASCHED_SHARDING_CONTEXT.
-type shardingContext struct {
-	JobName            string `json:"jobName"`
-	TaskID             string `json:"taskId"`
-	ShardingItem       int    `json:"shardingItem"`
-	ShardingTotalCount int    `json:"shardingTotalCount"`
-	ShardingParameter  string `json:"shardingParameter"`
-	JobParameter       string `json:"jobParameter"`
-	FireTime           string `json:"fireTime"`
-	Attempt            int    `json:"attempt"`
-}
-
 // taskEnv is the scheduler's environment with the task's variables set
 // (replacing any inherited ones of the same name).
 func taskEnv(base []string, t executor.Task, dir string) ([]string, error) {
-	fire := t.FireTime.UTC().Format(time.RFC3339Nano)
-	sc, err := json.Marshal(shardingContext{
-		JobName: t.Job, TaskID: t.ID,
-		ShardingItem: t.Shard, ShardingTotalCount: t.ShardingTotalCount,
-		ShardingParameter: t.ShardParameter, JobParameter: t.JobParameter,
-		FireTime: fire, Attempt: t.Attempt,
-	})
-	if err != nil {
-		return nil, err
-	}
-	vars := [][2]string{
-		{"HASCHED_TASK_ID", t.ID},
-		{"HASCHED_JOB_NAME", t.Job},
-		{"HASCHED_APP_NAME", t.App},
-		{"HASCHED_SHARDING_ITEM", strconv.Itoa(t.Shard)},
-		{"HASCHED_SHARDING_TOTAL_COUNT", strconv.Itoa(t.ShardingTotalCount)},
-		{"HASCHED_SHARDING_PARAMETER", t.ShardParameter},
-		{"HASCHED_JOB_PARAMETER", t.JobParameter},
-		{"HASCHED_FIRE_TIME", fire},
-		{"HASCHED_FIRE_TIME_UNIX_MS", strconv.FormatInt(t.FireTime.UnixMilli(), 10)},
-		{"HASCHED_ATTEMPT", strconv.Itoa(t.Attempt)},
-		{"HASCHED_TASK_DIR", dir},
-		{"HASCHED_SHARDING_CONTEXT", string(sc)},
-		// For the wrapper; visible to the task too.
-		{"HASCHED_COMMAND", t.Command},
-	}
+	vars := append(executor.TaskVariables(t), executor.EnvVar{Name: "HASCHED_TASK_DIR", Value: dir})
 	set := make(map[string]bool, len(vars))
 	for _, v := range vars {
-		if strings.IndexByte(v[1], 0) >= 0 {
-			return nil, fmt.Errorf("%s contains a NUL byte", v[0])
+		if strings.IndexByte(v.Value, 0) >= 0 {
+			return nil, fmt.Errorf("%s contains a NUL byte", v.Name)
 		}
-		set[v[0]] = true
+		set[v.Name] = true
 	}
 	env := make([]string, 0, len(base)+len(vars))
 	for _, kv := range base {
@@ -339,7 +301,7 @@ func taskEnv(base []string, t executor.Task, dir string) ([]string, error) {
 		}
 	}
 	for _, v := range vars {
-		env = append(env, v[0]+"="+v[1])
+		env = append(env, v.Name+"="+v.Value)
 	}
 	return env, nil
 }

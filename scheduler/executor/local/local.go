@@ -165,7 +165,7 @@ type Executor struct {
 	host hostIdentity
 
 	out   chan executor.Status
-	queue *statusQueue
+	queue *executor.StatusQueue
 
 	// ctx is cancelled by Close, so that in-flight fetches end at once.
 	ctx    context.Context
@@ -221,7 +221,7 @@ func New(cfg Config) (*Executor, error) {
 		log:     cfg.Logger.Named("local-executor"),
 		host:    currentHost(),
 		out:     make(chan executor.Status, statusBuffer),
-		queue:   newStatusQueue(),
+		queue:   executor.NewStatusQueue(),
 		ctx:     ctx,
 		cancel:  cancel,
 		tasks:   make(map[string]*taskRecord),
@@ -234,7 +234,7 @@ func New(cfg Config) (*Executor, error) {
 	e.wg.Add(2)
 	go func() {
 		defer e.wg.Done()
-		e.queue.drain(e.out, e.done)
+		e.queue.Drain(e.out, e.done)
 	}()
 	go func() {
 		defer e.wg.Done()
@@ -303,7 +303,7 @@ func (e *Executor) poke() {
 
 // emit queues a status; it never blocks.
 func (e *Executor) emit(taskID string, j judgement, reconcile bool) {
-	e.queue.push(executor.Status{
+	e.queue.Push(executor.Status{
 		TaskID:    taskID,
 		State:     j.state,
 		Message:   j.message,

@@ -1,26 +1,26 @@
-package mesos
+package executor
 
 import (
 	"sync"
-
-	"github.com/hasched/hasched/scheduler/executor"
 )
 
-// statusQueue sits between the executor and the Statuses channel: pushes
+// StatusQueue sits between an executor and its Statuses channel: pushes
 // never block (a slow consumer must not stall the monitor or a Launch) and
 // nothing is dropped while the executor is open, because a lost terminal
 // status would leave the scheduler believing a task runs forever.
-type statusQueue struct {
+type StatusQueue struct {
 	mu     sync.Mutex
-	items  []executor.Status
+	items  []Status
 	notify chan struct{} // capacity 1: "items is not empty"
 }
 
-func newStatusQueue() *statusQueue {
-	return &statusQueue{notify: make(chan struct{}, 1)}
+// NewStatusQueue returns an empty queue.
+func NewStatusQueue() *StatusQueue {
+	return &StatusQueue{notify: make(chan struct{}, 1)}
 }
 
-func (q *statusQueue) push(s executor.Status) {
+// Push appends s; it never blocks.
+func (q *StatusQueue) Push(s Status) {
 	q.mu.Lock()
 	q.items = append(q.items, s)
 	q.mu.Unlock()
@@ -30,7 +30,7 @@ func (q *statusQueue) push(s executor.Status) {
 	}
 }
 
-func (q *statusQueue) take() []executor.Status {
+func (q *StatusQueue) take() []Status {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	items := q.items
@@ -38,13 +38,13 @@ func (q *statusQueue) take() []executor.Status {
 	return items
 }
 
-// drain moves statuses to out, in order, until done is closed; it then
+// Drain moves statuses to out, in order, until done is closed; it then
 // hands over what still fits into out's buffer without blocking (the term is
 // over: whoever reads on gets what is there, the next term reconciles the
 // rest) and closes out.
-func (q *statusQueue) drain(out chan<- executor.Status, done <-chan struct{}) {
+func (q *StatusQueue) Drain(out chan<- Status, done <-chan struct{}) {
 	defer close(out)
-	var pending []executor.Status
+	var pending []Status
 	for {
 		pending = append(pending, q.take()...)
 		for len(pending) > 0 {
@@ -65,7 +65,7 @@ func (q *statusQueue) drain(out chan<- executor.Status, done <-chan struct{}) {
 	}
 }
 
-func (q *statusQueue) flush(out chan<- executor.Status, pending []executor.Status) {
+func (q *StatusQueue) flush(out chan<- Status, pending []Status) {
 	for _, s := range append(pending, q.take()...) {
 		select {
 		case out <- s:
