@@ -549,7 +549,9 @@ func drain[E any](t *testing.T, ch <-chan E) []E {
 	}
 }
 
-func errsOf[E interface{ coord.NodeEvent | coord.ChildrenEvent }](events []E) []error {
+func errsOf[E interface {
+	coord.NodeEvent | coord.ChildrenEvent
+}](events []E) []error {
 	var errs []error
 	for _, e := range events {
 		switch e := any(e).(type) {
