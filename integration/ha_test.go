@@ -499,6 +499,9 @@ type haCluster struct {
 	// logLevel is the processes' --log-level (debug unless set before
 	// they start).
 	logLevel string
+	// executorArgs choose the executor (the shared local one unless set
+	// before the processes start).
+	executorArgs []string
 }
 
 // haProc is one `hasched serve` process, restartable with the same flags.
@@ -541,6 +544,7 @@ func haPrepareCluster(t testing.TB, coordURL string, n int) *haCluster {
 		http:     &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 		logLevel: "debug",
 	}
+	c.executorArgs = []string{"--executor", "local", "--work-dir", c.workDir}
 	for _, d := range []string{c.workDir, c.outDir, filepath.Join(root, "logs")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			t.Fatal(err)
@@ -601,14 +605,13 @@ func (p *haProc) start() {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(logf, "=== %s: start %d at %s ===\n", p.name, p.starts, time.Now().UTC().Format(time.RFC3339Nano))
-	cmd := exec.Command(p.c.bin, "serve",
+	args := append([]string{"serve",
 		"--coord", p.c.coordURL,
 		"--data-dir", p.dataDir,
 		"--listen", p.addr,
 		"--advertise", p.addr,
-		"--executor", "local",
-		"--work-dir", p.c.workDir,
-		"--log-level", p.c.logLevel)
+		"--log-level", p.c.logLevel}, p.c.executorArgs...)
+	cmd := exec.Command(p.c.bin, args...)
 	cmd.Env = haChildEnv()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A group of its own (the tests' signals are for the test binary
