@@ -95,7 +95,7 @@ const haShards = 2
 
 func TestHA(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs hasched processes against containers")
+		t.Skip("-short: runs hasched processes against containers (make test runs it)")
 	}
 	for _, b := range haBackends {
 		t.Run(b.name, func(t *testing.T) {

@@ -34,7 +34,7 @@ const (
 
 func TestMesosFailover(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs hasched processes against containers")
+		t.Skip("-short: runs hasched processes against containers (make test runs it)")
 	}
 	for _, b := range haBackends {
 		t.Run(b.name, func(t *testing.T) {

@@ -42,7 +42,7 @@ func stopEmbeddedEtcd() {
 func etcdOpen(t *testing.T) func(context.Context) (coord.Coordinator, error) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("starts an embedded etcd server")
+		t.Skip("-short: starts an embedded etcd server (make test runs it)")
 	}
 	etcdOnce.Do(func() {
 		etcdDir, etcdErr = os.MkdirTemp("", "hasched-scheduler-etcd-")

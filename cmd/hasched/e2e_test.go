@@ -157,7 +157,7 @@ func leaderOf(t *testing.T, procs ...*process) (leader *process, standbys []*pro
 
 func TestServeRunsJobsAndStopsOnSIGTERM(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts an embedded etcd")
+		t.Skip("-short: starts an embedded etcd (make test runs it)")
 	}
 	p := startProcess(t, "solo", serveFlags{
 		coord: coordEmbedded, embeddedClientURL: "http://127.0.0.1:0", embeddedPeerURL: "http://127.0.0.1:0",
@@ -209,7 +209,7 @@ func TestServeRunsJobsAndStopsOnSIGTERM(t *testing.T) {
 // resigns) and finds the state where the old leader left it.
 func TestStandbyForwardsAndTakesOverWhenTheLeaderStops(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts an embedded etcd")
+		t.Skip("-short: starts an embedded etcd (make test runs it)")
 	}
 	e, err := etcd.StartEmbedded(ctxT(t), etcd.EmbeddedConfig{
 		Dir: filepath.Join(t.TempDir(), "etcd"), ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0",

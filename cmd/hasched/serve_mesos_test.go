@@ -164,7 +164,7 @@ func startMesosProcess(t *testing.T, name, coordURL, master string) *process {
 // framework id.
 func TestServeOnMesos(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts an embedded etcd")
+		t.Skip("-short: starts an embedded etcd (make test runs it)")
 	}
 	m, err := mesosfake.New(mesosfake.Config{FinishAfter: 100 * time.Millisecond})
 	if err != nil {
