@@ -16,7 +16,7 @@ import (
 // per shard with its sharding parameter, and its records go when it ends.
 func TestRunsJobsOnTheLocalExecutor(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs processes")
+		t.Skip("-short: runs processes (make test runs it)")
 	}
 	work := t.TempDir()
 	out := t.TempDir()

@@ -31,7 +31,7 @@ func testServers(t *testing.T) []string {
 	t.Helper()
 	s := os.Getenv("HASCHED_ZK_TEST_SERVERS")
 	if s == "" {
-		t.Skip("HASCHED_ZK_TEST_SERVERS not set: the conformance suite runs on ZooKeeper containers in integration/")
+		t.Skip("HASCHED_ZK_TEST_SERVERS not set: make test runs this against a ZooKeeper container (make zk-server-tests)")
 	}
 	return strings.Split(s, ",")
 }

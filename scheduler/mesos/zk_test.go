@@ -21,7 +21,7 @@ func zkServers(t *testing.T) []string {
 	t.Helper()
 	s := os.Getenv("HASCHED_ZK_TEST_SERVERS")
 	if s == "" {
-		t.Skip("HASCHED_ZK_TEST_SERVERS not set: master detection through ZooKeeper is tested on containers in integration/")
+		t.Skip("HASCHED_ZK_TEST_SERVERS not set: make test runs this against a ZooKeeper container (make zk-server-tests)")
 	}
 	return strings.Split(s, ",")
 }
