@@ -40,7 +40,7 @@ import (
 const (
 	clusterSize = 3
 	// Session timeouts of the fault harnesses, as in the conformance suite.
-	clusterEtcdTTL       = 3 * time.Second
+	clusterEtcdTTL       = 5 * time.Second
 	clusterZKSession     = 4 * time.Second
 	clusterMemberTimeout = 2 * time.Second // one question to one member
 	clusterStopTimeout   = 10 * time.Second
