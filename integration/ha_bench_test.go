@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,7 +19,6 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/coord"
-	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
@@ -166,7 +167,7 @@ func haWaitJobList(t testing.TB, c *haCluster, p *haProc, want int) time.Duratio
 func haCheckRunning(t testing.TB, c *haCluster, p *haProc, want int) {
 	t.Helper()
 	haEventually(t, "every seeded task is running", time.Minute, func() error {
-		var recs []scheduler.TaskRecord
+		var recs []model.TaskRecord
 		if err := c.get(p, "/api/job/tasks/running", time.Minute, &recs); err != nil {
 			return err
 		}
@@ -209,7 +210,7 @@ func haSeedStore(t testing.TB, url, workDir string, sleeper, jobs, running int) 
 	}
 	pidJSON := haFakePidFile(t, sleeper, host)
 
-	app := scheduler.App{AppName: "bench", BootstrapScript: "true", CPUCount: 1, MemoryMB: 128, AppCacheEnable: true}
+	app := model.App{AppName: "bench", BootstrapScript: "true", CPUCount: 1, MemoryMB: 128, AppCacheEnable: true}
 	if _, err := co.Create(ctx, "/config/app/bench", haJSON(t, app)); err != nil {
 		t.Fatal(err)
 	}
@@ -222,10 +223,10 @@ func haSeedStore(t testing.TB, url, workDir string, sleeper, jobs, running int) 
 
 	seed := func(i int) error {
 		name := fmt.Sprintf("bench-%05d", i)
-		job := scheduler.Job{
+		job := model.Job{
 			JobName: name, AppName: "bench", Cron: "0 0 0 1 1 ?", ShardingTotalCount: 1,
-			CPUCount: 0.1, MemoryMB: 16, JobExecutionType: scheduler.Transient, Misfire: true,
-			ConcurrencyPolicy: scheduler.ConcurrencyForbid, TimeZone: "UTC", ScriptCommandLine: "true",
+			CPUCount: 0.1, MemoryMB: 16, JobExecutionType: model.Transient, Misfire: true,
+			ConcurrencyPolicy: model.ConcurrencyForbid, TimeZone: "UTC", ScriptCommandLine: "true",
 		}
 		jobJSON, err := json.Marshal(job)
 		if err != nil {
@@ -240,7 +241,7 @@ func haSeedStore(t testing.TB, url, workDir string, sleeper, jobs, running int) 
 		if i >= running {
 			return nil
 		}
-		id := scheduler.TaskID(name, fire, 0, 0)
+		id := model.TaskID(name, fire, 0, 0)
 		dir := filepath.Join(workDir, "tasks", haEscapeName(id))
 		if err := os.Mkdir(dir, 0o750); err != nil {
 			return err
@@ -248,7 +249,7 @@ func haSeedStore(t testing.TB, url, workDir string, sleeper, jobs, running int) 
 		if err := os.WriteFile(filepath.Join(dir, "pid"), pidJSON, 0o640); err != nil {
 			return err
 		}
-		rec := scheduler.TaskRecord{
+		rec := model.TaskRecord{
 			ID: id, Job: name, Shard: 0, FireTime: fire, State: executor.StateRunning,
 			Host: host, LaunchedAt: fire, UpdatedAt: fire,
 		}

@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"fmt"
 	"os"
@@ -166,7 +168,7 @@ func handOver(t *testing.T, down func(t *testing.T, a *node, aSessions *sessions
 	})
 
 	job := testJob("every-second", "* * * * * ?")
-	job.ConcurrencyPolicy = ConcurrencyForbid
+	job.ConcurrencyPolicy = model.ConcurrencyForbid
 	register(t, a.s, job)
 
 	eventually(t, "a runs three fires", func() bool { return len(startedOf(cluster, job.JobName)) >= 3 })
@@ -175,7 +177,7 @@ func handOver(t *testing.T, down func(t *testing.T, a *node, aSessions *sessions
 			t.Fatalf("%s started by %q while a leads", id, s)
 		}
 	}
-	if err := b.s.TriggerJob(ctx, job.JobName); !errorIs(err, ErrNotLeader) {
+	if err := b.s.TriggerJob(ctx, job.JobName); !errorIs(err, model.ErrNotLeader) {
 		t.Fatalf("TriggerJob on the standby = %v, want ErrNotLeader", err)
 	}
 
@@ -199,7 +201,7 @@ func handOver(t *testing.T, down func(t *testing.T, a *node, aSessions *sessions
 	var want []string
 	for f := rn.RegisteredAt.Truncate(time.Second).Add(time.Second); !f.After(rn.LastFire); f = f.Add(time.Second) {
 		if !rn.pending(f) {
-			want = append(want, TaskID(job.JobName, f, 0, 0))
+			want = append(want, model.TaskID(job.JobName, f, 0, 0))
 		}
 	}
 	got := startedOf(cluster, job.JobName)
@@ -234,7 +236,7 @@ func TestNewLeaderRebuildsRunningTasksFromTheStore(t *testing.T) {
 	eventually(t, "a leads", a.leading)
 	ctx := ctxT(t)
 	daemon := testJob("daemon", "")
-	daemon.JobExecutionType = Daemon
+	daemon.JobExecutionType = model.Daemon
 	daemon.ShardingTotalCount = 2
 	transient := testJob("transient", "0 0 0 * * ?")
 	transient.Failover = true
@@ -269,7 +271,7 @@ func TestNewLeaderRebuildsRunningTasksFromTheStore(t *testing.T) {
 	// And it handles their statuses: a lost daemon shard is relaunched.
 	var shard0 string
 	for _, id := range running {
-		if ref, _ := ParseTaskID(id); ref.Job == "daemon" && ref.Shard == 0 {
+		if ref, _ := model.ParseTaskID(id); ref.Job == "daemon" && ref.Shard == 0 {
 			shard0 = id
 		}
 	}

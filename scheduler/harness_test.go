@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -193,19 +195,19 @@ func mustDo(t *testing.T, err error) {
 	}
 }
 
-func testApp(name string) App {
-	return App{AppName: name, BootstrapScript: "bin/start.sh", CPUCount: 1, MemoryMB: 128, AppCacheEnable: true}
+func testApp(name string) model.App {
+	return model.App{AppName: name, BootstrapScript: "bin/start.sh", CPUCount: 1, MemoryMB: 128, AppCacheEnable: true}
 }
 
-func testJob(name, cron string) Job {
-	return Job{JobName: name, AppName: "app", Cron: cron, ShardingTotalCount: 1, CPUCount: 0.5, MemoryMB: 64, Misfire: true, ConcurrencyPolicy: ConcurrencyAllow}
+func testJob(name, cron string) model.Job {
+	return model.Job{JobName: name, AppName: "app", Cron: cron, ShardingTotalCount: 1, CPUCount: 0.5, MemoryMB: 64, Misfire: true, ConcurrencyPolicy: model.ConcurrencyAllow}
 }
 
 // register registers the app "app" (once) and the job.
-func register(t *testing.T, s *Scheduler, jobs ...Job) {
+func register(t *testing.T, s *Scheduler, jobs ...model.Job) {
 	t.Helper()
 	ctx := ctxT(t)
-	if err := s.RegisterApp(ctx, testApp("app")); err != nil && !errors.Is(err, ErrExists) {
+	if err := s.RegisterApp(ctx, testApp("app")); err != nil && !errors.Is(err, model.ErrExists) {
 		t.Fatalf("RegisterApp: %v", err)
 	}
 	for _, j := range jobs {
@@ -219,7 +221,7 @@ func register(t *testing.T, s *Scheduler, jobs ...Job) {
 func ids(job string, fires ...time.Time) []string {
 	out := make([]string, len(fires))
 	for i, f := range fires {
-		out[i] = TaskID(job, f, 0, 0)
+		out[i] = model.TaskID(job, f, 0, 0)
 	}
 	return out
 }
@@ -228,7 +230,7 @@ func ids(job string, fires ...time.Time) []string {
 func startedOf(c *schedtest.Cluster, job string) []string {
 	var out []string
 	for _, id := range c.Started() {
-		if ref, err := ParseTaskID(id); err == nil && ref.Job == job {
+		if ref, err := model.ParseTaskID(id); err == nil && ref.Job == job {
 			out = append(out, id)
 		}
 	}
@@ -281,3 +283,15 @@ func failOnce(st *schedtest.Store, n int, match func(op, path string) bool) {
 }
 
 func errorIs(err, target error) bool { return errors.Is(err, target) }
+
+// wantField fails unless err is a *model.ValidationError naming field.
+func wantField(t *testing.T, err error, field string) {
+	t.Helper()
+	var verr *model.ValidationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("error %v (%T), want a *model.ValidationError naming %q", err, err, field)
+	}
+	if verr.Field != field {
+		t.Fatalf("error names field %q (%v), want %q", verr.Field, verr, field)
+	}
+}

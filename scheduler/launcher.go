@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"errors"
 	"fmt"
@@ -54,7 +56,7 @@ func (t *term) launch(ctx context.Context) error {
 // not confirmed, unless their fire is still ready (launchReady completes
 // those). Launch is idempotent per task ID.
 func (t *term) launchUnconfirmed(ctx context.Context, js *jobState) error {
-	var recs []*TaskRecord
+	var recs []*model.TaskRecord
 	for _, id := range sortedKeys(js.running) {
 		r := js.running[id]
 		if r.LaunchedAt.IsZero() && !r.KillRequested && !js.ready.pending(r.FireTime) {
@@ -84,7 +86,7 @@ func (t *term) launchFailover(ctx context.Context, js *jobState, now time.Time) 
 	if len(js.failover) == 0 || !t.active(js) {
 		return nil
 	}
-	var recs []*TaskRecord
+	var recs []*model.TaskRecord
 	for _, id := range sortedKeys(js.failover) {
 		old := js.failover[id]
 		if old.NotBefore.After(now) {
@@ -116,7 +118,7 @@ func (t *term) launchFailover(ctx context.Context, js *jobState, now time.Time) 
 // dropping older pending fires (they would be killed at once). A fire some
 // of whose running nodes exist already is completed whatever the policy.
 func (t *term) launchReady(ctx context.Context, js *jobState) error {
-	if js.job.JobExecutionType != Transient || len(js.ready.FireTimes) == 0 || !t.active(js) {
+	if js.job.JobExecutionType != model.Transient || len(js.ready.FireTimes) == 0 || !t.active(js) {
 		return nil
 	}
 	for _, f := range slices.Clone(js.ready.FireTimes) {
@@ -131,13 +133,13 @@ func (t *term) launchReady(ctx context.Context, js *jobState) error {
 		return nil
 	}
 	switch js.job.ConcurrencyPolicy {
-	case ConcurrencyAllow:
+	case model.ConcurrencyAllow:
 		for _, f := range pending {
 			if err := t.launchFire(ctx, js, f, nil); err != nil {
 				return err
 			}
 		}
-	case ConcurrencyReplace:
+	case model.ConcurrencyReplace:
 		for _, id := range sortedKeys(js.running) {
 			if r := js.running[id]; !r.KillRequested {
 				t.log.Info("replacing a running task", "job", js.job.JobName, "task", id)
@@ -173,7 +175,7 @@ func hasFire(js *jobState, f time.Time) bool {
 // launchFire moves fire f of js from ready to running: (a) every shard's
 // running node, (b) f (and drop) off the ready node, (c) Launch.
 func (t *term) launchFire(ctx context.Context, js *jobState, f time.Time, drop []time.Time) error {
-	recs := make([]*TaskRecord, 0, js.job.ShardingTotalCount)
+	recs := make([]*model.TaskRecord, 0, js.job.ShardingTotalCount)
 	for shard := range js.job.ShardingTotalCount {
 		rec, err := t.createRunning(ctx, js, t.newRecord(js.job.JobName, f, shard, 0))
 		if err != nil {
@@ -197,7 +199,7 @@ func (t *term) launchFire(ctx context.Context, js *jobState, f time.Time, drop [
 // running nor a failover task, as a new run (fire time now, attempt 0), and
 // kills running shards beyond the job's shard count.
 func (t *term) keepDaemon(ctx context.Context, js *jobState, now time.Time) error {
-	if js.job.JobExecutionType != Daemon || !t.active(js) {
+	if js.job.JobExecutionType != model.Daemon || !t.active(js) {
 		return nil
 	}
 	covered := map[int]bool{}
@@ -220,7 +222,7 @@ func (t *term) keepDaemon(ctx context.Context, js *jobState, now time.Time) erro
 		return nil
 	}
 	f := uniqueFire(js, now)
-	var recs []*TaskRecord
+	var recs []*model.TaskRecord
 	for shard := range js.job.ShardingTotalCount {
 		if covered[shard] {
 			continue
@@ -234,9 +236,9 @@ func (t *term) keepDaemon(ctx context.Context, js *jobState, now time.Time) erro
 	return t.start(ctx, js, recs)
 }
 
-func (t *term) newRecord(job string, fire time.Time, shard, attempt int) *TaskRecord {
-	return &TaskRecord{
-		ID:        TaskID(job, fire, shard, attempt),
+func (t *term) newRecord(job string, fire time.Time, shard, attempt int) *model.TaskRecord {
+	return &model.TaskRecord{
+		ID:        model.TaskID(job, fire, shard, attempt),
 		Job:       job,
 		Shard:     shard,
 		FireTime:  fire.UTC(),
@@ -249,7 +251,7 @@ func (t *term) newRecord(job string, fire time.Time, shard, attempt int) *TaskRe
 // start is step (c): hand tasks whose running nodes exist to the executor
 // in one Launch, made by the launch worker; handleLaunched records that the
 // executor accepted them. Tasks already with the worker are skipped.
-func (t *term) start(ctx context.Context, js *jobState, recs []*TaskRecord) error {
+func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord) error {
 	app, ok := t.apps[js.job.AppName]
 	if !ok {
 		return nil
@@ -349,8 +351,8 @@ func (t *term) handleLaunched(ctx context.Context) error {
 }
 
 // buildTask makes the executor's task of one running record.
-func buildTask(job Job, app App, r *TaskRecord) executor.Task {
-	params, _ := ParseShardingItemParameters(job.ShardingItemParameters, job.ShardingTotalCount)
+func buildTask(job model.Job, app model.App, r *model.TaskRecord) executor.Task {
+	params, _ := model.ParseShardingItemParameters(job.ShardingItemParameters, job.ShardingTotalCount)
 	return executor.Task{
 		ID:                 r.ID,
 		Job:                job.JobName,
@@ -361,14 +363,14 @@ func buildTask(job Job, app App, r *TaskRecord) executor.Task {
 		ShardingTotalCount: job.ShardingTotalCount,
 		ShardParameter:     params[r.Shard],
 		JobParameter:       job.JobParameter,
-		Command:            command(job, app),
+		Command:            model.Command(job, app),
 		AppURL:             app.AppURL,
 		AppCacheEnable:     app.AppCacheEnable,
 		CPUs:               job.CPUCount,
 		MemoryMB:           job.MemoryMB,
 		AppCPUs:            app.CPUCount,
 		AppMemoryMB:        app.MemoryMB,
-		Daemon:             job.JobExecutionType == Daemon,
+		Daemon:             job.JobExecutionType == model.Daemon,
 	}
 }
 
@@ -378,7 +380,7 @@ func buildTask(job Job, app App, r *TaskRecord) executor.Task {
 
 // createRunning is step (a) for one task: its running node. If it exists
 // already (an earlier term got this far), that record is kept.
-func (t *term) createRunning(ctx context.Context, js *jobState, rec *TaskRecord) (*TaskRecord, error) {
+func (t *term) createRunning(ctx context.Context, js *jobState, rec *model.TaskRecord) (*model.TaskRecord, error) {
 	if r, ok := js.running[rec.ID]; ok {
 		return r, nil
 	}
@@ -389,7 +391,7 @@ func (t *term) createRunning(ctx context.Context, js *jobState, rec *TaskRecord)
 		if !errors.Is(err, coord.ErrExists) {
 			return nil, fmt.Errorf("create %s: %w", path, err)
 		}
-		var stored TaskRecord
+		var stored model.TaskRecord
 		if _, ok, err := t.r.get(ctx, path, &stored); err != nil {
 			return nil, err
 		} else if ok {
@@ -400,7 +402,7 @@ func (t *term) createRunning(ctx context.Context, js *jobState, rec *TaskRecord)
 	return rec, nil
 }
 
-func (t *term) setRunning(ctx context.Context, js *jobState, rec *TaskRecord) error {
+func (t *term) setRunning(ctx context.Context, js *jobState, rec *model.TaskRecord) error {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	path := runningPath(js.job.JobName, rec.ID)
@@ -411,7 +413,7 @@ func (t *term) setRunning(ctx context.Context, js *jobState, rec *TaskRecord) er
 	return nil
 }
 
-func (t *term) deleteRunning(ctx context.Context, js *jobState, rec *TaskRecord) error {
+func (t *term) deleteRunning(ctx context.Context, js *jobState, rec *model.TaskRecord) error {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	path := runningPath(js.job.JobName, rec.ID)
@@ -422,7 +424,7 @@ func (t *term) deleteRunning(ctx context.Context, js *jobState, rec *TaskRecord)
 	return nil
 }
 
-func (t *term) createFailover(ctx context.Context, js *jobState, rec *TaskRecord) error {
+func (t *term) createFailover(ctx context.Context, js *jobState, rec *model.TaskRecord) error {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	path := failoverPath(js.job.JobName, rec.ID)
@@ -433,7 +435,7 @@ func (t *term) createFailover(ctx context.Context, js *jobState, rec *TaskRecord
 	return nil
 }
 
-func (t *term) deleteFailover(ctx context.Context, js *jobState, rec *TaskRecord) error {
+func (t *term) deleteFailover(ctx context.Context, js *jobState, rec *model.TaskRecord) error {
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	path := failoverPath(js.job.JobName, rec.ID)
@@ -446,7 +448,7 @@ func (t *term) deleteFailover(ctx context.Context, js *jobState, rec *TaskRecord
 
 // killRunning marks a running task as killed by the scheduler, so its end
 // is not taken for a failure, and kills it.
-func (t *term) killRunning(ctx context.Context, js *jobState, rec *TaskRecord) error {
+func (t *term) killRunning(ctx context.Context, js *jobState, rec *model.TaskRecord) error {
 	if !rec.KillRequested {
 		u := *rec
 		u.KillRequested = true

@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +28,7 @@ func TestRunsJobsOnTheLocalExecutor(t *testing.T) {
 	n := startNode(t, Config{Open: store.Open, Executor: factory, LaunchInterval: 20 * time.Millisecond})
 	eventually(t, "it leads", n.leading)
 	ctx := ctxT(t)
-	mustDo(t, n.s.RegisterApp(ctx, App{AppName: "app", CPUCount: 1, MemoryMB: 128}))
+	mustDo(t, n.s.RegisterApp(ctx, model.App{AppName: "app", CPUCount: 1, MemoryMB: 128}))
 	job := testJob("echo", "0 0 0 * * ?")
 	job.ShardingTotalCount = 2
 	job.ShardingItemParameters = "0=zero,1=one"

@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"errors"
 	"fmt"
@@ -14,13 +16,13 @@ import (
 // term's state, then writes in an order a crash can interrupt anywhere: the
 // next term reads the store and completes or repeats the request's effect.
 
-func (t *term) registerApp(ctx context.Context, app App) error {
+func (t *term) registerApp(ctx context.Context, app model.App) error {
 	if _, ok := t.apps[app.AppName]; ok {
-		return fmt.Errorf("%w: app %q", ErrExists, app.AppName)
+		return fmt.Errorf("%w: app %q", model.ErrExists, app.AppName)
 	}
 	if _, err := t.w.Create(ctx, appPath(app.AppName), encode(app)); err != nil {
 		if errors.Is(err, coord.ErrExists) {
-			return fmt.Errorf("%w: app %q", ErrExists, app.AppName)
+			return fmt.Errorf("%w: app %q", model.ErrExists, app.AppName)
 		}
 		return fmt.Errorf("register app %s: %w", app.AppName, err)
 	}
@@ -34,14 +36,14 @@ func (t *term) registerApp(ctx context.Context, app App) error {
 	return nil
 }
 
-func (t *term) updateApp(ctx context.Context, app App) error {
+func (t *term) updateApp(ctx context.Context, app model.App) error {
 	if _, ok := t.apps[app.AppName]; !ok {
-		return fmt.Errorf("%w: app %q", ErrNotFound, app.AppName)
+		return fmt.Errorf("%w: app %q", model.ErrNotFound, app.AppName)
 	}
 	for _, name := range sortedKeys(t.jobs) {
 		js := t.jobs[name]
-		if js.job.AppName == app.AppName && command(js.job, app) == "" {
-			return &ValidationError{Field: "bootstrapScript", Reason: fmt.Sprintf("is empty, and job %q has no scriptCommandLine", name)}
+		if js.job.AppName == app.AppName && model.Command(js.job, app) == "" {
+			return &model.ValidationError{Field: "bootstrapScript", Reason: fmt.Sprintf("is empty, and job %q has no scriptCommandLine", name)}
 		}
 	}
 	if _, err := t.w.Set(ctx, appPath(app.AppName), encode(app), coord.AnyVersion); err != nil {
@@ -53,7 +55,7 @@ func (t *term) updateApp(ctx context.Context, app App) error {
 
 func (t *term) deregisterApp(ctx context.Context, name string) error {
 	if _, ok := t.apps[name]; !ok {
-		return fmt.Errorf("%w: app %q", ErrNotFound, name)
+		return fmt.Errorf("%w: app %q", model.ErrNotFound, name)
 	}
 	for _, job := range sortedKeys(t.jobs) {
 		if t.jobs[job].job.AppName == name {
@@ -75,7 +77,7 @@ func (t *term) deregisterApp(ctx context.Context, name string) error {
 
 func (t *term) setAppDisabled(ctx context.Context, name string, disabled bool) error {
 	if _, ok := t.apps[name]; !ok {
-		return fmt.Errorf("%w: app %q", ErrNotFound, name)
+		return fmt.Errorf("%w: app %q", model.ErrNotFound, name)
 	}
 	if t.disabledApps[name] == disabled {
 		return nil
@@ -105,7 +107,7 @@ func (t *term) setAppDisabled(ctx context.Context, name string, disabled bool) e
 func (t *term) setJobDisabled(ctx context.Context, name string, disabled bool) error {
 	js, ok := t.jobs[name]
 	if !ok {
-		return fmt.Errorf("%w: job %q", ErrNotFound, name)
+		return fmt.Errorf("%w: job %q", model.ErrNotFound, name)
 	}
 	if js.disabled == disabled {
 		return nil
@@ -156,7 +158,7 @@ func (t *term) deactivate(ctx context.Context, js *jobState) error {
 // was disabled are not back-filled.
 func (t *term) resume(ctx context.Context, js *jobState) error {
 	now := t.now()
-	if js.job.JobExecutionType == Transient && js.sched != nil {
+	if js.job.JobExecutionType == model.Transient && js.sched != nil {
 		rn := js.ready
 		rn.LastFire = now
 		if err := t.setReady(ctx, js, rn); err != nil {
@@ -167,12 +169,12 @@ func (t *term) resume(ctx context.Context, js *jobState) error {
 	return nil
 }
 
-func (t *term) registerJob(ctx context.Context, job Job) error {
+func (t *term) registerJob(ctx context.Context, job model.Job) error {
 	if _, ok := t.jobs[job.JobName]; ok {
-		return fmt.Errorf("%w: job %q", ErrExists, job.JobName)
+		return fmt.Errorf("%w: job %q", model.ErrExists, job.JobName)
 	}
 	app, ok := t.apps[job.AppName]
-	if err := validateAgainstApp(job, app, ok); err != nil {
+	if err := model.ValidateAgainstApp(job, app, ok); err != nil {
 		return err
 	}
 	sched, err := job.Schedule()
@@ -181,11 +183,11 @@ func (t *term) registerJob(ctx context.Context, job Job) error {
 	}
 	if _, err := t.w.Create(ctx, jobPath(job.JobName), encode(job)); err != nil {
 		if errors.Is(err, coord.ErrExists) {
-			return fmt.Errorf("%w: job %q", ErrExists, job.JobName)
+			return fmt.Errorf("%w: job %q", model.ErrExists, job.JobName)
 		}
 		return fmt.Errorf("register job %s: %w", job.JobName, err)
 	}
-	js := &jobState{job: job, sched: sched, running: map[string]*TaskRecord{}, failover: map[string]*TaskRecord{}}
+	js := &jobState{job: job, sched: sched, running: map[string]*model.TaskRecord{}, failover: map[string]*model.TaskRecord{}}
 	if err := t.createReady(ctx, js); err != nil {
 		return err
 	}
@@ -203,13 +205,13 @@ func (t *term) registerJob(ctx context.Context, job Job) error {
 // its schedule changed, production restarts from now (fires the old cron
 // owed are not back-filled under the new one). A job that becomes DAEMON
 // drops its pending fires; running tasks keep running.
-func (t *term) updateJob(ctx context.Context, job Job) error {
+func (t *term) updateJob(ctx context.Context, job model.Job) error {
 	js, ok := t.jobs[job.JobName]
 	if !ok {
-		return fmt.Errorf("%w: job %q", ErrNotFound, job.JobName)
+		return fmt.Errorf("%w: job %q", model.ErrNotFound, job.JobName)
 	}
 	app, ok := t.apps[job.AppName]
-	if err := validateAgainstApp(job, app, ok); err != nil {
+	if err := model.ValidateAgainstApp(job, app, ok); err != nil {
 		return err
 	}
 	sched, err := job.Schedule()
@@ -223,10 +225,10 @@ func (t *term) updateJob(ctx context.Context, job Job) error {
 	js.job, js.sched = job, sched
 	rn := js.ready
 	changed := false
-	if job.JobExecutionType == Daemon && len(rn.FireTimes) > 0 {
+	if job.JobExecutionType == model.Daemon && len(rn.FireTimes) > 0 {
 		rn.FireTimes, changed = nil, true
 	}
-	if job.JobExecutionType == Transient && (old.Cron != job.Cron || old.TimeZone != job.TimeZone || old.JobExecutionType != job.JobExecutionType) {
+	if job.JobExecutionType == model.Transient && (old.Cron != job.Cron || old.TimeZone != job.TimeZone || old.JobExecutionType != job.JobExecutionType) {
 		rn.LastFire, changed = t.now(), true
 	}
 	if changed {
@@ -247,7 +249,7 @@ func (t *term) updateJob(ctx context.Context, job Job) error {
 func (t *term) deregisterJob(ctx context.Context, name string) error {
 	js, ok := t.jobs[name]
 	if !ok {
-		return fmt.Errorf("%w: job %q", ErrNotFound, name)
+		return fmt.Errorf("%w: job %q", model.ErrNotFound, name)
 	}
 	t.unschedule(js)
 	for _, id := range sortedKeys(js.running) {
@@ -284,13 +286,13 @@ func (t *term) triggerJob(ctx context.Context, name string) error {
 	js, ok := t.jobs[name]
 	switch {
 	case !ok:
-		return fmt.Errorf("%w: job %q", ErrNotFound, name)
-	case js.job.JobExecutionType != Transient:
-		return fmt.Errorf("%w: job %q is %s; only TRANSIENT jobs can be triggered", ErrConflict, name, js.job.JobExecutionType)
+		return fmt.Errorf("%w: job %q", model.ErrNotFound, name)
+	case js.job.JobExecutionType != model.Transient:
+		return fmt.Errorf("%w: job %q is %s; only TRANSIENT jobs can be triggered", model.ErrConflict, name, js.job.JobExecutionType)
 	case !t.active(js):
-		return fmt.Errorf("%w: job %q or its app is disabled", ErrConflict, name)
+		return fmt.Errorf("%w: job %q or its app is disabled", model.ErrConflict, name)
 	case len(js.ready.FireTimes) >= t.cfg.QueueLimit:
-		return fmt.Errorf("%w: the ready queue of job %q is full (%d)", ErrConflict, name, t.cfg.QueueLimit)
+		return fmt.Errorf("%w: the ready queue of job %q is full (%d)", model.ErrConflict, name, t.cfg.QueueLimit)
 	}
 	rn := js.ready
 	rn.FireTimes = append(slices.Clone(rn.FireTimes), uniqueFire(js, t.now()))

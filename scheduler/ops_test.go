@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"errors"
 	"strings"
@@ -15,7 +17,7 @@ func TestRegisterJobChecksItsApp(t *testing.T) {
 	e.start()
 	s := e.svc()
 	ctx := ctxT(t)
-	mustDo(t, s.RegisterApp(ctx, App{AppName: "bare", CPUCount: 1, MemoryMB: 1}))
+	mustDo(t, s.RegisterApp(ctx, model.App{AppName: "bare", CPUCount: 1, MemoryMB: 1}))
 
 	job := testJob("j", "0 0 0 * * ?")
 	job.AppName = "missing"
@@ -24,23 +26,23 @@ func TestRegisterJobChecksItsApp(t *testing.T) {
 	wantField(t, s.RegisterJob(ctx, job), "scriptCommandLine")
 	job.ScriptCommandLine = "echo hi"
 	mustDo(t, s.RegisterJob(ctx, job))
-	if err := s.RegisterJob(ctx, job); !errors.Is(err, ErrExists) {
+	if err := s.RegisterJob(ctx, job); !errors.Is(err, model.ErrExists) {
 		t.Fatalf("second RegisterJob = %v, want ErrExists", err)
 	}
-	if err := s.RegisterApp(ctx, App{AppName: "bare", CPUCount: 1, MemoryMB: 1}); !errors.Is(err, ErrExists) {
+	if err := s.RegisterApp(ctx, model.App{AppName: "bare", CPUCount: 1, MemoryMB: 1}); !errors.Is(err, model.ErrExists) {
 		t.Fatalf("second RegisterApp = %v, want ErrExists", err)
 	}
-	wantField(t, s.RegisterJob(ctx, Job{JobName: "x/y", AppName: "bare"}), "jobName")
-	if err := s.UpdateJob(ctx, testJob("nope", "0 0 0 * * ?")); !errors.Is(err, ErrNotFound) {
+	wantField(t, s.RegisterJob(ctx, model.Job{JobName: "x/y", AppName: "bare"}), "jobName")
+	if err := s.UpdateJob(ctx, testJob("nope", "0 0 0 * * ?")); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("UpdateJob(unknown) = %v, want ErrNotFound", err)
 	}
-	if _, err := s.Job(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Job(ctx, "nope"); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("Job(unknown) = %v, want ErrNotFound", err)
 	}
 
 	got, err := s.Job(ctx, "j")
 	mustDo(t, err)
-	if got.ScriptCommandLine != "echo hi" || got.TimeZone != "UTC" || got.JobExecutionType != Transient {
+	if got.ScriptCommandLine != "echo hi" || got.TimeZone != "UTC" || got.JobExecutionType != model.Transient {
 		t.Fatalf("Job(j) = %+v", got)
 	}
 	apps, err := s.Apps(ctx)
@@ -50,10 +52,10 @@ func TestRegisterJobChecksItsApp(t *testing.T) {
 	}
 	// The app cannot lose the command its job relies on... it never had
 	// one; give it one and take it away again.
-	mustDo(t, s.UpdateApp(ctx, App{AppName: "bare", BootstrapScript: "run", CPUCount: 1, MemoryMB: 1}))
+	mustDo(t, s.UpdateApp(ctx, model.App{AppName: "bare", BootstrapScript: "run", CPUCount: 1, MemoryMB: 1}))
 	job.ScriptCommandLine = ""
 	mustDo(t, s.UpdateJob(ctx, job))
-	wantField(t, s.UpdateApp(ctx, App{AppName: "bare", CPUCount: 1, MemoryMB: 1}), "bootstrapScript")
+	wantField(t, s.UpdateApp(ctx, model.App{AppName: "bare", CPUCount: 1, MemoryMB: 1}), "bootstrapScript")
 }
 
 func TestDisabledJobStopsAndResumesWithoutBackFill(t *testing.T) {
@@ -62,7 +64,7 @@ func TestDisabledJobStopsAndResumesWithoutBackFill(t *testing.T) {
 	register(t, e.svc(), testJob("j", "0/10 * * * * ?"))
 	ctx := ctxT(t)
 	e.clock.Advance(10 * time.Second)
-	first := TaskID("j", t0.Add(10*time.Second), 0, 0)
+	first := model.TaskID("j", t0.Add(10*time.Second), 0, 0)
 	eventually(t, "the first fire runs", func() bool { return e.cluster.State(first) == executor.StateRunning })
 
 	mustDo(t, e.svc().DisableJob(ctx, "j"))
@@ -72,7 +74,7 @@ func TestDisabledJobStopsAndResumesWithoutBackFill(t *testing.T) {
 	eventually(t, "its task is killed and its record goes", func() bool {
 		return e.cluster.State(first) == executor.StateKilled && len(runningIDs(t, e.svc())) == 0
 	})
-	if err := e.svc().TriggerJob(ctx, "j"); !errors.Is(err, ErrConflict) {
+	if err := e.svc().TriggerJob(ctx, "j"); !errors.Is(err, model.ErrConflict) {
 		t.Fatalf("TriggerJob(disabled) = %v, want ErrConflict", err)
 	}
 	e.clock.Advance(time.Minute) // 10:01:10
@@ -86,7 +88,7 @@ func TestDisabledJobStopsAndResumesWithoutBackFill(t *testing.T) {
 		t.Fatalf("enabling back-filled the disabled minute: %v", got)
 	}
 	e.clock.Advance(10 * time.Second)
-	next := TaskID("j", t0.Add(80*time.Second), 0, 0)
+	next := model.TaskID("j", t0.Add(80*time.Second), 0, 0)
 	eventually(t, "the next fire after enabling runs", func() bool { return e.cluster.State(next) == executor.StateRunning })
 	if e.cluster.State(withAttempt(first, 1)) != "" {
 		t.Fatalf("the task killed by the disable was relaunched")
@@ -140,7 +142,7 @@ func TestDeregisterJobRemovesEverything(t *testing.T) {
 		}
 	}
 	eventually(t, "its tasks are killed", func() bool { return len(e.cluster.Running()) == 0 })
-	if err := e.svc().DeregisterJob(ctx, "j"); !errors.Is(err, ErrNotFound) {
+	if err := e.svc().DeregisterJob(ctx, "j"); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("second DeregisterJob = %v, want ErrNotFound", err)
 	}
 	// The name can be used again, and the new job is enabled.
@@ -188,7 +190,7 @@ func TestStandbyServesReadsAndRefusesWrites(t *testing.T) {
 	if st.Leader || st.LeaderAddress != "leader:8899" || st.Self != "standby:8899" || st.Executor != "fake" {
 		t.Fatalf("standby Status = %+v", st)
 	}
-	if err := standby.s.TriggerJob(ctx, "j"); !errors.Is(err, ErrNotLeader) || !strings.Contains(err.Error(), "leader:8899") {
+	if err := standby.s.TriggerJob(ctx, "j"); !errors.Is(err, model.ErrNotLeader) || !strings.Contains(err.Error(), "leader:8899") {
 		t.Fatalf("TriggerJob on the standby = %v, want ErrNotLeader naming the leader", err)
 	}
 	st, err = leader.s.Status(ctx)
@@ -211,10 +213,10 @@ func TestNoProcessRunning(t *testing.T) {
 	s, err := New(Config{Open: newMemEnv(t).store.Open, Executor: newMemEnv(t).cluster.Factory("x"), Advertise: "h:1"})
 	mustDo(t, err)
 	ctx := context.Background()
-	if _, err := s.Jobs(ctx); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.Jobs(ctx); !errors.Is(err, model.ErrUnavailable) {
 		t.Fatalf("Jobs before Run = %v, want ErrUnavailable", err)
 	}
-	if err := s.TriggerJob(ctx, "j"); !errors.Is(err, ErrNoLeader) {
+	if err := s.TriggerJob(ctx, "j"); !errors.Is(err, model.ErrNoLeader) {
 		t.Fatalf("TriggerJob before Run = %v, want ErrNoLeader", err)
 	}
 }

@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"container/heap"
 	"context"
 	"errors"
@@ -35,7 +37,7 @@ func (t *term) produceDue(ctx context.Context) error {
 // without a leader this is the catch-up: the due fires are those since the
 // stored LastFire.
 func (t *term) produce(ctx context.Context, js *jobState, now time.Time) error {
-	if js.sched == nil || js.job.JobExecutionType != Transient || !t.active(js) {
+	if js.sched == nil || js.job.JobExecutionType != model.Transient || !t.active(js) {
 		return nil
 	}
 	from := js.ready.producedThrough()
@@ -164,7 +166,7 @@ func uniqueFire(js *jobState, at time.Time) time.Time {
 		if js.sched != nil && js.sched.Next(f.Add(-time.Millisecond)).Equal(f) {
 			taken = true
 		}
-		for _, m := range []map[string]*TaskRecord{js.running, js.failover} {
+		for _, m := range []map[string]*model.TaskRecord{js.running, js.failover} {
 			for _, r := range m {
 				if r.FireTime.Equal(f) {
 					taken = true

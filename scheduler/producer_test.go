@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"testing"
 	"time"
 
@@ -40,7 +42,7 @@ func TestNewTermCatchesUpMissedFiresByMisfirePolicy(t *testing.T) {
 			n := e.start()
 			job := testJob("j", "0/10 * * * * ?")
 			job.Misfire = misfire
-			job.ConcurrencyPolicy = ConcurrencyForbid
+			job.ConcurrencyPolicy = model.ConcurrencyForbid
 			register(t, e.svc(), job)
 			e.clock.Advance(10 * time.Second)
 			eventually(t, "the first fire ran", func() bool { return len(startedOf(e.cluster, "j")) == 1 })
@@ -53,10 +55,10 @@ func TestNewTermCatchesUpMissedFiresByMisfirePolicy(t *testing.T) {
 			want := ids("j", t0.Add(10*time.Second))
 			if misfire {
 				for i := 2; i <= 7; i++ {
-					want = append(want, TaskID("j", t0.Add(time.Duration(i)*10*time.Second), 0, 0))
+					want = append(want, model.TaskID("j", t0.Add(time.Duration(i)*10*time.Second), 0, 0))
 				}
 			} else {
-				want = append(want, TaskID("j", t0.Add(70*time.Second), 0, 0))
+				want = append(want, model.TaskID("j", t0.Add(70*time.Second), 0, 0))
 			}
 			eventually(t, "the missed fires ran", func() bool { return len(startedOf(e.cluster, "j")) >= len(want) })
 			settle(e.cluster)
@@ -72,7 +74,7 @@ func TestQueueLimitCapsPendingFires(t *testing.T) {
 	e := newMemEnv(t)
 	e.start(func(c *Config) { c.QueueLimit = 3 })
 	job := testJob("j", "* * * * * ?")
-	job.ConcurrencyPolicy = ConcurrencyForbid
+	job.ConcurrencyPolicy = model.ConcurrencyForbid
 	register(t, e.svc(), job)
 	e.clock.Advance(time.Second)
 	eventually(t, "the first fire runs", func() bool { return len(e.cluster.Running()) == 1 })
@@ -99,7 +101,7 @@ func TestMisfireOffKeepsAtMostOnePendingFire(t *testing.T) {
 	e.start()
 	job := testJob("j", "* * * * * ?")
 	job.Misfire = false
-	job.ConcurrencyPolicy = ConcurrencyForbid
+	job.ConcurrencyPolicy = model.ConcurrencyForbid
 	register(t, e.svc(), job)
 	e.clock.Advance(time.Second)
 	eventually(t, "the first fire runs", func() bool { return len(e.cluster.Running()) == 1 })
@@ -198,7 +200,7 @@ func TestLongOutageFillsTheQueueUpToItsLimitOnly(t *testing.T) {
 	e := newMemEnv(t)
 	n := e.start(func(c *Config) { c.QueueLimit = 50 })
 	job := testJob("j", "* * * * * ?")
-	job.ConcurrencyPolicy = ConcurrencyForbid
+	job.ConcurrencyPolicy = model.ConcurrencyForbid
 	register(t, e.svc(), job)
 	n.stop()
 	e.clock.Advance(30 * 24 * time.Hour)
@@ -215,7 +217,7 @@ func TestLongOutageFillsTheQueueUpToItsLimitOnly(t *testing.T) {
 	}
 	recs, err := e.svc().RunningTasks(ctxT(t))
 	mustDo(t, err)
-	if len(recs) != 1 || recs[0].ID != TaskID("j", t0.Add(time.Second), 0, 0) || !recs[0].LaunchedAt.IsZero() {
+	if len(recs) != 1 || recs[0].ID != model.TaskID("j", t0.Add(time.Second), 0, 0) || !recs[0].LaunchedAt.IsZero() {
 		t.Fatalf("running = %+v, want the first fire, not yet launched", recs)
 	}
 }

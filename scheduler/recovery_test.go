@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"strings"
 	"testing"
 
@@ -21,14 +23,14 @@ func TestCrashBetweenCreatingRunningNodesAndDequeuingTheFire(t *testing.T) {
 	e.start()
 	job := testJob("j", "0 0 0 * * ?")
 	job.ShardingTotalCount = 2
-	job.ConcurrencyPolicy = ConcurrencyForbid // a half-moved fire must not block itself
+	job.ConcurrencyPolicy = model.ConcurrencyForbid // a half-moved fire must not block itself
 	register(t, e.svc(), job)
 	// Set #1 queues the triggered fire, set #2 would dequeue it (step b).
 	failOnce(e.store, 2, isSetOf(readyPath("j")))
 	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
 	eventually(t, "both shards run", func() bool { return len(e.cluster.Running()) == 2 })
 	settle(e.cluster)
-	wantStarted(t, e.cluster, "j", []string{TaskID("j", t0, 0, 0), TaskID("j", t0, 1, 0)})
+	wantStarted(t, e.cluster, "j", []string{model.TaskID("j", t0, 0, 0), model.TaskID("j", t0, 1, 0)})
 	if e.cluster.Opened() < 2 {
 		t.Fatalf("the failed write did not end the term (executors opened: %d)", e.cluster.Opened())
 	}
@@ -47,7 +49,7 @@ func TestCrashBetweenTheShardsRunningNodes(t *testing.T) {
 	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
 	eventually(t, "all shards run", func() bool { return len(e.cluster.Running()) == 3 })
 	settle(e.cluster)
-	wantStarted(t, e.cluster, "j", []string{TaskID("j", t0, 0, 0), TaskID("j", t0, 1, 0), TaskID("j", t0, 2, 0)})
+	wantStarted(t, e.cluster, "j", []string{model.TaskID("j", t0, 0, 0), model.TaskID("j", t0, 1, 0), model.TaskID("j", t0, 2, 0)})
 	for _, id := range e.cluster.Started() {
 		if n := e.cluster.LaunchCalls(id); n != 1 {
 			t.Errorf("%s was handed to the executor %d times, want once", id, n)
@@ -59,7 +61,7 @@ func TestCrashAfterLaunchBeforeItIsRecorded(t *testing.T) {
 	e := newMemEnv(t)
 	e.start()
 	register(t, e.svc(), testJob("j", "0 0 0 * * ?"))
-	id := TaskID("j", t0, 0, 0)
+	id := model.TaskID("j", t0, 0, 0)
 	// The first write to the task's record after Launch (its RUNNING
 	// status, or the launch's confirmation) fails.
 	failOnce(e.store, 1, isSetOf(runningPath("j", id)))

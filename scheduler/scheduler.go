@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"errors"
 	"fmt"
@@ -87,8 +89,6 @@ type campaignResult struct {
 	c coord.Coordinator
 	l coord.Leadership
 }
-
-var _ Service = (*Scheduler)(nil)
 
 // New checks cfg, fills in its defaults and returns a Scheduler that does
 // nothing until Run.
@@ -279,7 +279,7 @@ func (s *Scheduler) reader() (reader, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.reads == nil {
-		return reader{}, ErrUnavailable
+		return reader{}, model.ErrUnavailable
 	}
 	return reader{c: s.reads}, nil
 }
@@ -287,8 +287,8 @@ func (s *Scheduler) reader() (reader, error) {
 // readErr marks the errors of a read session that has just ended as
 // ErrUnavailable: a new session is being opened.
 func readErr(err error) error {
-	if err != nil && (errors.Is(err, coord.ErrSessionLost) || errors.Is(err, coord.ErrClosed)) && !errors.Is(err, ErrUnavailable) {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	if err != nil && (errors.Is(err, coord.ErrSessionLost) || errors.Is(err, coord.ErrClosed)) && !errors.Is(err, model.ErrUnavailable) {
+		return fmt.Errorf("%w: %v", model.ErrUnavailable, err)
 	}
 	return err
 }
@@ -297,20 +297,20 @@ func readErr(err error) error {
 func (s *Scheduler) notLeader(ctx context.Context) error {
 	r, err := s.reader()
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+		return fmt.Errorf("%w: %v", model.ErrNoLeader, err)
 	}
 	v, err := r.c.Leader(ctx, electionPath)
 	switch {
 	case errors.Is(err, coord.ErrNoLeader):
-		return ErrNoLeader
+		return model.ErrNoLeader
 	case err != nil:
-		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+		return fmt.Errorf("%w: %v", model.ErrNoLeader, err)
 	case string(v) == s.cfg.Advertise:
 		// This process won but its term has not started, or has just
 		// ended: nobody serves writes for a moment.
-		return ErrNoLeader
+		return model.ErrNoLeader
 	}
-	return fmt.Errorf("%w: the leader is %s", ErrNotLeader, v)
+	return fmt.Errorf("%w: the leader is %s", model.ErrNotLeader, v)
 }
 
 // write runs op in the current term's loop, or refuses it.
@@ -323,8 +323,8 @@ func (s *Scheduler) write(ctx context.Context, op func(ctx context.Context, t *t
 }
 
 // Status says whether this process leads and who does.
-func (s *Scheduler) Status(ctx context.Context) (Status, error) {
-	st := Status{Self: s.cfg.Advertise, Coordinator: s.cfg.CoordinatorURL, Executor: s.cfg.ExecutorName}
+func (s *Scheduler) Status(ctx context.Context) (model.Status, error) {
+	st := model.Status{Self: s.cfg.Advertise, Coordinator: s.cfg.CoordinatorURL, Executor: s.cfg.ExecutorName}
 	if t := s.currentTerm(); t != nil && t.serving.Load() {
 		st.Leader = true
 		st.LeaderAddress = s.cfg.Advertise
@@ -350,28 +350,28 @@ func (s *Scheduler) Status(ctx context.Context) (Status, error) {
 // Reads, served from the store.
 
 func checkName(field, name string, job bool) error {
-	return validateName(field, name, job)
+	return model.ValidateName(field, name, job)
 }
 
-func (s *Scheduler) App(ctx context.Context, name string) (App, error) {
+func (s *Scheduler) App(ctx context.Context, name string) (model.App, error) {
 	if err := checkName("appName", name, false); err != nil {
-		return App{}, err
+		return model.App{}, err
 	}
 	r, err := s.reader()
 	if err != nil {
-		return App{}, err
+		return model.App{}, err
 	}
 	a, ok, err := r.app(ctx, name)
 	if err != nil {
-		return App{}, err
+		return model.App{}, err
 	}
 	if !ok {
-		return App{}, fmt.Errorf("%w: app %q", ErrNotFound, name)
+		return model.App{}, fmt.Errorf("%w: app %q", model.ErrNotFound, name)
 	}
 	return a, nil
 }
 
-func (s *Scheduler) Apps(ctx context.Context) ([]App, error) {
+func (s *Scheduler) Apps(ctx context.Context) ([]model.App, error) {
 	r, err := s.reader()
 	if err != nil {
 		return nil, err
@@ -390,25 +390,25 @@ func (s *Scheduler) AppDisabled(ctx context.Context, name string) (bool, error) 
 	return r.exists(ctx, disabledAppPath(name))
 }
 
-func (s *Scheduler) Job(ctx context.Context, name string) (Job, error) {
+func (s *Scheduler) Job(ctx context.Context, name string) (model.Job, error) {
 	if err := checkName("jobName", name, true); err != nil {
-		return Job{}, err
+		return model.Job{}, err
 	}
 	r, err := s.reader()
 	if err != nil {
-		return Job{}, err
+		return model.Job{}, err
 	}
 	j, ok, err := r.job(ctx, name)
 	if err != nil {
-		return Job{}, err
+		return model.Job{}, err
 	}
 	if !ok {
-		return Job{}, fmt.Errorf("%w: job %q", ErrNotFound, name)
+		return model.Job{}, fmt.Errorf("%w: job %q", model.ErrNotFound, name)
 	}
 	return j, nil
 }
 
-func (s *Scheduler) Jobs(ctx context.Context) ([]Job, error) {
+func (s *Scheduler) Jobs(ctx context.Context) ([]model.Job, error) {
 	r, err := s.reader()
 	if err != nil {
 		return nil, err
@@ -427,7 +427,7 @@ func (s *Scheduler) JobDisabled(ctx context.Context, name string) (bool, error) 
 	return r.exists(ctx, disabledJobPath(name))
 }
 
-func (s *Scheduler) RunningTasks(ctx context.Context) ([]TaskRecord, error) {
+func (s *Scheduler) RunningTasks(ctx context.Context) ([]model.TaskRecord, error) {
 	r, err := s.reader()
 	if err != nil {
 		return nil, err
@@ -439,7 +439,7 @@ func (s *Scheduler) RunningTasks(ctx context.Context) ([]TaskRecord, error) {
 	return flattenTasks(m), nil
 }
 
-func (s *Scheduler) FailoverTasks(ctx context.Context) ([]TaskRecord, error) {
+func (s *Scheduler) FailoverTasks(ctx context.Context) ([]model.TaskRecord, error) {
 	r, err := s.reader()
 	if err != nil {
 		return nil, err
@@ -452,7 +452,7 @@ func (s *Scheduler) FailoverTasks(ctx context.Context) ([]TaskRecord, error) {
 }
 
 // ReadyTasks lists the jobs with pending fires.
-func (s *Scheduler) ReadyTasks(ctx context.Context) ([]ReadyEntry, error) {
+func (s *Scheduler) ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error) {
 	r, err := s.reader()
 	if err != nil {
 		return nil, err
@@ -461,27 +461,27 @@ func (s *Scheduler) ReadyTasks(ctx context.Context) ([]ReadyEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []ReadyEntry{}
+	out := []model.ReadyEntry{}
 	for _, job := range sortedKeys(m) {
 		rn := m[job]
 		if len(rn.FireTimes) == 0 {
 			continue
 		}
-		out = append(out, ReadyEntry{Job: job, Times: len(rn.FireTimes), FireTimes: rn.FireTimes})
+		out = append(out, model.ReadyEntry{Job: job, Times: len(rn.FireTimes), FireTimes: rn.FireTimes})
 	}
 	return out, nil
 }
 
 // Writes, served by the leader's term.
 
-func (s *Scheduler) RegisterApp(ctx context.Context, app App) error {
+func (s *Scheduler) RegisterApp(ctx context.Context, app model.App) error {
 	if err := app.Validate(); err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerApp(ctx, app) })
 }
 
-func (s *Scheduler) UpdateApp(ctx context.Context, app App) error {
+func (s *Scheduler) UpdateApp(ctx context.Context, app model.App) error {
 	if err := app.Validate(); err != nil {
 		return err
 	}
@@ -509,7 +509,7 @@ func (s *Scheduler) EnableApp(ctx context.Context, name string) error {
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, false) })
 }
 
-func (s *Scheduler) RegisterJob(ctx context.Context, job Job) error {
+func (s *Scheduler) RegisterJob(ctx context.Context, job model.Job) error {
 	job.ApplyDefaults()
 	if err := job.Validate(); err != nil {
 		return err
@@ -517,7 +517,7 @@ func (s *Scheduler) RegisterJob(ctx context.Context, job Job) error {
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerJob(ctx, job) })
 }
 
-func (s *Scheduler) UpdateJob(ctx context.Context, job Job) error {
+func (s *Scheduler) UpdateJob(ctx context.Context, job model.Job) error {
 	job.ApplyDefaults()
 	if err := job.Validate(); err != nil {
 		return err

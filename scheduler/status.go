@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"time"
 
@@ -32,13 +34,13 @@ func (t *term) handleStatuses(ctx context.Context) error {
 // A status of a task the store does not know as running is ignored if it
 // is an end, and the task killed otherwise.
 func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
-	ref, err := ParseTaskID(st.TaskID)
+	ref, err := model.ParseTaskID(st.TaskID)
 	if err != nil {
 		t.log.Warn("status of a task that is not ours", "task", st.TaskID, "state", st.State)
 		return nil
 	}
 	js := t.jobs[ref.Job]
-	var rec *TaskRecord
+	var rec *model.TaskRecord
 	if js != nil {
 		rec = js.running[st.TaskID]
 	}
@@ -50,7 +52,7 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 		return nil
 	}
 	log := t.log.With("job", ref.Job, "task", st.TaskID, "state", st.State)
-	daemon := js.job.JobExecutionType == Daemon
+	daemon := js.job.JobExecutionType == model.Daemon
 	failover := js.job.Failover || daemon
 	now := t.now()
 
@@ -103,7 +105,7 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 // retry relaunches a task as its next attempt: (a) the new running node,
 // (b) the old one removed, (c) Launch. After a crash between (a) and (b)
 // the old task's end is handled again and finds (a) done.
-func (t *term) retry(ctx context.Context, js *jobState, old *TaskRecord) error {
+func (t *term) retry(ctx context.Context, js *jobState, old *model.TaskRecord) error {
 	rec, err := t.createRunning(ctx, js, t.newRecord(js.job.JobName, old.FireTime, old.Shard, old.Attempt+1))
 	if err != nil {
 		return err
@@ -114,13 +116,13 @@ func (t *term) retry(ctx context.Context, js *jobState, old *TaskRecord) error {
 	if !rec.LaunchedAt.IsZero() {
 		return nil
 	}
-	return t.start(ctx, js, []*TaskRecord{rec})
+	return t.start(ctx, js, []*model.TaskRecord{rec})
 }
 
 // toFailover moves a task from running to the failover queue: (a) its
 // failover node, (b) its running node removed. A full failover queue drops
 // the task.
-func (t *term) toFailover(ctx context.Context, js *jobState, rec *TaskRecord, ended TaskRecord, notBefore time.Time) error {
+func (t *term) toFailover(ctx context.Context, js *jobState, rec *model.TaskRecord, ended model.TaskRecord, notBefore time.Time) error {
 	if len(js.failover) >= t.cfg.QueueLimit {
 		t.log.Error("failover queue full; task dropped", "job", js.job.JobName, "task", rec.ID, "queue_limit", t.cfg.QueueLimit)
 		return t.deleteRunning(ctx, js, rec)

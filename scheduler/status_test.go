@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"encoding/json"
 	"slices"
 	"testing"
@@ -34,7 +36,7 @@ func runningIDs(t *testing.T, s *Scheduler) []string {
 	return out
 }
 
-func failoverRecords(t *testing.T, s *Scheduler) []TaskRecord {
+func failoverRecords(t *testing.T, s *Scheduler) []model.TaskRecord {
 	t.Helper()
 	recs, err := s.FailoverTasks(ctxT(t))
 	mustDo(t, err)
@@ -42,7 +44,7 @@ func failoverRecords(t *testing.T, s *Scheduler) []TaskRecord {
 }
 
 func withAttempt(id string, attempt int) string {
-	ref, err := ParseTaskID(id)
+	ref, err := model.ParseTaskID(id)
 	if err != nil {
 		panic(err)
 	}
@@ -61,7 +63,7 @@ func TestTriggeredTaskIsBuiltFromJobAndApp(t *testing.T) {
 	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
 	eventually(t, "three shards start", func() bool { return len(startedOf(e.cluster, "j")) == 3 })
 	for shard, param := range []string{"Beijing", "", "Shanghai"} {
-		id := TaskID("j", t0, shard, 0)
+		id := model.TaskID("j", t0, shard, 0)
 		task, ok := e.cluster.Task(id)
 		if !ok {
 			t.Fatalf("task %s not started; started: %v", id, e.cluster.Started())
@@ -92,18 +94,18 @@ func TestTriggeredTaskIsBuiltFromJobAndApp(t *testing.T) {
 func TestStatusHandling(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		job      func(*Job)
+		job      func(*model.Job)
 		report   executor.State
 		relaunch bool // a next attempt starts (after the back-off for FAILED)
 	}{
 		{"finished is removed", nil, executor.StateFinished, false},
 		{"failed without retries or failover is given up", nil, executor.StateFailed, false},
-		{"failed with retries is retried", func(j *Job) { j.Retries = 1 }, executor.StateFailed, true},
-		{"failed with failover fails over", func(j *Job) { j.Failover = true }, executor.StateFailed, true},
+		{"failed with retries is retried", func(j *model.Job) { j.Retries = 1 }, executor.StateFailed, true},
+		{"failed with failover fails over", func(j *model.Job) { j.Failover = true }, executor.StateFailed, true},
 		{"lost without failover is given up", nil, executor.StateLost, false},
-		{"lost with failover fails over", func(j *Job) { j.Failover = true }, executor.StateLost, true},
-		{"killed by someone else with failover fails over", func(j *Job) { j.Failover = true }, executor.StateKilled, true},
-		{"unknown with failover fails over", func(j *Job) { j.Failover = true }, executor.StateUnknown, true},
+		{"lost with failover fails over", func(j *model.Job) { j.Failover = true }, executor.StateLost, true},
+		{"killed by someone else with failover fails over", func(j *model.Job) { j.Failover = true }, executor.StateKilled, true},
+		{"unknown with failover fails over", func(j *model.Job) { j.Failover = true }, executor.StateUnknown, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newMemEnv(t)
@@ -166,7 +168,7 @@ func TestRetriesAreCountedThenTheTaskIsGivenUp(t *testing.T) {
 }
 
 func TestConcurrencyPolicies(t *testing.T) {
-	for _, policy := range []ConcurrencyPolicy{ConcurrencyAllow, ConcurrencyForbid, ConcurrencyReplace} {
+	for _, policy := range []model.ConcurrencyPolicy{model.ConcurrencyAllow, model.ConcurrencyForbid, model.ConcurrencyReplace} {
 		t.Run(string(policy), func(t *testing.T) {
 			e := newMemEnv(t)
 			e.start()
@@ -174,17 +176,17 @@ func TestConcurrencyPolicies(t *testing.T) {
 			job.ConcurrencyPolicy = policy
 			register(t, e.svc(), job)
 			e.clock.Advance(10 * time.Second)
-			first := TaskID("j", t0.Add(10*time.Second), 0, 0)
-			second := TaskID("j", t0.Add(20*time.Second), 0, 0)
+			first := model.TaskID("j", t0.Add(10*time.Second), 0, 0)
+			second := model.TaskID("j", t0.Add(20*time.Second), 0, 0)
 			eventually(t, "the first fire runs", func() bool { return e.cluster.State(first) == executor.StateRunning })
 			e.clock.Advance(10 * time.Second)
 			switch policy {
-			case ConcurrencyAllow:
+			case model.ConcurrencyAllow:
 				eventually(t, "the second fire runs beside the first", func() bool { return e.cluster.State(second) == executor.StateRunning })
 				if e.cluster.State(first) != executor.StateRunning {
 					t.Fatalf("the first run is %s, want still RUNNING", e.cluster.State(first))
 				}
-			case ConcurrencyForbid:
+			case model.ConcurrencyForbid:
 				eventually(t, "the second fire is queued", func() bool { return len(readyNodeOf(t, e.store, "j").FireTimes) == 1 })
 				settle(e.cluster)
 				if s := e.cluster.State(second); s != "" {
@@ -192,7 +194,7 @@ func TestConcurrencyPolicies(t *testing.T) {
 				}
 				e.cluster.Report(first, executor.StateFinished, "")
 				eventually(t, "the second fire runs after the first", func() bool { return e.cluster.State(second) == executor.StateRunning })
-			case ConcurrencyReplace:
+			case model.ConcurrencyReplace:
 				eventually(t, "the second fire runs", func() bool { return e.cluster.State(second) == executor.StateRunning })
 				if s := e.cluster.State(first); s != executor.StateKilled {
 					t.Fatalf("the first run is %s, want KILLED", s)
@@ -211,11 +213,11 @@ func TestDaemonJobIsKeptRunning(t *testing.T) {
 	e := newMemEnv(t)
 	e.start()
 	job := testJob("d", "")
-	job.JobExecutionType = Daemon
+	job.JobExecutionType = model.Daemon
 	job.ShardingTotalCount = 2
 	register(t, e.svc(), job)
 	eventually(t, "both shards run", func() bool { return len(e.cluster.Running()) == 2 })
-	shard0, shard1 := TaskID("d", t0, 0, 0), TaskID("d", t0, 1, 0)
+	shard0, shard1 := model.TaskID("d", t0, 0, 0), model.TaskID("d", t0, 1, 0)
 	if got := e.cluster.Running(); got[0] != shard0 || got[1] != shard1 {
 		t.Fatalf("running %v, want %v and %v", got, shard0, shard1)
 	}
@@ -238,7 +240,7 @@ func TestDaemonJobIsKeptRunning(t *testing.T) {
 		t.Fatalf("%d tasks run, want 2", got)
 	}
 
-	if err := e.svc().TriggerJob(ctxT(t), "d"); !errorIs(err, ErrConflict) {
+	if err := e.svc().TriggerJob(ctxT(t), "d"); !errorIs(err, model.ErrConflict) {
 		t.Fatalf("TriggerJob(daemon) = %v, want ErrConflict", err)
 	}
 
@@ -253,7 +255,7 @@ func TestDaemonJobIsKeptRunning(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	mustDo(t, e.svc().EnableJob(ctxT(t), "d"))
 	eventually(t, "both shards run again", func() bool { return len(e.cluster.Running()) == 2 })
-	if got := e.cluster.Running(); got[0] != TaskID("d", t0.Add(61*time.Second), 0, 0) {
+	if got := e.cluster.Running(); got[0] != model.TaskID("d", t0.Add(61*time.Second), 0, 0) {
 		t.Fatalf("running %v, want a new run from now", got)
 	}
 }
@@ -268,7 +270,7 @@ func TestRunningRecordsSurviveInTheStoreAsJSON(t *testing.T) {
 		if !ok {
 			return false
 		}
-		var rec TaskRecord
+		var rec model.TaskRecord
 		return json.Unmarshal(b, &rec) == nil && !rec.LaunchedAt.IsZero() && rec.State == executor.StateRunning && rec.Host == "fake"
 	})
 }
@@ -279,7 +281,7 @@ func TestUnknownRunningTasksAreKilled(t *testing.T) {
 	// deregistered while its leader crashed).
 	ex, err := e.cluster.Factory("old")(ctxT(t), executor.Term{})
 	mustDo(t, err)
-	stray := TaskID("gone", t0, 0, 0)
+	stray := model.TaskID("gone", t0, 0, 0)
 	mustDo(t, ex.Launch(ctxT(t), []executor.Task{{ID: stray, Job: "gone"}}))
 	mustDo(t, ex.Close())
 	e.start()
@@ -296,7 +298,7 @@ func TestASlowLaunchBlocksNeitherFiresNorWrites(t *testing.T) {
 
 	// Meanwhile the leader still serves writes and produces fires.
 	job := testJob("cron", "0/10 * * * * ?")
-	job.ConcurrencyPolicy = ConcurrencyForbid
+	job.ConcurrencyPolicy = model.ConcurrencyForbid
 	register(t, e.svc(), job)
 	e.clock.Advance(10 * time.Second)
 	eventually(t, "the cron fire is handed on", func() bool { return len(runningIDs(t, e.svc())) == 2 })

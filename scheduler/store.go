@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -129,24 +131,24 @@ func (r reader) exists(ctx context.Context, path string) (bool, error) {
 	return true, nil
 }
 
-func (r reader) app(ctx context.Context, name string) (App, bool, error) {
-	var a App
+func (r reader) app(ctx context.Context, name string) (model.App, bool, error) {
+	var a model.App
 	_, ok, err := r.get(ctx, appPath(name), &a)
 	return a, ok, err
 }
 
-func (r reader) job(ctx context.Context, name string) (Job, bool, error) {
-	var j Job
+func (r reader) job(ctx context.Context, name string) (model.Job, bool, error) {
+	var j model.Job
 	_, ok, err := r.get(ctx, jobPath(name), &j)
 	return j, ok, err
 }
 
-func (r reader) apps(ctx context.Context) ([]App, error) {
+func (r reader) apps(ctx context.Context) ([]model.App, error) {
 	names, err := r.children(ctx, appConfigRoot)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]App, 0, len(names))
+	out := make([]model.App, 0, len(names))
 	for _, n := range names {
 		a, ok, err := r.app(ctx, n)
 		if err != nil {
@@ -159,12 +161,12 @@ func (r reader) apps(ctx context.Context) ([]App, error) {
 	return out, nil
 }
 
-func (r reader) jobs(ctx context.Context) ([]Job, error) {
+func (r reader) jobs(ctx context.Context) ([]model.Job, error) {
 	names, err := r.children(ctx, jobConfigRoot)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Job, 0, len(names))
+	out := make([]model.Job, 0, len(names))
 	for _, n := range names {
 		j, ok, err := r.job(ctx, n)
 		if err != nil {
@@ -178,19 +180,19 @@ func (r reader) jobs(ctx context.Context) ([]Job, error) {
 }
 
 // tasks reads every task record under root (running or failover), by job.
-func (r reader) tasks(ctx context.Context, root string) (map[string][]TaskRecord, error) {
+func (r reader) tasks(ctx context.Context, root string) (map[string][]model.TaskRecord, error) {
 	jobs, err := r.children(ctx, root)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]TaskRecord{}
+	out := map[string][]model.TaskRecord{}
 	for _, job := range jobs {
 		ids, err := r.children(ctx, root+"/"+job)
 		if err != nil {
 			return nil, err
 		}
 		for _, id := range ids {
-			var rec TaskRecord
+			var rec model.TaskRecord
 			_, ok, err := r.get(ctx, root+"/"+job+"/"+id, &rec)
 			if err != nil {
 				return nil, err
@@ -206,8 +208,8 @@ func (r reader) tasks(ctx context.Context, root string) (map[string][]TaskRecord
 	return out, nil
 }
 
-func flattenTasks(m map[string][]TaskRecord) []TaskRecord {
-	out := []TaskRecord{}
+func flattenTasks(m map[string][]model.TaskRecord) []model.TaskRecord {
+	out := []model.TaskRecord{}
 	for _, recs := range m {
 		for _, r := range recs {
 			out = append(out, r)

@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"container/heap"
 	"context"
 	"errors"
@@ -54,7 +56,7 @@ type term struct {
 	workerDone   chan struct{}
 
 	// Owned by the loop.
-	apps         map[string]App
+	apps         map[string]model.App
 	disabledApps map[string]bool
 	jobs         map[string]*jobState
 	timers       fireHeap
@@ -64,15 +66,15 @@ type term struct {
 
 // jobState is what a term knows of one job.
 type jobState struct {
-	job      Job
+	job      model.Job
 	sched    *cron.Schedule // nil for a DAEMON job without cron, or a broken config
 	disabled bool
 
 	ready        readyNode
 	readyVersion coord.Version
 
-	running  map[string]*TaskRecord // by task ID
-	failover map[string]*TaskRecord
+	running  map[string]*model.TaskRecord // by task ID
+	failover map[string]*model.TaskRecord
 
 	gen int // timer entries of an older generation are stale
 }
@@ -94,7 +96,7 @@ func newTerm(s *Scheduler, c coord.Coordinator, l coord.Leadership) *term {
 		since:        s.now(),
 		reqs:         make(chan request),
 		done:         make(chan struct{}),
-		apps:         map[string]App{},
+		apps:         map[string]model.App{},
 		disabledApps: map[string]bool{},
 		jobs:         map[string]*jobState{},
 		inflight:     map[string]bool{},
@@ -185,7 +187,7 @@ func (t *term) do(ctx context.Context, op func(ctx context.Context, t *term) err
 		case err := <-req.reply:
 			return err
 		default:
-			return fmt.Errorf("%w: leadership ended during the request", ErrNotLeader)
+			return fmt.Errorf("%w: leadership ended during the request", model.ErrNotLeader)
 		}
 	case <-ctx.Done():
 		return ctx.Err()
@@ -257,7 +259,7 @@ func fatal(err error) bool {
 	if err == nil {
 		return false
 	}
-	for _, e := range []error{ErrInvalid, ErrNotFound, ErrExists, ErrConflict} {
+	for _, e := range []error{model.ErrInvalid, model.ErrNotFound, model.ErrExists, model.ErrConflict} {
 		if errors.Is(err, e) {
 			return false
 		}
@@ -269,7 +271,7 @@ func fatal(err error) bool {
 // process no longer leads.
 func userError(err error) error {
 	if err != nil && errors.Is(err, coord.ErrNotLeader) {
-		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		return fmt.Errorf("%w: %v", model.ErrNotLeader, err)
 	}
 	return err
 }
@@ -321,7 +323,7 @@ func (t *term) load(ctx context.Context) error {
 		return err
 	}
 	for _, j := range jobs {
-		js := &jobState{job: j, disabled: disabledJobs[j.JobName], running: map[string]*TaskRecord{}, failover: map[string]*TaskRecord{}}
+		js := &jobState{job: j, disabled: disabledJobs[j.JobName], running: map[string]*model.TaskRecord{}, failover: map[string]*model.TaskRecord{}}
 		if js.sched, err = j.Schedule(); err != nil {
 			t.log.Error("job has a broken configuration; it is not scheduled", "job", j.JobName, "error", err)
 		}
@@ -343,7 +345,7 @@ func (t *term) load(ctx context.Context) error {
 
 // removeOrphans removes state nodes of jobs that have no configuration,
 // killing their tasks.
-func (t *term) removeOrphans(ctx context.Context, ready map[string]versionedReady, running, failover map[string][]TaskRecord, disabled map[string]bool) error {
+func (t *term) removeOrphans(ctx context.Context, ready map[string]versionedReady, running, failover map[string][]model.TaskRecord, disabled map[string]bool) error {
 	for job, recs := range running {
 		if t.jobs[job] != nil {
 			continue
@@ -531,7 +533,7 @@ func (t *term) untilNextFire() time.Duration {
 func (t *term) schedule(js *jobState, now time.Time) {
 	js.gen++
 	t.compactTimers()
-	if js.sched == nil || js.job.JobExecutionType != Transient || !t.active(js) {
+	if js.sched == nil || js.job.JobExecutionType != model.Transient || !t.active(js) {
 		return
 	}
 	next := js.sched.Next(js.ready.producedThrough())

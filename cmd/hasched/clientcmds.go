@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hasched/hasched/internal/client"
-	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/api"
 )
 
@@ -424,7 +425,7 @@ and the tasks waiting on the failover queue; all three without an argument.`,
 
 func printTasks(w io.Writer, v any) error {
 	switch tasks := v.(type) {
-	case []scheduler.ReadyEntry:
+	case []model.ReadyEntry:
 		if len(tasks) == 0 {
 			_, err := fmt.Fprintln(w, "(none)")
 			return err
@@ -434,7 +435,7 @@ func printTasks(w io.Writer, v any) error {
 			t.row(r.Job, strconv.Itoa(r.Times), fireTimes(r.FireTimes))
 		}
 		return t.flush()
-	case []scheduler.TaskRecord:
+	case []model.TaskRecord:
 		if len(tasks) == 0 {
 			_, err := fmt.Fprintln(w, "(none)")
 			return err

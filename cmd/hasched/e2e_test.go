@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"bytes"
 	"context"
 	"errors"
@@ -16,7 +18,6 @@ import (
 
 	"github.com/hasched/hasched/coord/etcd"
 	"github.com/hasched/hasched/internal/client"
-	"github.com/hasched/hasched/scheduler"
 )
 
 // These tests run whole `hasched serve` processes in this test process, on
@@ -252,7 +253,7 @@ func TestStandbyForwardsAndTakesOverWhenTheLeaderStops(t *testing.T) {
 	if _, err := leader.client.App(ctxT(t), "app"); err != nil {
 		t.Fatalf("the leader does not know the app registered through the standby: %v", err)
 	}
-	if _, err := authed.RegisterAppJSON(ctxT(t), []byte(`{"appName":"app","bootstrapScript":"true"}`)); !errors.Is(err, scheduler.ErrConflict) {
+	if _, err := authed.RegisterAppJSON(ctxT(t), []byte(`{"appName":"app","bootstrapScript":"true"}`)); !errors.Is(err, model.ErrConflict) {
 		t.Fatalf("second register through the standby = %v, want the leader's 409", err)
 	}
 

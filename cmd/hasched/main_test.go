@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/goleak"
 
-	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/api"
 	"github.com/hasched/hasched/scheduler/api/apitest"
 )
@@ -77,7 +78,7 @@ func (r result) has(t *testing.T, want ...string) result {
 // server is an API on a fake scheduler.
 func server(t *testing.T, mod func(*api.Config)) (*apitest.Service, map[string]string) {
 	t.Helper()
-	svc := apitest.NewService(scheduler.Status{Self: "127.0.0.1:8899", Coordinator: "embedded etcd", Executor: "local"})
+	svc := apitest.NewService(model.Status{Self: "127.0.0.1:8899", Coordinator: "embedded etcd", Executor: "local"})
 	cfg := api.Config{Service: svc}
 	if mod != nil {
 		mod(&cfg)
@@ -113,14 +114,14 @@ func TestAppCommands(t *testing.T) {
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "NAME") || !strings.HasPrefix(lines[1], "foo_app") || !strings.Contains(lines[1], "256") {
 		t.Fatalf("app list table:\n%s", r.stdout)
 	}
-	var apps []scheduler.App
+	var apps []model.App
 	decodeOut(t, cli(t, env, "", "app", "list", "-o", "json").ok(t), &apps)
 	if len(apps) != 1 || apps[0].MemoryMB != 256 {
 		t.Fatalf("app list -o json = %+v", apps)
 	}
 
 	cli(t, env, "", "app", "get", "foo_app").ok(t).has(t, "Name:", "foo_app", "Bootstrap script:", "bin/start.sh", "Disabled:", "no")
-	var app scheduler.App
+	var app model.App
 	decodeOut(t, cli(t, env, "", "app", "get", "foo_app", "-o", "json").ok(t), &app)
 	if app.AppURL != "http://repo/foo.tar.gz" {
 		t.Fatalf("app get -o json = %+v", app)
@@ -154,7 +155,7 @@ func TestJobCommands(t *testing.T) {
 	if len(lines) != 2 || !strings.Contains(lines[0], "CRON") || !strings.Contains(lines[1], "0/5 * * * * ?") || !strings.Contains(lines[1], "TRANSIENT") {
 		t.Fatalf("job list table:\n%s", r.stdout)
 	}
-	var jobs []scheduler.Job
+	var jobs []model.Job
 	decodeOut(t, cli(t, env, "", "job", "list", "-o", "json").ok(t), &jobs)
 	if len(jobs) != 1 || jobs[0].ShardingTotalCount != 4 || !jobs[0].Misfire {
 		t.Fatalf("job list -o json = %+v (misfire should default to true)", jobs)
@@ -189,8 +190,8 @@ func TestTasksCommand(t *testing.T) {
 	svc, env := server(t, nil)
 	fire := time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
 	svc.SetTasks(
-		[]scheduler.TaskRecord{{ID: "foo_job@-@1@-@x", Job: "foo_job", Shard: 1, State: "RUNNING", Host: "h1", FireTime: fire}},
-		[]scheduler.ReadyEntry{{Job: "foo_job", Times: 5, FireTimes: []time.Time{fire, fire, fire, fire, fire}}},
+		[]model.TaskRecord{{ID: "foo_job@-@1@-@x", Job: "foo_job", Shard: 1, State: "RUNNING", Host: "h1", FireTime: fire}},
+		[]model.ReadyEntry{{Job: "foo_job", Times: 5, FireTimes: []time.Time{fire, fire, fire, fire, fire}}},
 		nil,
 	)
 	r := cli(t, env, "", "tasks").ok(t).has(t, "RUNNING", "READY", "FAILOVER", "foo_job@-@1@-@x", "2025-03-04T05:06:07Z", "(2 more)", "(none)")
@@ -200,7 +201,7 @@ func TestTasksCommand(t *testing.T) {
 	if r := cli(t, env, "", "tasks", "running").ok(t); strings.Contains(r.stdout, "READY") || !strings.Contains(r.stdout, "h1") {
 		t.Fatalf("tasks running:\n%s", r.stdout)
 	}
-	var ready []scheduler.ReadyEntry
+	var ready []model.ReadyEntry
 	decodeOut(t, cli(t, env, "", "tasks", "ready", "-o", "json").ok(t), &ready)
 	if len(ready) != 1 || ready[0].Times != 5 {
 		t.Fatalf("tasks ready -o json = %+v", ready)
@@ -216,7 +217,7 @@ func TestTasksCommand(t *testing.T) {
 func TestStatusCommand(t *testing.T) {
 	_, env := server(t, nil)
 	cli(t, env, "", "status").ok(t).has(t, "Self:", "127.0.0.1:8899", "Leader:", "yes", "Executor:", "local", "Coordinator:", "embedded etcd")
-	var st scheduler.Status
+	var st model.Status
 	decodeOut(t, cli(t, env, "", "status", "-o", "json").ok(t), &st)
 	if !st.Leader || st.Self != "127.0.0.1:8899" {
 		t.Fatalf("status -o json = %+v", st)
@@ -245,7 +246,7 @@ func TestFlagWinsOverEnvironment(t *testing.T) {
 
 	env["HASCHED_SERVER"] = good
 	env["HASCHED_OUTPUT"] = "json"
-	var st scheduler.Status
+	var st model.Status
 	decodeOut(t, cli(t, env, "", "status").ok(t), &st)
 	cli(t, env, "", "status", "-o", "table").ok(t).has(t, "Self:")
 }

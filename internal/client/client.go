@@ -3,6 +3,8 @@
 package client
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/api"
 )
 
@@ -130,17 +131,17 @@ func (e *Error) Error() string {
 }
 
 // Unwrap maps the status to the scheduler's error it stands for, so that
-// errors.Is(err, scheduler.ErrNotFound) and the like hold.
+// errors.Is(err, model.ErrNotFound) and the like hold.
 func (e *Error) Unwrap() error {
 	switch e.StatusCode {
 	case http.StatusNotFound:
-		return scheduler.ErrNotFound
+		return model.ErrNotFound
 	case http.StatusConflict:
-		return scheduler.ErrConflict
+		return model.ErrConflict
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-		return scheduler.ErrInvalid
+		return model.ErrInvalid
 	case http.StatusServiceUnavailable:
-		return scheduler.ErrNoLeader
+		return model.ErrNoLeader
 	}
 	return nil
 }
@@ -243,7 +244,7 @@ func checkRaw(raw []byte) error {
 // RegisterApp registers an app (POST /api/app). Every field is sent, so a
 // zero value is taken as given, not replaced by the server's default; use
 // RegisterAppJSON to leave fields out.
-func (c *Client) RegisterApp(ctx context.Context, app scheduler.App) (api.Result, error) {
+func (c *Client) RegisterApp(ctx context.Context, app model.App) (api.Result, error) {
 	return c.writeJSON(ctx, http.MethodPost, "/api/app", app)
 }
 
@@ -257,7 +258,7 @@ func (c *Client) RegisterAppJSON(ctx context.Context, raw []byte) (api.Result, e
 }
 
 // UpdateApp replaces an app's configuration (PUT /api/app).
-func (c *Client) UpdateApp(ctx context.Context, app scheduler.App) (api.Result, error) {
+func (c *Client) UpdateApp(ctx context.Context, app model.App) (api.Result, error) {
 	return c.writeJSON(ctx, http.MethodPut, "/api/app", app)
 }
 
@@ -270,15 +271,15 @@ func (c *Client) UpdateAppJSON(ctx context.Context, raw []byte) (api.Result, err
 }
 
 // App reads one app.
-func (c *Client) App(ctx context.Context, name string) (scheduler.App, error) {
-	var app scheduler.App
+func (c *Client) App(ctx context.Context, name string) (model.App, error) {
+	var app model.App
 	err := c.get(ctx, "/api/app/"+seg(name), &app)
 	return app, err
 }
 
 // Apps lists every app.
-func (c *Client) Apps(ctx context.Context) ([]scheduler.App, error) {
-	var apps []scheduler.App
+func (c *Client) Apps(ctx context.Context) ([]model.App, error) {
+	var apps []model.App
 	err := c.get(ctx, "/api/app/list", &apps)
 	return apps, err
 }
@@ -308,7 +309,7 @@ func (c *Client) EnableApp(ctx context.Context, name string) (api.Result, error)
 // RegisterJob registers a job (POST /api/job/register). Every field is sent,
 // so a zero value (misfire false, cpuCount 0) is taken as given, not
 // replaced by the server's default; use RegisterJobJSON to leave fields out.
-func (c *Client) RegisterJob(ctx context.Context, job scheduler.Job) (api.Result, error) {
+func (c *Client) RegisterJob(ctx context.Context, job model.Job) (api.Result, error) {
 	return c.writeJSON(ctx, http.MethodPost, "/api/job/register", job)
 }
 
@@ -322,7 +323,7 @@ func (c *Client) RegisterJobJSON(ctx context.Context, raw []byte) (api.Result, e
 }
 
 // UpdateJob replaces a job's configuration (PUT /api/job/update).
-func (c *Client) UpdateJob(ctx context.Context, job scheduler.Job) (api.Result, error) {
+func (c *Client) UpdateJob(ctx context.Context, job model.Job) (api.Result, error) {
 	return c.writeJSON(ctx, http.MethodPut, "/api/job/update", job)
 }
 
@@ -345,15 +346,15 @@ func (c *Client) TriggerJob(ctx context.Context, name string) (api.Result, error
 }
 
 // Job reads one job.
-func (c *Client) Job(ctx context.Context, name string) (scheduler.Job, error) {
-	var job scheduler.Job
+func (c *Client) Job(ctx context.Context, name string) (model.Job, error) {
+	var job model.Job
 	err := c.get(ctx, "/api/job/jobs/"+seg(name), &job)
 	return job, err
 }
 
 // Jobs lists every job.
-func (c *Client) Jobs(ctx context.Context) ([]scheduler.Job, error) {
-	var jobs []scheduler.Job
+func (c *Client) Jobs(ctx context.Context) ([]model.Job, error) {
+	var jobs []model.Job
 	err := c.get(ctx, "/api/job/jobs", &jobs)
 	return jobs, err
 }
@@ -376,22 +377,22 @@ func (c *Client) EnableJob(ctx context.Context, name string) (api.Result, error)
 }
 
 // RunningTasks lists the running tasks.
-func (c *Client) RunningTasks(ctx context.Context) ([]scheduler.TaskRecord, error) {
-	var tasks []scheduler.TaskRecord
+func (c *Client) RunningTasks(ctx context.Context) ([]model.TaskRecord, error) {
+	var tasks []model.TaskRecord
 	err := c.get(ctx, "/api/job/tasks/running", &tasks)
 	return tasks, err
 }
 
 // ReadyTasks lists the ready queue.
-func (c *Client) ReadyTasks(ctx context.Context) ([]scheduler.ReadyEntry, error) {
-	var ready []scheduler.ReadyEntry
+func (c *Client) ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error) {
+	var ready []model.ReadyEntry
 	err := c.get(ctx, "/api/job/tasks/ready", &ready)
 	return ready, err
 }
 
 // FailoverTasks lists the failover queue.
-func (c *Client) FailoverTasks(ctx context.Context) ([]scheduler.TaskRecord, error) {
-	var tasks []scheduler.TaskRecord
+func (c *Client) FailoverTasks(ctx context.Context) ([]model.TaskRecord, error) {
+	var tasks []model.TaskRecord
 	err := c.get(ctx, "/api/job/tasks/failover", &tasks)
 	return tasks, err
 }
@@ -408,8 +409,8 @@ func (c *Client) Reconcile(ctx context.Context, explicit bool) (api.Result, erro
 }
 
 // Status describes the process answering and the leader it follows.
-func (c *Client) Status(ctx context.Context) (scheduler.Status, error) {
-	var st scheduler.Status
+func (c *Client) Status(ctx context.Context) (model.Status, error) {
+	var st model.Status
 	err := c.get(ctx, "/api/leader", &st)
 	return st, err
 }

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"errors"
 	"net/http"
@@ -11,7 +13,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/api"
 	"github.com/hasched/hasched/scheduler/api/apitest"
 )
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newServer(t *testing.T, mod func(*api.Config)) (*apitest.Service, *httptest.Server) {
 	t.Helper()
-	svc := apitest.NewService(scheduler.Status{Self: "127.0.0.1:8899", Executor: "local"})
+	svc := apitest.NewService(model.Status{Self: "127.0.0.1:8899", Executor: "local"})
 	cfg := api.Config{Service: svc}
 	if mod != nil {
 		mod(&cfg)
@@ -97,7 +98,7 @@ func TestEveryCallRoundTrips(t *testing.T) {
 	c := newClient(t, Config{BaseURL: srv.URL})
 	x := ctx(t)
 
-	app := scheduler.App{AppName: "a b", BootstrapScript: "run.sh", CPUCount: 1, MemoryMB: 64}
+	app := model.App{AppName: "a b", BootstrapScript: "run.sh", CPUCount: 1, MemoryMB: 64}
 	if res := res(c.RegisterApp(x, app)).must(t); !res.OK || !strings.Contains(res.Message, "a b") {
 		t.Fatalf("RegisterApp result = %+v", res)
 	}
@@ -120,7 +121,7 @@ func TestEveryCallRoundTrips(t *testing.T) {
 		t.Fatal("AppDisabled = true after EnableApp")
 	}
 
-	job := scheduler.Job{JobName: "j 1?", AppName: "a b", Cron: "0 * * * * ?", ShardingTotalCount: 1, CPUCount: 0.5, MemoryMB: 32, JobExecutionType: scheduler.Transient}
+	job := model.Job{JobName: "j 1?", AppName: "a b", Cron: "0 * * * * ?", ShardingTotalCount: 1, CPUCount: 0.5, MemoryMB: 32, JobExecutionType: model.Transient}
 	res(c.RegisterJob(x, job)).must(t)
 	res(c.RegisterJobJSON(x, []byte(`{"jobName":"j2","appName":"raw","cron":"0 * * * * ?"}`))).must(t)
 	job.ShardingTotalCount = 3
@@ -142,12 +143,12 @@ func TestEveryCallRoundTrips(t *testing.T) {
 		t.Fatalf("triggered = %v", got)
 	}
 	res(c.DeregisterJob(x, "j 1?")).must(t)
-	if _, err := c.Job(x, "j 1?"); !errors.Is(err, scheduler.ErrNotFound) {
+	if _, err := c.Job(x, "j 1?"); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("Job after DeregisterJob: %v, want ErrNotFound", err)
 	}
 	res(c.DeregisterApp(x, "raw")).must(t)
 
-	svc.SetTasks([]scheduler.TaskRecord{{ID: "t"}}, []scheduler.ReadyEntry{{Job: "j", Times: 1}}, nil)
+	svc.SetTasks([]model.TaskRecord{{ID: "t"}}, []model.ReadyEntry{{Job: "j", Times: 1}}, nil)
 	if got := res(c.RunningTasks(x)).must(t); len(got) != 1 {
 		t.Fatalf("RunningTasks = %+v", got)
 	}
@@ -176,15 +177,15 @@ func TestErrorsCarryStatusMessageAndField(t *testing.T) {
 	if !errors.As(err, &e) || e.StatusCode != http.StatusNotFound || !strings.Contains(e.Message, "nope") {
 		t.Fatalf("App(nope) = %v, want a 404 *Error naming the app", err)
 	}
-	if !errors.Is(err, scheduler.ErrNotFound) {
-		t.Fatalf("%v does not match scheduler.ErrNotFound", err)
+	if !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("%v does not match model.ErrNotFound", err)
 	}
 
-	_, err = c.RegisterJob(x, scheduler.Job{JobName: "j", AppName: "missing", Cron: "0 * * * * ?", ShardingTotalCount: 1, CPUCount: 1, MemoryMB: 64})
+	_, err = c.RegisterJob(x, model.Job{JobName: "j", AppName: "missing", Cron: "0 * * * * ?", ShardingTotalCount: 1, CPUCount: 1, MemoryMB: 64})
 	if !errors.As(err, &e) || e.StatusCode != http.StatusBadRequest || e.Field != "appName" {
 		t.Fatalf("RegisterJob with a missing app = %v, want 400 on appName", err)
 	}
-	if !errors.Is(err, scheduler.ErrInvalid) || !strings.Contains(err.Error(), "appName") {
+	if !errors.Is(err, model.ErrInvalid) || !strings.Contains(err.Error(), "appName") {
 		t.Fatalf("error %q should match ErrInvalid and name the field", err)
 	}
 
@@ -203,12 +204,12 @@ func TestCredentialsAreSent(t *testing.T) {
 	_, srv := newServer(t, func(cfg *api.Config) { cfg.AuthUser, cfg.AuthPassword = "root", "pw" })
 	x := ctx(t)
 	anon := newClient(t, Config{BaseURL: srv.URL})
-	if _, err := anon.RegisterApp(x, scheduler.App{AppName: "a", CPUCount: 1, MemoryMB: 64}); err == nil || !strings.Contains(err.Error(), "401") {
+	if _, err := anon.RegisterApp(x, model.App{AppName: "a", CPUCount: 1, MemoryMB: 64}); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("anonymous write = %v, want 401", err)
 	}
 	res(anon.Apps(x)).must(t)
 	root := newClient(t, Config{BaseURL: srv.URL, User: "root", Password: "pw"})
-	res(root.RegisterApp(x, scheduler.App{AppName: "a", CPUCount: 1, MemoryMB: 64})).must(t)
+	res(root.RegisterApp(x, model.App{AppName: "a", CPUCount: 1, MemoryMB: 64})).must(t)
 }
 
 func TestNonJSONErrorBodyIsQuoted(t *testing.T) {

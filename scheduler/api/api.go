@@ -1,15 +1,17 @@
 // Package api is hasched's REST API: Elastic-Job-Cloud's paths and JSON
-// (/api/app, /api/job/…, /api/operate/…) on a scheduler.Service, so its
+// (/api/app, /api/job/…, /api/operate/…) on a Service, so its
 // users' scripts keep working.
 //
 // Every process serves the API. Reads are answered locally from the store.
 // Writes are served by the leader; a standby's Service refuses them with
-// scheduler.ErrNotLeader and the API forwards them, body and credentials
+// model.ErrNotLeader and the API forwards them, body and credentials
 // unchanged, to the leader's advertised address, marking the request with
 // HeaderForwarded so that it is forwarded at most once.
 package api
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"errors"
 	"fmt"
@@ -20,8 +22,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-
-	"github.com/hasched/hasched/scheduler"
 )
 
 // Defaults for the zero values of Config.
@@ -51,7 +51,7 @@ const (
 // Config configures New.
 type Config struct {
 	// Service is the scheduler the API serves; required.
-	Service scheduler.Service
+	Service Service
 	// Logger receives the access log (debug) and errors (null if nil).
 	Logger hclog.Logger
 	// AuthUser and AuthPassword, if set (both or neither), are the HTTP
@@ -125,7 +125,7 @@ func defaultForwardClient() *http.Client {
 
 // server is the http.Handler New returns.
 type server struct {
-	svc     scheduler.Service
+	svc     Service
 	log     hclog.Logger
 	cfg     Config
 	routes  []route
@@ -211,7 +211,7 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, res)
-	case rt.write && errors.Is(err, scheduler.ErrNotLeader):
+	case rt.write && errors.Is(err, model.ErrNotLeader):
 		s.forwardToLeader(w, c)
 	default:
 		s.writeError(w, r, err)

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,7 +18,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/api/apitest"
 )
 
@@ -27,7 +28,7 @@ const (
 	jobJSON = `{"jobName":"foo_job","appName":"foo_app","cron":"0/5 * * * * ?","shardingTotalCount":2,"cpuCount":0.1,"memoryMB":64,"jobExecutionType":"TRANSIENT"}`
 )
 
-func newHandler(t *testing.T, svc scheduler.Service, mod func(*Config)) *server {
+func newHandler(t *testing.T, svc Service, mod func(*Config)) *server {
 	t.Helper()
 	cfg := Config{Service: svc}
 	if mod != nil {
@@ -94,7 +95,7 @@ func decode[T any](t *testing.T, r response) T {
 // seeded returns a leading fake with foo_app and foo_job registered.
 func seeded(t *testing.T) (*apitest.Service, *server) {
 	t.Helper()
-	svc := apitest.NewService(scheduler.Status{Self: "127.0.0.1:8899", Coordinator: "embedded", Executor: "local"})
+	svc := apitest.NewService(model.Status{Self: "127.0.0.1:8899", Coordinator: "embedded", Executor: "local"})
 	h := newHandler(t, svc, nil)
 	want(t, do(t, h, "POST", "/api/app", appJSON), http.StatusOK)
 	want(t, do(t, h, "POST", "/api/job/register", jobJSON), http.StatusOK)
@@ -102,7 +103,7 @@ func seeded(t *testing.T) (*apitest.Service, *server) {
 }
 
 func TestNewRefusesBadConfig(t *testing.T) {
-	svc := apitest.NewService(scheduler.Status{})
+	svc := apitest.NewService(model.Status{})
 	for name, cfg := range map[string]Config{
 		"no service":         {},
 		"user only":          {Service: svc, AuthUser: "root"},
@@ -122,17 +123,17 @@ func TestAppEndpoints(t *testing.T) {
 
 	r := do(t, h, "GET", "/api/app/foo_app", "")
 	want(t, r, http.StatusOK)
-	if got := decode[scheduler.App](t, r); got.AppName != "foo_app" || got.BootstrapScript != "bin/start.sh" || got.MemoryMB != 128 {
+	if got := decode[model.App](t, r); got.AppName != "foo_app" || got.BootstrapScript != "bin/start.sh" || got.MemoryMB != 128 {
 		t.Fatalf("GET app = %+v, want foo_app as registered", got)
 	}
 	r = do(t, h, "GET", "/api/app/list", "")
 	want(t, r, http.StatusOK)
-	if got := decode[[]scheduler.App](t, r); len(got) != 1 || got[0].AppName != "foo_app" {
+	if got := decode[[]model.App](t, r); len(got) != 1 || got[0].AppName != "foo_app" {
 		t.Fatalf("app list = %+v, want [foo_app]", got)
 	}
 
 	want(t, do(t, h, "PUT", "/api/app", strings.Replace(appJSON, `"memoryMB":128`, `"memoryMB":256`, 1)), http.StatusOK)
-	if got := decode[scheduler.App](t, do(t, h, "GET", "/api/app/foo_app", "")); got.MemoryMB != 256 {
+	if got := decode[model.App](t, do(t, h, "GET", "/api/app/foo_app", "")); got.MemoryMB != 256 {
 		t.Fatalf("after PUT memoryMB = %v, want 256", got.MemoryMB)
 	}
 
@@ -168,15 +169,15 @@ func TestJobEndpoints(t *testing.T) {
 
 	r := do(t, h, "GET", "/api/job/jobs/foo_job", "")
 	want(t, r, http.StatusOK)
-	if got := decode[scheduler.Job](t, r); got.Cron != "0/5 * * * * ?" || got.ShardingTotalCount != 2 {
+	if got := decode[model.Job](t, r); got.Cron != "0/5 * * * * ?" || got.ShardingTotalCount != 2 {
 		t.Fatalf("GET job = %+v", got)
 	}
-	if got := decode[[]scheduler.Job](t, do(t, h, "GET", "/api/job/jobs", "")); len(got) != 1 || got[0].JobName != "foo_job" {
+	if got := decode[[]model.Job](t, do(t, h, "GET", "/api/job/jobs", "")); len(got) != 1 || got[0].JobName != "foo_job" {
 		t.Fatalf("job list = %+v", got)
 	}
 	want(t, do(t, h, "POST", "/api/job/register", jobJSON), http.StatusConflict)
 	want(t, do(t, h, "PUT", "/api/job/update", strings.Replace(jobJSON, `"shardingTotalCount":2`, `"shardingTotalCount":3`, 1)), http.StatusOK)
-	if got := decode[scheduler.Job](t, do(t, h, "GET", "/api/job/jobs/foo_job", "")); got.ShardingTotalCount != 3 {
+	if got := decode[model.Job](t, do(t, h, "GET", "/api/job/jobs/foo_job", "")); got.ShardingTotalCount != 3 {
 		t.Fatalf("after update shardingTotalCount = %d, want 3", got.ShardingTotalCount)
 	}
 
@@ -229,17 +230,17 @@ func TestTaskEndpoints(t *testing.T) {
 	}
 	fire := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	svc.SetTasks(
-		[]scheduler.TaskRecord{{ID: "t1", Job: "foo_job", Shard: 1, FireTime: fire, State: "RUNNING", Host: "h1"}},
-		[]scheduler.ReadyEntry{{Job: "foo_job", Times: 2, FireTimes: []time.Time{fire, fire.Add(5 * time.Second)}}},
-		[]scheduler.TaskRecord{{ID: "t2", Job: "foo_job", Shard: 0, State: "FAILED", Message: "exit 1"}},
+		[]model.TaskRecord{{ID: "t1", Job: "foo_job", Shard: 1, FireTime: fire, State: "RUNNING", Host: "h1"}},
+		[]model.ReadyEntry{{Job: "foo_job", Times: 2, FireTimes: []time.Time{fire, fire.Add(5 * time.Second)}}},
+		[]model.TaskRecord{{ID: "t2", Job: "foo_job", Shard: 0, State: "FAILED", Message: "exit 1"}},
 	)
-	if got := decode[[]scheduler.TaskRecord](t, do(t, h, "GET", "/api/job/tasks/running", "")); len(got) != 1 || got[0].ID != "t1" || !got[0].FireTime.Equal(fire) {
+	if got := decode[[]model.TaskRecord](t, do(t, h, "GET", "/api/job/tasks/running", "")); len(got) != 1 || got[0].ID != "t1" || !got[0].FireTime.Equal(fire) {
 		t.Fatalf("running = %+v", got)
 	}
-	if got := decode[[]scheduler.ReadyEntry](t, do(t, h, "GET", "/api/job/tasks/ready", "")); len(got) != 1 || got[0].Times != 2 {
+	if got := decode[[]model.ReadyEntry](t, do(t, h, "GET", "/api/job/tasks/ready", "")); len(got) != 1 || got[0].Times != 2 {
 		t.Fatalf("ready = %+v", got)
 	}
-	if got := decode[[]scheduler.TaskRecord](t, do(t, h, "GET", "/api/job/tasks/failover", "")); len(got) != 1 || got[0].Message != "exit 1" {
+	if got := decode[[]model.TaskRecord](t, do(t, h, "GET", "/api/job/tasks/failover", "")); len(got) != 1 || got[0].Message != "exit 1" {
 		t.Fatalf("failover = %+v", got)
 	}
 }
@@ -248,7 +249,7 @@ func TestLeaderAndHealth(t *testing.T) {
 	svc, h := seeded(t)
 	r := do(t, h, "GET", "/api/leader", "")
 	want(t, r, http.StatusOK)
-	if st := decode[scheduler.Status](t, r); !st.Leader || st.Self != "127.0.0.1:8899" || st.Executor != "local" {
+	if st := decode[model.Status](t, r); !st.Leader || st.Self != "127.0.0.1:8899" || st.Executor != "local" {
 		t.Fatalf("status = %+v", st)
 	}
 	r = do(t, h, "GET", "/healthz", "")
@@ -307,7 +308,7 @@ func TestOverlappingPathsPreferTheLeftmostLiteral(t *testing.T) {
 }
 
 func TestPathParametersAreUnescaped(t *testing.T) {
-	svc := apitest.NewService(scheduler.Status{})
+	svc := apitest.NewService(model.Status{})
 	h := newHandler(t, svc, nil)
 	want(t, do(t, h, "POST", "/api/app", `{"appName":"a b"}`), http.StatusOK)
 	want(t, do(t, h, "GET", "/api/app/a%20b", ""), http.StatusOK)
@@ -346,7 +347,7 @@ func TestBadRequestsNameTheField(t *testing.T) {
 }
 
 func TestBodyLimit(t *testing.T) {
-	svc := apitest.NewService(scheduler.Status{})
+	svc := apitest.NewService(model.Status{})
 	h := newHandler(t, svc, func(c *Config) { c.MaxBodyBytes = 64 })
 	big := `{"appName":"` + strings.Repeat("x", 100) + `"}`
 
@@ -376,17 +377,17 @@ func TestServiceErrorsMapToStatusCodes(t *testing.T) {
 		code  int
 		field string
 	}{
-		{fmt.Errorf("job x: %w", scheduler.ErrNotFound), http.StatusNotFound, ""},
-		{fmt.Errorf("job x: %w", scheduler.ErrExists), http.StatusConflict, ""},
-		{fmt.Errorf("app has jobs: %w", scheduler.ErrConflict), http.StatusConflict, ""},
-		{fmt.Errorf("wrapped: %w", &scheduler.ValidationError{Field: "cron", Reason: "bad"}), http.StatusBadRequest, "cron"},
-		{fmt.Errorf("odd: %w", scheduler.ErrInvalid), http.StatusBadRequest, ""},
-		{scheduler.ErrNoLeader, http.StatusServiceUnavailable, ""},
-		{fmt.Errorf("read: %w", scheduler.ErrUnavailable), http.StatusServiceUnavailable, ""},
+		{fmt.Errorf("job x: %w", model.ErrNotFound), http.StatusNotFound, ""},
+		{fmt.Errorf("job x: %w", model.ErrExists), http.StatusConflict, ""},
+		{fmt.Errorf("app has jobs: %w", model.ErrConflict), http.StatusConflict, ""},
+		{fmt.Errorf("wrapped: %w", &model.ValidationError{Field: "cron", Reason: "bad"}), http.StatusBadRequest, "cron"},
+		{fmt.Errorf("odd: %w", model.ErrInvalid), http.StatusBadRequest, ""},
+		{model.ErrNoLeader, http.StatusServiceUnavailable, ""},
+		{fmt.Errorf("read: %w", model.ErrUnavailable), http.StatusServiceUnavailable, ""},
 		{context.DeadlineExceeded, http.StatusGatewayTimeout, ""},
 		{apitest.ErrInjected, http.StatusInternalServerError, ""},
 	} {
-		svc := apitest.NewService(scheduler.Status{})
+		svc := apitest.NewService(model.Status{})
 		h := newHandler(t, svc, nil)
 		svc.Fail("Jobs", c.err)
 		svc.Fail("RegisterApp", c.err)
@@ -407,7 +408,7 @@ func TestServiceErrorsMapToStatusCodes(t *testing.T) {
 }
 
 func TestPanicIsRecoveredAs500(t *testing.T) {
-	svc := apitest.NewService(scheduler.Status{})
+	svc := apitest.NewService(model.Status{})
 	h := newHandler(t, svc, nil)
 	svc.PanicOn("Jobs")
 	r := do(t, h, "GET", "/api/job/jobs", "")
@@ -418,7 +419,7 @@ func TestPanicIsRecoveredAs500(t *testing.T) {
 }
 
 func TestAuthGuardsWritesOnly(t *testing.T) {
-	svc := apitest.NewService(scheduler.Status{})
+	svc := apitest.NewService(model.Status{})
 	h := newHandler(t, svc, func(c *Config) { c.AuthUser, c.AuthPassword = "root", "s3cret" })
 	basic := func(user, pw string) string {
 		req, _ := http.NewRequest("GET", "/", nil)
@@ -462,7 +463,7 @@ func TestAuthGuardsWritesOnly(t *testing.T) {
 }
 
 func TestReconcileIsRateLimited(t *testing.T) {
-	svc := apitest.NewService(scheduler.Status{})
+	svc := apitest.NewService(model.Status{})
 	h := newHandler(t, svc, nil)
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	h.now = func() time.Time { return now }
@@ -503,7 +504,7 @@ type cluster struct {
 func newCluster(t *testing.T, mod func(*Config)) *cluster {
 	t.Helper()
 	c := &cluster{}
-	c.leaderSvc = apitest.NewService(scheduler.Status{})
+	c.leaderSvc = apitest.NewService(model.Status{})
 	lh := newHandler(t, c.leaderSvc, mod)
 	c.leader = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.leaderHits.Add(1)
@@ -514,7 +515,7 @@ func newCluster(t *testing.T, mod func(*Config)) *cluster {
 	leaderAddr := strings.TrimPrefix(c.leader.URL, "http://")
 	c.leaderSvc.SetLeader(true, "")
 
-	c.standbySvc = apitest.NewService(scheduler.Status{})
+	c.standbySvc = apitest.NewService(model.Status{})
 	sh := newHandler(t, c.standbySvc, mod)
 	c.standby = httptest.NewServer(sh)
 	t.Cleanup(c.standby.Close)
@@ -594,7 +595,7 @@ func TestStandbyAnswersReadsItself(t *testing.T) {
 	if n := c.leaderHits.Load(); n != 0 {
 		t.Fatalf("the leader got %d requests for reads made on the standby", n)
 	}
-	st := decode[scheduler.Status](t, send(t, "GET", c.standby.URL+"/api/leader", ""))
+	st := decode[model.Status](t, send(t, "GET", c.standby.URL+"/api/leader", ""))
 	if st.Leader || st.LeaderAddress != strings.TrimPrefix(c.leader.URL, "http://") {
 		t.Fatalf("standby status = %+v", st)
 	}
@@ -616,8 +617,8 @@ func TestForwardedRequestIsNeverForwardedAgain(t *testing.T) {
 // comes back as 503, not round and round.
 func TestForwardingCannotLoop(t *testing.T) {
 	var hitsA, hitsB atomic.Int32
-	svcA := apitest.NewService(scheduler.Status{})
-	svcB := apitest.NewService(scheduler.Status{})
+	svcA := apitest.NewService(model.Status{})
+	svcB := apitest.NewService(model.Status{})
 	hA, hB := newHandler(t, svcA, nil), newHandler(t, svcB, nil)
 	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hitsA.Add(1); hA.ServeHTTP(w, r) }))
 	defer a.Close()
@@ -637,7 +638,7 @@ func TestForwardingCannotLoop(t *testing.T) {
 }
 
 func TestWriteWithoutALeaderIs503(t *testing.T) {
-	svc := apitest.NewService(scheduler.Status{})
+	svc := apitest.NewService(model.Status{})
 	h := newHandler(t, svc, nil)
 	svc.SetLeader(false, "")
 	r := do(t, h, "POST", "/api/app", appJSON)
@@ -651,7 +652,7 @@ func TestUnreachableLeaderIs503(t *testing.T) {
 	dead := httptest.NewServer(http.NotFoundHandler())
 	addr := strings.TrimPrefix(dead.URL, "http://")
 	dead.Close()
-	svc := apitest.NewService(scheduler.Status{})
+	svc := apitest.NewService(model.Status{})
 	h := newHandler(t, svc, func(c *Config) { c.HTTPClient = &http.Client{Timeout: 2 * time.Second} })
 	svc.SetLeader(false, addr)
 	r := do(t, h, "POST", "/api/job/trigger", "foo_job")
@@ -683,3 +684,4 @@ func TestLeaderURL(t *testing.T) {
 		}
 	}
 }
+var _ Service = (*apitest.Service)(nil)

@@ -1,29 +1,29 @@
 package api
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"bytes"
 	"errors"
-
-	"github.com/hasched/hasched/scheduler"
 )
 
 // decodeApp reads an app from a request body with the scheduler's decoder,
 // which applies the defaults and validates; every error is a 400.
-func decodeApp(body []byte) (scheduler.App, error) {
-	app, err := scheduler.DecodeApp(bytes.NewReader(body))
+func decodeApp(body []byte) (model.App, error) {
+	app, err := model.DecodeApp(bytes.NewReader(body))
 	return app, requestError(err)
 }
 
 // decodeJob reads a job from a request body, like decodeApp.
-func decodeJob(body []byte) (scheduler.Job, error) {
-	job, err := scheduler.DecodeJob(bytes.NewReader(body))
+func decodeJob(body []byte) (model.Job, error) {
+	job, err := model.DecodeJob(bytes.NewReader(body))
 	return job, requestError(err)
 }
 
 // requestError makes any decoding error a 400: the decoders name the field
-// in a *scheduler.ValidationError; anything else is about the body.
+// in a *model.ValidationError; anything else is about the body.
 func requestError(err error) error {
-	var verr *scheduler.ValidationError
+	var verr *model.ValidationError
 	if err == nil || errors.As(err, &verr) {
 		return err
 	}

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,8 +12,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/hasched/hasched/scheduler"
 )
 
 // ErrorBody is the JSON of every error response.
@@ -52,7 +52,7 @@ func (e *badRequestError) Unwrap() error { return e.err }
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, body := http.StatusInternalServerError, ErrorBody{Error: err.Error()}
 	var (
-		verr     *scheduler.ValidationError
+		verr     *model.ValidationError
 		bad      *badRequestError
 		tooLarge *http.MaxBytesError
 		limited  *rateLimitError
@@ -66,17 +66,17 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code, body.Field = http.StatusBadRequest, verr.Field
 	case errors.As(err, &bad):
 		code, body.Field = http.StatusBadRequest, bad.field
-	case errors.Is(err, scheduler.ErrInvalid):
+	case errors.Is(err, model.ErrInvalid):
 		code = http.StatusBadRequest
-	case errors.Is(err, scheduler.ErrNotFound):
+	case errors.Is(err, model.ErrNotFound):
 		code = http.StatusNotFound
-	case errors.Is(err, scheduler.ErrExists), errors.Is(err, scheduler.ErrConflict):
+	case errors.Is(err, model.ErrExists), errors.Is(err, model.ErrConflict):
 		code = http.StatusConflict
 	case errors.As(err, &limited):
 		code = http.StatusTooManyRequests
 		setRetryAfter(w, limited.retryAfter)
-	case errors.Is(err, scheduler.ErrNoLeader), errors.Is(err, scheduler.ErrNotLeader),
-		errors.Is(err, scheduler.ErrUnavailable), errors.As(err, &unavail):
+	case errors.Is(err, model.ErrNoLeader), errors.Is(err, model.ErrNotLeader),
+		errors.Is(err, model.ErrUnavailable), errors.As(err, &unavail):
 		// ErrNotLeader reaches here only from a read, which no Service
 		// should refuse that way; the client can still retry.
 		code = http.StatusServiceUnavailable

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -8,8 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/hasched/hasched/scheduler"
 )
 
 // Result is the answer to a successful write.
@@ -300,12 +300,12 @@ func nameFromBody(body []byte, field string) (string, error) {
 	name := string(raw)
 	if len(raw) > 0 && raw[0] == '"' {
 		if err := json.Unmarshal(raw, &name); err != nil {
-			return "", &scheduler.ValidationError{Field: field, Reason: "the body is neither a bare name nor a JSON string"}
+			return "", &model.ValidationError{Field: field, Reason: "the body is neither a bare name nor a JSON string"}
 		}
 		name = strings.TrimSpace(name)
 	}
 	if name == "" {
-		return "", &scheduler.ValidationError{Field: field, Reason: "the body must be the name; it is empty"}
+		return "", &model.ValidationError{Field: field, Reason: "the body must be the name; it is empty"}
 	}
 	return name, nil
 }

@@ -1,30 +1,30 @@
-// Package apitest has an in-memory scheduler.Service for testing the REST
+// Package apitest has an in-memory api.Service for testing the REST
 // API and its clients without a coordinator.
 package apitest
 
 import (
+	"github.com/hasched/hasched/scheduler/model"
+
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"sync"
-
-	"github.com/hasched/hasched/scheduler"
 )
 
-// Service is an in-memory scheduler.Service. Its zero value is not usable;
+// Service is an in-memory api.Service. Its zero value is not usable;
 // call NewService. It is safe for concurrent use.
 type Service struct {
 	mu            sync.Mutex
-	apps          map[string]scheduler.App
-	jobs          map[string]scheduler.Job
+	apps          map[string]model.App
+	jobs          map[string]model.Job
 	appDisabled   map[string]bool
 	jobDisabled   map[string]bool
-	running       []scheduler.TaskRecord
-	ready         []scheduler.ReadyEntry
-	failover      []scheduler.TaskRecord
-	status        scheduler.Status
+	running       []model.TaskRecord
+	ready         []model.ReadyEntry
+	failover      []model.TaskRecord
+	status        model.Status
 	failures      map[string]error
 	calls         []string
 	reconciles    []bool
@@ -32,15 +32,14 @@ type Service struct {
 	panicOnMethod string
 }
 
-var _ scheduler.Service = (*Service)(nil)
 
 // NewService returns an empty service that leads, with status st (Leader is
 // set to true unless SetLeader says otherwise).
-func NewService(st scheduler.Status) *Service {
+func NewService(st model.Status) *Service {
 	st.Leader = true
 	return &Service{
-		apps:        map[string]scheduler.App{},
-		jobs:        map[string]scheduler.Job{},
+		apps:        map[string]model.App{},
+		jobs:        map[string]model.Job{},
 		appDisabled: map[string]bool{},
 		jobDisabled: map[string]bool{},
 		failures:    map[string]error{},
@@ -81,7 +80,7 @@ func (s *Service) PanicOn(method string) {
 }
 
 // SetTasks replaces the task queues the reads return.
-func (s *Service) SetTasks(running []scheduler.TaskRecord, ready []scheduler.ReadyEntry, failover []scheduler.TaskRecord) {
+func (s *Service) SetTasks(running []model.TaskRecord, ready []model.ReadyEntry, failover []model.TaskRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.running, s.ready, s.failover = running, ready, failover
@@ -126,45 +125,45 @@ func (s *Service) write(method string) error {
 	case s.status.Leader:
 		return nil
 	case s.status.LeaderAddress == "":
-		return scheduler.ErrNoLeader
+		return model.ErrNoLeader
 	default:
-		return fmt.Errorf("%s: %w (leader: %s)", method, scheduler.ErrNotLeader, s.status.LeaderAddress)
+		return fmt.Errorf("%s: %w (leader: %s)", method, model.ErrNotLeader, s.status.LeaderAddress)
 	}
 }
 
 func notFound(kind, name string) error {
-	return fmt.Errorf("%s %q: %w", kind, name, scheduler.ErrNotFound)
+	return fmt.Errorf("%s %q: %w", kind, name, model.ErrNotFound)
 }
 
-// App implements scheduler.Service.
-func (s *Service) App(_ context.Context, name string) (scheduler.App, error) {
+// App implements api.Service.
+func (s *Service) App(_ context.Context, name string) (model.App, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.begin("App"); err != nil {
-		return scheduler.App{}, err
+		return model.App{}, err
 	}
 	app, ok := s.apps[name]
 	if !ok {
-		return scheduler.App{}, notFound("app", name)
+		return model.App{}, notFound("app", name)
 	}
 	return app, nil
 }
 
-// Apps implements scheduler.Service.
-func (s *Service) Apps(context.Context) ([]scheduler.App, error) {
+// Apps implements api.Service.
+func (s *Service) Apps(context.Context) ([]model.App, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.begin("Apps"); err != nil {
 		return nil, err
 	}
-	var out []scheduler.App
+	var out []model.App
 	for _, name := range sortedKeys(s.apps) {
 		out = append(out, s.apps[name])
 	}
 	return out, nil
 }
 
-// AppDisabled implements scheduler.Service.
+// AppDisabled implements api.Service.
 func (s *Service) AppDisabled(_ context.Context, name string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -177,35 +176,35 @@ func (s *Service) AppDisabled(_ context.Context, name string) (bool, error) {
 	return s.appDisabled[name], nil
 }
 
-// Job implements scheduler.Service.
-func (s *Service) Job(_ context.Context, name string) (scheduler.Job, error) {
+// Job implements api.Service.
+func (s *Service) Job(_ context.Context, name string) (model.Job, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.begin("Job"); err != nil {
-		return scheduler.Job{}, err
+		return model.Job{}, err
 	}
 	job, ok := s.jobs[name]
 	if !ok {
-		return scheduler.Job{}, notFound("job", name)
+		return model.Job{}, notFound("job", name)
 	}
 	return job, nil
 }
 
-// Jobs implements scheduler.Service.
-func (s *Service) Jobs(context.Context) ([]scheduler.Job, error) {
+// Jobs implements api.Service.
+func (s *Service) Jobs(context.Context) ([]model.Job, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.begin("Jobs"); err != nil {
 		return nil, err
 	}
-	var out []scheduler.Job
+	var out []model.Job
 	for _, name := range sortedKeys(s.jobs) {
 		out = append(out, s.jobs[name])
 	}
 	return out, nil
 }
 
-// JobDisabled implements scheduler.Service.
+// JobDisabled implements api.Service.
 func (s *Service) JobDisabled(_ context.Context, name string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -218,8 +217,8 @@ func (s *Service) JobDisabled(_ context.Context, name string) (bool, error) {
 	return s.jobDisabled[name], nil
 }
 
-// RunningTasks implements scheduler.Service.
-func (s *Service) RunningTasks(context.Context) ([]scheduler.TaskRecord, error) {
+// RunningTasks implements api.Service.
+func (s *Service) RunningTasks(context.Context) ([]model.TaskRecord, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.begin("RunningTasks"); err != nil {
@@ -228,8 +227,8 @@ func (s *Service) RunningTasks(context.Context) ([]scheduler.TaskRecord, error) 
 	return slices.Clone(s.running), nil
 }
 
-// ReadyTasks implements scheduler.Service.
-func (s *Service) ReadyTasks(context.Context) ([]scheduler.ReadyEntry, error) {
+// ReadyTasks implements api.Service.
+func (s *Service) ReadyTasks(context.Context) ([]model.ReadyEntry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.begin("ReadyTasks"); err != nil {
@@ -238,8 +237,8 @@ func (s *Service) ReadyTasks(context.Context) ([]scheduler.ReadyEntry, error) {
 	return slices.Clone(s.ready), nil
 }
 
-// FailoverTasks implements scheduler.Service.
-func (s *Service) FailoverTasks(context.Context) ([]scheduler.TaskRecord, error) {
+// FailoverTasks implements api.Service.
+func (s *Service) FailoverTasks(context.Context) ([]model.TaskRecord, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.begin("FailoverTasks"); err != nil {
@@ -248,35 +247,35 @@ func (s *Service) FailoverTasks(context.Context) ([]scheduler.TaskRecord, error)
 	return slices.Clone(s.failover), nil
 }
 
-// Status implements scheduler.Service.
-func (s *Service) Status(context.Context) (scheduler.Status, error) {
+// Status implements api.Service.
+func (s *Service) Status(context.Context) (model.Status, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.begin("Status"); err != nil {
-		return scheduler.Status{}, err
+		return model.Status{}, err
 	}
 	return s.status, nil
 }
 
-// RegisterApp implements scheduler.Service.
-func (s *Service) RegisterApp(_ context.Context, app scheduler.App) error {
+// RegisterApp implements api.Service.
+func (s *Service) RegisterApp(_ context.Context, app model.App) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.write("RegisterApp"); err != nil {
 		return err
 	}
 	if app.AppName == "" {
-		return &scheduler.ValidationError{Field: "appName", Reason: "is empty"}
+		return &model.ValidationError{Field: "appName", Reason: "is empty"}
 	}
 	if _, ok := s.apps[app.AppName]; ok {
-		return fmt.Errorf("app %q: %w", app.AppName, scheduler.ErrExists)
+		return fmt.Errorf("app %q: %w", app.AppName, model.ErrExists)
 	}
 	s.apps[app.AppName] = app
 	return nil
 }
 
-// UpdateApp implements scheduler.Service.
-func (s *Service) UpdateApp(_ context.Context, app scheduler.App) error {
+// UpdateApp implements api.Service.
+func (s *Service) UpdateApp(_ context.Context, app model.App) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.write("UpdateApp"); err != nil {
@@ -289,7 +288,7 @@ func (s *Service) UpdateApp(_ context.Context, app scheduler.App) error {
 	return nil
 }
 
-// DeregisterApp implements scheduler.Service.
+// DeregisterApp implements api.Service.
 func (s *Service) DeregisterApp(_ context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -310,12 +309,12 @@ func (s *Service) DeregisterApp(_ context.Context, name string) error {
 	return nil
 }
 
-// DisableApp implements scheduler.Service.
+// DisableApp implements api.Service.
 func (s *Service) DisableApp(_ context.Context, name string) error {
 	return s.setAppDisabled("DisableApp", name, true)
 }
 
-// EnableApp implements scheduler.Service.
+// EnableApp implements api.Service.
 func (s *Service) EnableApp(_ context.Context, name string) error {
 	return s.setAppDisabled("EnableApp", name, false)
 }
@@ -333,8 +332,8 @@ func (s *Service) setAppDisabled(method, name string, disabled bool) error {
 	return nil
 }
 
-// RegisterJob implements scheduler.Service.
-func (s *Service) RegisterJob(_ context.Context, job scheduler.Job) error {
+// RegisterJob implements api.Service.
+func (s *Service) RegisterJob(_ context.Context, job model.Job) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.write("RegisterJob"); err != nil {
@@ -344,14 +343,14 @@ func (s *Service) RegisterJob(_ context.Context, job scheduler.Job) error {
 		return err
 	}
 	if _, ok := s.jobs[job.JobName]; ok {
-		return fmt.Errorf("job %q: %w", job.JobName, scheduler.ErrExists)
+		return fmt.Errorf("job %q: %w", job.JobName, model.ErrExists)
 	}
 	s.jobs[job.JobName] = job
 	return nil
 }
 
-// UpdateJob implements scheduler.Service.
-func (s *Service) UpdateJob(_ context.Context, job scheduler.Job) error {
+// UpdateJob implements api.Service.
+func (s *Service) UpdateJob(_ context.Context, job model.Job) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.write("UpdateJob"); err != nil {
@@ -367,17 +366,17 @@ func (s *Service) UpdateJob(_ context.Context, job scheduler.Job) error {
 	return nil
 }
 
-func (s *Service) validJob(job scheduler.Job) error {
+func (s *Service) validJob(job model.Job) error {
 	if job.JobName == "" {
-		return &scheduler.ValidationError{Field: "jobName", Reason: "is empty"}
+		return &model.ValidationError{Field: "jobName", Reason: "is empty"}
 	}
 	if _, ok := s.apps[job.AppName]; !ok {
-		return &scheduler.ValidationError{Field: "appName", Reason: fmt.Sprintf("app %q is not registered", job.AppName)}
+		return &model.ValidationError{Field: "appName", Reason: fmt.Sprintf("app %q is not registered", job.AppName)}
 	}
 	return nil
 }
 
-// DeregisterJob implements scheduler.Service.
+// DeregisterJob implements api.Service.
 func (s *Service) DeregisterJob(_ context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -392,7 +391,7 @@ func (s *Service) DeregisterJob(_ context.Context, name string) error {
 	return nil
 }
 
-// TriggerJob implements scheduler.Service.
+// TriggerJob implements api.Service.
 func (s *Service) TriggerJob(_ context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -403,19 +402,19 @@ func (s *Service) TriggerJob(_ context.Context, name string) error {
 	if !ok {
 		return notFound("job", name)
 	}
-	if job.JobExecutionType == scheduler.Daemon {
-		return fmt.Errorf("job %q is a DAEMON job and cannot be triggered: %w", name, scheduler.ErrConflict)
+	if job.JobExecutionType == model.Daemon {
+		return fmt.Errorf("job %q is a DAEMON job and cannot be triggered: %w", name, model.ErrConflict)
 	}
 	s.triggered = append(s.triggered, name)
 	return nil
 }
 
-// DisableJob implements scheduler.Service.
+// DisableJob implements api.Service.
 func (s *Service) DisableJob(_ context.Context, name string) error {
 	return s.setJobDisabled("DisableJob", name, true)
 }
 
-// EnableJob implements scheduler.Service.
+// EnableJob implements api.Service.
 func (s *Service) EnableJob(_ context.Context, name string) error {
 	return s.setJobDisabled("EnableJob", name, false)
 }
@@ -433,7 +432,7 @@ func (s *Service) setJobDisabled(method, name string, disabled bool) error {
 	return nil
 }
 
-// Reconcile implements scheduler.Service.
+// Reconcile implements api.Service.
 func (s *Service) Reconcile(_ context.Context, explicit bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,4 +1,4 @@
-package scheduler
+package model
 
 import (
 	"fmt"
@@ -69,10 +69,10 @@ func ParseTaskID(id string) (TaskRef, error) {
 	return TaskRef{Job: parts[0], FireTime: time.UnixMilli(ms).UTC(), Shard: shard, Attempt: attempt}, nil
 }
 
-// validateName checks a job or app name: a valid coordinator node name
+// ValidateName checks a job or app name: a valid coordinator node name
 // without '/' or control characters, at most MaxNameLength bytes; job names
 // also must not contain TaskIDSeparator.
-func validateName(field, name string, job bool) error {
+func ValidateName(field, name string, job bool) error {
 	switch {
 	case name == "":
 		return &ValidationError{Field: field, Reason: "is empty"}

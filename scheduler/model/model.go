@@ -1,9 +1,8 @@
-// Package scheduler is hasched's highly available scheduler: the leader-only
-// model of Elastic-Job-Cloud on a coord.Coordinator. Every `hasched serve`
-// joins one election; the leader loads the whole state from the store,
-// schedules every job's cron, launches tasks through an executor and fences
-// every write with its leadership. Nothing survives in memory across terms.
-package scheduler
+// Package model is what hasched's scheduler, its REST API and its client
+// agree on: Elastic-Job-Cloud's apps and jobs with their JSON, defaults and
+// validation, task ids and records, and the errors of the service. It owns
+// validation: a job is checked once, by Job.Check, which also parses its cron.
+package model
 
 import (
 	"encoding/json"

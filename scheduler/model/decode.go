@@ -1,4 +1,4 @@
-package scheduler
+package model
 
 import (
 	"bytes"
@@ -163,7 +163,7 @@ func jsonError(err error) error {
 
 // Validate checks an app without the store.
 func (a App) Validate() error {
-	if err := validateName("appName", a.AppName, false); err != nil {
+	if err := ValidateName("appName", a.AppName, false); err != nil {
 		return err
 	}
 	if err := checkResources(a.CPUCount, a.MemoryMB); err != nil {
@@ -195,10 +195,10 @@ func (j *Job) ApplyDefaults() {
 // Validate checks a job without the store (so not whether its app exists or
 // whether it has a command: see Service.RegisterJob).
 func (j Job) Validate() error {
-	if err := validateName("jobName", j.JobName, true); err != nil {
+	if err := ValidateName("jobName", j.JobName, true); err != nil {
 		return err
 	}
-	if err := validateName("appName", j.AppName, false); err != nil {
+	if err := ValidateName("appName", j.AppName, false); err != nil {
 		return err
 	}
 	switch j.JobExecutionType {
@@ -332,21 +332,21 @@ func checkSize(v any, fields map[string]int) error {
 	return &ValidationError{Field: largest, Reason: fmt.Sprintf("makes the configuration %d bytes of JSON, at most %d", len(b), MaxConfigBytes)}
 }
 
-// command is what a job's tasks run: its scriptCommandLine, or its app's
+// Command is what a job's tasks run: its scriptCommandLine, or its app's
 // bootstrapScript.
-func command(job Job, app App) string {
+func Command(job Job, app App) string {
 	if job.ScriptCommandLine != "" {
 		return job.ScriptCommandLine
 	}
 	return app.BootstrapScript
 }
 
-// validateAgainstApp is the part of a job's validation that needs its app.
-func validateAgainstApp(job Job, app App, appFound bool) error {
+// ValidateAgainstApp is the part of a job's validation that needs its app.
+func ValidateAgainstApp(job Job, app App, appFound bool) error {
 	if !appFound {
 		return &ValidationError{Field: "appName", Reason: fmt.Sprintf("app %q is not registered", job.AppName)}
 	}
-	if strings.TrimSpace(command(job, app)) == "" {
+	if strings.TrimSpace(Command(job, app)) == "" {
 		return &ValidationError{Field: "scriptCommandLine", Reason: fmt.Sprintf("is empty and app %q has no bootstrapScript", job.AppName)}
 	}
 	return nil

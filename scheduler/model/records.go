@@ -1,7 +1,6 @@
-package scheduler
+package model
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -88,41 +87,4 @@ type Status struct {
 	// ExecutorInfo holds what the executor reports of itself (Mesos:
 	// master URL, framework id, connected).
 	ExecutorInfo map[string]string `json:"executorInfo,omitempty"`
-}
-
-// Service is what the REST API sees of a scheduler process. Reads are served
-// by every process from the store. Writes are served by the leader only;
-// elsewhere they fail with ErrNotLeader (or ErrNoLeader).
-type Service interface {
-	App(ctx context.Context, name string) (App, error)
-	Apps(ctx context.Context) ([]App, error)
-	AppDisabled(ctx context.Context, name string) (bool, error)
-	Job(ctx context.Context, name string) (Job, error)
-	Jobs(ctx context.Context) ([]Job, error)
-	JobDisabled(ctx context.Context, name string) (bool, error)
-	RunningTasks(ctx context.Context) ([]TaskRecord, error)
-	ReadyTasks(ctx context.Context) ([]ReadyEntry, error)
-	FailoverTasks(ctx context.Context) ([]TaskRecord, error)
-	Status(ctx context.Context) (Status, error)
-
-	RegisterApp(ctx context.Context, app App) error
-	UpdateApp(ctx context.Context, app App) error
-	// DeregisterApp removes the app and every job of it, killing their
-	// tasks.
-	DeregisterApp(ctx context.Context, name string) error
-	DisableApp(ctx context.Context, name string) error
-	EnableApp(ctx context.Context, name string) error
-
-	RegisterJob(ctx context.Context, job Job) error
-	UpdateJob(ctx context.Context, job Job) error
-	DeregisterJob(ctx context.Context, name string) error
-	// TriggerJob puts one run of a TRANSIENT job on the ready queue now.
-	TriggerJob(ctx context.Context, name string) error
-	DisableJob(ctx context.Context, name string) error
-	EnableJob(ctx context.Context, name string) error
-
-	// Reconcile asks the executor for the state of the running tasks:
-	// explicit names every task the store says runs, implicit asks for
-	// all.
-	Reconcile(ctx context.Context, explicit bool) error
 }

@@ -1,0 +1,44 @@
+package api
+
+import (
+	"context"
+
+	"github.com/hasched/hasched/scheduler/model"
+)
+
+// Service is what the REST API sees of a scheduler process. Reads are served
+// by every process from the store. Writes are served by the leader only;
+// elsewhere they fail with model.ErrNotLeader (or model.ErrNoLeader).
+type Service interface {
+	App(ctx context.Context, name string) (model.App, error)
+	Apps(ctx context.Context) ([]model.App, error)
+	AppDisabled(ctx context.Context, name string) (bool, error)
+	Job(ctx context.Context, name string) (model.Job, error)
+	Jobs(ctx context.Context) ([]model.Job, error)
+	JobDisabled(ctx context.Context, name string) (bool, error)
+	RunningTasks(ctx context.Context) ([]model.TaskRecord, error)
+	ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error)
+	FailoverTasks(ctx context.Context) ([]model.TaskRecord, error)
+	Status(ctx context.Context) (model.Status, error)
+
+	RegisterApp(ctx context.Context, app model.App) error
+	UpdateApp(ctx context.Context, app model.App) error
+	// DeregisterApp removes the app and every job of it, killing their
+	// tasks.
+	DeregisterApp(ctx context.Context, name string) error
+	DisableApp(ctx context.Context, name string) error
+	EnableApp(ctx context.Context, name string) error
+
+	RegisterJob(ctx context.Context, job model.Job) error
+	UpdateJob(ctx context.Context, job model.Job) error
+	DeregisterJob(ctx context.Context, name string) error
+	// TriggerJob puts one run of a TRANSIENT job on the ready queue now.
+	TriggerJob(ctx context.Context, name string) error
+	DisableJob(ctx context.Context, name string) error
+	EnableJob(ctx context.Context, name string) error
+
+	// Reconcile asks the executor for the state of the running tasks:
+	// explicit names every task the store says runs, implicit asks for
+	// all.
+	Reconcile(ctx context.Context, explicit bool) error
+}
