@@ -37,12 +37,15 @@ type field struct {
 var (
 	secondField = field{name: "second", min: 0, max: 59, maxStep: 59}
 	minuteField = field{name: "minute", min: 0, max: 59, maxStep: 59}
-	hourField   = field{min: 0, max: 23, maxStep: 23}
-	domField    = field{min: 1, max: 31, maxStep: 31}
-	monthField  = field{min: 1, max: 12, maxStep: 12, names: []string{"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"}}
-	dowField    = field{min: 1, max: 7, maxStep: 7, names: []string{"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"}}
-	yearField   = field{min: minYear, max: maxYear, maxStep: maxYear - minYear}
+	hourField   = field{name: "hour", min: 0, max: 23, maxStep: 23}
+	domField    = field{name: "day-of-month", min: 1, max: 31, maxStep: 31}
+	monthField  = field{name: "month", min: 1, max: 12, maxStep: 12, names: []string{"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"}}
+	dowField    = field{name: "day-of-week", min: 1, max: 7, maxStep: 7, names: []string{"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"}}
+	yearField   = field{name: "year", min: minYear, max: maxYear, maxStep: maxYear - minYear}
 )
+
+// is tells fields apart by name: field holds a slice, so == cannot.
+func (fd field) is(o field) bool { return fd.name == o.name }
 
 // syntax makes an ErrSyntax error with a reason.
 func syntax(format string, args ...any) error {
@@ -52,7 +55,7 @@ func syntax(format string, args ...any) error {
 // parseList reads a list of values, ranges and steps; f is upper case.
 func parseList(fd field, f string) (valueSet, error) {
 	set := valueSet{min: fd.min}
-	if f == "*" || (f == "?" && fd.name == yearField.name) {
+	if f == "*" || (f == "?" && fd.is(yearField)) {
 		// "?" in the year has always been accepted here as "every year".
 		for v := fd.min; v <= fd.max; v++ {
 			set.add(v)
@@ -60,7 +63,7 @@ func parseList(fd field, f string) (valueSet, error) {
 		return set, nil
 	}
 	if strings.Contains(f, "?") {
-		if fd.name == domField.name || fd.name == dowField.name {
+		if fd.is(domField) || fd.is(dowField) {
 			return set, syntax("? must stand alone")
 		}
 		return set, syntax("? is allowed only in day-of-month and day-of-week")
@@ -108,7 +111,7 @@ func (fd field) addItem(set *valueSet, item string) error {
 	if hi < lo {
 		// Quartz wraps a range round the field's end ("22-2" hours), but
 		// not in the year, which has no end to wrap round.
-		if fd.name == yearField.name {
+		if fd.is(yearField) {
 			return syntax("year range %d-%d ends before it starts", lo, hi)
 		}
 		hi += span
@@ -139,15 +142,15 @@ func (fd field) value(s string) (int, error) {
 			return 0, syntax("W is allowed only after a single day in day-of-month (15W, LW)")
 		case strings.Contains(s, "#"):
 			return 0, syntax("# is allowed only in day-of-week, alone (6#3)")
-		case fd.name == dowField.name:
+		case fd.is(dowField):
 			return 0, syntax("%q is neither a day number (1-7) nor a name (SUN-SAT)", s)
-		case fd.name == monthField.name:
+		case fd.is(monthField):
 			return 0, syntax("%q is neither a month number (1-12) nor a name (JAN-DEC)", s)
 		}
 		return 0, syntax("%q is not a number", s)
 	}
 	switch {
-	case fd.name == dowField.name && (n < fd.min || n > fd.max):
+	case fd.is(dowField) && (n < fd.min || n > fd.max):
 		return 0, syntax("day %d is outside Quartz's 1-7 (SUN-SAT)", n)
 	case n < fd.min:
 		return 0, syntax("%d is below minimum %d", n, fd.min)
