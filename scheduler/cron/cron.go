@@ -96,7 +96,9 @@ func Parse(expr string, loc *time.Location) (*Schedule, error) {
 		return nil, fmt.Errorf("cron: expression of %d bytes: %w: longer than %d bytes", len(expr), ErrSyntax, maxExprLen)
 	}
 	for _, r := range expr {
-		if !strings.ContainsRune("0123456789*?,-/# \t", r) && !('A' <= r && r <= 'Z') && !('a' <= r && r <= 'z') {
+		// Any ASCII white space separates fields, as strings.Fields always
+		// allowed; all else outside the syntax is refused up front.
+		if !strings.ContainsRune("0123456789*?,-/# \t\n\v\f\r", r) && !('A' <= r && r <= 'Z') && !('a' <= r && r <= 'z') {
 			return nil, fmt.Errorf("cron %q: %w: unexpected character %q", expr, ErrSyntax, r)
 		}
 	}

@@ -52,6 +52,7 @@ func TestParseAcceptsQuartzSyntax(t *testing.T) {
 		"0 0 0 * * ? ?",
 		"0 0 8-18/2 * * ?",
 		"  0   0 0 * * ?  ",
+		"0\t0 0 * * ?\n",
 	} {
 		if _, err := Parse(expr, nil); err != nil {
 			t.Errorf("Parse(%q) = %v, want it accepted", expr, err)
