@@ -3,13 +3,33 @@
 // time zone, correctly over daylight-saving changes.
 //
 // Syntax: 6 fields "sec min hour day-of-month month day-of-week", or 7 with a
-// trailing year that must be "*" or "?". Each field takes "*", numbers,
-// ranges "a-b", lists "a,b" and steps "a/n" or "a-b/n" or "*/n". "?" is
-// allowed in day-of-month and day-of-week only, and means "no restriction".
-// Months take JAN-DEC, days of the week SUN-SAT; numeric days of the week
-// are Quartz's: 1-7 = SUN-SAT. Quartz's L, W, LW and # are refused
-// (ErrNotSupported), and so is restricting both day-of-month and day-of-week:
-// one of them must be "*" or "?".
+// trailing year. Each field takes "*", numbers, ranges "a-b", lists "a,b"
+// and steps "a/n" (a to the field's end), "a-b/n", "*/n" or "/n". A range
+// whose end is below its start wraps round ("22-2" hours, "FRI-MON"), except
+// in the year. Steps are at most 59 (seconds, minutes), 23 (hours), 31
+// (day-of-month), 12 (months), 7 (day-of-week) or 129 (years). Months take
+// JAN-DEC, days of the week SUN-SAT; numeric days of the week are Quartz's:
+// 1-7 = SUN-SAT. Names and letters are case-insensitive. Years are
+// 1970-2099; after 2099 a schedule never fires ("*" and "?" mean every
+// year). Expressions are at most 256 bytes.
+//
+// "?" is allowed in day-of-month and day-of-week only and means "no
+// restriction". One of the two must be "?" or "*": restricting both is
+// refused (ErrNotSupported), as Quartz does.
+//
+// Quartz's day specials, each the whole field (Quartz implements none of
+// them inside a list either: ErrNotSupported):
+//   - day-of-month "L": the month's last day; "L-n" (n 0-30): n days before
+//     it, no fire in a month where that is before the 1st.
+//   - day-of-month "nW" (n 1-31): the weekday (Mon-Fri) nearest the nth,
+//     never leaving the month: a Saturday 1st fires on Monday the 3rd, a
+//     Sunday last day on the Friday before. No fire in a month without an
+//     nth day. "LW" is the month's last weekday, "L-nW" the weekday nearest
+//     L-n.
+//   - day-of-week "dL" (d 1-7 or SUN-SAT): the month's last such day ("6L"
+//     = last Friday). "L" alone is 7, Saturday.
+//   - day-of-week "d#n" (n 1-5): the nth such day of the month ("6#3",
+//     "FRI#3" = third Friday); no fire in a month without one.
 //
 // Daylight saving: fire times are wall-clock times in the schedule's zone.
 //   - A wall-clock time that a spring-forward change skips fires once, at the
@@ -25,37 +45,46 @@ package cron
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
-
-	robfig "github.com/robfig/cron/v3"
 )
 
-// ErrNotSupported is wrapped by the error for Quartz features this package
-// does not implement (L, W, LW, #).
+// ErrSyntax is wrapped by the error for a malformed expression: a value out
+// of its field's range, a special character where it has no meaning, and
+// the like.
+var ErrSyntax = errors.New("cron: syntax error")
+
+// ErrNotSupported is wrapped by the error for combinations Quartz itself does
+// not implement: restricting both day-of-month and day-of-week, and L, W or #
+// inside a list.
 var ErrNotSupported = errors.New("cron: not supported")
 
 // ErrNeverFires is wrapped by the error for an expression that matches no
-// time at all (such as 30 February).
+// time at all (such as 30 February, or 29 February 2027).
 var ErrNeverFires = errors.New("cron: never fires")
 
-// maxSearch bounds how many candidate wall-clock times Next tries before it
-// gives up; only a repeated hour makes it try more than one.
-const maxSearch = 10000
-
-var parser = robfig.NewParser(robfig.Second | robfig.Minute | robfig.Hour | robfig.Dom | robfig.Month | robfig.Dow)
+const (
+	// maxExprLen bounds the work Parse does for hostile input; real
+	// expressions are far shorter.
+	maxExprLen = 256
+	// Quartz's year range. Searches stop at maxYear, so Next is bounded.
+	minYear = 1970
+	maxYear = 2099
+	// maxSearch bounds how many candidate wall-clock times Next tries before
+	// it gives up; only a repeated hour makes it try more than one.
+	maxSearch = 10000
+)
 
 // Schedule is a parsed expression bound to a time zone.
 type Schedule struct {
 	expr string
 	loc  *time.Location
-	// spec matches wall-clock times; it is only ever evaluated in UTC,
-	// where it cannot meet a daylight-saving change.
-	spec *robfig.SpecSchedule
+	// The fields match wall-clock times; they are only ever evaluated on
+	// times encoded in UTC, where they cannot meet a daylight-saving change.
+	sec, min, hour, month, year valueSet
+	dom                         domSpec
+	dow                         dowSpec
 }
-
-var fieldNames = [...]string{"second", "minute", "hour", "day-of-month", "month", "day-of-week", "year"}
 
 // Parse reads a Quartz expression whose times are wall-clock times in loc
 // (UTC if nil). The error says which field is wrong and why.
@@ -63,121 +92,63 @@ func Parse(expr string, loc *time.Location) (*Schedule, error) {
 	if loc == nil {
 		loc = time.UTC
 	}
-	fields := strings.Fields(expr)
+	if len(expr) > maxExprLen {
+		return nil, fmt.Errorf("cron: expression of %d bytes: %w: longer than %d bytes", len(expr), ErrSyntax, maxExprLen)
+	}
+	for _, r := range expr {
+		// Any ASCII white space separates fields, as strings.Fields always
+		// allowed; all else outside the syntax is refused up front.
+		if !strings.ContainsRune("0123456789*?,-/# \t\n\v\f\r", r) && !('A' <= r && r <= 'Z') && !('a' <= r && r <= 'z') {
+			return nil, fmt.Errorf("cron %q: %w: unexpected character %q", expr, ErrSyntax, r)
+		}
+	}
+	fields := strings.Fields(strings.ToUpper(expr))
 	switch len(fields) {
 	case 6:
+		fields = append(fields, "*")
 	case 7:
-		if y := fields[6]; y != "*" && y != "?" {
-			return nil, fmt.Errorf("cron %q: year field %q: %w: only * or ? is accepted", expr, y, ErrNotSupported)
-		}
-		fields = fields[:6]
 	default:
-		return nil, fmt.Errorf("cron %q: expected 6 fields (sec min hour day-of-month month day-of-week) or 7 (plus year), found %d", expr, len(fields))
+		return nil, fmt.Errorf("cron %q: %w: expected 6 fields (sec min hour day-of-month month day-of-week) or 7 (plus year), found %d", expr, ErrSyntax, len(fields))
 	}
+	s := &Schedule{expr: expr, loc: loc}
 	for i, f := range fields {
-		if err := checkField(i, f); err != nil {
+		var err error
+		switch i {
+		case 0:
+			s.sec, err = parseList(secondField, f)
+		case 1:
+			s.min, err = parseList(minuteField, f)
+		case 2:
+			s.hour, err = parseList(hourField, f)
+		case 3:
+			s.dom, err = parseDom(f)
+		case 4:
+			s.month, err = parseList(monthField, f)
+		case 5:
+			s.dow, err = parseDow(f)
+		case 6:
+			s.year, err = parseList(yearField, f)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("cron %q: %s field %q: %w", expr, fieldNames[i], f, err)
 		}
 	}
-	dow, err := quartzDow(fields[5])
-	if err != nil {
-		return nil, fmt.Errorf("cron %q: day-of-week field %q: %w", expr, fields[5], err)
-	}
-	fields[5] = dow
 	if restricted(fields[3]) && restricted(fields[5]) {
 		return nil, fmt.Errorf("cron %q: %w: restricting both day-of-month and day-of-week; use ? in one of them", expr, ErrNotSupported)
 	}
-	s, err := parser.Parse(strings.Join(fields, " "))
-	if err != nil {
-		return nil, fmt.Errorf("cron %q: %w", expr, err)
-	}
-	spec, ok := s.(*robfig.SpecSchedule)
-	if !ok {
-		return nil, fmt.Errorf("cron %q: unexpected schedule type %T", expr, s)
-	}
-	spec.Location = time.UTC
-	sched := &Schedule{expr: expr, loc: loc, spec: spec}
-	// robfig searches five years ahead: a schedule that finds nothing from
-	// a leap year's start matches no date (30 February).
-	if sched.spec.Next(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).Add(-time.Second)).IsZero() {
+	// Every field matches something, so only the days and years can fail
+	// to meet; a search over all of Quartz's years settles it.
+	if s.nextWall(time.Date(minYear, 1, 1, 0, 0, 0, 0, time.UTC)).IsZero() {
 		return nil, fmt.Errorf("cron %q: %w", expr, ErrNeverFires)
 	}
-	return sched, nil
+	return s, nil
 }
 
-// checkField refuses what robfig would accept but Quartz does not mean the
-// same way, or what this package does not implement.
-func checkField(i int, f string) error {
-	if strings.ContainsAny(f, "=@") {
-		return errors.New("unexpected character")
-	}
-	if strings.Contains(f, "?") && f != "?" {
-		return errors.New("? must stand alone")
-	}
-	switch i {
-	case 3: // day-of-month: no names, so any letter is L, W or LW.
-		if f == "?" {
-			return nil
-		}
-		if strings.ContainsAny(strings.ToUpper(f), "LW") {
-			return fmt.Errorf("%w: L, W and LW", ErrNotSupported)
-		}
-	case 5:
-		if f == "?" {
-			return nil
-		}
-		if strings.Contains(f, "#") {
-			return fmt.Errorf("%w: # (nth day of the month)", ErrNotSupported)
-		}
-	default:
-		if f == "?" {
-			return errors.New("? is allowed only in day-of-month and day-of-week")
-		}
-	}
-	return nil
-}
+var fieldNames = [...]string{"second", "minute", "hour", "day-of-month", "month", "day-of-week", "year"}
 
+// restricted reports whether a day field limits the days; the current
+// package has always let "*" stand for "?" here, so both are unrestricted.
 func restricted(f string) bool { return f != "*" && f != "?" }
-
-var dayNames = map[string]bool{"SUN": true, "MON": true, "TUE": true, "WED": true, "THU": true, "FRI": true, "SAT": true}
-
-// quartzDow rewrites a day-of-week field from Quartz numbering (1-7 =
-// SUN-SAT) to robfig's (0-6); names are kept. Step sizes are not day
-// numbers and stay as they are.
-func quartzDow(f string) (string, error) {
-	if f == "?" || f == "*" {
-		return f, nil
-	}
-	parts := strings.Split(f, ",")
-	for i, part := range parts {
-		rangePart, step, hasStep := strings.Cut(part, "/")
-		ends := strings.Split(rangePart, "-")
-		for j, e := range ends {
-			if e == "*" {
-				continue
-			}
-			if dayNames[strings.ToUpper(e)] {
-				continue
-			}
-			if strings.HasSuffix(strings.ToUpper(e), "L") {
-				return "", fmt.Errorf("%w: L (last day of the week in the month)", ErrNotSupported)
-			}
-			n, err := strconv.Atoi(e)
-			if err != nil {
-				return "", fmt.Errorf("%q is neither a day number (1-7) nor a name (SUN-SAT)", e)
-			}
-			if n < 1 || n > 7 {
-				return "", fmt.Errorf("day %d is outside Quartz's 1-7 (SUN-SAT)", n)
-			}
-			ends[j] = strconv.Itoa(n - 1)
-		}
-		parts[i] = strings.Join(ends, "-")
-		if hasStep {
-			parts[i] += "/" + step
-		}
-	}
-	return strings.Join(parts, ","), nil
-}
 
 // String returns the expression as given.
 func (s *Schedule) String() string { return s.expr }
@@ -186,8 +157,8 @@ func (s *Schedule) String() string { return s.expr }
 func (s *Schedule) Location() *time.Location { return s.loc }
 
 // Next returns the first fire time strictly after after, or the zero time
-// if there is none within five years. See the package comment for how
-// daylight-saving changes are treated.
+// if there is none (the schedule's years are over, or 2099 is past). See
+// the package comment for how daylight-saving changes are treated.
 func (s *Schedule) Next(after time.Time) time.Time {
 	a := after.In(s.loc)
 	cur := wall(a) // candidates are searched as wall-clock times, encoded in UTC
@@ -197,7 +168,7 @@ func (s *Schedule) Next(after time.Time) time.Time {
 		cur = end.Add(-time.Second)
 	}
 	for range maxSearch {
-		c := s.spec.Next(cur) // first matching wall-clock time > cur
+		c := s.nextWall(cur.Add(time.Second)) // first matching wall-clock time > cur
 		if c.IsZero() {
 			return time.Time{}
 		}
@@ -207,6 +178,62 @@ func (s *Schedule) Next(after time.Time) time.Time {
 		cur = c
 	}
 	return time.Time{}
+}
+
+// nextWall returns the first wall-clock time (encoded in UTC) at or after t
+// that the expression matches, or zero if there is none up to maxYear. It
+// walks years, months and matching days, never single seconds of a day that
+// does not match, so it takes at most some 1,600 months' work.
+func (s *Schedule) nextWall(t time.Time) time.Time {
+	y, mo, d := t.Date()
+	h, mi, se := t.Clock()
+	if y < minYear {
+		y, mo, d, h, mi, se = minYear, 1, 1, 0, 0, 0
+	}
+	for ; y <= maxYear; y, mo, d, h, mi, se = y+1, 1, 1, 0, 0, 0 {
+		if !s.year.has(y) {
+			continue
+		}
+		for ; mo <= 12; mo, d, h, mi, se = mo+1, 1, 0, 0, 0 {
+			if !s.month.has(int(mo)) {
+				continue
+			}
+			days := s.days(y, mo)
+			for ; d <= 31; d, h, mi, se = d+1, 0, 0, 0 {
+				if days&(1<<d) == 0 {
+					continue
+				}
+				for ; h < 24; h, mi, se = h+1, 0, 0 {
+					if !s.hour.has(h) {
+						continue
+					}
+					for ; mi < 60; mi, se = mi+1, 0 {
+						if !s.min.has(mi) {
+							continue
+						}
+						for ; se < 60; se++ {
+							if s.sec.has(se) {
+								return time.Date(y, mo, d, h, mi, se, 0, time.UTC)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return time.Time{}
+}
+
+// days returns the days of month m of year y that both day fields allow,
+// as a mask with bit d set for day d.
+func (s *Schedule) days(y int, m time.Month) uint32 {
+	n := daysIn(y, m)
+	first := time.Date(y, m, 1, 0, 0, 0, 0, time.UTC).Weekday()
+	return s.dom.days(n, first) & s.dow.days(n, first)
+}
+
+func daysIn(y int, m time.Month) int {
+	return time.Date(y, m+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
 // wall encodes t's wall-clock reading (truncated to the second) as a UTC

@@ -52,6 +52,7 @@ func TestParseAcceptsQuartzSyntax(t *testing.T) {
 		"0 0 0 * * ? ?",
 		"0 0 8-18/2 * * ?",
 		"  0   0 0 * * ?  ",
+		"0\t0 0 * * ?\n",
 	} {
 		if _, err := Parse(expr, nil); err != nil {
 			t.Errorf("Parse(%q) = %v, want it accepted", expr, err)
@@ -61,26 +62,20 @@ func TestParseAcceptsQuartzSyntax(t *testing.T) {
 
 func TestParseRefusesWithAClearError(t *testing.T) {
 	for _, tc := range []struct {
-		expr, want  string
-		unsupported bool
+		expr, want string
+		sentinel   error
 	}{
-		{"0 0 * * *", "expected 6 fields", false},
-		{"0 0 0 * * ? * *", "found 8", false},
-		{"0 0 0 * * ? 2030", "year field", true},
-		{"0 0 0 L * ?", "L, W and LW", true},
-		{"0 0 0 15W * ?", "L, W and LW", true},
-		{"0 0 0 LW * ?", "L, W and LW", true},
-		{"0 0 0 ? * 6L", "L (last day", true},
-		{"0 0 0 ? * 2#1", "# (nth day", true},
-		{"0 0 0 1 * MON", "both day-of-month and day-of-week", true},
-		{"0 ? 0 * * *", "only in day-of-month and day-of-week", false},
-		{"0 0 0 ? * 0", "outside Quartz's 1-7", false},
-		{"0 0 0 ? * 8", "outside Quartz's 1-7", false},
-		{"60 0 0 * * ?", "above maximum", false},
-		{"0 0 0 30 2 ?", "never fires", false},
-		{"@every 1s", "expected 6 fields", false},
-		{"TZ=UTC 0 0 0 * * ?", "unexpected character", false},
-		{"0 0 0 ? * FOO", "neither a day number", false},
+		{"0 0 * * *", "expected 6 fields", ErrSyntax},
+		{"0 0 0 * * ? * *", "found 8", ErrSyntax},
+		{"0 0 0 1 * MON", "both day-of-month and day-of-week", ErrNotSupported},
+		{"0 ? 0 * * *", "only in day-of-month and day-of-week", ErrSyntax},
+		{"0 0 0 ? * 0", "outside Quartz's 1-7", ErrSyntax},
+		{"0 0 0 ? * 8", "outside Quartz's 1-7", ErrSyntax},
+		{"60 0 0 * * ?", "above maximum", ErrSyntax},
+		{"0 0 0 30 2 ?", "never fires", ErrNeverFires},
+		{"@every 1s", "unexpected character", ErrSyntax},
+		{"TZ=UTC 0 0 0 * * ?", "unexpected character", ErrSyntax},
+		{"0 0 0 ? * FOO", "neither a day number", ErrSyntax},
 	} {
 		_, err := Parse(tc.expr, nil)
 		if err == nil {
@@ -90,8 +85,10 @@ func TestParseRefusesWithAClearError(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%q) = %q, want it to contain %q", tc.expr, err, tc.want)
 		}
-		if got := errors.Is(err, ErrNotSupported); got != tc.unsupported {
-			t.Errorf("Parse(%q): errors.Is(ErrNotSupported) = %v, want %v", tc.expr, got, tc.unsupported)
+		for _, sentinel := range []error{ErrSyntax, ErrNotSupported, ErrNeverFires} {
+			if got, want := errors.Is(err, sentinel), sentinel == tc.sentinel; got != want {
+				t.Errorf("Parse(%q) = %q: errors.Is(%v) = %v, want %v", tc.expr, err, sentinel, got, want)
+			}
 		}
 	}
 }
