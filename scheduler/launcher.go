@@ -262,7 +262,7 @@ func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord
 			continue
 		}
 		t.inflight[r.ID] = true
-		b.tasks = append(b.tasks, buildTask(js.job, app, r))
+		b.tasks = append(b.tasks, buildTask(js, app, r))
 	}
 	if len(b.tasks) > 0 {
 		t.launches.push(b)
@@ -351,8 +351,8 @@ func (t *term) handleLaunched(ctx context.Context) error {
 }
 
 // buildTask makes the executor's task of one running record.
-func buildTask(job model.Job, app model.App, r *model.TaskRecord) executor.Task {
-	params, _ := model.ParseShardingItemParameters(job.ShardingItemParameters, job.ShardingTotalCount)
+func buildTask(js *jobState, app model.App, r *model.TaskRecord) executor.Task {
+	job := js.job
 	return executor.Task{
 		ID:                 r.ID,
 		Job:                job.JobName,
@@ -361,7 +361,7 @@ func buildTask(job model.Job, app model.App, r *model.TaskRecord) executor.Task 
 		Shard:              r.Shard,
 		Attempt:            r.Attempt,
 		ShardingTotalCount: job.ShardingTotalCount,
-		ShardParameter:     params[r.Shard],
+		ShardParameter:     js.params[r.Shard],
 		JobParameter:       job.JobParameter,
 		Command:            model.Command(job, app),
 		AppURL:             app.AppURL,

@@ -36,9 +36,20 @@ func (t *term) registerApp(ctx context.Context, app model.App) error {
 	return nil
 }
 
-func (t *term) updateApp(ctx context.Context, app model.App) error {
-	if _, ok := t.apps[app.AppName]; !ok {
-		return fmt.Errorf("%w: app %q", model.ErrNotFound, app.AppName)
+func (t *term) updateApp(ctx context.Context, u model.AppUpdate) error {
+	stored, ok := t.apps[u.AppName]
+	if !ok {
+		return fmt.Errorf("%w: app %q", model.ErrNotFound, u.AppName)
+	}
+	app, err := u.Apply(stored)
+	if err == nil {
+		app, err = app.Check()
+	}
+	if err != nil {
+		return err
+	}
+	if app.AppName != u.AppName {
+		return &model.ValidationError{Field: "appName", Reason: "cannot be changed"}
 	}
 	for _, name := range sortedKeys(t.jobs) {
 		js := t.jobs[name]
@@ -169,16 +180,13 @@ func (t *term) resume(ctx context.Context, js *jobState) error {
 	return nil
 }
 
-func (t *term) registerJob(ctx context.Context, job model.Job) error {
+func (t *term) registerJob(ctx context.Context, spec model.JobSpec) error {
+	job := spec.Job
 	if _, ok := t.jobs[job.JobName]; ok {
 		return fmt.Errorf("%w: job %q", model.ErrExists, job.JobName)
 	}
 	app, ok := t.apps[job.AppName]
 	if err := model.ValidateAgainstApp(job, app, ok); err != nil {
-		return err
-	}
-	sched, err := job.Schedule()
-	if err != nil {
 		return err
 	}
 	if _, err := t.w.Create(ctx, jobPath(job.JobName), encode(job)); err != nil {
@@ -187,7 +195,7 @@ func (t *term) registerJob(ctx context.Context, job model.Job) error {
 		}
 		return fmt.Errorf("register job %s: %w", job.JobName, err)
 	}
-	js := &jobState{job: job, sched: sched, running: map[string]*model.TaskRecord{}, failover: map[string]*model.TaskRecord{}}
+	js := newJobState(spec)
 	if err := t.createReady(ctx, js); err != nil {
 		return err
 	}
@@ -205,24 +213,32 @@ func (t *term) registerJob(ctx context.Context, job model.Job) error {
 // its schedule changed, production restarts from now (fires the old cron
 // owed are not back-filled under the new one). A job that becomes DAEMON
 // drops its pending fires; running tasks keep running.
-func (t *term) updateJob(ctx context.Context, job model.Job) error {
-	js, ok := t.jobs[job.JobName]
+func (t *term) updateJob(ctx context.Context, u model.JobUpdate) error {
+	js, ok := t.jobs[u.JobName]
 	if !ok {
-		return fmt.Errorf("%w: job %q", model.ErrNotFound, job.JobName)
+		return fmt.Errorf("%w: job %q", model.ErrNotFound, u.JobName)
 	}
-	app, ok := t.apps[job.AppName]
-	if err := model.ValidateAgainstApp(job, app, ok); err != nil {
+	job, err := u.Apply(js.job)
+	if err != nil {
 		return err
 	}
-	sched, err := job.Schedule()
+	if job.JobName != u.JobName {
+		return &model.ValidationError{Field: "jobName", Reason: "cannot be changed"}
+	}
+	spec, err := job.Check()
 	if err != nil {
+		return err
+	}
+	job = spec.Job
+	app, ok := t.apps[job.AppName]
+	if err := model.ValidateAgainstApp(job, app, ok); err != nil {
 		return err
 	}
 	if _, err := t.w.Set(ctx, jobPath(job.JobName), encode(job), coord.AnyVersion); err != nil {
 		return fmt.Errorf("update job %s: %w", job.JobName, err)
 	}
 	old := js.job
-	js.job, js.sched = job, sched
+	js.setSpec(spec)
 	rn := js.ready
 	changed := false
 	if job.JobExecutionType == model.Daemon && len(rn.FireTimes) > 0 {

@@ -33,7 +33,7 @@ func TestRegisterJobChecksItsApp(t *testing.T) {
 		t.Fatalf("second RegisterApp = %v, want ErrExists", err)
 	}
 	wantField(t, s.RegisterJob(ctx, model.Job{JobName: "x/y", AppName: "bare"}), "jobName")
-	if err := s.UpdateJob(ctx, testJob("nope", "0 0 0 * * ?")); !errors.Is(err, model.ErrNotFound) {
+	if err := s.UpdateJob(ctx, model.ReplaceJob(testJob("nope", "0 0 0 * * ?"))); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("UpdateJob(unknown) = %v, want ErrNotFound", err)
 	}
 	if _, err := s.Job(ctx, "nope"); !errors.Is(err, model.ErrNotFound) {
@@ -52,10 +52,10 @@ func TestRegisterJobChecksItsApp(t *testing.T) {
 	}
 	// The app cannot lose the command its job relies on... it never had
 	// one; give it one and take it away again.
-	mustDo(t, s.UpdateApp(ctx, model.App{AppName: "bare", BootstrapScript: "run", CPUCount: 1, MemoryMB: 1}))
+	mustDo(t, s.UpdateApp(ctx, model.ReplaceApp(model.App{AppName: "bare", BootstrapScript: "run", CPUCount: 1, MemoryMB: 1})))
 	job.ScriptCommandLine = ""
-	mustDo(t, s.UpdateJob(ctx, job))
-	wantField(t, s.UpdateApp(ctx, model.App{AppName: "bare", CPUCount: 1, MemoryMB: 1}), "bootstrapScript")
+	mustDo(t, s.UpdateJob(ctx, model.ReplaceJob(job)))
+	wantField(t, s.UpdateApp(ctx, model.ReplaceApp(model.App{AppName: "bare", CPUCount: 1, MemoryMB: 1})), "bootstrapScript")
 }
 
 func TestDisabledJobStopsAndResumesWithoutBackFill(t *testing.T) {
@@ -169,7 +169,7 @@ func TestUpdateJobReschedulesAtOnce(t *testing.T) {
 	e.start()
 	register(t, e.svc(), testJob("j", "0 0 * * * ?")) // hourly
 	job := testJob("j", "0/10 * * * * ?")
-	mustDo(t, e.svc().UpdateJob(ctxT(t), job))
+	mustDo(t, e.svc().UpdateJob(ctxT(t), model.ReplaceJob(job)))
 	e.clock.Advance(10 * time.Second)
 	eventually(t, "the new schedule fires", func() bool { return len(startedOf(e.cluster, "j")) == 1 })
 	wantStarted(t, e.cluster, "j", ids("j", t0.Add(10*time.Second)))

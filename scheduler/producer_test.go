@@ -162,8 +162,9 @@ func TestLatestFireFindsTheLastMissedFireQuickly(t *testing.T) {
 		{"0 0 3 * * ?", time.Date(2024, 5, 2, 3, 0, 0, 0, time.UTC), t0.Add(400 * 24 * time.Hour), time.Date(2025, 6, 5, 3, 0, 0, 0, time.UTC)},
 		{"0 0 * * * ?", t0.Add(time.Hour), t0.Add(time.Hour), t0.Add(time.Hour)},
 	} {
-		s, err := testJob("j", tc.cron).Schedule()
+		spec, err := testJob("j", tc.cron).Check()
 		mustDo(t, err)
+		s := spec.Schedule
 		start := time.Now()
 		got := latestFire(s, tc.first, tc.now)
 		if !got.Equal(tc.wantLatest) {

@@ -349,12 +349,8 @@ func (s *Scheduler) Status(ctx context.Context) (model.Status, error) {
 
 // Reads, served from the store.
 
-func checkName(field, name string, job bool) error {
-	return model.ValidateName(field, name, job)
-}
-
 func (s *Scheduler) App(ctx context.Context, name string) (model.App, error) {
-	if err := checkName("appName", name, false); err != nil {
+	if err := model.ValidateName("appName", name, false); err != nil {
 		return model.App{}, err
 	}
 	r, err := s.reader()
@@ -391,7 +387,7 @@ func (s *Scheduler) AppDisabled(ctx context.Context, name string) (bool, error) 
 }
 
 func (s *Scheduler) Job(ctx context.Context, name string) (model.Job, error) {
-	if err := checkName("jobName", name, true); err != nil {
+	if err := model.ValidateName("jobName", name, true); err != nil {
 		return model.Job{}, err
 	}
 	r, err := s.reader()
@@ -475,79 +471,83 @@ func (s *Scheduler) ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error) 
 // Writes, served by the leader's term.
 
 func (s *Scheduler) RegisterApp(ctx context.Context, app model.App) error {
-	if err := app.Validate(); err != nil {
+	app, err := app.Check()
+	if err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerApp(ctx, app) })
 }
 
-func (s *Scheduler) UpdateApp(ctx context.Context, app model.App) error {
-	if err := app.Validate(); err != nil {
+// UpdateApp applies the update to the stored app in the leader's loop, so
+// that no other write comes between reading and writing it.
+func (s *Scheduler) UpdateApp(ctx context.Context, u model.AppUpdate) error {
+	if err := model.ValidateName("appName", u.AppName, false); err != nil {
 		return err
 	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateApp(ctx, app) })
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateApp(ctx, u) })
 }
 
 func (s *Scheduler) DeregisterApp(ctx context.Context, name string) error {
-	if err := checkName("appName", name, false); err != nil {
+	if err := model.ValidateName("appName", name, false); err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.deregisterApp(ctx, name) })
 }
 
 func (s *Scheduler) DisableApp(ctx context.Context, name string) error {
-	if err := checkName("appName", name, false); err != nil {
+	if err := model.ValidateName("appName", name, false); err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, true) })
 }
 
 func (s *Scheduler) EnableApp(ctx context.Context, name string) error {
-	if err := checkName("appName", name, false); err != nil {
+	if err := model.ValidateName("appName", name, false); err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, false) })
 }
 
 func (s *Scheduler) RegisterJob(ctx context.Context, job model.Job) error {
-	job.ApplyDefaults()
-	if err := job.Validate(); err != nil {
+	spec, err := job.Check()
+	if err != nil {
 		return err
 	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerJob(ctx, job) })
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerJob(ctx, spec) })
 }
 
-func (s *Scheduler) UpdateJob(ctx context.Context, job model.Job) error {
-	job.ApplyDefaults()
-	if err := job.Validate(); err != nil {
+// UpdateJob applies the update to the stored job in the leader's loop, like
+// UpdateApp.
+func (s *Scheduler) UpdateJob(ctx context.Context, u model.JobUpdate) error {
+	if err := model.ValidateName("jobName", u.JobName, true); err != nil {
 		return err
 	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateJob(ctx, job) })
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateJob(ctx, u) })
 }
 
 func (s *Scheduler) DeregisterJob(ctx context.Context, name string) error {
-	if err := checkName("jobName", name, true); err != nil {
+	if err := model.ValidateName("jobName", name, true); err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.deregisterJob(ctx, name) })
 }
 
 func (s *Scheduler) TriggerJob(ctx context.Context, name string) error {
-	if err := checkName("jobName", name, true); err != nil {
+	if err := model.ValidateName("jobName", name, true); err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.triggerJob(ctx, name) })
 }
 
 func (s *Scheduler) DisableJob(ctx context.Context, name string) error {
-	if err := checkName("jobName", name, true); err != nil {
+	if err := model.ValidateName("jobName", name, true); err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, true) })
 }
 
 func (s *Scheduler) EnableJob(ctx context.Context, name string) error {
-	if err := checkName("jobName", name, true); err != nil {
+	if err := model.ValidateName("jobName", name, true); err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, false) })

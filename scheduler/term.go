@@ -68,6 +68,7 @@ type term struct {
 type jobState struct {
 	job      model.Job
 	sched    *cron.Schedule // nil for a DAEMON job without cron, or a broken config
+	params   map[int]string // shard parameters
 	disabled bool
 
 	ready        readyNode
@@ -77,6 +78,16 @@ type jobState struct {
 	failover map[string]*model.TaskRecord
 
 	gen int // timer entries of an older generation are stale
+}
+
+func newJobState(spec model.JobSpec) *jobState {
+	js := &jobState{running: map[string]*model.TaskRecord{}, failover: map[string]*model.TaskRecord{}}
+	js.setSpec(spec)
+	return js
+}
+
+func (js *jobState) setSpec(spec model.JobSpec) {
+	js.job, js.sched, js.params = spec.Job, spec.Schedule, spec.ShardParams
 }
 
 type request struct {
@@ -323,10 +334,13 @@ func (t *term) load(ctx context.Context) error {
 		return err
 	}
 	for _, j := range jobs {
-		js := &jobState{job: j, disabled: disabledJobs[j.JobName], running: map[string]*model.TaskRecord{}, failover: map[string]*model.TaskRecord{}}
-		if js.sched, err = j.Schedule(); err != nil {
+		spec, err := j.Check()
+		if err != nil {
 			t.log.Error("job has a broken configuration; it is not scheduled", "job", j.JobName, "error", err)
+			spec = model.JobSpec{Job: j}
 		}
+		js := newJobState(spec)
+		js.disabled = disabledJobs[j.JobName]
 		if rn, ok := ready[j.JobName]; ok {
 			js.ready, js.readyVersion = rn.readyNode, rn.version
 		} else if err := t.createReady(ctx, js); err != nil {

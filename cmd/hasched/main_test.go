@@ -183,7 +183,7 @@ func TestBadDefinitionsFailBeforeSending(t *testing.T) {
 		t.Fatalf("the server was called: %v", calls)
 	}
 	// The server's refusal names the field.
-	cli(t, env, `{"appName":"a","cpuCount":0}`, "app", "register", "-f", "-").fails(t, "400", "cpuCount")
+	cli(t, env, `{"appName":"a","cpuCount":-1}`, "app", "register", "-f", "-").fails(t, "400", "cpuCount")
 }
 
 func TestTasksCommand(t *testing.T) {

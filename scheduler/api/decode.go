@@ -7,8 +7,9 @@ import (
 	"errors"
 )
 
-// decodeApp reads an app from a request body with the scheduler's decoder,
-// which applies the defaults and validates; every error is a 400.
+// decodeApp reads an app from a request body with the model's decoder,
+// which applies the defaults (the scheduler validates); every error is a
+// 400.
 func decodeApp(body []byte) (model.App, error) {
 	app, err := model.DecodeApp(bytes.NewReader(body))
 	return app, requestError(err)
@@ -28,4 +29,16 @@ func requestError(err error) error {
 		return err
 	}
 	return &badRequestError{field: "body", err: err}
+}
+
+// decodeAppUpdate reads an app update body; every error is a 400.
+func decodeAppUpdate(body []byte) (model.AppUpdate, error) {
+	u, err := model.DecodeAppUpdate(bytes.NewReader(body))
+	return u, requestError(err)
+}
+
+// decodeJobUpdate reads a job update body; every error is a 400.
+func decodeJobUpdate(body []byte) (model.JobUpdate, error) {
+	u, err := model.DecodeJobUpdate(bytes.NewReader(body))
+	return u, requestError(err)
 }

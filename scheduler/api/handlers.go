@@ -83,14 +83,14 @@ func (s *server) registerApp(c *call) (any, error) {
 }
 
 func (s *server) updateApp(c *call) (any, error) {
-	app, err := decodeApp(c.body)
+	u, err := decodeAppUpdate(c.body)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.svc.UpdateApp(c.ctx, app); err != nil {
+	if err := s.svc.UpdateApp(c.ctx, u); err != nil {
 		return nil, err
 	}
-	return done("app %q updated", app.AppName), nil
+	return done("app %q updated", u.AppName), nil
 }
 
 func (s *server) listApps(c *call) (any, error) {
@@ -142,14 +142,14 @@ func (s *server) registerJob(c *call) (any, error) {
 }
 
 func (s *server) updateJob(c *call) (any, error) {
-	job, err := decodeJob(c.body)
+	u, err := decodeJobUpdate(c.body)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.svc.UpdateJob(c.ctx, job); err != nil {
+	if err := s.svc.UpdateJob(c.ctx, u); err != nil {
 		return nil, err
 	}
-	return done("job %q updated", job.JobName), nil
+	return done("job %q updated", u.JobName), nil
 }
 
 // deregisterJobBody is Elastic-Job-Cloud's DELETE /api/job/deregister, whose

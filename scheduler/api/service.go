@@ -22,7 +22,8 @@ type Service interface {
 	Status(ctx context.Context) (model.Status, error)
 
 	RegisterApp(ctx context.Context, app model.App) error
-	UpdateApp(ctx context.Context, app model.App) error
+	// UpdateApp changes the fields the update names and keeps the others.
+	UpdateApp(ctx context.Context, u model.AppUpdate) error
 	// DeregisterApp removes the app and every job of it, killing their
 	// tasks.
 	DeregisterApp(ctx context.Context, name string) error
@@ -30,7 +31,8 @@ type Service interface {
 	EnableApp(ctx context.Context, name string) error
 
 	RegisterJob(ctx context.Context, job model.Job) error
-	UpdateJob(ctx context.Context, job model.Job) error
+	// UpdateJob changes the fields the update names and keeps the others.
+	UpdateJob(ctx context.Context, u model.JobUpdate) error
 	DeregisterJob(ctx context.Context, name string) error
 	// TriggerJob puts one run of a TRANSIENT job on the ready queue now.
 	TriggerJob(ctx context.Context, name string) error

@@ -35,94 +35,174 @@ const (
 // configuration is refused anyway, naming its largest field.
 const maxReadBytes = 1 << 20
 
-// DecodeApp reads an app as Elastic-Job-Cloud's JSON, applies the defaults
-// (cpuCount 1, memoryMB 128, appCacheEnable true) and checks what needs no
-// store. Every refusal is a *ValidationError naming the field.
+// NewApp returns an app with Elastic-Job-Cloud's defaults: cpuCount 1,
+// memoryMB 128, appCacheEnable true. JSON is decoded onto it, so a field the
+// JSON leaves out keeps its default.
+func NewApp() App {
+	return App{CPUCount: DefaultAppCPUCount, MemoryMB: DefaultAppMemoryMB, AppCacheEnable: true}
+}
+
+// NewJob returns a job with the defaults: shardingTotalCount 1, cpuCount
+// 1, memoryMB 128, jobExecutionType TRANSIENT, misfire true, failover false,
+// concurrencyPolicy FORBID, retries 0, timeZone UTC.
+func NewJob() Job {
+	j := Job{Misfire: true}
+	j.ApplyDefaults()
+	return j
+}
+
+// DecodeApp reads an app as Elastic-Job-Cloud's JSON onto NewApp's
+// defaults. It checks the JSON only (unknown fields, types); Check
+// validates. Every refusal is a *ValidationError naming the field.
 func DecodeApp(r io.Reader) (App, error) {
-	type appAlias App
-	var in struct {
-		appAlias
-		CPUCount       *float64 `json:"cpuCount"`
-		MemoryMB       *float64 `json:"memoryMB"`
-		AppCacheEnable *bool    `json:"appCacheEnable"`
-	}
-	if err := decodeStrict(r, &in); err != nil {
-		return App{}, err
-	}
-	app := App(in.appAlias)
-	app.CPUCount = orDefault(in.CPUCount, DefaultAppCPUCount)
-	app.MemoryMB = orDefault(in.MemoryMB, DefaultAppMemoryMB)
-	app.AppCacheEnable = orDefault(in.AppCacheEnable, true)
-	if err := app.Validate(); err != nil {
-		return App{}, err
-	}
-	return app, nil
+	app := NewApp()
+	err := decodeStrict(r, &app)
+	return app, err
 }
 
-// DecodeJob reads a job as Elastic-Job-Cloud's JSON, applies the defaults
-// (shardingTotalCount 1, cpuCount 1, memoryMB 128, jobExecutionType
-// TRANSIENT, misfire true, failover false, concurrencyPolicy FORBID, retries
-// 0, timeZone UTC) and checks what needs no store: that its app exists and
-// that it has a command are checked when it is registered. Every refusal is
-// a *ValidationError naming the field.
+// DecodeJob reads a job as Elastic-Job-Cloud's JSON onto NewJob's
+// defaults, like DecodeApp.
 func DecodeJob(r io.Reader) (Job, error) {
-	type jobAlias Job
-	var in struct {
-		jobAlias
-		ShardingTotalCount *int     `json:"shardingTotalCount"`
-		CPUCount           *float64 `json:"cpuCount"`
-		MemoryMB           *float64 `json:"memoryMB"`
-		Misfire            *bool    `json:"misfire"`
-		// Elastic-Job 3.x fields with no meaning here: accepted so that
-		// its users' job files load, and dropped.
-		MonitorExecution              json.RawMessage `json:"monitorExecution"`
-		MaxTimeDiffSeconds            json.RawMessage `json:"maxTimeDiffSeconds"`
-		ReconcileIntervalMinutes      json.RawMessage `json:"reconcileIntervalMinutes"`
-		JobShardingStrategyType       json.RawMessage `json:"jobShardingStrategyType"`
-		JobExecutorServiceHandlerType json.RawMessage `json:"jobExecutorServiceHandlerType"`
-		JobErrorHandlerType           json.RawMessage `json:"jobErrorHandlerType"`
-		Props                         json.RawMessage `json:"props"`
-		Disabled                      json.RawMessage `json:"disabled"`
-		Overwrite                     json.RawMessage `json:"overwrite"`
-	}
-	if err := decodeStrict(r, &in); err != nil {
-		return Job{}, err
-	}
-	job := Job(in.jobAlias)
-	job.ShardingTotalCount = orDefault(in.ShardingTotalCount, DefaultShardingItem)
-	job.CPUCount = orDefault(in.CPUCount, DefaultJobCPUCount)
-	job.MemoryMB = orDefault(in.MemoryMB, DefaultJobMemoryMB)
-	job.Misfire = orDefault(in.Misfire, true)
-	job.ApplyDefaults()
-	if err := job.Validate(); err != nil {
-		return Job{}, err
-	}
-	return job, nil
+	job := NewJob()
+	err := decodeStrict(r, &job)
+	return job, err
 }
 
-func orDefault[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
+// AppUpdate is the body of an app update: the fields it has replace the
+// stored app's, the others keep their stored values (Elastic-Job-Cloud's
+// documented `PUT /api/app {"appName":…,"appCacheEnable":true}` keeps the
+// app's bootstrapScript).
+type AppUpdate struct {
+	AppName string
+	body    []byte
 }
 
-// decodeStrict decodes exactly one JSON object into v, refusing unknown
-// fields and trailing data; errors are *ValidationError.
-func decodeStrict(r io.Reader, v any) error {
+// JobUpdate is the body of a job update, like AppUpdate.
+type JobUpdate struct {
+	JobName string
+	body    []byte
+}
+
+// DecodeAppUpdate reads an update body and checks its JSON; the name must
+// be there.
+func DecodeAppUpdate(r io.Reader) (AppUpdate, error) {
+	body, err := readBody(r)
+	if err != nil {
+		return AppUpdate{}, err
+	}
+	var probe App
+	if err := decodeStrict(bytes.NewReader(body), &probe); err != nil {
+		return AppUpdate{}, err
+	}
+	if probe.AppName == "" {
+		return AppUpdate{}, &ValidationError{Field: "appName", Reason: "is missing; it names the app to update"}
+	}
+	return AppUpdate{AppName: probe.AppName, body: body}, nil
+}
+
+// DecodeJobUpdate reads an update body, like DecodeAppUpdate.
+func DecodeJobUpdate(r io.Reader) (JobUpdate, error) {
+	body, err := readBody(r)
+	if err != nil {
+		return JobUpdate{}, err
+	}
+	var probe Job
+	if err := decodeStrict(bytes.NewReader(body), &probe); err != nil {
+		return JobUpdate{}, err
+	}
+	if probe.JobName == "" {
+		return JobUpdate{}, &ValidationError{Field: "jobName", Reason: "is missing; it names the job to update"}
+	}
+	return JobUpdate{JobName: probe.JobName, body: body}, nil
+}
+
+// ReplaceApp is the update that replaces every field of a stored app with
+// app's (those that encode as JSON: the ones with omitempty keep their
+// stored values when empty).
+func ReplaceApp(app App) AppUpdate {
+	return AppUpdate{AppName: app.AppName, body: encodeJSON(app)}
+}
+
+// ReplaceJob is ReplaceApp for jobs.
+func ReplaceJob(job Job) JobUpdate {
+	return JobUpdate{JobName: job.JobName, body: encodeJSON(job)}
+}
+
+// Apply returns stored with the update's fields; the result is not checked.
+func (u AppUpdate) Apply(stored App) (App, error) {
+	err := decodeStrict(bytes.NewReader(u.body), &stored)
+	return stored, err
+}
+
+// Apply returns stored with the update's fields; the result is not checked.
+func (u JobUpdate) Apply(stored Job) (Job, error) {
+	err := decodeStrict(bytes.NewReader(u.body), &stored)
+	return stored, err
+}
+
+func encodeJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// App and Job always marshal: json.RawMessage fields are checked
+		// on decode and by Check.
+		panic(fmt.Sprintf("model: encode %T: %v", v, err))
+	}
+	return b
+}
+
+// elasticJob3Fields are Elastic-Job 3.x fields with no meaning here:
+// accepted so that its users' job files load, and dropped.
+type elasticJob3Fields struct {
+	MonitorExecution              json.RawMessage `json:"monitorExecution"`
+	MaxTimeDiffSeconds            json.RawMessage `json:"maxTimeDiffSeconds"`
+	ReconcileIntervalMinutes      json.RawMessage `json:"reconcileIntervalMinutes"`
+	JobShardingStrategyType       json.RawMessage `json:"jobShardingStrategyType"`
+	JobExecutorServiceHandlerType json.RawMessage `json:"jobExecutorServiceHandlerType"`
+	JobErrorHandlerType           json.RawMessage `json:"jobErrorHandlerType"`
+	Props                         json.RawMessage `json:"props"`
+	Disabled                      json.RawMessage `json:"disabled"`
+	Overwrite                     json.RawMessage `json:"overwrite"`
+}
+
+func readBody(r io.Reader) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxReadBytes+1))
 	if err != nil {
-		return &ValidationError{Field: "body", Reason: fmt.Sprintf("read: %v", err)}
+		return nil, &ValidationError{Field: "body", Reason: fmt.Sprintf("read: %v", err)}
 	}
 	if len(data) > maxReadBytes {
-		return &ValidationError{Field: "body", Reason: fmt.Sprintf("larger than %d bytes", maxReadBytes)}
+		return nil, &ValidationError{Field: "body", Reason: fmt.Sprintf("larger than %d bytes", maxReadBytes)}
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return &ValidationError{Field: "body", Reason: "empty; expected a JSON object"}
+		return nil, &ValidationError{Field: "body", Reason: "empty; expected a JSON object"}
+	}
+	return data, nil
+}
+
+// decodeStrict decodes exactly one JSON object onto *App or *Job, keeping
+// the fields it does not name, refusing unknown fields and trailing data;
+// errors are *ValidationError. A job also takes elasticJob3Fields.
+func decodeStrict(r io.Reader, v any) error {
+	data, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	type appAlias App
+	type jobAlias Job
+	var target any
+	switch x := v.(type) {
+	case *App:
+		target = (*appAlias)(x)
+	case *Job:
+		target = &struct {
+			*jobAlias
+			elasticJob3Fields
+		}{jobAlias: (*jobAlias)(x)}
+	default:
+		panic(fmt.Sprintf("model: decode into %T", v))
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := dec.Decode(target); err != nil {
 		return jsonError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -141,7 +221,7 @@ func jsonError(err error) error {
 	case errors.As(err, &typErr):
 		// The decoders embed an alias of App or Job, which encoding/json
 		// names in the field's path.
-		field := strings.TrimPrefix(strings.TrimPrefix(typErr.Field, "appAlias."), "jobAlias.")
+		field := strings.TrimPrefix(typErr.Field, "jobAlias.")
 		if field == "" {
 			field = "body"
 		}
@@ -161,8 +241,20 @@ func jsonError(err error) error {
 	return &ValidationError{Field: "body", Reason: err.Error()}
 }
 
-// Validate checks an app without the store.
-func (a App) Validate() error {
+// Check fills in the defaults of the app's zero fields where zero is not
+// valid (cpuCount, memoryMB: a Go caller's App{} gets what a JSON caller
+// who leaves them out gets) and validates it without the store.
+func (a App) Check() (App, error) {
+	if a.CPUCount == 0 {
+		a.CPUCount = DefaultAppCPUCount
+	}
+	if a.MemoryMB == 0 {
+		a.MemoryMB = DefaultAppMemoryMB
+	}
+	return a, a.validate()
+}
+
+func (a App) validate() error {
 	if err := ValidateName("appName", a.AppName, false); err != nil {
 		return err
 	}
@@ -178,9 +270,21 @@ func (a App) Validate() error {
 	})
 }
 
-// ApplyDefaults fills in the defaults of fields whose zero value is not
-// meaningful: jobExecutionType, concurrencyPolicy, timeZone.
+// ApplyDefaults fills in the defaults of the fields whose zero value is not
+// valid, so that a Go caller's Job{} and a JSON caller who leaves the field
+// out get the same: shardingTotalCount, cpuCount, memoryMB,
+// jobExecutionType, concurrencyPolicy, timeZone. (misfire's default, true,
+// only a JSON caller can get: false is meaningful.)
 func (j *Job) ApplyDefaults() {
+	if j.ShardingTotalCount == 0 {
+		j.ShardingTotalCount = DefaultShardingItem
+	}
+	if j.CPUCount == 0 {
+		j.CPUCount = DefaultJobCPUCount
+	}
+	if j.MemoryMB == 0 {
+		j.MemoryMB = DefaultJobMemoryMB
+	}
 	if j.JobExecutionType == "" {
 		j.JobExecutionType = Transient
 	}
@@ -192,44 +296,66 @@ func (j *Job) ApplyDefaults() {
 	}
 }
 
-// Validate checks a job without the store (so not whether its app exists or
-// whether it has a command: see Service.RegisterJob).
-func (j Job) Validate() error {
+// JobSpec is a job that passed Check: its defaults applied, every field
+// valid, its cron parsed and its shard parameters read, once.
+type JobSpec struct {
+	Job Job
+	// Schedule is nil for a DAEMON job without a cron.
+	Schedule *cron.Schedule
+	// ShardParams are the shardingItemParameters by shard.
+	ShardParams map[int]string
+}
+
+// Check applies the job's defaults and validates it without the store (so
+// not whether its app exists or whether it has a command: see
+// ValidateAgainstApp). It is the one validation of a job.
+func (j Job) Check() (JobSpec, error) {
+	j.ApplyDefaults()
+	sched, params, err := j.validate()
+	if err != nil {
+		return JobSpec{}, err
+	}
+	return JobSpec{Job: j, Schedule: sched, ShardParams: params}, nil
+}
+
+func (j Job) validate() (*cron.Schedule, map[int]string, error) {
 	if err := ValidateName("jobName", j.JobName, true); err != nil {
-		return err
+		return nil, nil, err
 	}
 	if err := ValidateName("appName", j.AppName, false); err != nil {
-		return err
+		return nil, nil, err
 	}
 	switch j.JobExecutionType {
 	case Transient, Daemon:
 	default:
-		return &ValidationError{Field: "jobExecutionType", Reason: fmt.Sprintf("%q is neither TRANSIENT nor DAEMON", j.JobExecutionType)}
+		return nil, nil, &ValidationError{Field: "jobExecutionType", Reason: fmt.Sprintf("%q is neither TRANSIENT nor DAEMON", j.JobExecutionType)}
 	}
 	switch j.ConcurrencyPolicy {
 	case ConcurrencyAllow, ConcurrencyForbid, ConcurrencyReplace:
 	default:
-		return &ValidationError{Field: "concurrencyPolicy", Reason: fmt.Sprintf("%q is none of ALLOW, FORBID, REPLACE", j.ConcurrencyPolicy)}
+		return nil, nil, &ValidationError{Field: "concurrencyPolicy", Reason: fmt.Sprintf("%q is none of ALLOW, FORBID, REPLACE", j.ConcurrencyPolicy)}
 	}
-	if _, err := j.Schedule(); err != nil {
-		return err
+	sched, err := j.schedule()
+	if err != nil {
+		return nil, nil, err
 	}
 	if j.ShardingTotalCount < 1 {
-		return &ValidationError{Field: "shardingTotalCount", Reason: fmt.Sprintf("%d is below 1", j.ShardingTotalCount)}
+		return nil, nil, &ValidationError{Field: "shardingTotalCount", Reason: fmt.Sprintf("%d is below 1", j.ShardingTotalCount)}
 	}
-	if _, err := ParseShardingItemParameters(j.ShardingItemParameters, j.ShardingTotalCount); err != nil {
-		return err
+	params, err := ParseShardingItemParameters(j.ShardingItemParameters, j.ShardingTotalCount)
+	if err != nil {
+		return nil, nil, err
 	}
 	if err := checkResources(j.CPUCount, j.MemoryMB); err != nil {
-		return err
+		return nil, nil, err
 	}
 	if j.Retries < 0 {
-		return &ValidationError{Field: "retries", Reason: fmt.Sprintf("%d is negative", j.Retries)}
+		return nil, nil, &ValidationError{Field: "retries", Reason: fmt.Sprintf("%d is negative", j.Retries)}
 	}
 	if len(j.JobProperties) > 0 && !json.Valid(j.JobProperties) {
-		return &ValidationError{Field: "jobProperties", Reason: "is not valid JSON"}
+		return nil, nil, &ValidationError{Field: "jobProperties", Reason: "is not valid JSON"}
 	}
-	return checkSize(j, map[string]int{
+	return sched, params, checkSize(j, map[string]int{
 		"cron":                   len(j.Cron),
 		"shardingItemParameters": len(j.ShardingItemParameters),
 		"jobParameter":           len(j.JobParameter),
@@ -256,9 +382,9 @@ func (j Job) Location() (*time.Location, error) {
 	return loc, nil
 }
 
-// Schedule parses the job's cron in its time zone. A DAEMON job needs no
+// schedule parses the job's cron in its time zone. A DAEMON job needs no
 // cron (it is kept running); its schedule is nil then.
-func (j Job) Schedule() (*cron.Schedule, error) {
+func (j Job) schedule() (*cron.Schedule, error) {
 	loc, err := j.Location()
 	if err != nil {
 		return nil, err

@@ -36,7 +36,25 @@ func TestParseTaskIDRefusesMalformedIDs(t *testing.T) {
 	}
 }
 
-func decodeJobString(s string) (Job, error) { return DecodeJob(strings.NewReader(s)) }
+// decodeJobString decodes and checks a job, as the API and the scheduler
+// do between them.
+func decodeJobString(s string) (Job, error) {
+	job, err := DecodeJob(strings.NewReader(s))
+	if err != nil {
+		return Job{}, err
+	}
+	spec, err := job.Check()
+	return spec.Job, err
+}
+
+// decodeAppString decodes and checks an app.
+func decodeAppString(s string) (App, error) {
+	app, err := DecodeApp(strings.NewReader(s))
+	if err != nil {
+		return App{}, err
+	}
+	return app.Check()
+}
 
 func wantField(t *testing.T, err error, field string) {
 	t.Helper()
@@ -73,7 +91,7 @@ func TestDecodeAppRefusesNamingTheField(t *testing.T) {
 	for _, tc := range []struct{ body, field string }{
 		{`{"appName":""}`, "appName"},
 		{`{"appName":"a/b"}`, "appName"},
-		{`{"appName":"a","cpuCount":0}`, "cpuCount"},
+		{`{"appName":"a","cpuCount":-1}`, "cpuCount"},
 		{`{"appName":"a","memoryMB":0.5}`, "memoryMB"},
 		{`{"appName":"a","bogus":1}`, "bogus"},
 		{`{"appName":"a","cpuCount":"x"}`, "cpuCount"},
@@ -83,7 +101,7 @@ func TestDecodeAppRefusesNamingTheField(t *testing.T) {
 		{``, "body"},
 		{`{"appName":"a","bootstrapScript":"` + strings.Repeat("x", MaxConfigBytes) + `"}`, "bootstrapScript"},
 	} {
-		_, err := DecodeApp(strings.NewReader(tc.body))
+		_, err := decodeAppString(tc.body)
 		t.Run(tc.field, func(t *testing.T) { wantField(t, err, tc.field) })
 	}
 }
@@ -122,15 +140,15 @@ func TestDecodeJobRefusesNamingTheField(t *testing.T) {
 		{"dot", `{"jobName":"..",` + base + `}`, "jobName"},
 		{"too long", `{"jobName":"` + strings.Repeat("j", MaxNameLength+1) + `",` + base + `}`, "jobName"},
 		{"bad cron", `{"jobName":"j","appName":"a","cron":"0 0 0 * *"}`, "cron"},
-		{"quartz L", `{"jobName":"j","appName":"a","cron":"0 0 0 L * ?"}`, "cron"},
+		{"sixth friday", `{"jobName":"j","appName":"a","cron":"0 0 0 ? * 6#6"}`, "cron"},
 		{"no cron", `{"jobName":"j","appName":"a"}`, "cron"},
-		{"zero shards", `{"jobName":"j",` + base + `,"shardingTotalCount":0}`, "shardingTotalCount"},
+		{"negative shards", `{"jobName":"j",` + base + `,"shardingTotalCount":-1}`, "shardingTotalCount"},
 		{"param out of range", `{"jobName":"j",` + base + `,"shardingTotalCount":2,"shardingItemParameters":"0=a,2=b"}`, "shardingItemParameters"},
 		{"param duplicate", `{"jobName":"j",` + base + `,"shardingTotalCount":2,"shardingItemParameters":"0=a,0=b"}`, "shardingItemParameters"},
 		{"param not int", `{"jobName":"j",` + base + `,"shardingItemParameters":"x=a"}`, "shardingItemParameters"},
 		{"param no =", `{"jobName":"j",` + base + `,"shardingItemParameters":"0"}`, "shardingItemParameters"},
 		{"cpu", `{"jobName":"j",` + base + `,"cpuCount":0.0001}`, "cpuCount"},
-		{"memory", `{"jobName":"j",` + base + `,"memoryMB":0}`, "memoryMB"},
+		{"memory", `{"jobName":"j",` + base + `,"memoryMB":0.5}`, "memoryMB"},
 		{"type", `{"jobName":"j",` + base + `,"jobExecutionType":"SOMETIMES"}`, "jobExecutionType"},
 		{"policy", `{"jobName":"j",` + base + `,"concurrencyPolicy":"MAYBE"}`, "concurrencyPolicy"},
 		{"retries", `{"jobName":"j",` + base + `,"retries":-1}`, "retries"},
@@ -151,8 +169,8 @@ func TestDecodeJobAcceptsADaemonWithoutCron(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := job.Schedule(); err != nil || s != nil {
-		t.Fatalf("Schedule() = %v, %v; want nil, nil", s, err)
+	if spec, err := job.Check(); err != nil || spec.Schedule != nil {
+		t.Fatalf("Check() = %v, %v; want no schedule", spec.Schedule, err)
 	}
 }
 
@@ -181,5 +199,72 @@ func TestDecodeJobAcceptsElasticJob3FieldsAndRefusesOthers(t *testing.T) {
 	var ve *ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(ve.Error(), "sharding") {
 		t.Fatalf("an unknown field: got %v, want a ValidationError naming it", err)
+	}
+}
+
+func TestZeroMeansTheDefaultForGoAndJSONCallers(t *testing.T) {
+	fromGo, err := Job{JobName: "j", AppName: "a", Cron: "0 0 0 * * ?"}.Check()
+	if err != nil {
+		t.Fatalf("a Go caller's job without cpuCount, memoryMB, shardingTotalCount: %v", err)
+	}
+	fromJSON, err := decodeJobString(`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","misfire":false}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromGo.Job.CPUCount != fromJSON.CPUCount || fromGo.Job.MemoryMB != fromJSON.MemoryMB ||
+		fromGo.Job.ShardingTotalCount != fromJSON.ShardingTotalCount || fromGo.Job.TimeZone != fromJSON.TimeZone {
+		t.Fatalf("Go caller got %+v, JSON caller %+v", fromGo.Job, fromJSON)
+	}
+	app, err := App{AppName: "a"}.Check()
+	if err != nil || app.CPUCount != DefaultAppCPUCount || app.MemoryMB != DefaultAppMemoryMB {
+		t.Fatalf("App{}.Check() = %+v, %v", app, err)
+	}
+}
+
+func TestCheckParsesTheCronAndShardParametersOnce(t *testing.T) {
+	spec, err := Job{JobName: "j", AppName: "a", Cron: "0 0 12 ? * 6#3", ShardingTotalCount: 2,
+		ShardingItemParameters: "1=b"}.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Schedule == nil || spec.ShardParams[1] != "b" {
+		t.Fatalf("spec = %+v", spec)
+	}
+}
+
+func TestUpdateKeepsTheFieldsItLeavesOut(t *testing.T) {
+	stored, err := decodeAppString(`{"appName":"foo_app","appURL":"http://x/foo.tgz","bootstrapScript":"bin/start.sh","cpuCount":0.5}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := DecodeAppUpdate(strings.NewReader(`{"appName":"foo_app","appCacheEnable":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := u.Apply(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.BootstrapScript != "bin/start.sh" || got.AppURL != "http://x/foo.tgz" || got.CPUCount != 0.5 || got.AppCacheEnable {
+		t.Fatalf("updated app = %+v", got)
+	}
+	job, err := decodeJobString(`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","shardingTotalCount":3,"retries":2}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ju, err := DecodeJobUpdate(strings.NewReader(`{"jobName":"j","cron":"0 0 1 * * ?"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ju.Apply(job); err != nil || got.Cron != "0 0 1 * * ?" || got.ShardingTotalCount != 3 || got.Retries != 2 {
+		t.Fatalf("updated job = %+v, %v", got, err)
+	}
+	for _, body := range []string{`{"cron":"0 0 1 * * ?"}`, `{"jobName":"j","bogus":1}`, `{"jobName":"j","retries":"x"}`, ``} {
+		if _, err := DecodeJobUpdate(strings.NewReader(body)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("DecodeJobUpdate(%q) = %v, want ErrInvalid", body, err)
+		}
+	}
+	if _, err := DecodeAppUpdate(strings.NewReader(`{"appCacheEnable":true}`)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("an app update without appName: %v, want ErrInvalid", err)
 	}
 }

@@ -264,8 +264,9 @@ func (s *Service) RegisterApp(_ context.Context, app model.App) error {
 	if err := s.write("RegisterApp"); err != nil {
 		return err
 	}
-	if app.AppName == "" {
-		return &model.ValidationError{Field: "appName", Reason: "is empty"}
+	app, err := app.Check()
+	if err != nil {
+		return err
 	}
 	if _, ok := s.apps[app.AppName]; ok {
 		return fmt.Errorf("app %q: %w", app.AppName, model.ErrExists)
@@ -275,14 +276,19 @@ func (s *Service) RegisterApp(_ context.Context, app model.App) error {
 }
 
 // UpdateApp implements api.Service.
-func (s *Service) UpdateApp(_ context.Context, app model.App) error {
+func (s *Service) UpdateApp(_ context.Context, u model.AppUpdate) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.write("UpdateApp"); err != nil {
 		return err
 	}
-	if _, ok := s.apps[app.AppName]; !ok {
-		return notFound("app", app.AppName)
+	stored, ok := s.apps[u.AppName]
+	if !ok {
+		return notFound("app", u.AppName)
+	}
+	app, err := u.Apply(stored)
+	if err != nil {
+		return err
 	}
 	s.apps[app.AppName] = app
 	return nil
@@ -350,25 +356,31 @@ func (s *Service) RegisterJob(_ context.Context, job model.Job) error {
 }
 
 // UpdateJob implements api.Service.
-func (s *Service) UpdateJob(_ context.Context, job model.Job) error {
+func (s *Service) UpdateJob(_ context.Context, u model.JobUpdate) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.write("UpdateJob"); err != nil {
 		return err
 	}
-	if err := s.validJob(job); err != nil {
+	stored, ok := s.jobs[u.JobName]
+	if !ok {
+		return notFound("job", u.JobName)
+	}
+	job, err := u.Apply(stored)
+	if err != nil {
 		return err
 	}
-	if _, ok := s.jobs[job.JobName]; !ok {
-		return notFound("job", job.JobName)
+	if err := s.validJob(job); err != nil {
+		return err
 	}
 	s.jobs[job.JobName] = job
 	return nil
 }
 
+// validJob checks a job as the scheduler does: model's Check, and its app.
 func (s *Service) validJob(job model.Job) error {
-	if job.JobName == "" {
-		return &model.ValidationError{Field: "jobName", Reason: "is empty"}
+	if _, err := job.Check(); err != nil {
+		return err
 	}
 	if _, ok := s.apps[job.AppName]; !ok {
 		return &model.ValidationError{Field: "appName", Reason: fmt.Sprintf("app %q is not registered", job.AppName)}
