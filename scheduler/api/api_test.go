@@ -684,4 +684,5 @@ func TestLeaderURL(t *testing.T) {
 		}
 	}
 }
+
 var _ Service = (*apitest.Service)(nil)

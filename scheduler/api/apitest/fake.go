@@ -32,7 +32,6 @@ type Service struct {
 	panicOnMethod string
 }
 
-
 // NewService returns an empty service that leads, with status st (Leader is
 // set to true unless SetLeader says otherwise).
 func NewService(st model.Status) *Service {
