@@ -87,7 +87,19 @@ type Status struct {
 type Executor interface {
 	// Launch starts tasks. It is idempotent per task ID: a task this or an
 	// earlier executor already launched is not started again; its status
-	// is reported instead.
+	// is reported instead. A batch holding a task that cannot be run at all
+	// is refused whole with an error wrapping ErrInvalidTask.
+	//
+	// The executor owns its deadlines. The caller's ctx is not a time
+	// budget: it is cancelled only when the term ends or the scheduler
+	// gives the launch up, and then Launch returns promptly, having claimed
+	// nothing it did not start. Everything slow Launch does (fetching an
+	// app package, waiting for the master) is bounded by the executor's own
+	// configuration (local: Config.FetchTimeout), whatever ctx allows, so
+	// that a caller with no deadline never waits forever and a caller with
+	// a short one never cuts a legitimate slow launch off to retry it
+	// endlessly. Launch calls for different tasks may run concurrently; a
+	// slow one must not hold the others up.
 	Launch(ctx context.Context, tasks []Task) error
 	// Kill stops a task; a Killed (or, if it had ended, its final) status
 	// follows on Statuses. Killing an unknown task is not an error.
@@ -125,8 +137,18 @@ type StateStore interface {
 	Store(ctx context.Context, key string, value []byte) error
 }
 
-// ErrNoState says nothing is stored under a key.
-var ErrNoState = errors.New("executor: no state stored")
+// Errors of the contract, for errors.Is. Executors wrap them in sentinels
+// of their own, so that callers can tell them apart without knowing which
+// executor runs.
+var (
+	// ErrNoState says nothing is stored under a key.
+	ErrNoState = errors.New("executor: no state stored")
+	// ErrClosed is returned by Launch, Kill and Reconcile after Close.
+	ErrClosed = errors.New("executor: closed")
+	// ErrInvalidTask refuses a Launch batch holding a task that cannot be
+	// run at all (no ID, no command, ...): retrying it is pointless.
+	ErrInvalidTask = errors.New("executor: invalid task")
+)
 
 // Describer is implemented by executors that can say how they are doing
 // (Mesos: the master, the framework id, whether it is connected); the

@@ -41,12 +41,12 @@ import (
 // Errors, for errors.Is.
 var (
 	// ErrClosed is returned by every call made after Close.
-	ErrClosed = errors.New("local executor: closed")
+	ErrClosed = fmt.Errorf("local executor: %w", executor.ErrClosed)
 	// ErrInvalidConfig wraps every Config validation failure.
 	ErrInvalidConfig = errors.New("local executor: invalid config")
 	// ErrInvalidTask is returned by Launch, which then launches nothing,
 	// when a task of the batch cannot be run at all (no ID, no command).
-	ErrInvalidTask = errors.New("local executor: invalid task")
+	ErrInvalidTask = fmt.Errorf("local executor: %w", executor.ErrInvalidTask)
 	// ErrFetch wraps app package download failures; such a task ends
 	// FAILED with the error as its message.
 	ErrFetch = errors.New("fetch app package")
