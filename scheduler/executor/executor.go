@@ -90,16 +90,18 @@ type Executor interface {
 	// is reported instead. A batch holding a task that cannot be run at all
 	// is refused whole with an error wrapping ErrInvalidTask.
 	//
-	// The executor owns its deadlines. The caller's ctx is not a time
-	// budget: it is cancelled only when the term ends or the scheduler
-	// gives the launch up, and then Launch returns promptly, having claimed
-	// nothing it did not start. Everything slow Launch does (fetching an
-	// app package, waiting for the master) is bounded by the executor's own
-	// configuration (local: Config.FetchTimeout), whatever ctx allows, so
-	// that a caller with no deadline never waits forever and a caller with
-	// a short one never cuts a legitimate slow launch off to retry it
-	// endlessly. Launch calls for different tasks may run concurrently; a
-	// slow one must not hold the others up.
+	// The executor owns its deadlines. ctx is not a time budget: the
+	// caller cancels it only when the term ends or it gives the launch up,
+	// and Launch then returns promptly with ctx's error, having claimed
+	// nothing it did not start (a later Launch may try again). Whatever
+	// Launch waits for (an app package's download, the master) it bounds
+	// itself, by the executor's configuration (local: FetchTimeout), also
+	// when ctx has no deadline; work cut off by such a bound ends its task
+	// FAILED, not in an error of Launch. So callers must not cap ctx with a
+	// deadline of their own: the executor cannot tell it from giving up,
+	// and a slow but legitimate launch cut off that way would be retried
+	// without end. Launch calls may run concurrently, and a slow one must
+	// not hold up the others' tasks.
 	Launch(ctx context.Context, tasks []Task) error
 	// Kill stops a task; a Killed (or, if it had ended, its final) status
 	// follows on Statuses. Killing an unknown task is not an error.
