@@ -87,7 +87,21 @@ type Status struct {
 type Executor interface {
 	// Launch starts tasks. It is idempotent per task ID: a task this or an
 	// earlier executor already launched is not started again; its status
-	// is reported instead.
+	// is reported instead. A batch holding a task that cannot be run at all
+	// is refused whole with an error wrapping ErrInvalidTask.
+	//
+	// The executor owns its deadlines. ctx is not a time budget: the
+	// caller cancels it only when the term ends or it gives the launch up,
+	// and Launch then returns promptly with ctx's error, having claimed
+	// nothing it did not start (a later Launch may try again). Whatever
+	// Launch waits for (an app package's download, the master) it bounds
+	// itself, by the executor's configuration (local: FetchTimeout), also
+	// when ctx has no deadline; work cut off by such a bound ends its task
+	// FAILED, not in an error of Launch. So callers must not cap ctx with a
+	// deadline of their own: the executor cannot tell it from giving up,
+	// and a slow but legitimate launch cut off that way would be retried
+	// without end. Launch calls may run concurrently, and a slow one must
+	// not hold up the others' tasks.
 	Launch(ctx context.Context, tasks []Task) error
 	// Kill stops a task; a Killed (or, if it had ended, its final) status
 	// follows on Statuses. Killing an unknown task is not an error.
@@ -125,8 +139,18 @@ type StateStore interface {
 	Store(ctx context.Context, key string, value []byte) error
 }
 
-// ErrNoState says nothing is stored under a key.
-var ErrNoState = errors.New("executor: no state stored")
+// Errors of the contract, for errors.Is. Executors wrap them in sentinels
+// of their own, so that callers can tell them apart without knowing which
+// executor runs.
+var (
+	// ErrNoState says nothing is stored under a key.
+	ErrNoState = errors.New("executor: no state stored")
+	// ErrClosed is returned by Launch, Kill and Reconcile after Close.
+	ErrClosed = errors.New("executor: closed")
+	// ErrInvalidTask refuses a Launch batch holding a task that cannot be
+	// run at all (no ID, no command, ...): retrying it is pointless.
+	ErrInvalidTask = errors.New("executor: invalid task")
+)
 
 // Describer is implemented by executors that can say how they are doing
 // (Mesos: the master, the framework id, whether it is connected); the

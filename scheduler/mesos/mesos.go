@@ -45,10 +45,10 @@ var (
 	// ErrInvalidConfig wraps every Config validation failure.
 	ErrInvalidConfig = errors.New("mesos: invalid config")
 	// ErrClosed is returned by every call made after Close.
-	ErrClosed = errors.New("mesos: executor closed")
+	ErrClosed = fmt.Errorf("mesos: %w", executor.ErrClosed)
 	// ErrInvalidTask is returned by Launch, which then queues nothing, when
 	// a task of the batch cannot be run at all.
-	ErrInvalidTask = errors.New("mesos: invalid task")
+	ErrInvalidTask = fmt.Errorf("mesos: %w", executor.ErrInvalidTask)
 	// ErrNotSubscribed: the call needs a subscription to the master and
 	// there is none at the moment.
 	ErrNotSubscribed = errors.New("mesos: not subscribed to a master")

@@ -105,6 +105,11 @@ func (e *Executor) syncOffers(ctx context.Context) {
 	case want && (suppressed || revive):
 		if err := e.call(ctx, calls.ReviveWith([]string{e.cfg.Role})); err != nil {
 			e.callFailed("cannot revive offers", err)
+			// A suppressed framework gets no offers, so nothing else
+			// would ever revive them: the reviver tries again.
+			e.mu.Lock()
+			e.reviveWanted = true
+			e.mu.Unlock()
 			return
 		}
 		e.mu.Lock()
@@ -140,8 +145,9 @@ func (e *Executor) reviver() {
 		}
 		e.offerMu.Lock()
 		e.mu.Lock()
-		due := e.connected && len(e.pending) > 0 && e.lastDecline.After(e.lastRevive) &&
-			time.Since(e.lastRevive) >= e.cfg.RefuseSeconds
+		// reviveWanted is still set here only if a REVIVE failed.
+		due := e.connected && len(e.pending) > 0 && (e.reviveWanted ||
+			e.lastDecline.After(e.lastRevive) && time.Since(e.lastRevive) >= e.cfg.RefuseSeconds)
 		if due {
 			e.reviveWanted = true
 		}

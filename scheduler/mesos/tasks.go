@@ -31,6 +31,12 @@ const agentLookupInterval = 10 * time.Second
 // instead. A task Mesos knows from an earlier term is adopted through the
 // term's reconciliation (and a second launch of it is refused by Mesos as a
 // duplicate, which is not taken for a failure).
+//
+// Launch waits for no task to start: its only wait is the REVIVE, bounded
+// by CallTimeout. Once queued, the tasks are the executor's: the REVIVE is
+// made on the executor's context, not the caller's, so a caller giving up
+// meanwhile cannot leave them queued behind suppressed offers (and a
+// failed REVIVE is retried by the reviver).
 func (e *Executor) Launch(ctx context.Context, tasks []executor.Task) error {
 	end, err := e.begin()
 	if err != nil {
@@ -42,8 +48,9 @@ func (e *Executor) Launch(ctx context.Context, tasks []executor.Task) error {
 			return err
 		}
 	}
-	ctx, cancel := e.opContext(ctx)
-	defer cancel()
+	if err := ctx.Err(); err != nil {
+		return err // given up before anything was queued
+	}
 
 	e.offerMu.Lock()
 	defer e.offerMu.Unlock()
@@ -70,7 +77,7 @@ func (e *Executor) Launch(ctx context.Context, tasks []executor.Task) error {
 	e.mu.Unlock()
 	if queued > 0 {
 		e.log.Debug("tasks queued for offers", "tasks", queued, "job", tasks[0].Job)
-		e.syncOffers(ctx)
+		e.syncOffers(e.ctx)
 	}
 	return nil
 }

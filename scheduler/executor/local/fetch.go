@@ -52,12 +52,30 @@ func newHTTPClient() *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// fetchApp makes the task's app package available: from the cache
+// fetchApp makes the task's app package available within FetchTimeout.
+//
+// FetchTimeout is the executor's own bound on the fetch (the contract
+// leaves Launch's deadlines to the executor): it holds however long ctx
+// lives, and a fetch it cuts off fails the task with ErrFetchTimeout. ctx
+// only says whether the caller still wants the launch; when it ends, the
+// fetch stops and the caller learns that from ctx, not from the error.
+// Nothing here is shared between fetches but the cache directory, so a slow
+// package holds up no other task's launch.
+func (e *Executor) fetchApp(ctx context.Context, t executor.Task) (preparedApp, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, e.cfg.FetchTimeout, ErrFetchTimeout)
+	defer cancel()
+	app, err := e.fetchOrCache(ctx, t)
+	if err != nil && errors.Is(context.Cause(ctx), ErrFetchTimeout) {
+		u, _ := url.Parse(t.AppURL) // parsed fine, or the timer could not have fired first
+		return preparedApp{}, fmt.Errorf("%w (FetchTimeout %v): %s", ErrFetchTimeout, e.cfg.FetchTimeout, u.Redacted())
+	}
+	return app, err
+}
+
+// fetchOrCache makes the task's app package available: from the cache
 // WorkDir/apps/<app>/<hash of url> when AppCacheEnable is set (fetched
 // once, shared by every task and process), else as a fresh copy.
-func (e *Executor) fetchApp(ctx context.Context, t executor.Task) (preparedApp, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.FetchTimeout)
-	defer cancel()
+func (e *Executor) fetchOrCache(ctx context.Context, t executor.Task) (preparedApp, error) {
 	u, err := parseAppURL(t.AppURL)
 	if err != nil {
 		return preparedApp{}, fmt.Errorf("%w: %v", ErrFetch, err)

@@ -44,6 +44,11 @@ exit "$hasched_code"
 // fetched, or whose process cannot be forked, ends FAILED; Launch itself
 // fails only for invalid input, a cancelled context (the tasks not yet
 // claimed were not launched) or a work directory it cannot write.
+//
+// Its one slow step, an app package's fetch, is bounded by FetchTimeout
+// whether or not ctx has a deadline; a fetch cut off by it fails the task
+// (claimed, so it is not fetched again and again). Concurrent Launch calls
+// share no lock, so one waiting for a slow package holds up no other.
 func (e *Executor) Launch(ctx context.Context, tasks []executor.Task) error {
 	end, err := e.begin()
 	if err != nil {

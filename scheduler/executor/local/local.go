@@ -41,15 +41,17 @@ import (
 // Errors, for errors.Is.
 var (
 	// ErrClosed is returned by every call made after Close.
-	ErrClosed = errors.New("local executor: closed")
+	ErrClosed = fmt.Errorf("local executor: %w", executor.ErrClosed)
 	// ErrInvalidConfig wraps every Config validation failure.
 	ErrInvalidConfig = errors.New("local executor: invalid config")
 	// ErrInvalidTask is returned by Launch, which then launches nothing,
 	// when a task of the batch cannot be run at all (no ID, no command).
-	ErrInvalidTask = errors.New("local executor: invalid task")
+	ErrInvalidTask = fmt.Errorf("local executor: %w", executor.ErrInvalidTask)
 	// ErrFetch wraps app package download failures; such a task ends
 	// FAILED with the error as its message.
 	ErrFetch = errors.New("fetch app package")
+	// ErrFetchTimeout wraps ErrFetch for a fetch that FetchTimeout cut off.
+	ErrFetchTimeout = fmt.Errorf("%w: timed out", ErrFetch)
 	// ErrUnsafeArchive is part of the message of a task whose app package
 	// holds an entry that would land outside its directory.
 	ErrUnsafeArchive = errors.New("unsafe archive entry")
@@ -93,7 +95,9 @@ type Config struct {
 	StartGrace time.Duration
 	// Retention is how long a terminal task's directory is kept.
 	Retention time.Duration
-	// FetchTimeout bounds the download and unpacking of one app package.
+	// FetchTimeout bounds the download and unpacking of one app package,
+	// also when the Launch call's context has no deadline (callers set
+	// none: see executor.Executor.Launch).
 	FetchTimeout time.Duration
 }
 
