@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ func batchScenarios() []scenario {
 		{"ApplyReportsEachRefusalByOp", testApplyReportsEachRefusalByOp},
 		{"ApplyRefusesInvalidPathsBeforeSending", testApplyRefusesInvalidPathsBeforeSending},
 		{"ApplyRefusesBatchesTooLarge", testApplyRefusesBatchesTooLarge},
+		{"ConcurrentBatchedCASLosesNoUpdate", testConcurrentBatchedCASLosesNoUpdate},
 		{"FencedFullBatchesSucceed", testFencedFullBatchesSucceed},
 		{"FencedApplyOfDeposedLeaderWritesNothing", testFencedApplyOfDeposedLeaderWritesNothing},
 	}
@@ -269,6 +272,58 @@ func testApplyRefusesBatchesTooLarge(t *testing.T, e *env) {
 	}
 	if n := mustGet(t, e.ctx, c, "/p/d"); !bytes.Equal(n.Value, quarter) {
 		t.Fatalf("/p/d holds %d bytes, want %d", len(n.Value), len(quarter))
+	}
+}
+
+// Each batch creates a child of the counter, which relies on the counter
+// existing, and then sets the counter with the version read: the version
+// check must hold at the commit, not only when the batch was prepared.
+func testConcurrentBatchedCASLosesNoUpdate(t *testing.T, e *env) {
+	sessions := []coord.Coordinator{e.open(t), e.open(t), e.open(t)}
+	mustCreate(t, e.ctx, sessions[0], "/counter", []byte("0"))
+	const workers, each = 8, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := sessions[w%len(sessions)]
+			for done := 0; done < each; {
+				n, err := c.Get(e.ctx, "/counter")
+				if err != nil {
+					errs <- err
+					return
+				}
+				v, err := strconv.Atoi(string(n.Value))
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, err = c.Apply(e.ctx,
+					coord.CreateOp(fmt.Sprintf("/counter/w%d-%d", w, done), nil),
+					coord.SetOp("/counter", []byte(strconv.Itoa(v+1)), n.Version))
+				switch {
+				case err == nil:
+					done++
+				case errors.Is(err, coord.ErrVersionConflict):
+				default:
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("batched increment: %v", err)
+	}
+	if n := mustGet(t, e.ctx, sessions[0], "/counter"); string(n.Value) != strconv.Itoa(workers*each) {
+		t.Fatalf("counter is %s after %d batched increments: updates were lost", n.Value, workers*each)
+	}
+	if names := mustChildren(t, e.ctx, sessions[0], "/counter"); len(names) != workers*each {
+		t.Fatalf("%d children after %d batches", len(names), workers*each)
 	}
 }
 

@@ -2,11 +2,13 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hasched/hasched/coord"
@@ -117,6 +119,9 @@ func (w writer) tryApply(ctx context.Context, ops []coord.Op) (res []coord.OpRes
 		reads = append(reads, batchRead{w.f.key, []clientv3.OpOption{clientv3.WithKeysOnly()}})
 	}
 	got, rev, err := c.readAt(ctx, reads)
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, false, nil // a large snapshot's revision compacted between its reads
+	}
 	if err != nil {
 		return nil, true, c.fail("apply", ops[0].Path, err)
 	}
@@ -153,16 +158,17 @@ func (w writer) tryApply(ctx context.Context, ops []coord.Op) (res []coord.OpRes
 		sameKey []string                    // same's keys, in order
 		absent  []keyRange                  // nothing created in these since rev
 	)
+	// rely adds the fact that p is the node read: the same incarnation, or,
+	// once an op checked its version, the same version, which implies the
+	// incarnation (revisions are unique).
 	rely := func(p string, n *snapNode, expected coord.Version) {
 		key := c.keys.node(p)
-		if _, ok := same[key]; ok {
-			return
+		if _, ok := same[key]; !ok {
+			sameKey = append(sameKey, key)
+			same[key] = clientv3.Compare(clientv3.CreateRevision(key), "=", n.created)
 		}
-		sameKey = append(sameKey, key)
 		if expected != coord.AnyVersion {
 			same[key] = clientv3.Compare(clientv3.ModRevision(key), "=", int64(expected))
-		} else {
-			same[key] = clientv3.Compare(clientv3.CreateRevision(key), "=", n.created)
 		}
 	}
 	fail := func(i int, err error) ([]coord.OpResult, bool, error) {
