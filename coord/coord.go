@@ -42,20 +42,23 @@ type Node struct {
 // Writer is the write half of a Coordinator. A Coordinator is a Writer; a
 // Leadership's fenced writes are one too.
 type Writer interface {
-	Create(ctx context.Context, path string, value []byte, opts ...CreateOption) (string, error)
+	Create(ctx context.Context, path string, value []byte, opts ...CreateOption) (Node, error)
 	Set(ctx context.Context, path string, value []byte, expected Version) (Version, error)
 	Delete(ctx context.Context, path string, expected Version) error
 	DeleteTree(ctx context.Context, path string) error
+	Apply(ctx context.Context, ops ...Op) ([]OpResult, error)
 }
 
 // Coordinator is one session with a coordination service. All methods are
 // safe for concurrent use.
 type Coordinator interface {
 	// Create makes a node. Missing parents are made as persistent, empty
-	// nodes. It returns the path it made: with Sequential, the path with a
-	// 10-digit counter appended, as ZooKeeper does. ErrExists if the node is
-	// there, ErrEphemeralParent if a parent is ephemeral.
-	Create(ctx context.Context, path string, value []byte, opts ...CreateOption) (string, error)
+	// nodes. It returns the node it made: its Path (with Sequential, the
+	// path with a 10-digit counter appended, as ZooKeeper does), the Value
+	// written and its Version, the one a following Get returns, so it can
+	// be the expected version of a Set. ErrExists if the node is there,
+	// ErrEphemeralParent if a parent is ephemeral.
+	Create(ctx context.Context, path string, value []byte, opts ...CreateOption) (Node, error)
 	// Get reads one node; ErrNotFound if it is missing.
 	Get(ctx context.Context, path string) (Node, error)
 	// Set replaces a node's value if its version is expected (or expected is
@@ -68,6 +71,14 @@ type Coordinator interface {
 	// DeleteTree removes the node and everything below it. ErrNotFound if
 	// the node is missing.
 	DeleteTree(ctx context.Context, path string) error
+	// Apply makes every op or none, atomically (etcd: one transaction;
+	// ZooKeeper: one multi), in order: a later op sees what earlier ones
+	// did. It returns one OpResult per op. When an op fails, nothing is
+	// written and the error is an *OpError naming it, wrapping the
+	// sentinel. Zero ops is a no-op returning nil, nil; more than
+	// MaxBatchOps, or values adding up to more than MaxValueSize, is
+	// ErrBatchTooLarge. Paths are checked before anything is sent.
+	Apply(ctx context.Context, ops ...Op) ([]OpResult, error)
 	// Children returns the names of the node's direct children, sorted.
 	// ErrNotFound if the node is missing. "/" lists the namespace's root.
 	Children(ctx context.Context, path string) ([]string, error)

@@ -32,8 +32,9 @@ func WithElectionRetry(min, max time.Duration) ElectionOption {
 // RunElection takes part in election until ctx is cancelled, and runs lead
 // during every term this process wins (Curator's LeaderSelector with
 // autoRequeue). Each round it campaigns, then calls lead with a context that
-// is cancelled the moment leadership is lost or ctx ends, waits for lead to
-// return, resigns, and campaigns again. When the session has ended it closes
+// is cancelled the moment leadership is lost or ctx ends, the session that
+// won and the term's Leadership (for its token and fenced Writer), waits for
+// lead to return, resigns, and campaigns again. When the session has ended it closes
 // it and opens a new one with open, retrying with back-off while that fails.
 //
 // lead must stop everything it started before it returns: the next term
@@ -42,7 +43,7 @@ func WithElectionRetry(min, max time.Duration) ElectionOption {
 // RunElection returns nil once ctx is cancelled and every term has ended and
 // the session it opened is closed, or an error at once if its arguments are
 // invalid.
-func RunElection(ctx context.Context, open func(context.Context) (Coordinator, error), election string, value []byte, lead func(context.Context) error, opts ...ElectionOption) error {
+func RunElection(ctx context.Context, open func(context.Context) (Coordinator, error), election string, value []byte, lead func(ctx context.Context, c Coordinator, l Leadership) error, opts ...ElectionOption) error {
 	cfg := electionConfig{logger: hclog.NewNullLogger(), retryMin: 100 * time.Millisecond, retryMax: 5 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
@@ -117,7 +118,7 @@ func RunElection(ctx context.Context, open func(context.Context) (Coordinator, e
 			continue
 		}
 		delay = cfg.retryMin
-		if err := runTerm(ctx, log, l, lead); err != nil {
+		if err := runTerm(ctx, log, c, l, lead); err != nil {
 			// A candidacy that could not be withdrawn would win the next
 			// campaign of this session again without a contest: end the
 			// session instead, which withdraws it on the server.
@@ -131,7 +132,7 @@ func RunElection(ctx context.Context, open func(context.Context) (Coordinator, e
 
 // runTerm runs lead for one term and resigns when it is over. It returns the
 // error of Resign.
-func runTerm(ctx context.Context, log hclog.Logger, l Leadership, lead func(context.Context) error) error {
+func runTerm(ctx context.Context, log hclog.Logger, c Coordinator, l Leadership, lead func(context.Context, Coordinator, Leadership) error) error {
 	log = log.With("token", l.Token())
 	log.Info("leadership acquired")
 	termCtx, cancel := context.WithCancel(ctx)
@@ -145,7 +146,7 @@ func runTerm(ctx context.Context, log hclog.Logger, l Leadership, lead func(cont
 		}
 		cancel()
 	}()
-	err := lead(termCtx)
+	err := lead(termCtx, c, l)
 	cancel()
 	<-stopped
 	if err != nil && !errors.Is(err, context.Canceled) {

@@ -18,4 +18,5 @@ var (
 	ErrSessionLost        = errors.New("coord: session lost")
 	ErrClosed             = errors.New("coord: coordinator closed")
 	ErrUnsupportedURL     = errors.New("coord: unsupported coordinator URL")
+	ErrBatchTooLarge      = errors.New("coord: batch too large")
 )

@@ -75,7 +75,7 @@ func TestOpenRefusesUnknownSchemes(t *testing.T) {
 func TestRunElectionRefusesBadArguments(t *testing.T) {
 	ctx := context.Background()
 	open := func(context.Context) (Coordinator, error) { return nil, errors.New("unused") }
-	lead := func(context.Context) error { return nil }
+	lead := func(context.Context, Coordinator, Leadership) error { return nil }
 	if err := RunElection(ctx, nil, "/e", nil, lead); err == nil {
 		t.Error("nil open accepted")
 	}

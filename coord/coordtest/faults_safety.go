@@ -75,10 +75,13 @@ func testRandomizedSafety(e *faultEnv) {
 					return nil, err
 				}
 				hist.setSession(i, c)
-				return safetyTap{Coordinator: c, won: func(l coord.Leadership) { hist.won(i, c, l) }}, nil
+				return c, nil
 			}
 			_ = coord.RunElection(runCtx, open, faultElection, []byte("candidate-"+strconv.Itoa(i)),
-				func(lctx context.Context) error { return hist.lead(lctx, i) },
+				func(lctx context.Context, c coord.Coordinator, l coord.Leadership) error {
+					hist.won(i, c, l)
+					return hist.lead(lctx, i)
+				},
 				coord.WithElectionRetry(100*time.Millisecond, 2*time.Second))
 		})
 	}
@@ -256,22 +259,6 @@ func (e *faultEnv) injectFault(rng *rand.Rand, hist *safetyHistory) (string, fun
 		must(what, e.h.Kill(ctx, other))
 		return what, start(m, other)
 	}
-}
-
-// safetyTap is a candidate's session that tells the history which
-// leadership each won campaign gave, since RunElection hands lead only a
-// context.
-type safetyTap struct {
-	coord.Coordinator
-	won func(coord.Leadership)
-}
-
-func (s safetyTap) Campaign(ctx context.Context, election string, value []byte) (coord.Leadership, error) {
-	l, err := s.Coordinator.Campaign(ctx, election, value)
-	if err == nil {
-		s.won(l)
-	}
-	return l, err
 }
 
 // safetyTerm is one term of one candidate.

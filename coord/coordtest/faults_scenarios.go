@@ -225,7 +225,7 @@ func testWholeClusterRestarted(e *faultEnv) {
 	var term atomic.Int32
 	go func() {
 		open := func(ctx context.Context) (coord.Coordinator, error) { return e.h.Open(ctx, e.ns) }
-		done <- coord.RunElection(runCtx, open, faultElection, []byte("runner"), func(lctx context.Context) error {
+		done <- coord.RunElection(runCtx, open, faultElection, []byte("runner"), func(lctx context.Context, _ coord.Coordinator, _ coord.Leadership) error {
 			terms <- int(term.Add(1))
 			<-lctx.Done()
 			ended <- struct{}{}
@@ -568,7 +568,7 @@ func testConnectionLossDuringSequentialCreate(e *faultEnv) {
 					continue
 				}
 				mu.Lock()
-				made = append(made, madeNode{c, p})
+				made = append(made, madeNode{c, p.Path})
 				mu.Unlock()
 			}
 		})

@@ -49,7 +49,7 @@ func testFencedWritesSucceedWhileLeading(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatalf("fenced sequential Create: %v", err)
 	}
-	mustGet(t, e.ctx, c, seq)
+	mustGet(t, e.ctx, c, seq.Path)
 	if err := w.DeleteTree(e.ctx, "/state"); err != nil {
 		t.Fatalf("fenced DeleteTree: %v", err)
 	}

@@ -80,7 +80,7 @@ func scenarios() []scenario {
 		{"RunElectionRotatesFiveCandidates", testRunElectionRotatesFiveCandidates},
 		{"RunElectionCancelsLeadContextOnLoss", testRunElectionCancelsLeadContextOnLoss},
 		{"RunElectionOpensNewSessionAfterExpiry", testRunElectionOpensNewSessionAfterExpiry},
-	}, fenceAndWatchScenarios()...)
+	}, append(fenceAndWatchScenarios(), batchScenarios()...)...)
 }
 
 // env is one scenario's world: a namespace of its own and the sessions opened
@@ -121,7 +121,7 @@ func (e *env) openNS(t *testing.T, ns string) coord.Coordinator {
 // bounds.
 func (e *env) within() time.Duration { return 3*e.h.SessionTimeout() + 5*time.Second }
 
-func mustCreate(t *testing.T, ctx context.Context, c coord.Coordinator, path string, value []byte, opts ...coord.CreateOption) string {
+func mustCreate(t *testing.T, ctx context.Context, c coord.Coordinator, path string, value []byte, opts ...coord.CreateOption) coord.Node {
 	t.Helper()
 	got, err := c.Create(ctx, path, value, opts...)
 	if err != nil {
@@ -234,8 +234,8 @@ func mustWait(t *testing.T, ch <-chan campaignResult, d time.Duration, who strin
 func testCreateGetRoundTrip(t *testing.T, e *env) {
 	c := e.open(t)
 	got := mustCreate(t, e.ctx, c, "/a", []byte("hello"))
-	if got != "/a" {
-		t.Fatalf("Create returned %q, want /a", got)
+	if got.Path != "/a" || string(got.Value) != "hello" {
+		t.Fatalf("Create returned {%q %q}, want {/a hello}", got.Path, got.Value)
 	}
 	n := mustGet(t, e.ctx, c, "/a")
 	if n.Path != "/a" || string(n.Value) != "hello" {
@@ -513,10 +513,10 @@ func testSequentialNamesAreTenDigitsAndIncrease(t *testing.T, e *env) {
 	c := e.open(t)
 	var made []string
 	for range 5 {
-		p := mustCreate(t, e.ctx, c, "/q/job-", []byte("x"), coord.Sequential())
+		p := mustCreate(t, e.ctx, c, "/q/job-", []byte("x"), coord.Sequential()).Path
 		made = append(made, p)
 	}
-	other := mustCreate(t, e.ctx, c, "/other/job-", nil, coord.Sequential())
+	other := mustCreate(t, e.ctx, c, "/other/job-", nil, coord.Sequential()).Path
 	var prev int64 = -1
 	for _, p := range append(made, other) {
 		if !strings.HasPrefix(coord.Base(p), "job-") {
@@ -544,7 +544,7 @@ func testSequentialNamesAreTenDigitsAndIncrease(t *testing.T, e *env) {
 	}
 	wantNames(t, "Children(/q)", mustChildren(t, e.ctx, c, "/q"), names)
 	// Ephemeral and sequential together, as elections use it.
-	eph := mustCreate(t, e.ctx, c, "/q/job-", nil, coord.Sequential(), coord.Ephemeral())
+	eph := mustCreate(t, e.ctx, c, "/q/job-", nil, coord.Sequential(), coord.Ephemeral()).Path
 	if eph <= made[len(made)-1] {
 		t.Fatalf("ephemeral sequential %q does not follow %q", eph, made[len(made)-1])
 	}
@@ -830,6 +830,8 @@ func allCallsFail(t *testing.T, ctx context.Context, c coord.Coordinator, want e
 	wantErr(t, "Campaign", err, want)
 	_, err = c.Leader(ctx, election)
 	wantErr(t, "Leader", err, want)
+	_, err = c.Apply(ctx, coord.CreateOp("/after", nil))
+	wantErr(t, "Apply", err, want)
 }
 
 func testCallsAfterCloseFail(t *testing.T, e *env) {
@@ -1152,7 +1154,7 @@ func testRunElectionRotatesFiveCandidates(t *testing.T, e *env) {
 		go func() {
 			defer wg.Done()
 			open := func(ctx context.Context) (coord.Coordinator, error) { return e.h.Open(ctx, e.ns) }
-			_ = coord.RunElection(ctx, open, election, []byte(strconv.Itoa(i)), func(lctx context.Context) error {
+			_ = coord.RunElection(ctx, open, election, []byte(strconv.Itoa(i)), func(lctx context.Context, _ coord.Coordinator, _ coord.Leadership) error {
 				if active.Add(1) != 1 {
 					t.Errorf("candidate %d leads while another term is running", i)
 				}
@@ -1219,7 +1221,13 @@ func testRunElectionCancelsLeadContextOnLoss(t *testing.T, e *env) {
 	done := make(chan error, 1)
 	go func() {
 		open := func(ctx context.Context) (coord.Coordinator, error) { return e.h.Open(ctx, e.ns) }
-		done <- coord.RunElection(ctx, open, election, []byte("runner"), func(lctx context.Context) error {
+		done <- coord.RunElection(ctx, open, election, []byte("runner"), func(lctx context.Context, c coord.Coordinator, l coord.Leadership) error {
+			if c == nil || l == nil || closed(l.Lost()) {
+				terms <- "error: lead was not handed its session and live leadership"
+				<-lctx.Done()
+				ended <- lctx.Err()
+				return lctx.Err()
+			}
 			v, err := admin.Leader(lctx, election)
 			if err != nil {
 				terms <- "error: " + err.Error()
@@ -1293,10 +1301,13 @@ func testRunElectionOpensNewSessionAfterExpiry(t *testing.T, e *env) {
 	started := make(chan coord.Coordinator, 10)
 	done := make(chan error, 1)
 	go func() {
-		done <- coord.RunElection(ctx, open, election, []byte("runner"), func(lctx context.Context) error {
+		done <- coord.RunElection(ctx, open, election, []byte("runner"), func(lctx context.Context, c coord.Coordinator, _ coord.Leadership) error {
 			mu.Lock()
-			started <- sessions[len(sessions)-1]
+			if c != sessions[len(sessions)-1] {
+				t.Errorf("lead was handed %v, not the session RunElection opened last", c)
+			}
 			mu.Unlock()
+			started <- c
 			<-lctx.Done()
 			return nil
 		}, coord.WithElectionRetry(20*time.Millisecond, 200*time.Millisecond))

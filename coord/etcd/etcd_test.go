@@ -138,7 +138,7 @@ func TestConcurrentSequentialCreatesGetDistinctNumbers(t *testing.T) {
 				return
 			}
 			mu.Lock()
-			made = append(made, p)
+			made = append(made, p.Path)
 			mu.Unlock()
 		}()
 	}
@@ -173,8 +173,8 @@ func TestDeleteAndDeleteTreeRemoveSequenceCounters(t *testing.T) {
 	}
 	// A re-created parent counts afresh, as on ZooKeeper.
 	p, err := c.Create(ctx, "/t/job-", nil, coord.Sequential())
-	if err != nil || p != "/t/job-0000000000" {
-		t.Fatalf("sequential create under a re-created parent: %q, %v", p, err)
+	if err != nil || p.Path != "/t/job-0000000000" {
+		t.Fatalf("sequential create under a re-created parent: %q, %v", p.Path, err)
 	}
 }
 

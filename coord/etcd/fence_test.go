@@ -28,10 +28,11 @@ func TestFencedWritesSucceedWhileLeading(t *testing.T) {
 	c, ctx := open(t, ns), testContext(t)
 	w := lead(t, c, "me").Writer()
 
-	if p, err := w.Create(ctx, "/a/b", []byte("1")); err != nil || p != "/a/b" {
-		t.Fatalf("fenced Create: %q, %v", p, err)
+	if p, err := w.Create(ctx, "/a/b", []byte("1")); err != nil || p.Path != "/a/b" {
+		t.Fatalf("fenced Create: %q, %v", p.Path, err)
 	}
-	seq, err := w.Create(ctx, "/q/job-", nil, coord.Sequential(), coord.Ephemeral())
+	made, err := w.Create(ctx, "/q/job-", nil, coord.Sequential(), coord.Ephemeral())
+	seq := made.Path
 	if err != nil || seq != "/q/job-"+coord.FormatSequence(0) {
 		t.Fatalf("fenced sequential ephemeral Create: %q, %v", seq, err)
 	}

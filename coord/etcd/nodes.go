@@ -38,29 +38,33 @@ var (
 // one sees a half-made path. The transaction is guarded by what it read:
 // every ancestor it found is still the same incarnation, every ancestor it
 // makes is still missing, and, for Sequential, the counter is unchanged.
-func (c *Coordinator) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+func (c *Coordinator) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
 	return writer{c: c}.Create(ctx, path, value, opts...)
 }
 
-// Create is Coordinator.Create, fenced by w.f.
-func (w writer) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+// Create is Coordinator.Create, fenced by w.f. The node's version is the
+// revision of the transaction that made it, its ModRevision.
+func (w writer) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
 	if err := coord.ValidateNodePath(path); err != nil {
-		return "", fmt.Errorf("create %s: %w", path, err)
+		return coord.Node{}, fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := coord.CheckValue(value); err != nil {
-		return "", fmt.Errorf("create %s: %w", path, err)
+		return coord.Node{}, fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := w.usable(); err != nil {
-		return "", fmt.Errorf("create %s: %w", path, err)
+		return coord.Node{}, fmt.Errorf("create %s: %w", path, err)
 	}
 	o := coord.ApplyCreateOptions(opts)
 	for attempt := 1; ; attempt++ {
-		made, done, err := w.tryCreate(ctx, path, value, o)
+		made, rev, done, err := w.tryCreate(ctx, path, value, o)
 		if done {
-			return made, err
+			if err != nil {
+				return coord.Node{}, err
+			}
+			return coord.Node{Path: made, Value: value, Version: coord.Version(rev)}, nil
 		}
 		if attempt == maxCreateAttempts {
-			return "", fmt.Errorf("create %s: gave up after %d attempts: its ancestors or sequence counter kept changing", path, attempt)
+			return coord.Node{}, fmt.Errorf("create %s: gave up after %d attempts: its ancestors or sequence counter kept changing", path, attempt)
 		}
 		w.c.log.Trace("create raced with a concurrent change; retrying", "path", path, "attempt", attempt)
 	}
@@ -84,8 +88,9 @@ func (w writer) usable() error {
 }
 
 // tryCreate makes one attempt. done is false when a concurrent change
-// invalidated what it read and the attempt should be repeated.
-func (w writer) tryCreate(ctx context.Context, path string, value []byte, o coord.CreateOptions) (made string, done bool, err error) {
+// invalidated what it read and the attempt should be repeated. rev is the
+// revision of the transaction that made the node.
+func (w writer) tryCreate(ctx context.Context, path string, value []byte, o coord.CreateOptions) (made string, rev int64, done bool, err error) {
 	c := w.c
 	parent := coord.Parent(path)
 	ancs := ancestors(path)
@@ -102,7 +107,7 @@ func (w writer) tryCreate(ctx context.Context, path string, value []byte, o coor
 	if len(reads) > 0 {
 		resp, err := c.cli.Txn(ctx).Then(reads...).Commit()
 		if err != nil {
-			return "", true, c.fail("create", path, err)
+			return "", 0, true, c.fail("create", path, err)
 		}
 		read = resp.Responses
 	}
@@ -121,7 +126,7 @@ func (w writer) tryCreate(ctx context.Context, path string, value []byte, o coor
 			continue
 		}
 		if kvs[0].Lease != 0 {
-			return "", true, fmt.Errorf("create %s: %s is ephemeral: %w", path, a, coord.ErrEphemeralParent)
+			return "", 0, true, fmt.Errorf("create %s: %s is ephemeral: %w", path, a, coord.ErrEphemeralParent)
 		}
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", kvs[0].CreateRevision))
 		nearest = key
@@ -143,7 +148,7 @@ func (w writer) tryCreate(ctx context.Context, path string, value []byte, o coor
 		} else {
 			n, err = strconv.ParseInt(string(kvs[0].Value), 10, 64)
 			if err != nil || n < 0 {
-				return "", true, fmt.Errorf("create %s: sequence counter %s holds %q, not a counter", path, seqKey, kvs[0].Value)
+				return "", 0, true, fmt.Errorf("create %s: sequence counter %s holds %q, not a counter", path, seqKey, kvs[0].Value)
 			}
 			seqRev = kvs[0].ModRevision
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(seqKey), "=", seqRev))
@@ -166,13 +171,13 @@ func (w writer) tryCreate(ctx context.Context, path string, value []byte, o coor
 
 	resp, err := c.cli.Txn(ctx).If(w.f.guard(cmps)...).Then(writes...).Else(w.f.probe(failed)...).Commit()
 	if err != nil {
-		return "", true, c.fail("create", made, err)
+		return "", 0, true, c.fail("create", made, err)
 	}
 	if resp.Succeeded {
-		return made, true, nil
+		return made, resp.Header.Revision, true, nil
 	}
 	if w.f.failed(resp) {
-		return "", true, c.fail("create", made, w.f.err())
+		return "", 0, true, c.fail("create", made, w.f.err())
 	}
 	if o.Sequential {
 		var rev int64
@@ -180,13 +185,13 @@ func (w writer) tryCreate(ctx context.Context, path string, value []byte, o coor
 			rev = kvs[0].ModRevision
 		}
 		if rev != seqRev {
-			return "", false, nil // another Sequential create took the number
+			return "", 0, false, nil // another Sequential create took the number
 		}
 	}
 	if resp.Responses[0].GetResponseRange().Count > 0 {
-		return "", true, fmt.Errorf("create %s: %w", made, coord.ErrExists)
+		return "", 0, true, fmt.Errorf("create %s: %w", made, coord.ErrExists)
 	}
-	return "", false, nil // an ancestor changed since it was read
+	return "", 0, false, nil // an ancestor changed since it was read
 }
 
 // Get reads one node.

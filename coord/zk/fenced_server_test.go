@@ -119,13 +119,14 @@ func TestFencedWritesWhileLeading(t *testing.T) {
 	w := l.Writer()
 
 	made, err := w.Create(ctx, "/jobs/a/b", []byte("v1"))
-	if err != nil || made != "/jobs/a/b" {
-		t.Fatalf("Create with missing parents: %q, %v", made, err)
+	if err != nil || made.Path != "/jobs/a/b" {
+		t.Fatalf("Create with missing parents: %q, %v", made.Path, err)
 	}
 	if names, err := c.Children(ctx, "/jobs"); err != nil || !slices.Equal(names, []string{"a"}) {
 		t.Fatalf("the parent made with it: %q, %v", names, err)
 	}
-	seq, err := w.Create(ctx, "/jobs/a/t-", nil, coord.Sequential(), coord.Ephemeral())
+	seqNode, err := w.Create(ctx, "/jobs/a/t-", nil, coord.Sequential(), coord.Ephemeral())
+	seq := seqNode.Path
 	if err != nil || !strings.HasPrefix(seq, "/jobs/a/t-") || len(seq) != len("/jobs/a/t-")+coord.SequenceWidth {
 		t.Fatalf("Create sequential: %q, %v", seq, err)
 	}

@@ -166,20 +166,30 @@ var _ coord.Writer = writer{}
 
 // Create makes a node, and its missing parents as persistent empty nodes.
 // With Sequential, ZooKeeper appends a 10-digit counter to the name.
-func (c *Coordinator) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+func (c *Coordinator) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
 	return writer{c: c}.Create(ctx, path, value, opts...)
 }
 
-func (w writer) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+// Create returns the node's version, its mzxid. go-zookeeper's create answers
+// with the path only, so a node of a known path is made empty and given its
+// value by a set in the same multi, whose answer carries the stat: the
+// version is exact, and no one ever sees the node without its value. A
+// Sequential node's path is known only once it is made; its version is read
+// right after, as its czxid, the mzxid it was made with. That read has the
+// window Set describes: should the node be deleted and made again in between
+// (its parent deleted, re-made and counted up to the same number), the version
+// is the new node's; should it be gone, or the read fail, the version is 0,
+// which no node has.
+func (w writer) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
 	c := w.c
 	if err := coord.ValidateNodePath(path); err != nil {
-		return "", fmt.Errorf("create: %w", err)
+		return coord.Node{}, fmt.Errorf("create: %w", err)
 	}
 	if err := coord.CheckValue(value); err != nil {
-		return "", fmt.Errorf("create %s: %w", path, err)
+		return coord.Node{}, fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := c.admit(w.g); err != nil {
-		return "", fmt.Errorf("create %s: %w", path, err)
+		return coord.Node{}, fmt.Errorf("create %s: %w", path, err)
 	}
 	o := coord.ApplyCreateOptions(opts)
 	var flags int32
@@ -189,38 +199,53 @@ func (w writer) Create(ctx context.Context, path string, value []byte, opts ...c
 	if o.Sequential {
 		flags |= zk.FlagSequence
 	}
-	made, err := w.create(ctx, c.full(path), value, flags)
+	made, version, err := w.create(ctx, c.full(path), value, flags)
 	if err != nil {
-		return "", c.fail("create", path, err)
+		return coord.Node{}, c.fail("create", path, err)
 	}
-	return strings.TrimPrefix(made, c.root), nil
+	if o.Sequential {
+		if stat, err := c.stat(ctx, made); err == nil {
+			version = stat.Czxid
+		}
+	}
+	return coord.Node{Path: strings.TrimPrefix(made, c.root), Value: value, Version: coord.Version(version)}, nil
 }
 
-// create makes the node full and returns the path ZooKeeper made. When
-// ZooKeeper reports a parent missing, it reads which ancestors are, and makes
-// them and the node in one multi (with the guard's check when fenced), so a
-// failed create leaves no parents behind; if the ancestors changed meanwhile
-// it reads them again.
-func (w writer) create(ctx context.Context, full string, value []byte, flags int32) (string, error) {
+// create makes the node full and returns the path ZooKeeper made and, unless
+// Sequential, its mzxid. When ZooKeeper reports a parent missing, it reads
+// which ancestors are, and makes them and the node in one multi (with the
+// guard's check when fenced), so a failed create leaves no parents behind; if
+// the ancestors changed meanwhile it reads them again.
+func (w writer) create(ctx context.Context, full string, value []byte, flags int32) (string, int64, error) {
+	sequential := flags&zk.FlagSequence != 0
 	var parents []string // missing ancestors, top-down
 	for round := 0; ; round++ {
-		ops := make([]any, 0, len(parents)+1)
+		ops := make([]any, 0, len(parents)+2)
 		for _, p := range parents {
 			ops = append(ops, &zk.CreateRequest{Path: p, Acl: acl})
 		}
-		ops = append(ops, &zk.CreateRequest{Path: full, Data: value, Flags: flags, Acl: acl})
+		if sequential {
+			ops = append(ops, &zk.CreateRequest{Path: full, Data: value, Flags: flags, Acl: acl})
+		} else {
+			ops = append(ops,
+				&zk.CreateRequest{Path: full, Flags: flags, Acl: acl},
+				&zk.SetDataRequest{Path: full, Data: value, Version: 0})
+		}
 		res, err := w.c.apply(ctx, w.g, false, ops...)
 		if err == nil {
-			return res[len(res)-1].String, nil
+			if sequential {
+				return res[len(res)-1].String, 0, nil
+			}
+			return full, res[len(res)-1].Stat.Mzxid, nil
 		}
 		i := failedOp(err)
 		parentGone := i >= 0 && errors.Is(err, zk.ErrNoNode)
 		parentMade := i >= 0 && i < len(parents) && errors.Is(err, zk.ErrNodeExists)
 		if !parentGone && !parentMade || round == parentRounds {
-			return "", err
+			return "", 0, err
 		}
 		if parents, err = w.c.missingAncestors(ctx, full); err != nil {
-			return "", err
+			return "", 0, err
 		}
 	}
 }

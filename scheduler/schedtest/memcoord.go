@@ -14,30 +14,38 @@ import (
 )
 
 // Store is an in-memory coordination service: sessions opened on one Store
-// share its nodes and elections.
+// share its nodes and elections. It keeps coord's contract (its test runs
+// coordtest against it): versions are store-wide revisions, candidates are
+// ephemeral sequential children of the election node, and fenced writes
+// check the term's candidate node atomically with the write.
 type Store struct {
-	mu        sync.Mutex
-	rev       int64
-	nodes     map[string]*memNode
-	elections map[string][]*memLeadership
-	changed   chan struct{} // closed and replaced whenever an election changes
-	hook      func(op, path string) error
+	mu      sync.Mutex
+	rev     int64
+	nodes   map[string]*memNode
+	cands   map[*memLeadership]bool // live candidacies, waiting or leading
+	changed chan struct{}           // closed and replaced whenever anything changes
+	hook    func(op, path string) error
 }
 
 type memNode struct {
 	value   []byte
-	version int64
+	version int64    // revision of the last change
+	created int64    // revision of the create: tells incarnations apart
 	owner   *Session // ephemeral nodes only
 }
 
+// candidatePrefix names the candidate nodes under an election node.
+const candidatePrefix = "c-"
+
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{nodes: map[string]*memNode{}, elections: map[string][]*memLeadership{}, changed: make(chan struct{})}
+	return &Store{nodes: map[string]*memNode{}, cands: map[*memLeadership]bool{}, changed: make(chan struct{})}
 }
 
 // SetWriteHook makes every later write (op "create", "set", "delete",
-// "deletetree") call hook first; if it returns an error, the write fails
-// with it and changes nothing. nil removes the hook.
+// "deletetree"; each op of an Apply by its kind) call hook first; if it
+// returns an error, the write (the whole batch) fails with it and changes
+// nothing. nil removes the hook.
 func (st *Store) SetWriteHook(hook func(op, path string) error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -78,26 +86,20 @@ func (st *Store) Paths(prefix string) []string {
 	return out
 }
 
-// Create, Set, Delete and DeleteTree are the unfenced writes.
-func (s *Session) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
-	return s.create(nil, ctx, path, value, opts...)
-}
-
-func (s *Session) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
-	return s.set(nil, ctx, path, value, expected)
-}
-
-func (s *Session) Delete(ctx context.Context, path string, expected coord.Version) error {
-	return s.delete(nil, ctx, path, expected)
-}
-
-func (s *Session) DeleteTree(ctx context.Context, path string) error {
-	return s.deleteTree(nil, ctx, path)
-}
-
 func (st *Store) broadcastLocked() {
 	close(st.changed)
 	st.changed = make(chan struct{})
+}
+
+// reapLocked ends every candidacy whose node is gone, after a write that
+// deleted nodes: a leader whose node was deleted, from outside or by the end
+// of its session, leads no more.
+func (st *Store) reapLocked() {
+	for l := range st.cands {
+		if !l.nodeLocked() {
+			l.loseLocked()
+		}
+	}
 }
 
 // Session is one session with a Store.
@@ -109,7 +111,10 @@ type Session struct {
 	closed, expired bool
 }
 
-var _ coord.Coordinator = (*Session)(nil)
+var (
+	_ coord.Coordinator = (*Session)(nil)
+	_ coord.Writer      = fencedWriter{}
+)
 
 func (s *Session) stateLocked() error {
 	switch {
@@ -121,17 +126,25 @@ func (s *Session) stateLocked() error {
 	return nil
 }
 
-// writeLocked decides whether a write may go ahead: the session is live,
-// the fencing leadership (if any) still leads, and the hook agrees. Like the
+// admitLocked decides whether a write may go ahead: the session is live and
+// the fencing leadership (if any) still has its candidate node. Like the
 // real backends' server-side checks, it runs atomically with the write.
-func (s *Session) writeLocked(fence *memLeadership, op, path string) error {
+func (s *Session) admitLocked(fence *memLeadership) error {
 	if err := s.stateLocked(); err != nil {
 		return err
 	}
 	// Watchers wake once the write has released the lock and re-read.
 	s.st.broadcastLocked()
-	if fence != nil && !fence.leadingLocked() {
-		return fmt.Errorf("%s %s: %w", op, path, coord.ErrNotLeader)
+	if fence != nil && !fence.nodeLocked() {
+		return fmt.Errorf("the term with token %d has ended: %w", fence.token, coord.ErrNotLeader)
+	}
+	return nil
+}
+
+// writeLocked is admitLocked and the hook's say on one write.
+func (s *Session) writeLocked(fence *memLeadership, op, path string) error {
+	if err := s.admitLocked(fence); err != nil {
+		return err
 	}
 	if s.st.hook != nil {
 		if err := s.st.hook(op, path); err != nil {
@@ -141,33 +154,64 @@ func (s *Session) writeLocked(fence *memLeadership, op, path string) error {
 	return nil
 }
 
-func (s *Session) create(fence *memLeadership, ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
+// Create, Set, Delete, DeleteTree and Apply are the unfenced writes.
+func (s *Session) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
+	return s.create(nil, path, value, opts...)
+}
+
+func (s *Session) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+	return s.set(nil, path, value, expected)
+}
+
+func (s *Session) Delete(ctx context.Context, path string, expected coord.Version) error {
+	return s.delete(nil, path, expected)
+}
+
+func (s *Session) DeleteTree(ctx context.Context, path string) error {
+	return s.deleteTree(nil, path)
+}
+
+func (s *Session) Apply(ctx context.Context, ops ...coord.Op) ([]coord.OpResult, error) {
+	return s.apply(nil, ops)
+}
+
+func (s *Session) create(fence *memLeadership, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
 	if err := coord.ValidateNodePath(path); err != nil {
-		return "", err
+		return coord.Node{}, err
 	}
 	if err := coord.CheckValue(value); err != nil {
-		return "", err
+		return coord.Node{}, err
 	}
 	o := coord.ApplyCreateOptions(opts)
 	st := s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if err := s.writeLocked(fence, "create", path); err != nil {
-		return "", fmt.Errorf("create %s: %w", path, err)
+		return coord.Node{}, fmt.Errorf("create %s: %w", path, err)
 	}
-	if o.Sequential {
+	var owner *Session
+	if o.Ephemeral {
+		owner = s
+	}
+	return s.createLocked(path, value, owner, o.Sequential)
+}
+
+// createLocked makes a node and its missing parents.
+func (s *Session) createLocked(path string, value []byte, owner *Session, sequential bool) (coord.Node, error) {
+	st := s.st
+	if sequential {
 		st.rev++
 		path += coord.FormatSequence(st.rev)
 	}
 	if _, ok := st.nodes[path]; ok {
-		return "", fmt.Errorf("create %s: %w", path, coord.ErrExists)
+		return coord.Node{}, fmt.Errorf("create %s: %w", path, coord.ErrExists)
 	}
 	var missing []string
 	for p := coord.Parent(path); p != "/"; p = coord.Parent(p) {
 		n, ok := st.nodes[p]
 		if ok {
 			if n.owner != nil {
-				return "", fmt.Errorf("create %s: %w", path, coord.ErrEphemeralParent)
+				return coord.Node{}, fmt.Errorf("create %s: %w", path, coord.ErrEphemeralParent)
 			}
 			break
 		}
@@ -175,14 +219,10 @@ func (s *Session) create(fence *memLeadership, ctx context.Context, path string,
 	}
 	st.rev++
 	for _, p := range missing {
-		st.nodes[p] = &memNode{value: []byte{}, version: st.rev}
+		st.nodes[p] = &memNode{value: []byte{}, version: st.rev, created: st.rev}
 	}
-	n := &memNode{value: append([]byte{}, value...), version: st.rev}
-	if o.Ephemeral {
-		n.owner = s
-	}
-	st.nodes[path] = n
-	return path, nil
+	st.nodes[path] = &memNode{value: append([]byte{}, value...), version: st.rev, created: st.rev, owner: owner}
+	return coord.Node{Path: path, Value: append([]byte{}, value...), Version: coord.Version(st.rev)}, nil
 }
 
 func (s *Session) Get(ctx context.Context, path string) (coord.Node, error) {
@@ -202,7 +242,7 @@ func (s *Session) Get(ctx context.Context, path string) (coord.Node, error) {
 	return coord.Node{Path: path, Value: append([]byte{}, n.value...), Version: coord.Version(n.version)}, nil
 }
 
-func (s *Session) set(fence *memLeadership, ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+func (s *Session) set(fence *memLeadership, path string, value []byte, expected coord.Version) (coord.Version, error) {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return 0, err
 	}
@@ -227,8 +267,9 @@ func (s *Session) set(fence *memLeadership, ctx context.Context, path string, va
 	return coord.Version(n.version), nil
 }
 
-func (s *Session) hasChildrenLocked(path string) bool {
-	for p := range s.st.nodes {
+// hasChildrenLocked says whether path has children in nodes.
+func hasChildren(nodes map[string]*memNode, path string) bool {
+	for p := range nodes {
 		if strings.HasPrefix(p, path+"/") {
 			return true
 		}
@@ -236,7 +277,7 @@ func (s *Session) hasChildrenLocked(path string) bool {
 	return false
 }
 
-func (s *Session) delete(fence *memLeadership, ctx context.Context, path string, expected coord.Version) error {
+func (s *Session) delete(fence *memLeadership, path string, expected coord.Version) error {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return err
 	}
@@ -253,15 +294,16 @@ func (s *Session) delete(fence *memLeadership, ctx context.Context, path string,
 	if expected != coord.AnyVersion && coord.Version(n.version) != expected {
 		return fmt.Errorf("delete %s: %w", path, coord.ErrVersionConflict)
 	}
-	if s.hasChildrenLocked(path) {
+	if hasChildren(st.nodes, path) {
 		return fmt.Errorf("delete %s: %w", path, coord.ErrNotEmpty)
 	}
 	delete(st.nodes, path)
 	st.rev++
+	st.reapLocked()
 	return nil
 }
 
-func (s *Session) deleteTree(fence *memLeadership, ctx context.Context, path string) error {
+func (s *Session) deleteTree(fence *memLeadership, path string) error {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return err
 	}
@@ -280,7 +322,119 @@ func (s *Session) deleteTree(fence *memLeadership, ctx context.Context, path str
 		}
 	}
 	st.rev++
+	st.reapLocked()
 	return nil
+}
+
+// apply plays a batch on an overlay of the store and commits it only if
+// every op succeeds; every node it writes gets the batch's one revision, as
+// every node a transaction writes gets its revision on etcd.
+func (s *Session) apply(fence *memLeadership, ops []coord.Op) ([]coord.OpResult, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	if err := coord.CheckBatch(ops); err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := s.admitLocked(fence); err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	if st.hook != nil {
+		for _, op := range ops {
+			if err := st.hook(op.Kind().String(), op.Path); err != nil {
+				return nil, fmt.Errorf("apply: %w", err)
+			}
+		}
+	}
+	rev := st.rev + 1
+	overlay := map[string]*memNode{} // nil: deleted by the batch
+	get := func(p string) *memNode {
+		if n, ok := overlay[p]; ok {
+			return n
+		}
+		return st.nodes[p]
+	}
+	childless := func(p string) bool {
+		for q, n := range overlay {
+			if n != nil && strings.HasPrefix(q, p+"/") {
+				return false
+			}
+		}
+		for q := range st.nodes {
+			if _, ok := overlay[q]; !ok && strings.HasPrefix(q, p+"/") {
+				return false
+			}
+		}
+		return true
+	}
+	// present checks that op's node exists at the version asked; a node the
+	// batch wrote has the batch's version, which no one can know yet.
+	present := func(op coord.Op) (*memNode, error) {
+		n := get(op.Path)
+		switch {
+		case n == nil:
+			return nil, coord.ErrNotFound
+		case op.Version != coord.AnyVersion && (n.version == rev || coord.Version(n.version) != op.Version):
+			return nil, coord.ErrVersionConflict
+		}
+		return n, nil
+	}
+	for i, op := range ops {
+		fail := func(err error) ([]coord.OpResult, error) {
+			return nil, &coord.OpError{Index: i, Op: op, Err: err}
+		}
+		switch op.Kind() {
+		case coord.OpCreate:
+			parent := coord.Parent(op.Path)
+			pn := get(parent)
+			if parent != "/" && pn == nil {
+				return fail(fmt.Errorf("parent %s: %w", parent, coord.ErrNotFound))
+			}
+			if get(op.Path) != nil {
+				return fail(coord.ErrExists)
+			}
+			if pn != nil && pn.owner != nil {
+				return fail(fmt.Errorf("parent %s: %w", parent, coord.ErrEphemeralParent))
+			}
+			overlay[op.Path] = &memNode{value: append([]byte{}, op.Value...), version: rev, created: rev}
+		case coord.OpSet:
+			n, err := present(op)
+			if err != nil {
+				return fail(err)
+			}
+			changed := *n
+			changed.value, changed.version = append([]byte{}, op.Value...), rev
+			overlay[op.Path] = &changed
+		case coord.OpDelete:
+			if _, err := present(op); err != nil {
+				return fail(err)
+			}
+			if !childless(op.Path) {
+				return fail(coord.ErrNotEmpty)
+			}
+			overlay[op.Path] = nil
+		}
+	}
+	st.rev = rev
+	for p, n := range overlay {
+		if n == nil {
+			delete(st.nodes, p)
+		} else {
+			st.nodes[p] = n
+		}
+	}
+	st.reapLocked()
+	res := make([]coord.OpResult, len(ops))
+	for i, op := range ops {
+		res[i].Path = op.Path
+		if op.Kind() != coord.OpDelete {
+			res[i].Version = coord.Version(rev)
+		}
+	}
+	return res, nil
 }
 
 func (s *Session) Children(ctx context.Context, path string) ([]string, error) {
@@ -296,23 +450,16 @@ func (s *Session) Children(ctx context.Context, path string) ([]string, error) {
 	if _, ok := st.nodes[path]; !ok && path != "/" {
 		return nil, fmt.Errorf("children %s: %w", path, coord.ErrNotFound)
 	}
-	prefix := path + "/"
-	if path == "/" {
-		prefix = "/"
-	}
-	out := []string{}
-	for p := range st.nodes {
-		if rest, ok := strings.CutPrefix(p, prefix); ok && !strings.Contains(rest, "/") {
-			out = append(out, rest)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
+	return s.childrenLocked(path), nil
 }
 
-// Campaign queues the session in the election and waits until it is first.
+// Campaign makes the session's candidate node, an ephemeral sequential child
+// of the election node, and waits until it is the first candidate.
 func (s *Session) Campaign(ctx context.Context, election string, value []byte) (coord.Leadership, error) {
 	if err := coord.ValidateNodePath(election); err != nil {
+		return nil, err
+	}
+	if err := coord.CheckValue(value); err != nil {
 		return nil, err
 	}
 	st := s.st
@@ -321,18 +468,31 @@ func (s *Session) Campaign(ctx context.Context, election string, value []byte) (
 		st.mu.Unlock()
 		return nil, err
 	}
-	for _, c := range st.elections[election] {
-		if c.s == s {
+	for c := range st.cands {
+		if c.s == s && c.election == election {
 			st.mu.Unlock()
 			return nil, coord.ErrAlreadyCampaigning
 		}
 	}
-	st.rev++
-	l := &memLeadership{s: s, election: election, value: append([]byte{}, value...), token: st.rev, lost: make(chan struct{})}
-	st.elections[election] = append(st.elections[election], l)
+	n, err := s.createLocked(coord.Join(election, candidatePrefix), value, s, true)
+	if err != nil {
+		st.mu.Unlock()
+		return nil, fmt.Errorf("campaign %s: %w", election, err)
+	}
+	l := &memLeadership{s: s, election: election, node: n.Path, token: int64(n.Version), lost: make(chan struct{})}
+	st.cands[l] = true
 	st.broadcastLocked()
 	for {
-		if st.elections[election][0] == l {
+		if !l.nodeLocked() {
+			l.loseLocked()
+			err := s.stateLocked()
+			st.mu.Unlock()
+			if err == nil {
+				err = fmt.Errorf("campaign %s: the candidate node %s was deleted: %w", election, l.node, coord.ErrNotLeader)
+			}
+			return nil, err
+		}
+		if l.firstLocked() {
 			st.mu.Unlock()
 			return l, nil
 		}
@@ -346,28 +506,41 @@ func (s *Session) Campaign(ctx context.Context, election string, value []byte) (
 			st.mu.Unlock()
 			return nil, ctx.Err()
 		case <-s.done:
-			return nil, coord.ErrSessionLost
 		}
 		st.mu.Lock()
-		if !l.queuedLocked() {
-			st.mu.Unlock()
-			return nil, coord.ErrSessionLost
-		}
 	}
 }
 
 func (s *Session) Leader(ctx context.Context, election string) ([]byte, error) {
+	if err := coord.ValidateNodePath(election); err != nil {
+		return nil, err
+	}
 	st := s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if err := s.stateLocked(); err != nil {
 		return nil, err
 	}
-	cs := st.elections[election]
-	if len(cs) == 0 {
+	if _, ok := st.nodes[election]; !ok {
 		return nil, coord.ErrNoLeader
 	}
-	return append([]byte{}, cs[0].value...), nil
+	cands := candidates(s.childrenLocked(election))
+	if len(cands) == 0 {
+		return nil, coord.ErrNoLeader
+	}
+	return append([]byte{}, st.nodes[coord.Join(election, cands[0])].value...), nil
+}
+
+// candidates filters the candidate names among an election node's sorted
+// children; their fixed-width counters sort them in campaign order.
+func candidates(names []string) []string {
+	out := names[:0:0]
+	for _, n := range names {
+		if strings.HasPrefix(n, candidatePrefix) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -396,24 +569,21 @@ func (s *Session) end(expired bool) {
 				delete(st.nodes, p)
 			}
 		}
-		for _, cs := range st.elections {
-			for _, c := range cs {
-				if c.s == s {
-					c.withdrawLocked()
-				}
-			}
-		}
+		st.rev++
+		st.reapLocked()
+		st.broadcastLocked()
 		close(s.done)
 		st.mu.Unlock()
 	})
 }
 
-// memLeadership is a candidacy; it leads while it is first in its election.
+// memLeadership is a candidacy; it leads once its node is the election's
+// first candidate, and as long as the node exists.
 type memLeadership struct {
 	s        *Session
 	election string
-	value    []byte
-	token    int64
+	node     string // the candidate node's path
+	token    int64  // the candidate node's create revision
 	lost     chan struct{}
 	lostOnce sync.Once
 }
@@ -421,6 +591,7 @@ type memLeadership struct {
 func (l *memLeadership) Token() int64          { return l.token }
 func (l *memLeadership) Lost() <-chan struct{} { return l.lost }
 
+// Resign removes the candidate node, if it is still this term's.
 func (l *memLeadership) Resign(ctx context.Context) error {
 	l.s.st.mu.Lock()
 	defer l.s.st.mu.Unlock()
@@ -431,50 +602,61 @@ func (l *memLeadership) Resign(ctx context.Context) error {
 // Writer returns the session's writes fenced by this leadership.
 func (l *memLeadership) Writer() coord.Writer { return fencedWriter{l} }
 
-// leadingLocked says whether l is still its election's leader.
-func (l *memLeadership) leadingLocked() bool {
-	cs := l.s.st.elections[l.election]
-	return len(cs) > 0 && cs[0] == l
+// nodeLocked says whether l's candidate node still exists, the same
+// incarnation.
+func (l *memLeadership) nodeLocked() bool {
+	n, ok := l.s.st.nodes[l.node]
+	return ok && n.created == l.token && n.owner == l.s
+}
+
+// firstLocked says whether l's node is the first candidate of its election.
+func (l *memLeadership) firstLocked() bool {
+	cands := candidates(l.s.childrenLocked(l.election))
+	return len(cands) > 0 && coord.Join(l.election, cands[0]) == l.node
+}
+
+// withdrawLocked removes l's candidate node and ends the candidacy.
+func (l *memLeadership) withdrawLocked() {
+	st := l.s.st
+	if l.nodeLocked() {
+		delete(st.nodes, l.node)
+		st.rev++
+	}
+	l.loseLocked()
+	st.reapLocked()
+}
+
+// loseLocked ends the candidacy: Lost closes and the session may campaign
+// again.
+func (l *memLeadership) loseLocked() {
+	st := l.s.st
+	if st.cands[l] {
+		delete(st.cands, l)
+		st.broadcastLocked()
+	}
+	l.lostOnce.Do(func() { close(l.lost) })
 }
 
 type fencedWriter struct{ l *memLeadership }
 
-func (w fencedWriter) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (string, error) {
-	return w.l.s.create(w.l, ctx, path, value, opts...)
+func (w fencedWriter) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
+	return w.l.s.create(w.l, path, value, opts...)
 }
 
 func (w fencedWriter) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
-	return w.l.s.set(w.l, ctx, path, value, expected)
+	return w.l.s.set(w.l, path, value, expected)
 }
 
 func (w fencedWriter) Delete(ctx context.Context, path string, expected coord.Version) error {
-	return w.l.s.delete(w.l, ctx, path, expected)
+	return w.l.s.delete(w.l, path, expected)
 }
 
 func (w fencedWriter) DeleteTree(ctx context.Context, path string) error {
-	return w.l.s.deleteTree(w.l, ctx, path)
+	return w.l.s.deleteTree(w.l, path)
 }
 
-func (l *memLeadership) queuedLocked() bool {
-	for _, c := range l.s.st.elections[l.election] {
-		if c == l {
-			return true
-		}
-	}
-	return false
-}
-
-func (l *memLeadership) withdrawLocked() {
-	st := l.s.st
-	cs := st.elections[l.election]
-	for i, c := range cs {
-		if c == l {
-			st.elections[l.election] = append(cs[:i:i], cs[i+1:]...)
-			st.broadcastLocked()
-			break
-		}
-	}
-	l.lostOnce.Do(func() { close(l.lost) })
+func (w fencedWriter) Apply(ctx context.Context, ops ...coord.Op) ([]coord.OpResult, error) {
+	return w.l.s.apply(w.l, ops)
 }
 
 // Watch reports a node's states; a test double of the contract's latest-state
