@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 
 	"context"
 	"fmt"
@@ -192,15 +193,14 @@ func handOver(t *testing.T, down func(t *testing.T, a *node, aSessions *sessions
 
 	// Every fire from the registration to the last one handed to the queue
 	// ran exactly once: none lost over the hand-over, none repeated.
-	r := reader{c: mustOpen(t, open)}
-	var rn readyNode
-	_, ok, err := r.get(ctx, readyPath(job.JobName), &rn)
+	all, err := store.NewReader(mustOpen(t, open)).Ready(ctx)
+	rn, ok := all[job.JobName]
 	if err != nil || !ok {
 		t.Fatalf("read the ready node: %v, %v", ok, err)
 	}
 	var want []string
 	for f := rn.RegisteredAt.Truncate(time.Second).Add(time.Second); !f.After(rn.LastFire); f = f.Add(time.Second) {
-		if !rn.pending(f) {
+		if !rn.Pending(f) {
 			want = append(want, model.TaskID(job.JobName, f, 0, 0))
 		}
 	}

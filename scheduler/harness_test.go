@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 
 	"context"
 	"encoding/json"
@@ -249,13 +250,13 @@ func wantStarted(t *testing.T, c *schedtest.Cluster, job string, want []string) 
 }
 
 // readyNodeOf reads a job's ready node from the store.
-func readyNodeOf(t *testing.T, st *schedtest.Store, job string) readyNode {
+func readyNodeOf(t *testing.T, st *schedtest.Store, job string) store.Ready {
 	t.Helper()
-	b, ok := st.Value(readyPath(job))
+	b, ok := st.Value(store.ReadyPath(job))
 	if !ok {
 		t.Fatalf("no ready node for %s", job)
 	}
-	var rn readyNode
+	var rn store.Ready
 	if err := json.Unmarshal(b, &rn); err != nil {
 		t.Fatal(err)
 	}

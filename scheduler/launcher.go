@@ -1,15 +1,14 @@
 package scheduler
 
 import (
+	"sync"
+
 	"github.com/hasched/hasched/scheduler/model"
 
 	"context"
-	"errors"
-	"fmt"
 	"slices"
 	"time"
 
-	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
@@ -59,7 +58,7 @@ func (t *term) launchUnconfirmed(ctx context.Context, js *jobState) error {
 	var recs []*model.TaskRecord
 	for _, id := range sortedKeys(js.running) {
 		r := js.running[id]
-		if r.LaunchedAt.IsZero() && !r.KillRequested && !js.ready.pending(r.FireTime) {
+		if r.LaunchedAt.IsZero() && !r.KillRequested && !js.ready.Pending(r.FireTime) {
 			recs = append(recs, r)
 		}
 	}
@@ -80,8 +79,8 @@ func (t *term) launchUnconfirmed(ctx context.Context, js *jobState) error {
 }
 
 // launchFailover relaunches the failover tasks of an active job, each as its
-// next attempt: (a) its running node, (b) its failover node removed, (c)
-// Launch.
+// next attempt: (a) its running node made and its failover node removed, in
+// one batch, (b) Launch.
 func (t *term) launchFailover(ctx context.Context, js *jobState, now time.Time) error {
 	if len(js.failover) == 0 || !t.active(js) {
 		return nil
@@ -99,15 +98,15 @@ func (t *term) launchFailover(ctx context.Context, js *jobState, now time.Time) 
 			}
 			continue
 		}
-		rec := t.newRecord(js.job.JobName, old.FireTime, old.Shard, old.Attempt+1)
-		rec, err := t.createRunning(ctx, js, rec)
+		rec, err := t.st.Relaunch(ctx, old, t.newRecord(js.job.JobName, old.FireTime, old.Shard, old.Attempt+1))
 		if err != nil {
 			return err
 		}
-		if err := t.deleteFailover(ctx, js, old); err != nil {
-			return err
+		delete(js.failover, old.ID)
+		js.running[rec.ID] = rec
+		if rec.LaunchedAt.IsZero() && !rec.KillRequested {
+			recs = append(recs, rec)
 		}
-		recs = append(recs, rec)
 	}
 	return t.start(ctx, js, recs)
 }
@@ -173,24 +172,34 @@ func hasFire(js *jobState, f time.Time) bool {
 }
 
 // launchFire moves fire f of js from ready to running: (a) every shard's
-// running node, (b) f (and drop) off the ready node, (c) Launch.
+// running node made and f (and drop) taken off the ready node, in one batch
+// where the fire's shards fit into one, (b) Launch.
 func (t *term) launchFire(ctx context.Context, js *jobState, f time.Time, drop []time.Time) error {
-	recs := make([]*model.TaskRecord, 0, js.job.ShardingTotalCount)
+	var want []*model.TaskRecord
 	for shard := range js.job.ShardingTotalCount {
-		rec, err := t.createRunning(ctx, js, t.newRecord(js.job.JobName, f, shard, 0))
-		if err != nil {
-			return err
-		}
-		if rec.LaunchedAt.IsZero() && !rec.KillRequested {
-			recs = append(recs, rec)
+		id := model.TaskID(js.job.JobName, f, shard, 0)
+		if js.running[id] == nil {
+			want = append(want, t.newRecord(js.job.JobName, f, shard, 0))
 		}
 	}
 	rn := js.ready
 	rn.FireTimes = slices.DeleteFunc(slices.Clone(rn.FireTimes), func(x time.Time) bool {
 		return x.Equal(f) || slices.ContainsFunc(drop, x.Equal)
 	})
-	if err := t.setReady(ctx, js, rn); err != nil {
+	made, rn, err := t.st.LaunchFire(ctx, js.job.JobName, want, rn)
+	if err != nil {
 		return err
+	}
+	js.ready = rn
+	for _, rec := range made {
+		js.running[rec.ID] = rec
+	}
+	var recs []*model.TaskRecord
+	for shard := range js.job.ShardingTotalCount {
+		rec := js.running[model.TaskID(js.job.JobName, f, shard, 0)]
+		if rec != nil && rec.LaunchedAt.IsZero() && !rec.KillRequested {
+			recs = append(recs, rec)
+		}
 	}
 	return t.start(ctx, js, recs)
 }
@@ -222,16 +231,18 @@ func (t *term) keepDaemon(ctx context.Context, js *jobState, now time.Time) erro
 		return nil
 	}
 	f := uniqueFire(js, now)
-	var recs []*model.TaskRecord
+	var want []*model.TaskRecord
 	for shard := range js.job.ShardingTotalCount {
-		if covered[shard] {
-			continue
+		if !covered[shard] {
+			want = append(want, t.newRecord(js.job.JobName, f, shard, 0))
 		}
-		rec, err := t.createRunning(ctx, js, t.newRecord(js.job.JobName, f, shard, 0))
-		if err != nil {
-			return err
-		}
-		recs = append(recs, rec)
+	}
+	recs, err := t.st.CreateRunning(ctx, js.job.JobName, want...)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		js.running[rec.ID] = rec
 	}
 	return t.start(ctx, js, recs)
 }
@@ -248,9 +259,10 @@ func (t *term) newRecord(job string, fire time.Time, shard, attempt int) *model.
 	}
 }
 
-// start is step (c): hand tasks whose running nodes exist to the executor
-// in one Launch, made by the launch worker; handleLaunched records that the
-// executor accepted them. Tasks already with the worker are skipped.
+// start is the last step: hand tasks whose running nodes exist to the
+// executor in one Launch, made by the app's launch worker; handleLaunched
+// records that the executor accepted them. Tasks already with a worker are
+// skipped.
 func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord) error {
 	app, ok := t.apps[js.job.AppName]
 	if !ok {
@@ -265,7 +277,7 @@ func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord
 		b.tasks = append(b.tasks, buildTask(js, app, r))
 	}
 	if len(b.tasks) > 0 {
-		t.launches.push(b)
+		t.launchers.push(app.AppName, b)
 	}
 	return nil
 }
@@ -281,46 +293,70 @@ type launchResult struct {
 	err error
 }
 
-func (t *term) startLaunchWorker() {
-	t.launches = newQueue[launchBatch]()
-	t.launched = newQueue[launchResult]()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.workerCancel = cancel
-	t.workerDone = make(chan struct{})
-	go func() {
-		defer close(t.workerDone)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.launches.notify:
-			}
-			for _, b := range t.launches.drain() {
-				lctx, lcancel := context.WithTimeout(ctx, opTimeout)
-				err := t.ex.Launch(lctx, b.tasks)
-				lcancel()
-				t.launched.push(launchResult{b, err})
-				if ctx.Err() != nil {
-					return
-				}
-			}
-		}
-	}()
+// launchers make the executor's Launch calls off the loop, one worker per
+// app with work, so that an app whose package is slow to fetch holds up only
+// its own launches. A Launch's context ends with the term, not sooner: the
+// executor bounds its own work (the local executor's FetchTimeout), and a
+// shorter deadline here would cancel a slow fetch as "nothing launched" and
+// retry it forever.
+type launchers struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	launch  func(context.Context, []executor.Task) error
+	results *queue[launchResult]
+
+	mu      sync.Mutex
+	pending map[string][]launchBatch // by app; present while its worker runs
 }
 
-func (t *term) stopLaunchWorker() {
-	if t.workerCancel == nil {
-		return
+func newLaunchers(launch func(context.Context, []executor.Task) error) *launchers {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &launchers{ctx: ctx, cancel: cancel, launch: launch, results: newQueue[launchResult](), pending: map[string][]launchBatch{}}
+}
+
+// push queues a batch for app's worker, starting it if it is not running.
+func (l *launchers) push(app string, b launchBatch) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q, running := l.pending[app]
+	l.pending[app] = append(q, b)
+	if !running && l.ctx.Err() == nil {
+		l.wg.Add(1)
+		go l.work(app)
 	}
-	t.workerCancel()
-	<-t.workerDone
+}
+
+// work launches app's batches in order until none is left.
+func (l *launchers) work(app string) {
+	defer l.wg.Done()
+	for {
+		l.mu.Lock()
+		q := l.pending[app]
+		if len(q) == 0 || l.ctx.Err() != nil {
+			delete(l.pending, app)
+			l.mu.Unlock()
+			return
+		}
+		b := q[0]
+		l.pending[app] = q[1:]
+		l.mu.Unlock()
+		err := l.launch(l.ctx, b.tasks)
+		l.results.push(launchResult{b, err})
+	}
+}
+
+// stop cancels the Launch calls in progress and waits for every worker.
+func (l *launchers) stop() {
+	l.cancel()
+	l.wg.Wait()
 }
 
 // handleLaunched records the tasks the executor accepted as launched. A
 // failed Launch is logged; its tasks stay unconfirmed and are launched again
 // on the next tick (Launch is idempotent per task ID).
 func (t *term) handleLaunched(ctx context.Context) error {
-	for _, res := range t.launched.drain() {
+	for _, res := range t.launchers.results.drain() {
 		for _, task := range res.tasks {
 			delete(t.inflight, task.ID)
 		}
@@ -374,73 +410,27 @@ func buildTask(js *jobState, app model.App, r *model.TaskRecord) executor.Task {
 	}
 }
 
-// Task record writes. Records have one writer, the term's loop, and every
-// cross-term write is fenced, so they are written without version checks;
-// the ready node is the one written with its version.
-
-// createRunning is step (a) for one task: its running node. If it exists
-// already (an earlier term got this far), that record is kept.
-func (t *term) createRunning(ctx context.Context, js *jobState, rec *model.TaskRecord) (*model.TaskRecord, error) {
-	if r, ok := js.running[rec.ID]; ok {
-		return r, nil
-	}
-	ctx, cancel := opCtx(ctx)
-	defer cancel()
-	path := runningPath(js.job.JobName, rec.ID)
-	if _, err := t.w.Create(ctx, path, encode(rec)); err != nil {
-		if !errors.Is(err, coord.ErrExists) {
-			return nil, fmt.Errorf("create %s: %w", path, err)
-		}
-		var stored model.TaskRecord
-		if _, ok, err := t.r.get(ctx, path, &stored); err != nil {
-			return nil, err
-		} else if ok {
-			rec = &stored
-		}
-	}
-	js.running[rec.ID] = rec
-	return rec, nil
-}
+// Task record writes: the store writes, the term keeps its memory in step.
 
 func (t *term) setRunning(ctx context.Context, js *jobState, rec *model.TaskRecord) error {
-	ctx, cancel := opCtx(ctx)
-	defer cancel()
-	path := runningPath(js.job.JobName, rec.ID)
-	if _, err := t.w.Set(ctx, path, encode(rec), coord.AnyVersion); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	if err := t.st.SetRunning(ctx, rec); err != nil {
+		return err
 	}
 	js.running[rec.ID] = rec
 	return nil
 }
 
 func (t *term) deleteRunning(ctx context.Context, js *jobState, rec *model.TaskRecord) error {
-	ctx, cancel := opCtx(ctx)
-	defer cancel()
-	path := runningPath(js.job.JobName, rec.ID)
-	if err := ignore(t.w.Delete(ctx, path, coord.AnyVersion), coord.ErrNotFound); err != nil {
-		return fmt.Errorf("delete %s: %w", path, err)
+	if err := t.st.DeleteRunning(ctx, rec); err != nil {
+		return err
 	}
 	delete(js.running, rec.ID)
 	return nil
 }
 
-func (t *term) createFailover(ctx context.Context, js *jobState, rec *model.TaskRecord) error {
-	ctx, cancel := opCtx(ctx)
-	defer cancel()
-	path := failoverPath(js.job.JobName, rec.ID)
-	if err := ignore(func() error { _, err := t.w.Create(ctx, path, encode(rec)); return err }(), coord.ErrExists); err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	js.failover[rec.ID] = rec
-	return nil
-}
-
 func (t *term) deleteFailover(ctx context.Context, js *jobState, rec *model.TaskRecord) error {
-	ctx, cancel := opCtx(ctx)
-	defer cancel()
-	path := failoverPath(js.job.JobName, rec.ID)
-	if err := ignore(t.w.Delete(ctx, path, coord.AnyVersion), coord.ErrNotFound); err != nil {
-		return fmt.Errorf("delete %s: %w", path, err)
+	if err := t.st.DeleteFailover(ctx, rec); err != nil {
+		return err
 	}
 	delete(js.failover, rec.ID)
 	return nil

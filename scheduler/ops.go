@@ -4,12 +4,9 @@ import (
 	"github.com/hasched/hasched/scheduler/model"
 
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
-
-	"github.com/hasched/hasched/coord"
 )
 
 // The Service's writes, run by the term's loop. Each checks what needs the
@@ -20,11 +17,8 @@ func (t *term) registerApp(ctx context.Context, app model.App) error {
 	if _, ok := t.apps[app.AppName]; ok {
 		return fmt.Errorf("%w: app %q", model.ErrExists, app.AppName)
 	}
-	if _, err := t.w.Create(ctx, appPath(app.AppName), encode(app)); err != nil {
-		if errors.Is(err, coord.ErrExists) {
-			return fmt.Errorf("%w: app %q", model.ErrExists, app.AppName)
-		}
-		return fmt.Errorf("register app %s: %w", app.AppName, err)
+	if err := t.st.CreateApp(ctx, app); err != nil {
+		return err
 	}
 	t.apps[app.AppName] = app
 	now := t.now()
@@ -57,8 +51,8 @@ func (t *term) updateApp(ctx context.Context, u model.AppUpdate) error {
 			return &model.ValidationError{Field: "bootstrapScript", Reason: fmt.Sprintf("is empty, and job %q has no scriptCommandLine", name)}
 		}
 	}
-	if _, err := t.w.Set(ctx, appPath(app.AppName), encode(app), coord.AnyVersion); err != nil {
-		return fmt.Errorf("update app %s: %w", app.AppName, err)
+	if err := t.st.SetApp(ctx, app); err != nil {
+		return err
 	}
 	t.apps[app.AppName] = app
 	return nil
@@ -75,11 +69,8 @@ func (t *term) deregisterApp(ctx context.Context, name string) error {
 			}
 		}
 	}
-	if err := ignore(t.w.Delete(ctx, disabledAppPath(name), coord.AnyVersion), coord.ErrNotFound); err != nil {
-		return fmt.Errorf("deregister app %s: %w", name, err)
-	}
-	if err := ignore(t.w.Delete(ctx, appPath(name), coord.AnyVersion), coord.ErrNotFound); err != nil {
-		return fmt.Errorf("deregister app %s: %w", name, err)
+	if err := t.st.DeleteApp(ctx, name); err != nil {
+		return err
 	}
 	delete(t.apps, name)
 	delete(t.disabledApps, name)
@@ -93,7 +84,7 @@ func (t *term) setAppDisabled(ctx context.Context, name string, disabled bool) e
 	if t.disabledApps[name] == disabled {
 		return nil
 	}
-	if err := t.setFlag(ctx, disabledAppPath(name), disabled); err != nil {
+	if err := t.st.SetAppDisabled(ctx, name, disabled, t.now()); err != nil {
 		return err
 	}
 	t.disabledApps[name] = disabled
@@ -123,7 +114,7 @@ func (t *term) setJobDisabled(ctx context.Context, name string, disabled bool) e
 	if js.disabled == disabled {
 		return nil
 	}
-	if err := t.setFlag(ctx, disabledJobPath(name), disabled); err != nil {
+	if err := t.st.SetJobDisabled(ctx, name, disabled, t.now()); err != nil {
 		return err
 	}
 	js.disabled = disabled
@@ -132,21 +123,6 @@ func (t *term) setJobDisabled(ctx context.Context, name string, disabled bool) e
 	}
 	if t.active(js) {
 		return t.resume(ctx, js)
-	}
-	return nil
-}
-
-// setFlag creates or removes a disable flag.
-func (t *term) setFlag(ctx context.Context, path string, on bool) error {
-	var err error
-	if on {
-		_, err = t.w.Create(ctx, path, encode(disabledNode{DisabledAt: t.now()}))
-		err = ignore(err, coord.ErrExists)
-	} else {
-		err = ignore(t.w.Delete(ctx, path, coord.AnyVersion), coord.ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
@@ -189,21 +165,12 @@ func (t *term) registerJob(ctx context.Context, spec model.JobSpec) error {
 	if err := model.ValidateAgainstApp(job, app, ok); err != nil {
 		return err
 	}
-	if _, err := t.w.Create(ctx, jobPath(job.JobName), encode(job)); err != nil {
-		if errors.Is(err, coord.ErrExists) {
-			return fmt.Errorf("%w: job %q", model.ErrExists, job.JobName)
-		}
-		return fmt.Errorf("register job %s: %w", job.JobName, err)
-	}
 	js := newJobState(spec)
-	if err := t.createReady(ctx, js); err != nil {
+	rn, err := t.st.CreateJob(ctx, job, t.now())
+	if err != nil {
 		return err
 	}
-	// A flag left by an interrupted deregistration of an earlier job of
-	// this name must not disable the new one.
-	if err := t.setFlag(ctx, disabledJobPath(job.JobName), false); err != nil {
-		return err
-	}
+	js.ready = rn
 	t.jobs[job.JobName] = js
 	t.schedule(js, t.now())
 	return nil
@@ -234,8 +201,8 @@ func (t *term) updateJob(ctx context.Context, u model.JobUpdate) error {
 	if err := model.ValidateAgainstApp(job, app, ok); err != nil {
 		return err
 	}
-	if _, err := t.w.Set(ctx, jobPath(job.JobName), encode(job), coord.AnyVersion); err != nil {
-		return fmt.Errorf("update job %s: %w", job.JobName, err)
+	if err := t.st.SetJob(ctx, job); err != nil {
+		return err
 	}
 	old := js.job
 	js.setSpec(spec)
@@ -271,25 +238,8 @@ func (t *term) deregisterJob(ctx context.Context, name string) error {
 	for _, id := range sortedKeys(js.running) {
 		t.kill(ctx, id)
 	}
-	for _, step := range []struct {
-		path string
-		tree bool
-	}{
-		{runningJobPath(name), true},
-		{failoverJobPath(name), true},
-		{readyPath(name), false},
-		{disabledJobPath(name), false},
-		{jobPath(name), false},
-	} {
-		var err error
-		if step.tree {
-			err = t.w.DeleteTree(ctx, step.path)
-		} else {
-			err = t.w.Delete(ctx, step.path, coord.AnyVersion)
-		}
-		if err := ignore(err, coord.ErrNotFound); err != nil {
-			return fmt.Errorf("deregister job %s: delete %s: %w", name, step.path, err)
-		}
+	if err := t.st.DeleteJob(ctx, name); err != nil {
+		return err
 	}
 	delete(t.jobs, name)
 	return nil

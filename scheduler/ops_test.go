@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 
 	"context"
 	"errors"
@@ -134,7 +135,7 @@ func TestDeregisterJobRemovesEverything(t *testing.T) {
 	mustDo(t, e.svc().EnableJob(ctx, "j"))
 	mustDo(t, e.svc().DisableJob(ctx, "j"))
 	mustDo(t, e.svc().DeregisterJob(ctx, "j"))
-	for _, root := range []string{jobConfigRoot, readyRoot, runningRoot, failoverRoot, disabledJobsRoot} {
+	for _, root := range []string{store.JobConfigRoot, store.ReadyRoot, store.RunningRoot, store.FailoverRoot, store.DisabledJobsRoot} {
 		for _, p := range e.store.Paths(root) {
 			if strings.HasSuffix(p, "/j") || strings.Contains(p, "/j/") {
 				t.Errorf("left after deregistration: %s", p)
@@ -151,7 +152,7 @@ func TestDeregisterJobRemovesEverything(t *testing.T) {
 		t.Fatalf("re-registered job disabled = %v, %v", d, err)
 	}
 	mustDo(t, e.svc().DeregisterApp(ctx, "app"))
-	for _, root := range []string{appConfigRoot, jobConfigRoot, readyRoot, disabledAppsRoot, disabledJobsRoot} {
+	for _, root := range []string{store.AppConfigRoot, store.JobConfigRoot, store.ReadyRoot, store.DisabledAppsRoot, store.DisabledJobsRoot} {
 		for _, p := range e.store.Paths(root) {
 			if p != root {
 				t.Errorf("left after the app's deregistration: %s", p)

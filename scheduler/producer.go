@@ -5,13 +5,11 @@ import (
 
 	"container/heap"
 	"context"
-	"errors"
-	"fmt"
 	"slices"
 	"time"
 
-	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/cron"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // produceDue hands every due fire to the ready queues.
@@ -40,7 +38,7 @@ func (t *term) produce(ctx context.Context, js *jobState, now time.Time) error {
 	if js.sched == nil || js.job.JobExecutionType != model.Transient || !t.active(js) {
 		return nil
 	}
-	from := js.ready.producedThrough()
+	from := js.ready.ProducedThrough()
 	first := js.sched.Next(from)
 	if !first.IsZero() && !first.After(now) {
 		rn := js.ready
@@ -56,7 +54,7 @@ func (t *term) produce(ctx context.Context, js *jobState, now time.Time) error {
 					rn.LastFire = now
 					break
 				}
-				if !rn.pending(f.UTC()) {
+				if !rn.Pending(f.UTC()) {
 					rn.FireTimes = append(rn.FireTimes, f.UTC())
 					added++
 					room--
@@ -84,7 +82,7 @@ func (t *term) produce(ctx context.Context, js *jobState, now time.Time) error {
 			t.launchDue = true
 		}
 	}
-	from = js.ready.producedThrough()
+	from = js.ready.ProducedThrough()
 	if from.Before(now) {
 		from = now
 	}
@@ -122,37 +120,12 @@ func lastUpTo(s *cron.Schedule, f, now time.Time) time.Time {
 }
 
 // setReady writes a job's ready node, versioned, and keeps it in memory.
-func (t *term) setReady(ctx context.Context, js *jobState, rn readyNode) error {
-	ctx, cancel := opCtx(ctx)
-	defer cancel()
-	v, err := t.w.Set(ctx, readyPath(js.job.JobName), encode(rn), js.readyVersion)
+func (t *term) setReady(ctx context.Context, js *jobState, rn store.Ready) error {
+	rn, err := t.st.SetReady(ctx, js.job.JobName, rn)
 	if err != nil {
-		return fmt.Errorf("write the ready queue of %s: %w", js.job.JobName, err)
+		return err
 	}
-	js.ready, js.readyVersion = rn, v
-	return nil
-}
-
-// createReady makes a job's ready node, registered now; a node left over
-// from an earlier job of the same name is replaced.
-func (t *term) createReady(ctx context.Context, js *jobState) error {
-	ctx, cancel := opCtx(ctx)
-	defer cancel()
-	rn := readyNode{RegisteredAt: t.now()}
-	path := readyPath(js.job.JobName)
-	if _, err := t.w.Create(ctx, path, encode(rn)); err != nil {
-		if !errors.Is(err, coord.ErrExists) {
-			return fmt.Errorf("create %s: %w", path, err)
-		}
-		if _, err := t.w.Set(ctx, path, encode(rn), coord.AnyVersion); err != nil {
-			return fmt.Errorf("reset %s: %w", path, err)
-		}
-	}
-	n, err := t.c.Get(ctx, path)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	js.ready, js.readyVersion = rn, n.Version
+	js.ready = rn
 	return nil
 }
 
@@ -162,7 +135,7 @@ func (t *term) createReady(ctx context.Context, js *jobState) error {
 func uniqueFire(js *jobState, at time.Time) time.Time {
 	f := at.UTC().Truncate(time.Millisecond)
 	for {
-		taken := js.ready.pending(f)
+		taken := js.ready.Pending(f)
 		if js.sched != nil && js.sched.Next(f.Add(-time.Millisecond)).Equal(f) {
 			taken = true
 		}

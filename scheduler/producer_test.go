@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func TestCronFiresRunOnceEachAndNewJobsDoNotBackFill(t *testing.T) {
 	if len(rn.FireTimes) != 0 || !rn.LastFire.Equal(t0.Add(30*time.Second)) || !rn.RegisteredAt.Equal(t0.Add(5*time.Second)) {
 		t.Fatalf("ready node = %+v, want no pending fires, last fire 10:00:30, registered 10:00:05", rn)
 	}
-	if got := e.store.Paths(runningRoot + "/j"); len(got) > 1 {
+	if got := e.store.Paths(store.RunningRoot + "/j"); len(got) > 1 {
 		t.Fatalf("running nodes left after every task finished: %v", got)
 	}
 }

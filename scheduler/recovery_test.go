@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 
 	"strings"
 	"testing"
@@ -26,7 +27,7 @@ func TestCrashBetweenCreatingRunningNodesAndDequeuingTheFire(t *testing.T) {
 	job.ConcurrencyPolicy = model.ConcurrencyForbid // a half-moved fire must not block itself
 	register(t, e.svc(), job)
 	// Set #1 queues the triggered fire, set #2 would dequeue it (step b).
-	failOnce(e.store, 2, isSetOf(readyPath("j")))
+	failOnce(e.store, 2, isSetOf(store.ReadyPath("j")))
 	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
 	eventually(t, "both shards run", func() bool { return len(e.cluster.Running()) == 2 })
 	settle(e.cluster)
@@ -64,7 +65,7 @@ func TestCrashAfterLaunchBeforeItIsRecorded(t *testing.T) {
 	id := model.TaskID("j", t0, 0, 0)
 	// The first write to the task's record after Launch (its RUNNING
 	// status, or the launch's confirmation) fails.
-	failOnce(e.store, 1, isSetOf(runningPath("j", id)))
+	failOnce(e.store, 1, isSetOf(store.RunningPath("j", id)))
 	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
 	eventually(t, "the next term confirms the launch", func() bool {
 		if e.cluster.Opened() != 2 {
@@ -94,7 +95,7 @@ func TestCrashDuringARetry(t *testing.T) {
 	register(t, e.svc(), job)
 	id := triggerAndStart(t, e, "j")
 	// The retry creates attempt 1's node, then fails removing attempt 0's.
-	failOnce(e.store, 1, func(op, p string) bool { return op == "delete" && p == runningPath("j", id) })
+	failOnce(e.store, 1, func(op, p string) bool { return op == "delete" && p == store.RunningPath("j", id) })
 	e.cluster.Report(id, executor.StateFailed, "exit 1")
 	next := withAttempt(id, 1)
 	eventually(t, "attempt 1 runs", func() bool { return e.cluster.State(next) == executor.StateRunning })
@@ -116,7 +117,7 @@ func TestCrashWhileMovingALostTaskToFailover(t *testing.T) {
 	job.Failover = true
 	register(t, e.svc(), job)
 	id := triggerAndStart(t, e, "j")
-	failOnce(e.store, 1, func(op, p string) bool { return op == "delete" && p == runningPath("j", id) })
+	failOnce(e.store, 1, func(op, p string) bool { return op == "delete" && p == store.RunningPath("j", id) })
 	e.cluster.Report(id, executor.StateLost, "agent gone")
 	next := withAttempt(id, 1)
 	eventually(t, "attempt 1 runs", func() bool { return e.cluster.State(next) == executor.StateRunning })

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 
 	"context"
 	"errors"
@@ -27,6 +28,10 @@ const (
 	// inside coord.MaxValueSize.
 	MaxQueueLimit       = 25000
 	DefaultRetryBackoff = time.Second
+	// DefaultLeaderWait is how long a write waits for an election in
+	// progress: about one session TTL, the longest a healthy cluster is
+	// without a leader after one dies.
+	DefaultLeaderWait = 10 * time.Second
 )
 
 // opTimeout bounds each store request and executor call a term makes on
@@ -67,6 +72,11 @@ type Config struct {
 	// ended, waits on the failover queue before it is relaunched
 	// (DefaultRetryBackoff if zero). Lost tasks are relaunched at once.
 	RetryBackoff time.Duration
+	// LeaderWait is how long a write that arrives while no process leads
+	// waits for one before it fails with model.ErrNoLeader
+	// (DefaultLeaderWait if zero; negative: not at all). The request's own
+	// context bounds it too.
+	LeaderWait time.Duration
 }
 
 // Scheduler is one `hasched serve` process's scheduler: it takes part in the
@@ -81,13 +91,7 @@ type Scheduler struct {
 	started   bool
 	reads     coord.Coordinator // the read session; nil while there is none
 	term      *term             // the current term; nil unless leading
-	won       *campaignResult   // handed from Campaign to lead
 	lastError time.Time         // when the last term failed
-}
-
-type campaignResult struct {
-	c coord.Coordinator
-	l coord.Leadership
 }
 
 // New checks cfg, fills in its defaults and returns a Scheduler that does
@@ -130,6 +134,9 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.RetryBackoff == 0 {
 		cfg.RetryBackoff = DefaultRetryBackoff
 	}
+	if cfg.LeaderWait == 0 {
+		cfg.LeaderWait = DefaultLeaderWait
+	}
 	return &Scheduler{cfg: cfg, log: cfg.Logger.Named("scheduler")}, nil
 }
 
@@ -155,7 +162,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.keepReadSession(ctx)
 	}()
-	err := coord.RunElection(ctx, s.openCandidate, electionPath, []byte(s.cfg.Advertise), s.lead,
+	err := coord.RunElection(ctx, s.cfg.Open, store.ElectionPath, []byte(s.cfg.Advertise), s.lead,
 		coord.WithElectionLogger(s.cfg.Logger.Named("election")))
 	wg.Wait()
 	return err
@@ -205,54 +212,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// candidate is an election session that hands the leadership it wins to
-// lead: RunElection passes lead only a context.
-type candidate struct {
-	coord.Coordinator
-	s *Scheduler
-}
-
-func (s *Scheduler) openCandidate(ctx context.Context) (coord.Coordinator, error) {
-	c, err := s.cfg.Open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &candidate{Coordinator: c, s: s}, nil
-}
-
-func (c *candidate) Campaign(ctx context.Context, election string, value []byte) (coord.Leadership, error) {
-	l, err := c.Coordinator.Campaign(ctx, election, value)
-	if err == nil {
-		c.s.mu.Lock()
-		c.s.won = &campaignResult{c: c.Coordinator, l: l}
-		c.s.mu.Unlock()
-	}
-	return l, err
-}
-
-// termWriter is how a term writes to the store: fenced by its leadership,
-// so a deposed leader's late write fails with coord.ErrNotLeader instead of
-// overwriting its successor's state.
-func termWriter(l coord.Leadership) coord.Writer {
-	return l.Writer()
-}
-
 // lead runs one term; RunElection calls it with a context cancelled when
 // the leadership is lost.
-func (s *Scheduler) lead(ctx context.Context) error {
+func (s *Scheduler) lead(ctx context.Context, c coord.Coordinator, l coord.Leadership) error {
 	s.mu.Lock()
-	won := s.won
-	s.won = nil
 	pause := time.Until(s.lastError.Add(time.Second))
 	s.mu.Unlock()
-	if won == nil {
-		return errors.New("scheduler: term started without a leadership")
-	}
 	// A term that failed at once would otherwise be retried in a hot loop.
 	if pause > 0 && !sleep(ctx, pause) {
 		return ctx.Err()
 	}
-	t := newTerm(s, won.c, won.l)
+	t := newTerm(s, c, l)
 	s.mu.Lock()
 	s.term = t
 	s.mu.Unlock()
@@ -275,22 +245,13 @@ func (s *Scheduler) currentTerm() *term {
 	return s.term
 }
 
-func (s *Scheduler) reader() (reader, error) {
+func (s *Scheduler) reader() (store.Reader, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.reads == nil {
-		return reader{}, model.ErrUnavailable
+		return store.Reader{}, model.ErrUnavailable
 	}
-	return reader{c: s.reads}, nil
-}
-
-// readErr marks the errors of a read session that has just ended as
-// ErrUnavailable: a new session is being opened.
-func readErr(err error) error {
-	if err != nil && (errors.Is(err, coord.ErrSessionLost) || errors.Is(err, coord.ErrClosed)) && !errors.Is(err, model.ErrUnavailable) {
-		return fmt.Errorf("%w: %v", model.ErrUnavailable, err)
-	}
-	return err
+	return store.NewReader(s.reads), nil
 }
 
 // notLeader is the error for a write this process cannot serve.
@@ -299,13 +260,13 @@ func (s *Scheduler) notLeader(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", model.ErrNoLeader, err)
 	}
-	v, err := r.c.Leader(ctx, electionPath)
+	v, err := r.Leader(ctx)
 	switch {
 	case errors.Is(err, coord.ErrNoLeader):
 		return model.ErrNoLeader
 	case err != nil:
 		return fmt.Errorf("%w: %v", model.ErrNoLeader, err)
-	case string(v) == s.cfg.Advertise:
+	case v == s.cfg.Advertise:
 		// This process won but its term has not started, or has just
 		// ended: nobody serves writes for a moment.
 		return model.ErrNoLeader
@@ -313,14 +274,39 @@ func (s *Scheduler) notLeader(ctx context.Context) error {
 	return fmt.Errorf("%w: the leader is %s", model.ErrNotLeader, v)
 }
 
-// write runs op in the current term's loop, or refuses it.
+// write runs op in the current term's loop, or refuses it: with
+// model.ErrNotLeader if another process leads (the API forwards it there),
+// with model.ErrNoLeader if none does within LeaderWait. A write that
+// arrives during an election so waits for it rather than failing.
 func (s *Scheduler) write(ctx context.Context, op func(ctx context.Context, t *term) error) error {
-	t := s.currentTerm()
-	if t == nil {
-		return s.notLeader(ctx)
+	var deadline <-chan time.Time
+	if s.cfg.LeaderWait > 0 {
+		tm := time.NewTimer(s.cfg.LeaderWait)
+		defer tm.Stop()
+		deadline = tm.C
 	}
-	return t.do(ctx, op)
+	poll := time.NewTicker(leaderPoll)
+	defer poll.Stop()
+	for {
+		if t := s.currentTerm(); t != nil {
+			return t.do(ctx, op)
+		}
+		err := s.notLeader(ctx)
+		if !errors.Is(err, model.ErrNoLeader) || deadline == nil {
+			return err
+		}
+		select {
+		case <-poll.C:
+		case <-deadline:
+			return err
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
+
+// leaderPoll is how often a waiting write looks for a leader.
+const leaderPoll = 50 * time.Millisecond
 
 // Status says whether this process leads and who does.
 func (s *Scheduler) Status(ctx context.Context) (model.Status, error) {
@@ -337,10 +323,10 @@ func (s *Scheduler) Status(ctx context.Context) (model.Status, error) {
 	if err != nil {
 		return st, nil
 	}
-	v, err := r.c.Leader(ctx, electionPath)
+	v, err := r.Leader(ctx)
 	switch {
 	case err == nil:
-		st.LeaderAddress = string(v)
+		st.LeaderAddress = v
 	case !errors.Is(err, coord.ErrNoLeader):
 		s.log.Debug("cannot read the leader", "error", err)
 	}
@@ -357,7 +343,7 @@ func (s *Scheduler) App(ctx context.Context, name string) (model.App, error) {
 	if err != nil {
 		return model.App{}, err
 	}
-	a, ok, err := r.app(ctx, name)
+	a, ok, err := r.App(ctx, name)
 	if err != nil {
 		return model.App{}, err
 	}
@@ -372,7 +358,7 @@ func (s *Scheduler) Apps(ctx context.Context) ([]model.App, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.apps(ctx)
+	return r.Apps(ctx)
 }
 
 func (s *Scheduler) AppDisabled(ctx context.Context, name string) (bool, error) {
@@ -383,7 +369,7 @@ func (s *Scheduler) AppDisabled(ctx context.Context, name string) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	return r.exists(ctx, disabledAppPath(name))
+	return r.AppDisabled(ctx, name)
 }
 
 func (s *Scheduler) Job(ctx context.Context, name string) (model.Job, error) {
@@ -394,7 +380,7 @@ func (s *Scheduler) Job(ctx context.Context, name string) (model.Job, error) {
 	if err != nil {
 		return model.Job{}, err
 	}
-	j, ok, err := r.job(ctx, name)
+	j, ok, err := r.Job(ctx, name)
 	if err != nil {
 		return model.Job{}, err
 	}
@@ -409,7 +395,7 @@ func (s *Scheduler) Jobs(ctx context.Context) ([]model.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.jobs(ctx)
+	return r.Jobs(ctx)
 }
 
 func (s *Scheduler) JobDisabled(ctx context.Context, name string) (bool, error) {
@@ -420,7 +406,7 @@ func (s *Scheduler) JobDisabled(ctx context.Context, name string) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	return r.exists(ctx, disabledJobPath(name))
+	return r.JobDisabled(ctx, name)
 }
 
 func (s *Scheduler) RunningTasks(ctx context.Context) ([]model.TaskRecord, error) {
@@ -428,11 +414,11 @@ func (s *Scheduler) RunningTasks(ctx context.Context) ([]model.TaskRecord, error
 	if err != nil {
 		return nil, err
 	}
-	m, err := r.tasks(ctx, runningRoot)
+	m, err := r.Running(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return flattenTasks(m), nil
+	return store.Flatten(m), nil
 }
 
 func (s *Scheduler) FailoverTasks(ctx context.Context) ([]model.TaskRecord, error) {
@@ -440,11 +426,11 @@ func (s *Scheduler) FailoverTasks(ctx context.Context) ([]model.TaskRecord, erro
 	if err != nil {
 		return nil, err
 	}
-	m, err := r.tasks(ctx, failoverRoot)
+	m, err := r.Failover(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return flattenTasks(m), nil
+	return store.Flatten(m), nil
 }
 
 // ReadyTasks lists the jobs with pending fires.
@@ -453,7 +439,7 @@ func (s *Scheduler) ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error) 
 	if err != nil {
 		return nil, err
 	}
-	m, err := r.ready(ctx)
+	m, err := r.Ready(ctx)
 	if err != nil {
 		return nil, err
 	}

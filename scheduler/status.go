@@ -9,16 +9,6 @@ import (
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
-// handleStatuses applies every status update the pump has queued.
-func (t *term) handleStatuses(ctx context.Context) error {
-	for _, st := range t.statuses.drain() {
-		if err := t.handleStatus(ctx, st); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // handleStatus applies one status update to the task's running record:
 //
 //   - STAGING, RUNNING: the record is updated.
@@ -102,26 +92,23 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 	}
 }
 
-// retry relaunches a task as its next attempt: (a) the new running node,
-// (b) the old one removed, (c) Launch. After a crash between (a) and (b)
-// the old task's end is handled again and finds (a) done.
+// retry relaunches a task as its next attempt: (a) the new running node
+// made and the old one removed, in one batch, (b) Launch.
 func (t *term) retry(ctx context.Context, js *jobState, old *model.TaskRecord) error {
-	rec, err := t.createRunning(ctx, js, t.newRecord(js.job.JobName, old.FireTime, old.Shard, old.Attempt+1))
+	rec, err := t.st.Retry(ctx, old, t.newRecord(js.job.JobName, old.FireTime, old.Shard, old.Attempt+1))
 	if err != nil {
 		return err
 	}
-	if err := t.deleteRunning(ctx, js, old); err != nil {
-		return err
-	}
+	delete(js.running, old.ID)
+	js.running[rec.ID] = rec
 	if !rec.LaunchedAt.IsZero() {
 		return nil
 	}
 	return t.start(ctx, js, []*model.TaskRecord{rec})
 }
 
-// toFailover moves a task from running to the failover queue: (a) its
-// failover node, (b) its running node removed. A full failover queue drops
-// the task.
+// toFailover moves a task from running to the failover queue, in one
+// batch. A full failover queue drops the task.
 func (t *term) toFailover(ctx context.Context, js *jobState, rec *model.TaskRecord, ended model.TaskRecord, notBefore time.Time) error {
 	if len(js.failover) >= t.cfg.QueueLimit {
 		t.log.Error("failover queue full; task dropped", "job", js.job.JobName, "task", rec.ID, "queue_limit", t.cfg.QueueLimit)
@@ -129,8 +116,10 @@ func (t *term) toFailover(ctx context.Context, js *jobState, rec *model.TaskReco
 	}
 	ended.NotBefore = notBefore
 	ended.LaunchedAt = rec.LaunchedAt
-	if err := t.createFailover(ctx, js, &ended); err != nil {
+	if err := t.st.MoveToFailover(ctx, rec, &ended); err != nil {
 		return err
 	}
-	return t.deleteRunning(ctx, js, rec)
+	delete(js.running, rec.ID)
+	js.failover[ended.ID] = &ended
+	return nil
 }

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 
 	"encoding/json"
 	"slices"
@@ -266,7 +267,7 @@ func TestRunningRecordsSurviveInTheStoreAsJSON(t *testing.T) {
 	register(t, e.svc(), testJob("j", "0 0 0 * * ?"))
 	id := triggerAndStart(t, e, "j")
 	eventually(t, "the record is marked launched", func() bool {
-		b, ok := e.store.Value(runningPath("j", id))
+		b, ok := e.store.Value(store.RunningPath("j", id))
 		if !ok {
 			return false
 		}

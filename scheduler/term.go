@@ -1,7 +1,10 @@
 package scheduler
 
 import (
+	"sort"
+
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 
 	"container/heap"
 	"context"
@@ -26,18 +29,16 @@ import (
 // there is a single writer to the store per term, and the order that makes a
 // crash anywhere recoverable — running nodes created, then the fire taken
 // off the ready queue, then the executor told — is never interleaved with
-// status handling. Two goroutines run beside it, so that neither the loop
-// blocks on the executor nor the executor on the loop: the status pump moves
-// the executor's updates into a queue, and the launch worker makes the
-// executor's Launch calls (which may fetch an app) and queues their results.
+// status handling. The loop reads the executor's statuses itself (the
+// executor's own queue never blocks it on the loop); the launch workers,
+// one per app with work, make the executor's Launch calls (which may fetch
+// an app) and queue their results, so the loop never blocks on a Launch.
 type term struct {
 	s     *Scheduler
 	cfg   Config
 	log   hclog.Logger
-	c     coord.Coordinator // the election session: the term's reads
 	l     coord.Leadership
-	w     coord.Writer // fenced by l
-	r     reader
+	st    *store.Writer // reads on the election session, writes fenced by l
 	since time.Time
 
 	// serving is true while the loop runs.
@@ -45,15 +46,8 @@ type term struct {
 	reqs    chan request
 	done    chan struct{} // closed when the loop has returned
 
-	ex       executor.Executor
-	statuses *queue[executor.Status]
-	pumpStop chan struct{}
-	pumpDone chan struct{}
-
-	launches     *queue[launchBatch]
-	launched     *queue[launchResult]
-	workerCancel context.CancelFunc
-	workerDone   chan struct{}
+	ex        executor.Executor
+	launchers *launchers
 
 	// Owned by the loop.
 	apps         map[string]model.App
@@ -71,8 +65,7 @@ type jobState struct {
 	params   map[int]string // shard parameters
 	disabled bool
 
-	ready        readyNode
-	readyVersion coord.Version
+	ready store.Ready
 
 	running  map[string]*model.TaskRecord // by task ID
 	failover map[string]*model.TaskRecord
@@ -100,10 +93,8 @@ func newTerm(s *Scheduler, c coord.Coordinator, l coord.Leadership) *term {
 		s:            s,
 		cfg:          s.cfg,
 		log:          s.log.With("term", l.Token()),
-		c:            c,
 		l:            l,
-		w:            termWriter(l),
-		r:            reader{c: c},
+		st:           store.NewWriter(c, l.Writer(), opTimeout),
 		since:        s.now(),
 		reqs:         make(chan request),
 		done:         make(chan struct{}),
@@ -139,13 +130,12 @@ func (t *term) run(ctx context.Context) error {
 // loop starts. Whatever it started, revoke stops.
 func (t *term) establish(ctx context.Context) error {
 	t.log.Info("establishing leadership")
-	ex, err := t.cfg.Executor(ctx, executor.Term{Token: t.l.Token(), State: executorState{t: t}})
+	ex, err := t.cfg.Executor(ctx, executor.Term{Token: t.l.Token(), State: executorState{st: t.st}})
 	if err != nil {
 		return fmt.Errorf("open the executor: %w", err)
 	}
 	t.ex = ex
-	t.startStatusPump()
-	t.startLaunchWorker()
+	t.launchers = newLaunchers(ex.Launch)
 	if err := t.load(ctx); err != nil {
 		return err
 	}
@@ -163,17 +153,18 @@ func (t *term) establish(ctx context.Context) error {
 	return nil
 }
 
-// revoke turns off what establish turned on, in reverse: the launch worker
-// stops (cancelling a Launch in progress), the executor is closed (its tasks
-// keep running for the next leader to adopt) and the status pump stopped.
+// revoke turns off what establish turned on, in reverse: the launch
+// workers stop (cancelling a Launch in progress) and the executor is closed
+// (its tasks keep running for the next leader to adopt).
 func (t *term) revoke() {
-	t.stopLaunchWorker()
+	if t.launchers != nil {
+		t.launchers.stop()
+	}
 	if t.ex != nil {
 		if err := t.ex.Close(); err != nil {
 			t.log.Warn("close the executor", "error", err)
 		}
 	}
-	t.stopStatusPump()
 	t.log.Info("leadership revoked")
 }
 
@@ -218,12 +209,10 @@ func (t *term) loop(ctx context.Context) error {
 	}
 	fireTimer := time.NewTimer(time.Hour)
 	defer fireTimer.Stop()
+	statuses := t.ex.Statuses()
 	t.launchDue = true
 	for {
 		if err := t.produceDue(ctx); err != nil {
-			return err
-		}
-		if err := t.handleStatuses(ctx); err != nil {
 			return err
 		}
 		if t.launchDue {
@@ -245,8 +234,14 @@ func (t *term) loop(ctx context.Context) error {
 				return err
 			}
 			t.launchDue = true
-		case <-t.statuses.notify:
-		case <-t.launched.notify:
+		case st, ok := <-statuses:
+			if !ok {
+				return errors.New("the executor closed its status stream")
+			}
+			if err := t.handleStatus(ctx, st); err != nil {
+				return err
+			}
+		case <-t.launchers.results.notify:
 			if err := t.handleLaunched(ctx); err != nil {
 				return err
 			}
@@ -303,33 +298,33 @@ func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 // one (registered now: they do not back-fill); state of jobs without a
 // configuration is removed, their tasks killed.
 func (t *term) load(ctx context.Context) error {
-	apps, err := t.r.apps(ctx)
+	apps, err := t.st.Apps(ctx)
 	if err != nil {
 		return err
 	}
 	for _, a := range apps {
 		t.apps[a.AppName] = a
 	}
-	if t.disabledApps, err = t.r.disabled(ctx, disabledAppsRoot); err != nil {
+	if t.disabledApps, err = t.st.DisabledApps(ctx); err != nil {
 		return err
 	}
-	jobs, err := t.r.jobs(ctx)
+	jobs, err := t.st.Jobs(ctx)
 	if err != nil {
 		return err
 	}
-	disabledJobs, err := t.r.disabled(ctx, disabledJobsRoot)
+	disabledJobs, err := t.st.DisabledJobs(ctx)
 	if err != nil {
 		return err
 	}
-	ready, err := t.r.ready(ctx)
+	ready, err := t.st.Ready(ctx)
 	if err != nil {
 		return err
 	}
-	running, err := t.r.tasks(ctx, runningRoot)
+	running, err := t.st.Running(ctx)
 	if err != nil {
 		return err
 	}
-	failover, err := t.r.tasks(ctx, failoverRoot)
+	failover, err := t.st.Failover(ctx)
 	if err != nil {
 		return err
 	}
@@ -342,8 +337,8 @@ func (t *term) load(ctx context.Context) error {
 		js := newJobState(spec)
 		js.disabled = disabledJobs[j.JobName]
 		if rn, ok := ready[j.JobName]; ok {
-			js.ready, js.readyVersion = rn.readyNode, rn.version
-		} else if err := t.createReady(ctx, js); err != nil {
+			js.ready = rn
+		} else if js.ready, err = t.st.CreateReady(ctx, j.JobName, t.now()); err != nil {
 			return err
 		}
 		for _, rec := range running[j.JobName] {
@@ -357,43 +352,44 @@ func (t *term) load(ctx context.Context) error {
 	return t.removeOrphans(ctx, ready, running, failover, disabledJobs)
 }
 
-// removeOrphans removes state nodes of jobs that have no configuration,
+// removeOrphans removes the state of jobs that have no configuration,
 // killing their tasks.
-func (t *term) removeOrphans(ctx context.Context, ready map[string]versionedReady, running, failover map[string][]model.TaskRecord, disabled map[string]bool) error {
-	for job, recs := range running {
-		if t.jobs[job] != nil {
-			continue
+func (t *term) removeOrphans(ctx context.Context, ready map[string]store.Ready, running, failover map[string][]model.TaskRecord, disabled map[string]bool) error {
+	orphans := map[string]bool{}
+	for _, m := range []map[string]bool{keys(ready), keys(running), keys(failover), disabled} {
+		for job := range m {
+			if t.jobs[job] == nil {
+				orphans[job] = true
+			}
 		}
-		for _, rec := range recs {
+	}
+	for _, job := range sortedKeys(orphans) {
+		for _, rec := range running[job] {
 			t.kill(ctx, rec.ID)
 		}
-		t.log.Warn("removing running tasks of an unknown job", "job", job, "tasks", len(recs))
-		if err := ignore(t.w.DeleteTree(ctx, runningJobPath(job)), coord.ErrNotFound); err != nil {
+		t.log.Warn("removing the state of an unknown job", "job", job, "running_tasks", len(running[job]))
+		if err := t.st.DeleteJobState(ctx, job); err != nil {
 			return err
 		}
 	}
-	for job := range failover {
-		if t.jobs[job] == nil {
-			if err := ignore(t.w.DeleteTree(ctx, failoverJobPath(job)), coord.ErrNotFound); err != nil {
-				return err
-			}
-		}
-	}
-	for job := range ready {
-		if t.jobs[job] == nil {
-			if err := ignore(t.w.Delete(ctx, readyPath(job), coord.AnyVersion), coord.ErrNotFound); err != nil {
-				return err
-			}
-		}
-	}
-	for job := range disabled {
-		if t.jobs[job] == nil {
-			if err := ignore(t.w.Delete(ctx, disabledJobPath(job), coord.AnyVersion), coord.ErrNotFound); err != nil {
-				return err
-			}
-		}
-	}
 	return nil
+}
+
+func keys[V any](m map[string]V) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ignore drops an error that is one of the expected ones.
@@ -477,37 +473,6 @@ func (q *queue[T]) drain() []T {
 	return items
 }
 
-// Status pump.
-
-func (t *term) startStatusPump() {
-	t.statuses = newQueue[executor.Status]()
-	t.pumpStop = make(chan struct{})
-	t.pumpDone = make(chan struct{})
-	ch := t.ex.Statuses()
-	go func() {
-		defer close(t.pumpDone)
-		for {
-			select {
-			case st, ok := <-ch:
-				if !ok {
-					return
-				}
-				t.statuses.push(st)
-			case <-t.pumpStop:
-				return
-			}
-		}
-	}()
-}
-
-func (t *term) stopStatusPump() {
-	if t.pumpStop == nil {
-		return
-	}
-	close(t.pumpStop)
-	<-t.pumpDone
-}
-
 // Timers: one heap of every job's next fire, served by the loop.
 
 type fireEntry struct {
@@ -550,7 +515,7 @@ func (t *term) schedule(js *jobState, now time.Time) {
 	if js.sched == nil || js.job.JobExecutionType != model.Transient || !t.active(js) {
 		return
 	}
-	next := js.sched.Next(js.ready.producedThrough())
+	next := js.sched.Next(js.ready.ProducedThrough())
 	if next.IsZero() {
 		return
 	}

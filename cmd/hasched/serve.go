@@ -389,6 +389,14 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 			}
 			log.Info("embedded etcd stopped")
 		}()
+		// Only this process opens sessions on its embedded member, so every
+		// lease there is an earlier incarnation's: after an unclean stop it
+		// would hold the election for its TTL.
+		if n, err := embedded.EndPreviousSessions(ctx); err != nil {
+			return fmt.Errorf("end the sessions of an earlier run: %w", err)
+		} else if n > 0 {
+			log.Info("ended the sessions of an earlier run", "sessions", n)
+		}
 		endpoints := embedded.Endpoints()
 		coordLog := log.Named("coord")
 		open = func(ctx context.Context) (coord.Coordinator, error) {

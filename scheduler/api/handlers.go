@@ -68,6 +68,7 @@ func (s *server) routeTable() []route {
 
 		newRoute(get, "/api/leader", s.status),
 		newRoute(get, "/healthz", s.health),
+		newRoute(get, "/readyz", s.ready),
 	}
 }
 
@@ -291,6 +292,22 @@ func (s *server) health(c *call) (any, error) {
 		h.Leader, h.LeaderAddress = st.Leader, st.LeaderAddress
 	}
 	return h, nil
+}
+
+// ready answers 200 once a leader exists, so writes are served (here or
+// by forwarding), and 503 while there is none: what a script that starts
+// hasched and then writes waits for.
+func (s *server) ready(c *call) (any, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+	defer cancel()
+	st, err := s.svc.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", model.ErrUnavailable, err)
+	}
+	if st.LeaderAddress == "" {
+		return nil, fmt.Errorf("%w: not ready: no leader is elected yet", model.ErrNoLeader)
+	}
+	return Health{Status: "ready", Leader: st.Leader, LeaderAddress: st.LeaderAddress}, nil
 }
 
 // nameFromBody reads a name sent as the whole body, as Elastic-Job-Cloud's

@@ -1,0 +1,351 @@
+// Package store owns the layout of hasched's state in the coordination
+// service: the paths (Elastic-Job-Cloud's), the JSON encoding of each node,
+// the versions that guard the ready queues and every write a leader makes.
+// The scheduler's term decides; the store reads and writes.
+//
+// A Reader serves every process's reads. A Writer is one term's: its writes
+// go through the term's fenced coord.Writer, so a deposed leader's late write
+// fails with coord.ErrNotLeader and changes nothing. Writes that must happen
+// together (a fire's running nodes and its removal from the ready queue; a
+// task's move to the failover queue) are one atomic batch.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/model"
+)
+
+// The layout, under the coordinator's namespace. Values are JSON.
+const (
+	// ElectionPath is the scheduler's election.
+	ElectionPath     = "/ha/election"
+	AppConfigRoot    = "/config/app"    // /{app}: model.App
+	JobConfigRoot    = "/config/job"    // /{job}: model.Job
+	ReadyRoot        = "/state/ready"   // /{job}: Ready
+	RunningRoot      = "/state/running" // /{job}/{task}: model.TaskRecord
+	FailoverRoot     = "/state/failover"
+	DisabledAppsRoot = "/state/disable/app" // /{app}: disabledNode
+	DisabledJobsRoot = "/state/disable/job" // /{job}: disabledNode
+	// executorStateRoot holds the executors' own state: /ha/{key}, so the
+	// Mesos framework id lives at /ha/framework_id as Elastic-Job-Cloud
+	// keeps it.
+	executorStateRoot = "/ha"
+)
+
+func AppPath(app string) string           { return AppConfigRoot + "/" + app }
+func JobPath(job string) string           { return JobConfigRoot + "/" + job }
+func ReadyPath(job string) string         { return ReadyRoot + "/" + job }
+func RunningJobPath(job string) string    { return RunningRoot + "/" + job }
+func RunningPath(job, task string) string { return RunningRoot + "/" + job + "/" + task }
+func FailoverJobPath(job string) string   { return FailoverRoot + "/" + job }
+func FailoverPath(job, task string) string {
+	return FailoverRoot + "/" + job + "/" + task
+}
+func DisabledAppPath(app string) string { return DisabledAppsRoot + "/" + app }
+func DisabledJobPath(job string) string { return DisabledJobsRoot + "/" + job }
+
+// Ready is a job's ready queue and the producer's progress, in one node so
+// that appending a fire and advancing LastFire is one versioned write.
+type Ready struct {
+	// FireTimes are the pending fires, oldest first, unique.
+	FireTimes []time.Time `json:"fireTimes"`
+	// LastFire is the latest cron fire time handed to the queue (or
+	// skipped by the misfire policy): the producer never produces a fire at
+	// or before it again.
+	LastFire time.Time `json:"lastFireTime"`
+	// RegisteredAt is when the job was registered; a job whose LastFire is
+	// zero produces fires after it only, so it never back-fills.
+	RegisteredAt time.Time `json:"registeredAt"`
+	// Version is the node's version the Ready was read or written at; the
+	// next write of the queue must name it.
+	Version coord.Version `json:"-"`
+}
+
+// ProducedThrough is the time up to which fires have been produced.
+func (r Ready) ProducedThrough() time.Time {
+	if r.LastFire.After(r.RegisteredAt) {
+		return r.LastFire
+	}
+	return r.RegisteredAt
+}
+
+// Pending says whether fire is on the queue.
+func (r Ready) Pending(fire time.Time) bool {
+	for _, f := range r.FireTimes {
+		if f.Equal(fire) {
+			return true
+		}
+	}
+	return false
+}
+
+// disabledNode is the value of a disable flag.
+type disabledNode struct {
+	DisabledAt time.Time `json:"disabledAt"`
+}
+
+func encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only the model's and the store's own types are encoded; they
+		// always marshal.
+		panic(fmt.Sprintf("store: encode %T: %v", v, err))
+	}
+	return b
+}
+
+func decodeNode(n coord.Node, v any) error {
+	if err := json.Unmarshal(n.Value, v); err != nil {
+		return fmt.Errorf("decode %s: %w", n.Path, err)
+	}
+	return nil
+}
+
+// unavailable marks the errors of a session that has just ended as
+// model.ErrUnavailable: the caller retries on a new session.
+func unavailable(err error) error {
+	if err != nil && (errors.Is(err, coord.ErrSessionLost) || errors.Is(err, coord.ErrClosed)) && !errors.Is(err, model.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", model.ErrUnavailable, err)
+	}
+	return err
+}
+
+// ignore drops an error that is one of the expected ones.
+func ignore(err error, expected ...error) error {
+	for _, e := range expected {
+		if errors.Is(err, e) {
+			return nil
+		}
+	}
+	return err
+}
+
+// Reader reads the state through one session.
+type Reader struct{ c coord.Coordinator }
+
+// NewReader reads through c.
+func NewReader(c coord.Coordinator) Reader { return Reader{c: c} }
+
+// children lists a node's children; a missing node has none.
+func (r Reader) children(ctx context.Context, path string) ([]string, error) {
+	names, err := r.c.Children(ctx, path)
+	if errors.Is(err, coord.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("list %s: %w", path, err))
+	}
+	return names, nil
+}
+
+// get reads and decodes one node; found is false if it is missing.
+func (r Reader) get(ctx context.Context, path string, v any) (coord.Version, bool, error) {
+	n, err := r.c.Get(ctx, path)
+	if errors.Is(err, coord.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, unavailable(fmt.Errorf("read %s: %w", path, err))
+	}
+	if err := decodeNode(n, v); err != nil {
+		return 0, false, err
+	}
+	return n.Version, true, nil
+}
+
+func (r Reader) exists(ctx context.Context, path string) (bool, error) {
+	_, err := r.c.Get(ctx, path)
+	if errors.Is(err, coord.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, unavailable(fmt.Errorf("read %s: %w", path, err))
+	}
+	return true, nil
+}
+
+// Leader is the election's leader's value (its API address), or
+// coord.ErrNoLeader.
+func (r Reader) Leader(ctx context.Context) (string, error) {
+	v, err := r.c.Leader(ctx, ElectionPath)
+	return string(v), unavailable(err)
+}
+
+// App reads one app; found is false if it is not registered.
+func (r Reader) App(ctx context.Context, name string) (model.App, bool, error) {
+	var a model.App
+	_, ok, err := r.get(ctx, AppPath(name), &a)
+	return a, ok, err
+}
+
+// Job reads one job; found is false if it is not registered.
+func (r Reader) Job(ctx context.Context, name string) (model.Job, bool, error) {
+	var j model.Job
+	_, ok, err := r.get(ctx, JobPath(name), &j)
+	return j, ok, err
+}
+
+// Apps reads every app, by name.
+func (r Reader) Apps(ctx context.Context) ([]model.App, error) {
+	return list(ctx, r, AppConfigRoot, r.App)
+}
+
+// Jobs reads every job, by name.
+func (r Reader) Jobs(ctx context.Context) ([]model.Job, error) {
+	return list(ctx, r, JobConfigRoot, r.Job)
+}
+
+func list[T any](ctx context.Context, r Reader, root string, read func(context.Context, string) (T, bool, error)) ([]T, error) {
+	names, err := r.children(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(names))
+	for _, n := range names {
+		v, ok, err := read(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// AppDisabled says whether an app's disable flag is set.
+func (r Reader) AppDisabled(ctx context.Context, name string) (bool, error) {
+	return r.exists(ctx, DisabledAppPath(name))
+}
+
+// JobDisabled says whether a job's disable flag is set.
+func (r Reader) JobDisabled(ctx context.Context, name string) (bool, error) {
+	return r.exists(ctx, DisabledJobPath(name))
+}
+
+// DisabledApps names the apps whose disable flag is set.
+func (r Reader) DisabledApps(ctx context.Context) (map[string]bool, error) {
+	return r.flags(ctx, DisabledAppsRoot)
+}
+
+// DisabledJobs names the jobs whose disable flag is set (including flags of
+// jobs that are gone).
+func (r Reader) DisabledJobs(ctx context.Context) (map[string]bool, error) {
+	return r.flags(ctx, DisabledJobsRoot)
+}
+
+func (r Reader) flags(ctx context.Context, root string) (map[string]bool, error) {
+	names, err := r.children(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, n := range names {
+		out[n] = true
+	}
+	return out, nil
+}
+
+// Running reads every running task record, by job. A job whose parent
+// node exists without records is there with none.
+func (r Reader) Running(ctx context.Context) (map[string][]model.TaskRecord, error) {
+	return r.tasks(ctx, RunningRoot)
+}
+
+// Failover reads every failover task record, by job, like Running.
+func (r Reader) Failover(ctx context.Context) (map[string][]model.TaskRecord, error) {
+	return r.tasks(ctx, FailoverRoot)
+}
+
+func (r Reader) tasks(ctx context.Context, root string) (map[string][]model.TaskRecord, error) {
+	jobs, err := r.children(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]model.TaskRecord{}
+	for _, job := range jobs {
+		ids, err := r.children(ctx, root+"/"+job)
+		if err != nil {
+			return nil, err
+		}
+		out[job] = nil // an empty parent is still worth knowing of
+		for _, id := range ids {
+			var rec model.TaskRecord
+			_, ok, err := r.get(ctx, root+"/"+job+"/"+id, &rec)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out[job] = append(out[job], rec)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Flatten lists the records of a by-job map, by task id.
+func Flatten(m map[string][]model.TaskRecord) []model.TaskRecord {
+	out := []model.TaskRecord{}
+	for _, recs := range m {
+		out = append(out, recs...)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Ready reads every job's ready node, by job.
+func (r Reader) Ready(ctx context.Context) (map[string]Ready, error) {
+	jobs, err := r.children(ctx, ReadyRoot)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Ready{}
+	for _, job := range jobs {
+		var rn Ready
+		v, ok, err := r.get(ctx, ReadyPath(job), &rn)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			rn.Version = v
+			out[job] = rn
+		}
+	}
+	return out, nil
+}
+
+// ErrNoState says nothing is stored under an executor state key.
+var ErrNoState = errors.New("store: no executor state")
+
+func executorStatePath(key string) (string, error) {
+	if err := coord.ValidateName(key); err != nil {
+		return "", fmt.Errorf("executor state key %q: %w", key, err)
+	}
+	if key == "election" {
+		return "", fmt.Errorf("executor state key %q is the election's", key)
+	}
+	return executorStateRoot + "/" + key, nil
+}
+
+// ExecutorState reads an executor's state; ErrNoState if there is none.
+func (r Reader) ExecutorState(ctx context.Context, key string) ([]byte, error) {
+	p, err := executorStatePath(key)
+	if err != nil {
+		return nil, err
+	}
+	n, err := r.c.Get(ctx, p)
+	if errors.Is(err, coord.ErrNotFound) {
+		return nil, fmt.Errorf("%s: %w", p, ErrNoState)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return n.Value, nil
+}
