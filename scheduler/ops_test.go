@@ -211,7 +211,7 @@ func TestStandbyServesReadsAndRefusesWrites(t *testing.T) {
 }
 
 func TestNoProcessRunning(t *testing.T) {
-	s, err := New(Config{Open: newMemEnv(t).store.Open, Executor: newMemEnv(t).cluster.Factory("x"), Advertise: "h:1"})
+	s, err := New(Config{Open: newMemEnv(t).store.Open, Executor: newMemEnv(t).cluster.Factory("x"), Advertise: "h:1", LeaderWait: -1})
 	mustDo(t, err)
 	ctx := context.Background()
 	if _, err := s.Jobs(ctx); !errors.Is(err, model.ErrUnavailable) {

@@ -272,6 +272,29 @@ func TestLeaderAndHealth(t *testing.T) {
 	}
 }
 
+// /readyz means "a leader exists, writes are served": 503 until one is
+// elected, so a script that waits for it can write at once.
+func TestReadyzWaitsForALeader(t *testing.T) {
+	svc := apitest.NewService(model.Status{Self: "127.0.0.1:8899"})
+	h := newHandler(t, svc, nil)
+	svc.SetLeader(false, "")
+	r := do(t, h, "GET", "/readyz", "")
+	want(t, r, http.StatusServiceUnavailable)
+	r.errorBody(t)
+	svc.SetLeader(false, "10.0.0.2:8899")
+	r = do(t, h, "GET", "/readyz", "")
+	want(t, r, http.StatusOK)
+	if hl := decode[Health](t, r); hl.Status != "ready" || hl.Leader || hl.LeaderAddress != "10.0.0.2:8899" {
+		t.Fatalf("readyz on a standby = %+v", hl)
+	}
+	svc.SetLeader(true, "127.0.0.1:8899")
+	if hl := decode[Health](t, do(t, h, "GET", "/readyz", "")); !hl.Leader {
+		t.Fatalf("readyz on the leader = %+v", hl)
+	}
+	svc.Fail("Status", apitest.ErrInjected)
+	want(t, do(t, h, "GET", "/readyz", ""), http.StatusServiceUnavailable)
+}
+
 func TestUnknownPathIs404AndWrongMethodIs405(t *testing.T) {
 	_, h := seeded(t)
 	for _, p := range []string{"/", "/api", "/api/nope", "/api/app/foo_app/nope", "/api/job/tasks/sideways", "/api/app//disable"} {

@@ -24,16 +24,18 @@ type Cluster struct {
 	// its context) before it does anything, as a slow fetch would.
 	LaunchGate chan struct{}
 
-	mu       sync.Mutex
-	tasks    map[string]*fakeTask
-	order    []string          // task IDs in the order they were started
-	calls    map[string]int    // Launch calls naming each task ID
-	starters map[string]string // task ID -> name of the executor that started it
-	current  *Executor
-	opened   int
-	kills    map[string]int
-	changed  chan struct{}
-	notes    []executor.Status // every status sent, for assertions
+	mu        sync.Mutex
+	appGates  map[string]chan struct{} // apps whose Launch waits, as for a slow fetch
+	deadlined int                      // Launch calls whose context had a deadline
+	tasks     map[string]*fakeTask
+	order     []string          // task IDs in the order they were started
+	calls     map[string]int    // Launch calls naming each task ID
+	starters  map[string]string // task ID -> name of the executor that started it
+	current   *Executor
+	opened    int
+	kills     map[string]int
+	changed   chan struct{}
+	notes     []executor.Status // every status sent, for assertions
 }
 
 type fakeTask struct {
@@ -50,6 +52,28 @@ func NewCluster() *Cluster {
 		kills:    map[string]int{},
 		changed:  make(chan struct{}),
 	}
+}
+
+// GateApp makes every Launch of app's tasks wait, as a slow fetch of its
+// package would, until release is called.
+func (c *Cluster) GateApp(app string) (release func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.appGates == nil {
+		c.appGates = map[string]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	c.appGates[app] = ch
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
+}
+
+// DeadlinedLaunches counts the Launch calls whose context had a deadline:
+// the executor owns its deadlines, so the scheduler sets none.
+func (c *Cluster) DeadlinedLaunches() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadlined
 }
 
 // Factory opens Executors on the cluster; name identifies them in Starter.
@@ -183,6 +207,22 @@ var errClosed = errors.New("schedtest: executor closed")
 
 func (e *Executor) Launch(ctx context.Context, tasks []executor.Task) error {
 	c := e.c
+	c.mu.Lock()
+	if _, ok := ctx.Deadline(); ok {
+		c.deadlined++
+	}
+	var gate chan struct{}
+	if len(tasks) > 0 {
+		gate = c.appGates[tasks[0].App]
+	}
+	c.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if c.LaunchGate != nil {
 		select {
 		case <-c.LaunchGate:
