@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // HA figures, on each backend, with three `hasched serve` processes as in

@@ -1,9 +1,6 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-	"github.com/hasched/hasched/scheduler/store"
-
 	"context"
 	"fmt"
 	"os"
@@ -18,7 +15,9 @@ import (
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/coord/etcd"
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/schedtest"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // One embedded etcd server serves every lifecycle test of the package,

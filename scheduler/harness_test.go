@@ -1,9 +1,6 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-	"github.com/hasched/hasched/scheduler/store"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +16,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 
+	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/schedtest"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 func TestMain(m *testing.M) {

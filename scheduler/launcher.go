@@ -1,15 +1,13 @@
 package scheduler
 
 import (
-	"sync"
-
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // launch runs the launcher once: first the running tasks whose launch was

@@ -1,8 +1,6 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/scheduler/executor/local"
+	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/schedtest"
 )
 

@@ -1,17 +1,106 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/hasched/hasched/scheduler/model"
 )
 
-// The Service's writes, run by the term's loop. Each checks what needs the
-// term's state, then writes in an order a crash can interrupt anywhere: the
-// next term reads the store and completes or repeats the request's effect.
+// The Service's writes: each is a request to the leader's loop (a method
+// of Scheduler) and the term's op that serves it, so a new write is one
+// pair here. Each op checks what needs the term's state, then writes in an
+// order a crash can interrupt anywhere: the next term reads the store and
+// completes or repeats the request's effect.
+
+func (s *Scheduler) RegisterApp(ctx context.Context, app model.App) error {
+	app, err := app.Check()
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerApp(ctx, app) })
+}
+
+// UpdateApp applies the update to the stored app in the leader's loop, so
+// that no other write comes between reading and writing it.
+func (s *Scheduler) UpdateApp(ctx context.Context, u model.AppUpdate) error {
+	if err := model.ValidateName("appName", u.AppName, false); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateApp(ctx, u) })
+}
+
+func (s *Scheduler) DeregisterApp(ctx context.Context, name string) error {
+	if err := model.ValidateName("appName", name, false); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.deregisterApp(ctx, name) })
+}
+
+func (s *Scheduler) DisableApp(ctx context.Context, name string) error {
+	if err := model.ValidateName("appName", name, false); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, true) })
+}
+
+func (s *Scheduler) EnableApp(ctx context.Context, name string) error {
+	if err := model.ValidateName("appName", name, false); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, false) })
+}
+
+func (s *Scheduler) RegisterJob(ctx context.Context, job model.Job) error {
+	spec, err := job.Check()
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerJob(ctx, spec) })
+}
+
+// UpdateJob applies the update to the stored job in the leader's loop, like
+// UpdateApp.
+func (s *Scheduler) UpdateJob(ctx context.Context, u model.JobUpdate) error {
+	if err := model.ValidateName("jobName", u.JobName, true); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateJob(ctx, u) })
+}
+
+func (s *Scheduler) DeregisterJob(ctx context.Context, name string) error {
+	if err := model.ValidateName("jobName", name, true); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.deregisterJob(ctx, name) })
+}
+
+func (s *Scheduler) TriggerJob(ctx context.Context, name string) error {
+	if err := model.ValidateName("jobName", name, true); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.triggerJob(ctx, name) })
+}
+
+func (s *Scheduler) DisableJob(ctx context.Context, name string) error {
+	if err := model.ValidateName("jobName", name, true); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, true) })
+}
+
+func (s *Scheduler) EnableJob(ctx context.Context, name string) error {
+	if err := model.ValidateName("jobName", name, true); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, false) })
+}
+
+func (s *Scheduler) Reconcile(ctx context.Context, explicit bool) error {
+	return s.write(ctx, func(ctx context.Context, t *term) error { return t.reconcile(ctx, explicit) })
+}
 
 func (t *term) registerApp(ctx context.Context, app model.App) error {
 	if _, ok := t.apps[app.AppName]; ok {

@@ -1,9 +1,6 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-	"github.com/hasched/hasched/scheduler/store"
-
 	"context"
 	"errors"
 	"strings"
@@ -11,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 func TestRegisterJobChecksItsApp(t *testing.T) {

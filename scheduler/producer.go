@@ -1,14 +1,13 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"container/heap"
 	"context"
 	"slices"
 	"time"
 
 	"github.com/hasched/hasched/scheduler/cron"
+	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
 )
 

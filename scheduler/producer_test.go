@@ -1,13 +1,12 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-	"github.com/hasched/hasched/scheduler/store"
-
 	"testing"
 	"time"
 
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 func TestCronFiresRunOnceEachAndNewJobsDoNotBackFill(t *testing.T) {

@@ -1,13 +1,12 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-	"github.com/hasched/hasched/scheduler/store"
-
 	"strings"
 	"testing"
 
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // These tests make one store write fail, which ends the term as a crash

@@ -1,12 +1,11 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"time"
 
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // handleStatus applies one status update to the task's running record:

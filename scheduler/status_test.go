@@ -1,15 +1,14 @@
 package scheduler
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-	"github.com/hasched/hasched/scheduler/store"
-
 	"encoding/json"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // triggerAndStart triggers a job and returns the task it started.

@@ -1,15 +1,11 @@
 package scheduler
 
 import (
-	"sort"
-
-	"github.com/hasched/hasched/scheduler/model"
-	"github.com/hasched/hasched/scheduler/store"
-
 	"container/heap"
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +15,8 @@ import (
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/cron"
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // A term is one leadership: it owns the executor it opened and every piece

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/hasched/hasched/internal/client"
 	"github.com/hasched/hasched/scheduler/api"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // maxDefinition caps an app or job file.

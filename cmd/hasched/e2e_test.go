@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"bytes"
 	"context"
 	"errors"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/hasched/hasched/coord/etcd"
 	"github.com/hasched/hasched/internal/client"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // These tests run whole `hasched serve` processes in this test process, on

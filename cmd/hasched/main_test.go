@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/hasched/hasched/scheduler/api"
 	"github.com/hasched/hasched/scheduler/api/apitest"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 const (

@@ -3,8 +3,6 @@
 package client
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/scheduler/api"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // Defaults for the zero values of Config.

@@ -1,8 +1,6 @@
 package client
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"errors"
 	"net/http"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/hasched/hasched/scheduler/api"
 	"github.com/hasched/hasched/scheduler/api/apitest"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -10,8 +10,6 @@
 package api
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +20,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // Defaults for the zero values of Config.

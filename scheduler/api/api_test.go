@@ -1,8 +1,6 @@
 package api
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hasched/hasched/scheduler/api/apitest"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -1,10 +1,10 @@
 package api
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"bytes"
 	"errors"
+
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // decodeApp reads an app from a request body with the model's decoder,

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +10,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // ErrorBody is the JSON of every error response.

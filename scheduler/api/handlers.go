@@ -1,8 +1,6 @@
 package api
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // Result is the answer to a successful write.

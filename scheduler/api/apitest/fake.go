@@ -3,14 +3,14 @@
 package apitest
 
 import (
-	"github.com/hasched/hasched/scheduler/model"
-
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"sync"
+
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // Service is an in-memory api.Service. Its zero value is not usable;
