@@ -2,12 +2,16 @@ package scheduler
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // launch runs the launcher once: first the running tasks whose launch was
@@ -291,6 +295,19 @@ type launchResult struct {
 	err error
 }
 
+// fencedLaunch launches through ex after a fenced write has shown that the
+// term still leads: a leader deposed since it decided (paused, cut off)
+// launches nothing, and its tasks stay unconfirmed for the loop to retry,
+// which it never will, as the term is over.
+func fencedLaunch(st *store.Writer, token int64, ex executor.Executor) func(context.Context, []executor.Task) error {
+	return func(ctx context.Context, tasks []executor.Task) error {
+		if err := st.Fence(ctx, token); err != nil {
+			return err
+		}
+		return ex.Launch(ctx, tasks)
+	}
+}
+
 // launchers make the executor's Launch calls off the loop, one worker per
 // app with work, so that an app whose package is slow to fetch holds up only
 // its own launches. A Launch's context ends with the term, not sooner: the
@@ -357,6 +374,9 @@ func (t *term) handleLaunched(ctx context.Context) error {
 	for _, res := range t.launchers.results.drain() {
 		for _, task := range res.tasks {
 			delete(t.inflight, task.ID)
+		}
+		if errors.Is(res.err, coord.ErrNotLeader) {
+			return fmt.Errorf("launch %s: %w", res.job, res.err)
 		}
 		if res.err != nil {
 			t.log.Warn("launch failed; retrying on the next tick", "job", res.job, "tasks", len(res.tasks), "error", res.err)

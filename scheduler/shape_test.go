@@ -7,7 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/schedtest"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // A slow app (its package takes long to fetch) holds up only its own
@@ -129,3 +133,35 @@ func TestUpdatesKeepTheFieldsTheyLeaveOut(t *testing.T) {
 }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+// A leader deposed after it decided to launch (paused, cut off) launches
+// nothing: every Launch is preceded by a fenced write.
+func TestADeposedLeaderLaunchesNothing(t *testing.T) {
+	ctx := ctxT(t)
+	st := schedtest.NewStore()
+	cluster := schedtest.NewCluster()
+	c, err := st.Open(ctx)
+	mustDo(t, err)
+	defer c.Close()
+	l, err := c.Campaign(ctx, store.ElectionPath, []byte("me"))
+	mustDo(t, err)
+	ex, err := cluster.Factory("deposed")(ctx, executor.Term{Token: l.Token()})
+	mustDo(t, err)
+	defer ex.Close()
+	launch := fencedLaunch(store.NewWriter(c, l.Writer(), 5*time.Second), l.Token(), ex)
+	task := executor.Task{ID: model.TaskID("j", t0, 0, 0), Job: "j", App: "app", Command: "true", CPUs: 1, MemoryMB: 1}
+
+	mustDo(t, launch(ctx, []executor.Task{task}))
+	if got := cluster.Started(); len(got) != 1 {
+		t.Fatalf("the leader's launch started %v", got)
+	}
+	// A successor takes over while this leader still believes it leads.
+	mustDo(t, l.Resign(ctx))
+	next := executor.Task{ID: model.TaskID("j", t0, 1, 0), Job: "j", App: "app", Command: "true", CPUs: 1, MemoryMB: 1}
+	if err := launch(ctx, []executor.Task{next}); !errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("a deposed leader's launch = %v, want ErrNotLeader", err)
+	}
+	if got := cluster.Started(); len(got) != 1 {
+		t.Fatalf("a deposed leader started %v", got)
+	}
+}

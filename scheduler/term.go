@@ -133,7 +133,7 @@ func (t *term) establish(ctx context.Context) error {
 		return fmt.Errorf("open the executor: %w", err)
 	}
 	t.ex = ex
-	t.launchers = newLaunchers(ex.Launch)
+	t.launchers = newLaunchers(fencedLaunch(t.st, t.l.Token(), ex))
 	if err := t.load(ctx); err != nil {
 		return err
 	}

@@ -25,7 +25,11 @@ import (
 // The layout, under the coordinator's namespace. Values are JSON.
 const (
 	// ElectionPath is the scheduler's election.
-	ElectionPath     = "/ha/election"
+	ElectionPath = "/ha/election"
+	// termPath is written, fenced, before every launch: a leader that was
+	// deposed since it decided to launch fails the write and launches
+	// nothing.
+	termPath         = "/ha/term"
 	AppConfigRoot    = "/config/app"    // /{app}: model.App
 	JobConfigRoot    = "/config/job"    // /{job}: model.Job
 	ReadyRoot        = "/state/ready"   // /{job}: Ready
@@ -328,8 +332,8 @@ func executorStatePath(key string) (string, error) {
 	if err := coord.ValidateName(key); err != nil {
 		return "", fmt.Errorf("executor state key %q: %w", key, err)
 	}
-	if key == "election" {
-		return "", fmt.Errorf("executor state key %q is the election's", key)
+	if key == "election" || key == "term" {
+		return "", fmt.Errorf("executor state key %q is the scheduler's", key)
 	}
 	return executorStateRoot + "/" + key, nil
 }

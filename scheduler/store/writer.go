@@ -424,6 +424,26 @@ func (s *Writer) replace(ctx context.Context, old, path string, rec *model.TaskR
 	return err
 }
 
+// Fence proves that the term still leads, with a fenced write: it fails
+// with coord.ErrNotLeader once a successor may have acted. The launcher
+// calls it right before every Launch, so a leader that was paused or cut off
+// after it decided to launch never starts a task its successor has since
+// removed or started itself.
+func (s *Writer) Fence(ctx context.Context, token int64) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	v := []byte(fmt.Sprint(token))
+	_, err := s.w.Set(ctx, termPath, v, coord.AnyVersion)
+	if errors.Is(err, coord.ErrNotFound) {
+		_, err = s.w.Create(ctx, termPath, v)
+		err = ignore(err, coord.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("check the term before launching: %w", err)
+	}
+	return nil
+}
+
 // StoreExecutorState writes an executor's state under key.
 func (s *Writer) StoreExecutorState(ctx context.Context, key string, value []byte) error {
 	p, err := executorStatePath(key)
