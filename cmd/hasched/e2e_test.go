@@ -18,6 +18,7 @@ import (
 
 	"github.com/hasched/hasched/coord/etcd"
 	"github.com/hasched/hasched/internal/client"
+	"github.com/hasched/hasched/internal/wait"
 )
 
 // These tests run whole `hasched serve` processes in this test process, on
@@ -116,17 +117,7 @@ func (p *process) wait(t *testing.T) {
 // eventually polls f until it returns nil.
 func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.Poll{Timeout: timeout, Interval: 100 * time.Millisecond}.NoError(t, what, f)
 }
 
 func ctxT(t *testing.T) context.Context {
