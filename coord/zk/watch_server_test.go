@@ -73,23 +73,11 @@ func quiet[E any](t *testing.T, what string, ch <-chan E, d time.Duration) {
 	}
 }
 
-func openTest(t *testing.T, h *harness, ctx context.Context, ns string) *Coordinator {
-	t.Helper()
-	c, _, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // The watch starts with the node's state, then sees every step of a
 // sequence made one event at a time.
 func TestWatchDeliversTheInitialStateAndEachChange(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := openTest(t, h, ctx, uniqueNS(t, "test"))
+	h, ctx, ns := serverTest(t)
+	c, _ := h.openTest(t, ctx, ns)
 	ch, err := c.Watch(ctx, "/w")
 	if err != nil {
 		t.Fatal(err)
@@ -156,12 +144,9 @@ func (s step) String() string {
 func TestWatchSeesASequenceInOrderEndingInItsFinalState(t *testing.T) {
 	for _, readDelay := range []time.Duration{0, 20 * time.Millisecond} {
 		t.Run(fmt.Sprintf("reader takes %v an event", readDelay), func(t *testing.T) {
-			h := newHarness(t)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			ns := uniqueNS(t, "test")
-			c := openTest(t, h, ctx, ns)
-			writerC := openTest(t, h, ctx, ns)
+			h, ctx, ns := serverTest(t)
+			c, _ := h.openTest(t, ctx, ns)
+			writerC, _ := h.openTest(t, ctx, ns)
 			ch, err := c.Watch(ctx, "/seq")
 			if err != nil {
 				t.Fatal(err)
@@ -241,10 +226,8 @@ func TestWatchSeesASequenceInOrderEndingInItsFinalState(t *testing.T) {
 }
 
 func TestWatchChildrenSeesChildrenComeAndGoButNotGrandchildren(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := openTest(t, h, ctx, uniqueNS(t, "test"))
+	h, ctx, ns := serverTest(t)
+	c, _ := h.openTest(t, ctx, ns)
 	ch, err := c.WatchChildren(ctx, "/p")
 	if err != nil {
 		t.Fatal(err)
@@ -304,16 +287,9 @@ func TestWatchChildrenSeesChildrenComeAndGoButNotGrandchildren(t *testing.T) {
 // A broken connection within the session brings a Resync event with the
 // state as it is after the reconnection, including a change made meanwhile.
 func TestWatchResyncsAfterADroppedConnection(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ns := uniqueNS(t, "test")
-	c, ps, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	other := openTest(t, h, ctx, ns)
+	h, ctx, ns := serverTest(t)
+	c, ps := h.openTest(t, ctx, ns)
+	other, _ := h.openTest(t, ctx, ns)
 	if _, err := other.Create(ctx, "/r/a", []byte("before")); err != nil {
 		t.Fatal(err)
 	}
@@ -374,14 +350,8 @@ func TestWatchResyncsAfterADroppedConnection(t *testing.T) {
 // Cancelling a watch's context closes its channel, even while the client is
 // cut off, and leaves no goroutine behind.
 func TestWatchCancelClosesTheChannelAndLeaksNothing(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, ps, err := h.open(ctx, uniqueNS(t, "test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, ctx, ns := serverTest(t)
+	c, ps := h.openTest(t, ctx, ns)
 	if _, err := c.Create(ctx, "/n/child", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +402,7 @@ func TestWatchCancelClosesTheChannelAndLeaksNothing(t *testing.T) {
 	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancelShort()
 	start := time.Now()
-	_, err = c.Watch(short, "/n")
+	_, err := c.Watch(short, "/n")
 	wantIs(t, "Watch while cut off", err, context.DeadlineExceeded)
 	_, err = c.WatchChildren(short, "/n")
 	wantIs(t, "WatchChildren while cut off", err, context.DeadlineExceeded)
@@ -451,14 +421,8 @@ func TestWatchCancelClosesTheChannelAndLeaksNothing(t *testing.T) {
 // When the session is lost, every watch delivers ErrSessionLost, replacing
 // a state nobody read, and closes; new watches are refused.
 func TestWatchEndsWithSessionLost(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, ps, err := h.open(ctx, uniqueNS(t, "test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, ctx, ns := serverTest(t)
+	c, ps := h.openTest(t, ctx, ns)
 	if _, err := c.Create(ctx, "/n", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
@@ -511,10 +475,8 @@ func TestWatchEndsWithSessionLost(t *testing.T) {
 
 // Close ends every watch with ErrClosed and waits for their goroutines.
 func TestCloseEndsWatchesWithErrClosed(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, _, err := h.open(ctx, uniqueNS(t, "test"))
+	h, ctx, ns := serverTest(t)
+	c, _, err := h.open(ctx, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
