@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/internal/wait"
 )
 
 func TestKeyLayoutEncodesDepth(t *testing.T) {
@@ -265,17 +266,13 @@ func TestDeletedWaitingCandidateEndsItsCampaign(t *testing.T) {
 		result <- err
 	}()
 	name := fmt.Sprintf("%x", b.Lease())
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	wait.Poll{Timeout: 5 * time.Second, Interval: 20 * time.Millisecond}.NoError(t, "delete b's candidate", func() error {
 		err := a.Delete(ctx, "/e/"+name, coord.AnyVersion)
-		if err == nil {
-			break
+		if err != nil && !errors.Is(err, coord.ErrNotFound) {
+			return wait.Stop(err)
 		}
-		if !errors.Is(err, coord.ErrNotFound) || time.Now().After(deadline) {
-			t.Fatalf("delete b's candidate: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 	select {
 	case err := <-result:
 		if !errors.Is(err, coord.ErrNotLeader) {

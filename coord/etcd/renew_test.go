@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/internal/netproxy"
+	"github.com/hasched/hasched/internal/wait"
 )
 
 // A session cut off from the cluster counts itself lost (Done and Lost
@@ -141,20 +143,16 @@ func TestCutOffWaitingCandidateGetsSessionLost(t *testing.T) {
 		result <- err
 	}()
 	// Wait until b is a candidate, then cut it off, for good.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	wait.Poll{Timeout: 5 * time.Second, Interval: 20 * time.Millisecond}.NoError(t, "b becomes a candidate", func() error {
 		names, err := a.Children(ctx, "/e")
 		if err != nil {
-			t.Fatal(err)
+			return wait.Stop(err)
 		}
-		if len(names) == 2 {
-			break
+		if len(names) != 2 {
+			return fmt.Errorf("candidates %q", names)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("b never became a candidate: %q", names)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	proxy.Blackhole()
 	select {
 	case <-b.Done():
