@@ -20,6 +20,7 @@ import (
 	"github.com/hasched/hasched/coord/coordtest"
 	"github.com/hasched/hasched/internal/netproxy"
 	"github.com/hasched/hasched/internal/wait"
+	"github.com/hasched/hasched/internal/zktest"
 )
 
 // These tests need a ZooKeeper ensemble named by HASCHED_ZK_TEST_SERVERS
@@ -27,15 +28,6 @@ import (
 // timeout of at most 2s (tickTime <= 1000). HASCHED_ZK_TEST_LOG sets a log
 // level (trace, debug, ...) for the coordinators' logs.
 const testSessionTimeout = 2 * time.Second
-
-func testServers(t *testing.T) []string {
-	t.Helper()
-	s := os.Getenv("HASCHED_ZK_TEST_SERVERS")
-	if s == "" {
-		t.Skip("HASCHED_ZK_TEST_SERVERS not set: make test runs this against a ZooKeeper container (make zk-server-tests)")
-	}
-	return strings.Split(s, ",")
-}
 
 // uniqueNS is a namespace of its own for one test run.
 func uniqueNS(t *testing.T, prefix string) string {
@@ -66,7 +58,7 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{servers: testServers(t), log: testLogger(), proxies: map[coord.Coordinator][]*netproxy.Proxy{}}
+	h := &harness{servers: zktest.Servers(t), log: testLogger(), proxies: map[coord.Coordinator][]*netproxy.Proxy{}}
 	// After the scenarios' own cleanups, which close the coordinators.
 	t.Cleanup(h.close)
 	return h
@@ -173,7 +165,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestOpenByURL(t *testing.T) {
-	servers := testServers(t)
+	servers := zktest.Servers(t)
 	ctx := context.Background()
 	c, err := coord.Open(ctx, "zk://"+strings.Join(servers, ",")+"/"+uniqueNS(t, "url")+"?session-timeout=2s&connect-timeout=5s")
 	if err != nil {
@@ -420,7 +412,7 @@ func TestServerReportedExpiryEndsTheSessionAndNothingRunsOnANewOne(t *testing.T)
 // Close ends every goroutine of the Coordinator and of go-zookeeper, even
 // with requests abandoned by their callers and the server unreachable.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
-	servers := testServers(t)
+	servers := zktest.Servers(t)
 	p, err := netproxy.New(servers[0])
 	if err != nil {
 		t.Fatal(err)
