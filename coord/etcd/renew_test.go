@@ -15,13 +15,10 @@ import (
 	"github.com/hasched/hasched/internal/wait"
 )
 
-// A session cut off from the cluster counts itself lost (Done and Lost
-// close, calls fail with ErrSessionLost) before the cluster expires its
-// lease, so before another candidate can win: here the other candidate's
-// view of when the cut-off leader's key vanished.
-func TestCutOffSessionEndsBeforeTheClusterExpiresItsLease(t *testing.T) {
-	ns := namespace(t)
-	ctx := testContext(t)
+// proxyToServer is a proxy to the test server, closed when the test ends,
+// for a test to cut its clients off with.
+func proxyToServer(t *testing.T) *netproxy.Proxy {
+	t.Helper()
 	u, err := url.Parse(endpoints(t)[0])
 	if err != nil {
 		t.Fatal(err)
@@ -31,6 +28,17 @@ func TestCutOffSessionEndsBeforeTheClusterExpiresItsLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
+	return proxy
+}
+
+// A session cut off from the cluster counts itself lost (Done and Lost
+// close, calls fail with ErrSessionLost) before the cluster expires its
+// lease, so before another candidate can win: here the other candidate's
+// view of when the cut-off leader's key vanished.
+func TestCutOffSessionEndsBeforeTheClusterExpiresItsLease(t *testing.T) {
+	ns := namespace(t)
+	ctx := testContext(t)
+	proxy := proxyToServer(t)
 
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -112,15 +120,7 @@ func TestCutOffSessionEndsBeforeTheClusterExpiresItsLease(t *testing.T) {
 func TestCutOffWaitingCandidateGetsSessionLost(t *testing.T) {
 	ns := namespace(t)
 	ctx := testContext(t)
-	u, err := url.Parse(endpoints(t)[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := netproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := proxyToServer(t)
 	a := open(t, ns)
 	la, err := a.Campaign(ctx, "/e", []byte("a"))
 	if err != nil {
