@@ -1,5 +1,5 @@
-// Package wait is for tests: it polls a condition until it holds, and fails
-// the test if it does not hold in time.
+// Package wait is for tests: it polls a condition until it holds, or takes
+// values from a channel, and fails the test if that does not happen in time.
 package wait
 
 import (

@@ -3,6 +3,7 @@ package wait
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +97,46 @@ func TestNoErrorGivesUpAtOnceOnStop(t *testing.T) {
 	}
 	if !strings.Contains(Stop(errors.New("x")).Error(), "x") {
 		t.Fatal("Stop hides its error")
+	}
+}
+
+func TestRecv(t *testing.T) {
+	ch := make(chan int, 1)
+	ch <- 7
+	var got int
+	if f := run(func(t testing.TB) { got = Recv(t, "seven", ch, time.Second) }); f != "" || got != 7 {
+		t.Fatalf("got %d, failed %q", got, f)
+	}
+	if f := run(func(t testing.TB) { Recv(t, "none", ch, 10*time.Millisecond) }); f != "none: nothing within 10ms" {
+		t.Fatalf("failed with %q", f)
+	}
+	close(ch)
+	if f := run(func(t testing.TB) { Recv(t, "closed", ch, time.Second) }); f != "closed: the channel was closed" {
+		t.Fatalf("failed with %q", f)
+	}
+}
+
+func TestRecvUntilAndCloses(t *testing.T) {
+	ch := make(chan int, 4)
+	ch <- 1
+	ch <- 2
+	ch <- 3
+	var got []int
+	if f := run(func(t testing.TB) { got = RecvUntil(t, "two", ch, time.Second, func(v int) bool { return v == 2 }) }); f != "" || !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("got %v, failed %q", got, f)
+	}
+	if f := run(func(t testing.TB) { RecvUntil(t, "nine", ch, 10*time.Millisecond, func(v int) bool { return v == 9 }) }); f != "nine: not within 10ms; got [3]" {
+		t.Fatalf("failed with %q", f)
+	}
+	if f := run(func(t testing.TB) { Closes(t, "open", ch, 10*time.Millisecond) }); f != "open: the channel not closed within 10ms; got []" {
+		t.Fatalf("failed with %q", f)
+	}
+	ch <- 4
+	close(ch)
+	if f := run(func(t testing.TB) { got = Closes(t, "closed", ch, time.Second) }); f != "" || !slices.Equal(got, []int{4}) {
+		t.Fatalf("got %v, failed %q", got, f)
+	}
+	if f := run(func(t testing.TB) { RecvUntil(t, "after close", ch, time.Second, func(int) bool { return true }) }); f != "after close: the channel was closed after []" {
+		t.Fatalf("failed with %q", f)
 	}
 }
