@@ -134,14 +134,7 @@ func TestCutOffWaitingCandidateGetsSessionLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	result := make(chan error, 1)
-	go func() {
-		l, err := b.Campaign(ctx, "/e", []byte("b"))
-		if err == nil {
-			_ = l.Resign(ctx)
-		}
-		result <- err
-	}()
+	result := campaignOnce(ctx, b, "/e", []byte("b"))
 	// Wait until b is a candidate, then cut it off, for good.
 	wait.Poll{Timeout: 5 * time.Second, Interval: 20 * time.Millisecond}.NoError(t, "b becomes a candidate", func() error {
 		names, err := a.Children(ctx, "/e")
