@@ -27,11 +27,12 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/testcontainers/testcontainers-go"
-	"github.com/testcontainers/testcontainers-go/wait"
+	tcwait "github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/hasched/hasched/coord"
 	_ "github.com/hasched/hasched/coord/etcd" // etcd:// for coord.Open
 	_ "github.com/hasched/hasched/coord/zk"   // zk:// for coord.Open
+	"github.com/hasched/hasched/internal/wait"
 )
 
 // End-to-end HA runs: three `hasched serve` processes (the real binary,
@@ -989,7 +990,7 @@ func (c *haCluster) waitAnswers(p *haProc, timeout time.Duration) {
 			p.mu.Lock()
 			st := p.state
 			p.mu.Unlock()
-			return haStop{fmt.Errorf("%s exited: %v", p.name, st)}
+			return wait.Stop(fmt.Errorf("%s exited: %v", p.name, st))
 		}
 		return c.get(p, "/healthz", 2*time.Second, nil)
 	})
@@ -1190,7 +1191,7 @@ func (c *haCluster) checkExactlyOnce(path string, cutoffMs int64, timeout time.D
 		}
 		missing, wrong := haExactlyOnce(fires, haShards, cutoffMs)
 		if wrong != nil {
-			return haStop{wrong}
+			return wait.Stop(wrong)
 		}
 		return missing
 	})
@@ -1307,30 +1308,11 @@ func haFireSummary(fires []haFire, cutoffMs int64) string {
 
 // Polling.
 
-// haStop ends haEventually at once with its error.
-type haStop struct{ err error }
-
-func (s haStop) Error() string { return s.err.Error() }
-
 // haEventually polls f until it returns nil; it fails the test at the
-// timeout, or at once if f returns a haStop.
+// timeout, or at once if f returns an error made by wait.Stop.
 func haEventually(t testing.TB, what string, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		var stop haStop
-		if errors.As(err, &stop) {
-			t.Fatalf("%s: %v", what, stop.err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.Poll{Timeout: timeout, Interval: 100 * time.Millisecond}.NoError(t, what, f)
 }
 
 // A coordination container on a fixed host port.
@@ -1370,7 +1352,7 @@ func haStartPinnedEtcd(t testing.TB) *haContainer {
 			"--data-dir", "/var/lib/etcd/data",
 			"--listen-client-urls", "http://0.0.0.0:2379",
 			"--advertise-client-urls", "http://127.0.0.1:2379"),
-		testcontainers.WithWaitStrategyAndDeadline(time.Minute, wait.ForLog("ready to serve client requests")),
+		testcontainers.WithWaitStrategyAndDeadline(time.Minute, tcwait.ForLog("ready to serve client requests")),
 	)
 }
 
@@ -1381,7 +1363,7 @@ func haStartPinnedZooKeeper(t testing.TB) *haContainer {
 			"ZOO_4LW_COMMANDS_WHITELIST": "srvr,ruok,mntr,stat",
 			"ZOO_ADMINSERVER_ENABLED":    "false",
 		}),
-		testcontainers.WithWaitStrategyAndDeadline(2*time.Minute, wait.ForLog("ZooKeeper audit is disabled.")),
+		testcontainers.WithWaitStrategyAndDeadline(2*time.Minute, tcwait.ForLog("ZooKeeper audit is disabled.")),
 	)
 }
 

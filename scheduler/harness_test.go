@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 
+	"github.com/hasched/hasched/internal/wait"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/schedtest"
 	"github.com/hasched/hasched/scheduler/store"
@@ -167,13 +168,7 @@ func ctxT(t *testing.T) context.Context {
 // eventually polls cond until it holds, failing the test after 15s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	wait.Poll{Timeout: 15 * time.Second, Interval: 2 * time.Millisecond}.Until(t, what, cond)
 }
 
 // settle waits until nothing changes in the cluster for a while: the

@@ -140,33 +140,12 @@ func newAppCmd() *cobra.Command {
 		Args: noArgs,
 	}
 	cf := addClientFlags(cmd)
-
-	writeFromFile := func(use, short, example string, send func(*client.Client, context.Context, []byte) (api.Result, error)) *cobra.Command {
-		var file string
-		c := &cobra.Command{
-			Use:     use + " -f FILE",
-			Short:   short,
-			Example: example,
-			Args:    noArgs,
-			RunE: func(cmd *cobra.Command, args []string) error {
-				body, err := readDefinition(cmd, file)
-				if err != nil {
-					return err
-				}
-				return clientRun(cf, func(s *session, _ []string) error {
-					return s.result(send(s.c, s.ctx, body))
-				})(cmd, args)
-			},
-		}
-		c.Flags().StringVarP(&file, "file", "f", "", "the app as Elastic-Job-Cloud JSON; - reads standard input")
-		return c
-	}
 	cmd.AddCommand(
-		writeFromFile("register", "Register an app",
+		fileCmd(cf, "app", "register", "Register an app",
 			`  hasched app register -f app.json
   echo '{"appName":"foo_app","bootstrapScript":"bin/start.sh"}' | hasched app register -f -`,
 			(*client.Client).RegisterAppJSON),
-		writeFromFile("update", "Replace an app's configuration",
+		fileCmd(cf, "app", "update", "Replace an app's configuration",
 			"  hasched app update -f app.json",
 			(*client.Client).UpdateAppJSON),
 		&cobra.Command{
@@ -228,6 +207,29 @@ func newAppCmd() *cobra.Command {
 	return cmd
 }
 
+// fileCmd is a write that sends the definition of one kind ("app" or
+// "job") read from --file.
+func fileCmd(cf *clientFlags, kind, use, short, example string, send func(*client.Client, context.Context, []byte) (api.Result, error)) *cobra.Command {
+	var file string
+	c := &cobra.Command{
+		Use:     use + " -f FILE",
+		Short:   short,
+		Example: example,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, err := readDefinition(cmd, file)
+			if err != nil {
+				return err
+			}
+			return clientRun(cf, func(s *session, _ []string) error {
+				return s.result(send(s.c, s.ctx, body))
+			})(cmd, args)
+		},
+	}
+	c.Flags().StringVarP(&file, "file", "f", "", "the "+kind+" as Elastic-Job-Cloud JSON; - reads standard input")
+	return c
+}
+
 // nameCmd is a write that takes one name.
 func nameCmd(cf *clientFlags, use, short, example string, send func(*client.Client, context.Context, string) (api.Result, error)) *cobra.Command {
 	return &cobra.Command{
@@ -251,36 +253,15 @@ func newJobCmd() *cobra.Command {
 		Args: noArgs,
 	}
 	cf := addClientFlags(cmd)
-
-	writeFromFile := func(use, short, example string, send func(*client.Client, context.Context, []byte) (api.Result, error)) *cobra.Command {
-		var file string
-		c := &cobra.Command{
-			Use:     use + " -f FILE",
-			Short:   short,
-			Example: example,
-			Args:    noArgs,
-			RunE: func(cmd *cobra.Command, args []string) error {
-				body, err := readDefinition(cmd, file)
-				if err != nil {
-					return err
-				}
-				return clientRun(cf, func(s *session, _ []string) error {
-					return s.result(send(s.c, s.ctx, body))
-				})(cmd, args)
-			},
-		}
-		c.Flags().StringVarP(&file, "file", "f", "", "the job as Elastic-Job-Cloud JSON; - reads standard input")
-		return c
-	}
 	cmd.AddCommand(
-		writeFromFile("register", "Register a job",
+		fileCmd(cf, "job", "register", "Register a job",
 			`  hasched job register -f job.json
   cat <<'EOF' | hasched job register -f -
   {"jobName":"foo_job","appName":"foo_app","cron":"0/30 * * * * ?",
    "shardingTotalCount":2,"scriptCommandLine":"echo shard $HASCHED_SHARDING_ITEM"}
   EOF`,
 			(*client.Client).RegisterJobJSON),
-		writeFromFile("update", "Replace a job's configuration",
+		fileCmd(cf, "job", "update", "Replace a job's configuration",
 			"  hasched job update -f job.json",
 			(*client.Client).UpdateJobJSON),
 		nameCmd(cf, "deregister", "Remove a job (its tasks are killed)",

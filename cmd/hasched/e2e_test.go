@@ -16,6 +16,7 @@ import (
 
 	"github.com/hasched/hasched/coord/etcd"
 	"github.com/hasched/hasched/internal/client"
+	"github.com/hasched/hasched/internal/wait"
 	"github.com/hasched/hasched/scheduler/model"
 )
 
@@ -60,6 +61,13 @@ func startProcess(t *testing.T, name string, f serveFlags) *process {
 	if f.logLevel == "" {
 		f.logLevel = "debug"
 	}
+	return runProcess(t, name, f)
+}
+
+// runProcess runs runServe with f in this process until the test ends, and
+// returns once it has bound its listener.
+func runProcess(t *testing.T, name string, f serveFlags) *process {
+	t.Helper()
 	cfg, err := f.validate()
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
@@ -80,8 +88,7 @@ func startProcess(t *testing.T, name string, f serveFlags) *process {
 		cancel()
 		t.Fatalf("%s did not start in 30s\n%s", name, p.log)
 	}
-	p.client, err = client.New(client.Config{BaseURL: p.addr})
-	if err != nil {
+	if p.client, err = client.New(client.Config{BaseURL: p.addr}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -112,20 +119,24 @@ func (p *process) wait(t *testing.T) {
 	}
 }
 
+// startEtcd starts an embedded etcd for the test and returns a --coord URL
+// for namespace ns on it.
+func startEtcd(t *testing.T, ns string) string {
+	t.Helper()
+	e, err := etcd.StartEmbedded(ctxT(t), etcd.EmbeddedConfig{
+		Dir: filepath.Join(t.TempDir(), "etcd"), ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return "etcd://" + strings.TrimPrefix(e.Endpoints()[0], "http://") + "/" + ns + "?ttl=5s"
+}
+
 // eventually polls f until it returns nil.
 func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.Poll{Timeout: timeout, Interval: 100 * time.Millisecond}.NoError(t, what, f)
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -211,14 +222,7 @@ func TestStandbyForwardsAndTakesOverWhenTheLeaderStops(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts an embedded etcd (make test runs it)")
 	}
-	e, err := etcd.StartEmbedded(ctxT(t), etcd.EmbeddedConfig{
-		Dir: filepath.Join(t.TempDir(), "etcd"), ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
-	url := "etcd://" + strings.TrimPrefix(e.Endpoints()[0], "http://") + "/e2e?ttl=5s"
+	url := startEtcd(t, "e2e")
 	a := startProcess(t, "a", serveFlags{coord: url, authUser: "root", authPassword: "pw"})
 	b := startProcess(t, "b", serveFlags{coord: url, authUser: "root", authPassword: "pw"})
 

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -13,9 +10,7 @@ import (
 
 	mesosproto "github.com/mesos/mesos-go/api/v1/lib"
 
-	"github.com/hasched/hasched/coord/etcd"
 	"github.com/hasched/hasched/integration/mesosfake"
-	"github.com/hasched/hasched/internal/client"
 	"github.com/hasched/hasched/scheduler/mesos"
 )
 
@@ -43,19 +38,7 @@ func TestServeMesosRefusesBadConfiguration(t *testing.T) {
 		{"role from env", []string{"--executor", "mesos", "--mesos-master", "http://m:5050"}, map[string]string{"HASCHED_MESOS_ROLE": ".."}, []string{"role"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dataDir := filepath.Join(t.TempDir(), "data")
-			args := append([]string{"serve", "--data-dir", dataDir}, c.args...)
-			start := time.Now()
-			r := cli(t, c.env, "", args...).fails(t, c.want...)
-			if time.Since(start) > 2*time.Second {
-				t.Errorf("refusing took %v", time.Since(start))
-			}
-			if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
-				t.Errorf("the data directory was created (stat: %v)", err)
-			}
-			if strings.Contains(r.stderr, "started") {
-				t.Errorf("something started: %s", r.stderr)
-			}
+			serveRefuses(t, c.env, c.args, c.want...)
 		})
 	}
 }
@@ -127,36 +110,7 @@ func startMesosProcess(t *testing.T, name, coordURL, master string) *process {
 		executor: "mesos", mesosMaster: master, mesosFailoverTimeout: mesos.DefaultFailoverTimeout,
 		mesosRole: mesos.DefaultRole, mesosFrameworkName: mesos.DefaultName,
 	}
-	cfg, err := f.validate()
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &process{name: name, cancel: cancel, exited: make(chan struct{}), log: &logBuffer{}}
-	bound := make(chan net.Addr, 1)
-	go func() {
-		defer close(p.exited)
-		p.err = runServe(ctx, cfg, p.log, func(a net.Addr) { bound <- a })
-	}()
-	select {
-	case a := <-bound:
-		p.addr = a.String()
-	case <-p.exited:
-		t.Fatalf("%s did not start: %v\n%s", name, p.err, p.log)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatalf("%s did not start in 30s\n%s", name, p.log)
-	}
-	if p.client, err = client.New(client.Config{BaseURL: p.addr}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.stop(t)
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", name, p.log)
-		}
-	})
-	return p
+	return runProcess(t, name, f)
 }
 
 // hasched serve on Mesos: a job's shards run as Mesos tasks, the status
@@ -174,14 +128,7 @@ func TestServeOnMesos(t *testing.T) {
 	if _, err := m.AddAgent(mesosfake.AgentSpec{CPUs: 4, MemMB: 4096}); err != nil {
 		t.Fatal(err)
 	}
-	e, err := etcd.StartEmbedded(ctxT(t), etcd.EmbeddedConfig{
-		Dir: filepath.Join(t.TempDir(), "etcd"), ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
-	coordURL := "etcd://" + strings.TrimPrefix(e.Endpoints()[0], "http://") + "/mesos-e2e?ttl=5s"
+	coordURL := startEtcd(t, "mesos-e2e")
 
 	p := startMesosProcess(t, "first", coordURL, m.URL())
 	var frameworkID string

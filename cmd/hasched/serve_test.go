@@ -41,20 +41,27 @@ func TestServeRefusesBadConfigurationWithoutStartingAnything(t *testing.T) {
 		{"stray argument", []string{"now"}, nil, []string{"takes no arguments"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dataDir := filepath.Join(t.TempDir(), "data")
-			args := append([]string{"serve", "--data-dir", dataDir}, c.args...)
-			start := time.Now()
-			r := cli(t, c.env, "", args...).fails(t, c.want...)
-			if time.Since(start) > 2*time.Second {
-				t.Errorf("refusing took %v", time.Since(start))
-			}
-			if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
-				t.Errorf("the data directory was created (stat: %v)", err)
-			}
-			if strings.Contains(r.stderr, "started") {
-				t.Errorf("something started: %s", r.stderr)
-			}
+			serveRefuses(t, c.env, c.args, c.want...)
 		})
+	}
+}
+
+// serveRefuses runs serve with args (and a fresh --data-dir) and env, and
+// checks that it fails at once with want, creating and starting nothing.
+func serveRefuses(t *testing.T, env map[string]string, args []string, want ...string) {
+	t.Helper()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	args = append([]string{"serve", "--data-dir", dataDir}, args...)
+	start := time.Now()
+	r := cli(t, env, "", args...).fails(t, want...)
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("refusing took %v", time.Since(start))
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("the data directory was created (stat: %v)", err)
+	}
+	if strings.Contains(r.stderr, "started") {
+		t.Errorf("something started: %s", r.stderr)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/internal/wait"
 )
 
 func TestKeyLayoutEncodesDepth(t *testing.T) {
@@ -256,26 +257,15 @@ func TestDeletedWaitingCandidateEndsItsCampaign(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer la.Resign(ctx)
-	result := make(chan error, 1)
-	go func() {
-		l, err := b.Campaign(ctx, "/e", []byte("b"))
-		if err == nil {
-			_ = l.Resign(ctx)
-		}
-		result <- err
-	}()
+	result := campaignOnce(ctx, b, "/e", []byte("b"))
 	name := fmt.Sprintf("%x", b.Lease())
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	wait.Poll{Timeout: 5 * time.Second, Interval: 20 * time.Millisecond}.NoError(t, "delete b's candidate", func() error {
 		err := a.Delete(ctx, "/e/"+name, coord.AnyVersion)
-		if err == nil {
-			break
+		if err != nil && !errors.Is(err, coord.ErrNotFound) {
+			return wait.Stop(err)
 		}
-		if !errors.Is(err, coord.ErrNotFound) || time.Now().After(deadline) {
-			t.Fatalf("delete b's candidate: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 	select {
 	case err := <-result:
 		if !errors.Is(err, coord.ErrNotLeader) {
@@ -377,6 +367,20 @@ func TestSessionLossEndsEverything(t *testing.T) {
 	if _, err := c.Get(ctx, "/x"); !errors.Is(err, coord.ErrClosed) {
 		t.Fatalf("Get after Close: %v", err)
 	}
+}
+
+// campaignOnce runs c's Campaign in the background and hands over its
+// error; a leadership it wins is resigned at once.
+func campaignOnce(ctx context.Context, c *Coordinator, path string, value []byte) <-chan error {
+	result := make(chan error, 1)
+	go func() {
+		l, err := c.Campaign(ctx, path, value)
+		if err == nil {
+			_ = l.Resign(ctx)
+		}
+		result <- err
+	}()
+	return result
 }
 
 func closed(ch <-chan struct{}) bool {

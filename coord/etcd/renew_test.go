@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
@@ -11,15 +12,13 @@ import (
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/internal/netproxy"
+	"github.com/hasched/hasched/internal/wait"
 )
 
-// A session cut off from the cluster counts itself lost (Done and Lost
-// close, calls fail with ErrSessionLost) before the cluster expires its
-// lease, so before another candidate can win: here the other candidate's
-// view of when the cut-off leader's key vanished.
-func TestCutOffSessionEndsBeforeTheClusterExpiresItsLease(t *testing.T) {
-	ns := namespace(t)
-	ctx := testContext(t)
+// proxyToServer is a proxy to the test server, closed when the test ends,
+// for a test to cut its clients off with.
+func proxyToServer(t *testing.T) *netproxy.Proxy {
+	t.Helper()
 	u, err := url.Parse(endpoints(t)[0])
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +28,17 @@ func TestCutOffSessionEndsBeforeTheClusterExpiresItsLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
+	return proxy
+}
+
+// A session cut off from the cluster counts itself lost (Done and Lost
+// close, calls fail with ErrSessionLost) before the cluster expires its
+// lease, so before another candidate can win: here the other candidate's
+// view of when the cut-off leader's key vanished.
+func TestCutOffSessionEndsBeforeTheClusterExpiresItsLease(t *testing.T) {
+	ns := namespace(t)
+	ctx := testContext(t)
+	proxy := proxyToServer(t)
 
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -110,15 +120,7 @@ func TestCutOffSessionEndsBeforeTheClusterExpiresItsLease(t *testing.T) {
 func TestCutOffWaitingCandidateGetsSessionLost(t *testing.T) {
 	ns := namespace(t)
 	ctx := testContext(t)
-	u, err := url.Parse(endpoints(t)[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := netproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy := proxyToServer(t)
 	a := open(t, ns)
 	la, err := a.Campaign(ctx, "/e", []byte("a"))
 	if err != nil {
@@ -132,29 +134,18 @@ func TestCutOffWaitingCandidateGetsSessionLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	result := make(chan error, 1)
-	go func() {
-		l, err := b.Campaign(ctx, "/e", []byte("b"))
-		if err == nil {
-			_ = l.Resign(ctx)
-		}
-		result <- err
-	}()
+	result := campaignOnce(ctx, b, "/e", []byte("b"))
 	// Wait until b is a candidate, then cut it off, for good.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	wait.Poll{Timeout: 5 * time.Second, Interval: 20 * time.Millisecond}.NoError(t, "b becomes a candidate", func() error {
 		names, err := a.Children(ctx, "/e")
 		if err != nil {
-			t.Fatal(err)
+			return wait.Stop(err)
 		}
-		if len(names) == 2 {
-			break
+		if len(names) != 2 {
+			return fmt.Errorf("candidates %q", names)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("b never became a candidate: %q", names)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	proxy.Blackhole()
 	select {
 	case <-b.Done():

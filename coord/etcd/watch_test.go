@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/internal/wait"
 )
 
 const eventTimeout = 10 * time.Second
@@ -20,55 +21,19 @@ const eventTimeout = 10 * time.Second
 // is closed.
 func next[E any](t *testing.T, ch <-chan E) E {
 	t.Helper()
-	select {
-	case e, ok := <-ch:
-		if !ok {
-			t.Fatal("the watch channel was closed")
-		}
-		return e
-	case <-time.After(eventTimeout):
-		t.Fatal("no watch event")
-	}
-	panic("unreachable")
+	return wait.Recv(t, "the next watch event", ch, eventTimeout)
 }
 
 // until receives events until done holds for one, and returns them all.
 func until[E any](t *testing.T, ch <-chan E, done func(E) bool) []E {
 	t.Helper()
-	var seen []E
-	deadline := time.After(eventTimeout)
-	for {
-		select {
-		case e, ok := <-ch:
-			if !ok {
-				t.Fatalf("the watch channel was closed after %+v", seen)
-			}
-			seen = append(seen, e)
-			if done(e) {
-				return seen
-			}
-		case <-deadline:
-			t.Fatalf("the awaited event did not come; saw %+v", seen)
-		}
-	}
+	return wait.RecvUntil(t, "the awaited watch event", ch, eventTimeout, done)
 }
 
 // closesAfter receives until the channel is closed and returns what came.
 func closesAfter[E any](t *testing.T, ch <-chan E) []E {
 	t.Helper()
-	var seen []E
-	deadline := time.After(eventTimeout)
-	for {
-		select {
-		case e, ok := <-ch:
-			if !ok {
-				return seen
-			}
-			seen = append(seen, e)
-		case <-deadline:
-			t.Fatalf("the watch channel was not closed; saw %+v", seen)
-		}
-	}
+	return wait.Closes(t, "the watch channel", ch, eventTimeout)
 }
 
 func TestWatchRefusesBadCalls(t *testing.T) {

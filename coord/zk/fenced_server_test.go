@@ -103,14 +103,8 @@ func unaware(c *Coordinator, l *Leadership) coord.Writer {
 }
 
 func TestFencedWritesWhileLeading(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, _, err := h.open(ctx, uniqueNS(t, "test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, ctx, ns := serverTest(t)
+	c, _ := h.openTest(t, ctx, ns)
 	l := campaign(t, ctx, c, "/el")
 	ok, stat, err := c.Conn().Exists(l.node)
 	if err != nil || !ok || stat.Version != 0 || l.guard.version != 0 {
@@ -202,14 +196,8 @@ func TestFencedWritesWhileLeading(t *testing.T) {
 }
 
 func TestFencedWritesFailAfterResign(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, _, err := h.open(ctx, uniqueNS(t, "test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, ctx, ns := serverTest(t)
+	c, _ := h.openTest(t, ctx, ns)
 	seedStore(t, ctx, c)
 	l := campaign(t, ctx, c, "/el")
 	late := unaware(c, l)
@@ -221,20 +209,9 @@ func TestFencedWritesFailAfterResign(t *testing.T) {
 }
 
 func TestFencedWritesFailAfterTheCandidateIsDeletedFromOutside(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ns := uniqueNS(t, "test")
-	c, _, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	other, _, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	h, ctx, ns := serverTest(t)
+	c, _ := h.openTest(t, ctx, ns)
+	other, _ := h.openTest(t, ctx, ns)
 	seedStore(t, ctx, c)
 	l := campaign(t, ctx, c, "/el")
 	late := unaware(c, l)
@@ -255,15 +232,8 @@ func TestFencedWritesFailAfterTheCandidateIsDeletedFromOutside(t *testing.T) {
 // A candidate node changed from outside would fail every fenced write's
 // check: the leadership ends with it.
 func TestCandidateChangedFromOutsideEndsTheTerm(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ns := uniqueNS(t, "test")
-	c, _, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, ctx, ns := serverTest(t)
+	c, _ := h.openTest(t, ctx, ns)
 	seedStore(t, ctx, c)
 	l := campaign(t, ctx, c, "/el")
 	late := unaware(c, l)
@@ -283,20 +253,9 @@ func TestCandidateChangedFromOutsideEndsTheTerm(t *testing.T) {
 // ErrSessionLost; writes fenced by its candidate, wherever they come from,
 // with ErrNotLeader; the next leader's writes go through.
 func TestFencedWritesAfterTheSessionIsLostAndTheNextLeaderWrites(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ns := uniqueNS(t, "test")
-	old, _, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close()
-	next, _, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer next.Close()
+	h, ctx, ns := serverTest(t)
+	old, _ := h.openTest(t, ctx, ns)
+	next, _ := h.openTest(t, ctx, ns)
 	seedStore(t, ctx, next)
 	l := campaign(t, ctx, old, "/el")
 	won := make(chan *Leadership, 1)

@@ -19,6 +19,8 @@ import (
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/coord/coordtest"
 	"github.com/hasched/hasched/internal/netproxy"
+	"github.com/hasched/hasched/internal/wait"
+	"github.com/hasched/hasched/internal/zktest"
 )
 
 // These tests need a ZooKeeper ensemble named by HASCHED_ZK_TEST_SERVERS
@@ -26,15 +28,6 @@ import (
 // timeout of at most 2s (tickTime <= 1000). HASCHED_ZK_TEST_LOG sets a log
 // level (trace, debug, ...) for the coordinators' logs.
 const testSessionTimeout = 2 * time.Second
-
-func testServers(t *testing.T) []string {
-	t.Helper()
-	s := os.Getenv("HASCHED_ZK_TEST_SERVERS")
-	if s == "" {
-		t.Skip("HASCHED_ZK_TEST_SERVERS not set: make test runs this against a ZooKeeper container (make zk-server-tests)")
-	}
-	return strings.Split(s, ",")
-}
 
 // uniqueNS is a namespace of its own for one test run.
 func uniqueNS(t *testing.T, prefix string) string {
@@ -65,7 +58,7 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{servers: testServers(t), log: testLogger(), proxies: map[coord.Coordinator][]*netproxy.Proxy{}}
+	h := &harness{servers: zktest.Servers(t), log: testLogger(), proxies: map[coord.Coordinator][]*netproxy.Proxy{}}
 	// After the scenarios' own cleanups, which close the coordinators.
 	t.Cleanup(h.close)
 	return h
@@ -111,6 +104,27 @@ func (h *harness) openWith(ctx context.Context, ns string, tweak func(*Config)) 
 	return c, ps, nil
 }
 
+// serverTest begins a test on the servers: a harness, a context that ends
+// with the test (after a minute at most) and a namespace of its own.
+func serverTest(t *testing.T) (*harness, context.Context, string) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return h, ctx, uniqueNS(t, "test")
+}
+
+// openTest opens a coordinator on ns that closes when the test ends (before
+// its context ends and the harness's proxies close), or fails the test.
+func (h *harness) openTest(t *testing.T, ctx context.Context, ns string) (*Coordinator, []*netproxy.Proxy) {
+	t.Helper()
+	c, ps, err := h.open(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, ps
+}
+
 // ExpireSession cuts c off for longer than the session timeout: the server
 // expires a session it has not heard from for that long.
 func (h *harness) ExpireSession(ctx context.Context, c coord.Coordinator) error {
@@ -151,7 +165,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestOpenByURL(t *testing.T) {
-	servers := testServers(t)
+	servers := zktest.Servers(t)
 	ctx := context.Background()
 	c, err := coord.Open(ctx, "zk://"+strings.Join(servers, ",")+"/"+uniqueNS(t, "url")+"?session-timeout=2s&connect-timeout=5s")
 	if err != nil {
@@ -170,20 +184,9 @@ func TestOpenByURL(t *testing.T) {
 // A broken connection the client re-establishes within the session timeout
 // keeps the session, its ephemeral nodes and its leaderships.
 func TestDroppedConnectionKeepsTheSession(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ns := uniqueNS(t, "test")
-	c, ps, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	other, _, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	h, ctx, ns := serverTest(t)
+	c, ps := h.openTest(t, ctx, ns)
+	other, _ := h.openTest(t, ctx, ns)
 	if _, err := c.Create(ctx, "/eph", nil, coord.Ephemeral()); err != nil {
 		t.Fatal(err)
 	}
@@ -219,15 +222,8 @@ func TestDroppedConnectionKeepsTheSession(t *testing.T) {
 // While cut off, every call returns when its context ends; the session is
 // given up after the session timeout and calls then fail with ErrSessionLost.
 func TestCutOffClientHonoursContextsThenLosesTheSession(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ns := uniqueNS(t, "test")
-	c, ps, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, ctx, ns := serverTest(t)
+	c, ps := h.openTest(t, ctx, ns)
 	if _, err := c.Create(ctx, "/a", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -283,17 +279,10 @@ func TestCutOffClientHonoursContextsThenLosesTheSession(t *testing.T) {
 // A campaign behind many candidates wakes only when its own predecessor
 // goes, and withdrawing a middle candidate does not elect its successor.
 func TestMiddleCandidateLeavingElectsNobody(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ns := uniqueNS(t, "test")
+	h, ctx, ns := serverTest(t)
 	var cs []*Coordinator
 	for range 3 {
-		c, _, err := h.open(ctx, ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c, _ := h.openTest(t, ctx, ns)
 		cs = append(cs, c)
 	}
 	l0, err := cs[0].Campaign(ctx, "/el", []byte("0"))
@@ -341,37 +330,26 @@ func TestMiddleCandidateLeavingElectsNobody(t *testing.T) {
 
 func waitChildren(t *testing.T, ctx context.Context, c coord.Coordinator, path string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.Poll{Timeout: 10 * time.Second, Interval: 20 * time.Millisecond}.NoError(t, "Children("+path+")", func() error {
 		names, err := c.Children(ctx, path)
-		if err == nil && len(names) == n {
-			return
+		if err == nil && len(names) != n {
+			err = fmt.Errorf("%q, want %d", names, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Children(%s) = %q, %v; want %d", path, names, err, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // When the server reports the expiry, go-zookeeper goes on to open a new
 // session by itself; the Coordinator ends instead, and nothing it was asked
 // to do is done on the new session.
 func TestServerReportedExpiryEndsTheSessionAndNothingRunsOnANewOne(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ns := uniqueNS(t, "test")
+	h, ctx, ns := serverTest(t)
 	c, ps, err := h.openWith(ctx, ns, func(cfg *Config) { cfg.noLossTimer = true })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	witness, _, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer witness.Close()
+	witness, _ := h.openTest(t, ctx, ns)
 	if _, err := c.Create(ctx, "/eph", nil, coord.Ephemeral()); err != nil {
 		t.Fatal(err)
 	}
@@ -385,12 +363,9 @@ func TestServerReportedExpiryEndsTheSessionAndNothingRunsOnANewOne(t *testing.T)
 	// A write asked for once the client knows it is disconnected waits for
 	// the connection. (One sent before may have reached the server: it fails
 	// at once with its outcome unknown.)
-	for deadline := time.Now().Add(5 * time.Second); c.Conn().State() == zk.StateHasSession; {
-		if time.Now().After(deadline) {
-			t.Fatal("the client did not notice it was cut off")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Poll{Timeout: 5 * time.Second, Interval: 10 * time.Millisecond}.Until(t, "the client notices it is cut off", func() bool {
+		return c.Conn().State() != zk.StateHasSession
+	})
 	during := make(chan error, 1)
 	go func() {
 		_, err := c.Create(ctx, "/during", nil)
@@ -437,7 +412,7 @@ func TestServerReportedExpiryEndsTheSessionAndNothingRunsOnANewOne(t *testing.T)
 // Close ends every goroutine of the Coordinator and of go-zookeeper, even
 // with requests abandoned by their callers and the server unreachable.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
-	servers := testServers(t)
+	servers := zktest.Servers(t)
 	p, err := netproxy.New(servers[0])
 	if err != nil {
 		t.Fatal(err)

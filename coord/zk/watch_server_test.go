@@ -11,58 +11,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/internal/wait"
 )
 
 // These tests need a ZooKeeper server: see server_test.go.
-
-// recv takes the next event, failing the test if none comes within d or the
-// channel is closed.
-func recv[E any](t *testing.T, what string, ch <-chan E, d time.Duration) E {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if !ok {
-			t.Fatalf("%s: the channel was closed", what)
-		}
-		return ev
-	case <-time.After(d):
-		t.Fatalf("%s: no event within %v", what, d)
-	}
-	panic("unreachable")
-}
-
-// until takes events until one satisfies ok, and returns every event taken.
-func until[E any](t *testing.T, what string, ch <-chan E, d time.Duration, ok func(E) bool) []E {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var evs []E
-	for {
-		ev := recv(t, what, ch, max(time.Until(deadline), time.Millisecond))
-		evs = append(evs, ev)
-		if ok(ev) {
-			return evs
-		}
-	}
-}
-
-// closes waits for ch to be closed, failing if it is not within d; events
-// before are returned.
-func closes[E any](t *testing.T, what string, ch <-chan E, d time.Duration) []E {
-	t.Helper()
-	var evs []E
-	deadline := time.After(d)
-	for {
-		select {
-		case ev, ok := <-ch:
-			if !ok {
-				return evs
-			}
-			evs = append(evs, ev)
-		case <-deadline:
-			t.Fatalf("%s: the channel not closed within %v (events %+v)", what, d, evs)
-		}
-	}
-}
 
 func quiet[E any](t *testing.T, what string, ch <-chan E, d time.Duration) {
 	t.Helper()
@@ -73,23 +25,11 @@ func quiet[E any](t *testing.T, what string, ch <-chan E, d time.Duration) {
 	}
 }
 
-func openTest(t *testing.T, h *harness, ctx context.Context, ns string) *Coordinator {
-	t.Helper()
-	c, _, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // The watch starts with the node's state, then sees every step of a
 // sequence made one event at a time.
 func TestWatchDeliversTheInitialStateAndEachChange(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := openTest(t, h, ctx, uniqueNS(t, "test"))
+	h, ctx, ns := serverTest(t)
+	c, _ := h.openTest(t, ctx, ns)
 	ch, err := c.Watch(ctx, "/w")
 	if err != nil {
 		t.Fatal(err)
@@ -99,11 +39,11 @@ func TestWatchDeliversTheInitialStateAndEachChange(t *testing.T) {
 	if _, err := c.Create(ctx, "/w", []byte("v1")); err != nil {
 		t.Fatal(err)
 	}
-	ev := recv(t, "the initial state", ch, 5*time.Second)
+	ev := wait.Recv(t, "the initial state", ch, 5*time.Second)
 	if ev.Exists || ev.Err != nil || ev.Resync || ev.Node.Path != "/w" || ev.Node.Value != nil {
 		t.Fatalf("the initial state of a missing node: %+v", ev)
 	}
-	ev = recv(t, "after Create", ch, 5*time.Second)
+	ev = wait.Recv(t, "after Create", ch, 5*time.Second)
 	n, _ := c.Get(ctx, "/w")
 	if !ev.Exists || string(ev.Node.Value) != "v1" || ev.Node.Version != n.Version || ev.Node.Path != "/w" {
 		t.Fatalf("after Create: %+v, want v1 at version %d", ev, n.Version)
@@ -112,7 +52,7 @@ func TestWatchDeliversTheInitialStateAndEachChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev = recv(t, "after Set", ch, 5*time.Second)
+	ev = wait.Recv(t, "after Set", ch, 5*time.Second)
 	if !ev.Exists || string(ev.Node.Value) != "v2" || ev.Node.Version != v2 {
 		t.Fatalf("after Set: %+v, want v2 at version %d", ev, v2)
 	}
@@ -124,14 +64,14 @@ func TestWatchDeliversTheInitialStateAndEachChange(t *testing.T) {
 	if err := c.DeleteTree(ctx, "/w"); err != nil {
 		t.Fatal(err)
 	}
-	ev = recv(t, "after the delete", ch, 5*time.Second)
+	ev = wait.Recv(t, "after the delete", ch, 5*time.Second)
 	if ev.Exists || ev.Node.Value != nil {
 		t.Fatalf("after the delete: %+v", ev)
 	}
 	if _, err := c.Create(ctx, "/w", []byte("v3")); err != nil {
 		t.Fatal(err)
 	}
-	ev = recv(t, "after re-creating", ch, 5*time.Second)
+	ev = wait.Recv(t, "after re-creating", ch, 5*time.Second)
 	if !ev.Exists || string(ev.Node.Value) != "v3" {
 		t.Fatalf("after re-creating: %+v", ev)
 	}
@@ -156,17 +96,14 @@ func (s step) String() string {
 func TestWatchSeesASequenceInOrderEndingInItsFinalState(t *testing.T) {
 	for _, readDelay := range []time.Duration{0, 20 * time.Millisecond} {
 		t.Run(fmt.Sprintf("reader takes %v an event", readDelay), func(t *testing.T) {
-			h := newHarness(t)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			ns := uniqueNS(t, "test")
-			c := openTest(t, h, ctx, ns)
-			writerC := openTest(t, h, ctx, ns)
+			h, ctx, ns := serverTest(t)
+			c, _ := h.openTest(t, ctx, ns)
+			writerC, _ := h.openTest(t, ctx, ns)
 			ch, err := c.Watch(ctx, "/seq")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ev := recv(t, "the initial state", ch, 5*time.Second); ev.Exists {
+			if ev := wait.Recv(t, "the initial state", ch, 5*time.Second); ev.Exists {
 				t.Fatalf("initial state %+v", ev)
 			}
 			// The states written, in order; the reader below runs while
@@ -207,7 +144,7 @@ func TestWatchSeesASequenceInOrderEndingInItsFinalState(t *testing.T) {
 			var seen []step
 			var last coord.NodeEvent
 			for {
-				ev := recv(t, "the sequence", ch, 10*time.Second)
+				ev := wait.Recv(t, "the sequence", ch, 10*time.Second)
 				if ev.Err != nil || ev.Resync {
 					t.Fatalf("event %+v in a quiet run", ev)
 				}
@@ -241,17 +178,15 @@ func TestWatchSeesASequenceInOrderEndingInItsFinalState(t *testing.T) {
 }
 
 func TestWatchChildrenSeesChildrenComeAndGoButNotGrandchildren(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := openTest(t, h, ctx, uniqueNS(t, "test"))
+	h, ctx, ns := serverTest(t)
+	c, _ := h.openTest(t, ctx, ns)
 	ch, err := c.WatchChildren(ctx, "/p")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := func(what string, exists bool, names ...string) {
 		t.Helper()
-		ev := recv(t, what, ch, 5*time.Second)
+		ev := wait.Recv(t, what, ch, 5*time.Second)
 		if ev.Err != nil || ev.Resync || ev.Exists != exists || !slices.Equal(ev.Children, names) || (ev.Children == nil) == exists {
 			t.Fatalf("%s: %+v, want exists %v, children %q", what, ev, exists, names)
 		}
@@ -283,20 +218,20 @@ func TestWatchChildrenSeesChildrenComeAndGoButNotGrandchildren(t *testing.T) {
 	if err := c.DeleteTree(ctx, "/p"); err != nil {
 		t.Fatal(err)
 	}
-	until(t, "after the node was deleted", ch, 5*time.Second, func(ev coord.ChildrenEvent) bool { return !ev.Exists && ev.Children == nil })
+	wait.RecvUntil(t, "after the node was deleted", ch, 5*time.Second, func(ev coord.ChildrenEvent) bool { return !ev.Exists && ev.Children == nil })
 
 	// The namespace's root.
 	root, err := c.WatchChildren(ctx, "/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev := recv(t, "the root's initial state", root, 5*time.Second); !ev.Exists || len(ev.Children) != 0 {
+	if ev := wait.Recv(t, "the root's initial state", root, 5*time.Second); !ev.Exists || len(ev.Children) != 0 {
 		t.Fatalf("the root of an empty namespace: %+v", ev)
 	}
 	if _, err := c.Create(ctx, "/top", nil); err != nil {
 		t.Fatal(err)
 	}
-	if ev := recv(t, "the root after a node was made", root, 5*time.Second); !ev.Exists || !slices.Equal(ev.Children, []string{"top"}) {
+	if ev := wait.Recv(t, "the root after a node was made", root, 5*time.Second); !ev.Exists || !slices.Equal(ev.Children, []string{"top"}) {
 		t.Fatalf("the root after /top was made: %+v", ev)
 	}
 }
@@ -304,16 +239,9 @@ func TestWatchChildrenSeesChildrenComeAndGoButNotGrandchildren(t *testing.T) {
 // A broken connection within the session brings a Resync event with the
 // state as it is after the reconnection, including a change made meanwhile.
 func TestWatchResyncsAfterADroppedConnection(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ns := uniqueNS(t, "test")
-	c, ps, err := h.open(ctx, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	other := openTest(t, h, ctx, ns)
+	h, ctx, ns := serverTest(t)
+	c, ps := h.openTest(t, ctx, ns)
+	other, _ := h.openTest(t, ctx, ns)
 	if _, err := other.Create(ctx, "/r/a", []byte("before")); err != nil {
 		t.Fatal(err)
 	}
@@ -325,10 +253,10 @@ func TestWatchResyncsAfterADroppedConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev := recv(t, "the node's initial state", nodes, 5*time.Second); string(ev.Node.Value) != "before" {
+	if ev := wait.Recv(t, "the node's initial state", nodes, 5*time.Second); string(ev.Node.Value) != "before" {
 		t.Fatalf("initial state %+v", ev)
 	}
-	if ev := recv(t, "the children's initial state", kids, 5*time.Second); !slices.Equal(ev.Children, []string{"a"}) {
+	if ev := wait.Recv(t, "the children's initial state", kids, 5*time.Second); !slices.Equal(ev.Children, []string{"a"}) {
 		t.Fatalf("initial children %+v", ev)
 	}
 	for round := range 3 {
@@ -355,11 +283,11 @@ func TestWatchResyncsAfterADroppedConnection(t *testing.T) {
 			p.Heal()
 			p.DropConnections()
 		}
-		evs := until(t, "the node's resync", nodes, 10*time.Second, func(ev coord.NodeEvent) bool { return ev.Resync })
+		evs := wait.RecvUntil(t, "the node's resync", nodes, 10*time.Second, func(ev coord.NodeEvent) bool { return ev.Resync })
 		if ev := evs[len(evs)-1]; ev.Err != nil || !ev.Exists || string(ev.Node.Value) != v || ev.Node.Version != n.Version {
 			t.Fatalf("round %d: the node's resync %+v, want %q at version %d", round, ev, v, n.Version)
 		}
-		cevs := until(t, "the children's resync", kids, 10*time.Second, func(ev coord.ChildrenEvent) bool { return ev.Resync })
+		cevs := wait.RecvUntil(t, "the children's resync", kids, 10*time.Second, func(ev coord.ChildrenEvent) bool { return ev.Resync })
 		if ev := cevs[len(cevs)-1]; ev.Err != nil || !ev.Exists || !slices.Equal(ev.Children, names) {
 			t.Fatalf("round %d: the children's resync %+v, want %q", round, ev, names)
 		}
@@ -374,14 +302,8 @@ func TestWatchResyncsAfterADroppedConnection(t *testing.T) {
 // Cancelling a watch's context closes its channel, even while the client is
 // cut off, and leaves no goroutine behind.
 func TestWatchCancelClosesTheChannelAndLeaksNothing(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, ps, err := h.open(ctx, uniqueNS(t, "test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, ctx, ns := serverTest(t)
+	c, ps := h.openTest(t, ctx, ns)
 	if _, err := c.Create(ctx, "/n/child", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -399,20 +321,20 @@ func TestWatchCancelClosesTheChannelAndLeaksNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recv(t, "the node's initial state", nodes, 5*time.Second)
-		recv(t, "the children's initial state", kids, 5*time.Second)
+		wait.Recv(t, "the node's initial state", nodes, 5*time.Second)
+		wait.Recv(t, "the children's initial state", kids, 5*time.Second)
 		return wcancel, nodes, kids
 	}
 	// Connected: the loops wait on watches that will never fire.
 	for range 10 {
 		wcancel, nodes, kids := watch()
 		wcancel()
-		for _, ev := range closes(t, "a cancelled watch", nodes, 2*time.Second) {
+		for _, ev := range wait.Closes(t, "a cancelled watch", nodes, 2*time.Second) {
 			if ev.Err != nil {
 				t.Fatalf("a cancelled watch ended with %v, want just a closed channel", ev.Err)
 			}
 		}
-		closes(t, "a cancelled children watch", kids, 2*time.Second)
+		wait.Closes(t, "a cancelled children watch", kids, 2*time.Second)
 	}
 	if err := goleak.Find(before); err != nil {
 		t.Fatalf("goroutines left by cancelled watches: %v", err)
@@ -432,7 +354,7 @@ func TestWatchCancelClosesTheChannelAndLeaksNothing(t *testing.T) {
 	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancelShort()
 	start := time.Now()
-	_, err = c.Watch(short, "/n")
+	_, err := c.Watch(short, "/n")
 	wantIs(t, "Watch while cut off", err, context.DeadlineExceeded)
 	_, err = c.WatchChildren(short, "/n")
 	wantIs(t, "WatchChildren while cut off", err, context.DeadlineExceeded)
@@ -441,8 +363,8 @@ func TestWatchCancelClosesTheChannelAndLeaksNothing(t *testing.T) {
 	}
 	start = time.Now()
 	wcancel()
-	closes(t, "a watch cancelled while cut off", nodes, time.Second)
-	closes(t, "a children watch cancelled while cut off", kids, time.Second)
+	wait.Closes(t, "a watch cancelled while cut off", nodes, time.Second)
+	wait.Closes(t, "a children watch cancelled while cut off", kids, time.Second)
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("closing a cancelled watch while cut off took %v", d)
 	}
@@ -451,14 +373,8 @@ func TestWatchCancelClosesTheChannelAndLeaksNothing(t *testing.T) {
 // When the session is lost, every watch delivers ErrSessionLost, replacing
 // a state nobody read, and closes; new watches are refused.
 func TestWatchEndsWithSessionLost(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, ps, err := h.open(ctx, uniqueNS(t, "test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, ctx, ns := serverTest(t)
+	c, ps := h.openTest(t, ctx, ns)
 	if _, err := c.Create(ctx, "/n", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +386,7 @@ func TestWatchEndsWithSessionLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv(t, "the node's initial state", nodes, 5*time.Second)
+	wait.Recv(t, "the node's initial state", nodes, 5*time.Second)
 	unread, err := c.WatchChildren(ctx, "/")
 	if err != nil {
 		t.Fatal(err)
@@ -492,15 +408,15 @@ func TestWatchEndsWithSessionLost(t *testing.T) {
 	}
 	// Time for every loop to hear of it before any channel is read.
 	time.Sleep(500 * time.Millisecond)
-	ev := recv(t, "the node watch after the session was lost", nodes, 2*time.Second)
+	ev := wait.Recv(t, "the node watch after the session was lost", nodes, 2*time.Second)
 	wantIs(t, "the node watch's last event", ev.Err, coord.ErrSessionLost)
-	closes(t, "the node watch after its last event", nodes, time.Second)
-	evs := closes(t, "the children watch after the session was lost", kids, 2*time.Second)
+	wait.Closes(t, "the node watch after its last event", nodes, time.Second)
+	evs := wait.Closes(t, "the children watch after the session was lost", kids, 2*time.Second)
 	if len(evs) == 0 {
 		t.Fatal("the children watch closed without an error event")
 	}
 	wantIs(t, "the children watch's last event", evs[len(evs)-1].Err, coord.ErrSessionLost)
-	evs = closes(t, "the unread watch", unread, 2*time.Second)
+	evs = wait.Closes(t, "the unread watch", unread, 2*time.Second)
 	if len(evs) != 1 {
 		t.Fatalf("the unread watch held %+v, want only the last event", evs)
 	}
@@ -511,10 +427,8 @@ func TestWatchEndsWithSessionLost(t *testing.T) {
 
 // Close ends every watch with ErrClosed and waits for their goroutines.
 func TestCloseEndsWatchesWithErrClosed(t *testing.T) {
-	h := newHarness(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, _, err := h.open(ctx, uniqueNS(t, "test"))
+	h, ctx, ns := serverTest(t)
+	c, _, err := h.open(ctx, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,7 +440,7 @@ func TestCloseEndsWatchesWithErrClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv(t, "the initial state", nodes, 5*time.Second)
+	wait.Recv(t, "the initial state", nodes, 5*time.Second)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,18 +12,9 @@ import (
 
 	"github.com/go-zookeeper/zk"
 	mesos "github.com/mesos/mesos-go/api/v1/lib"
-)
 
-// zkServers names a ZooKeeper to test against, as the coord/zk tests do:
-// HASCHED_ZK_TEST_SERVERS="127.0.0.1:2181" (comma-separated).
-func zkServers(t *testing.T) []string {
-	t.Helper()
-	s := os.Getenv("HASCHED_ZK_TEST_SERVERS")
-	if s == "" {
-		t.Skip("HASCHED_ZK_TEST_SERVERS not set: make test runs this against a ZooKeeper container (make zk-server-tests)")
-	}
-	return strings.Split(s, ",")
-}
+	"github.com/hasched/hasched/internal/zktest"
+)
 
 // zkConn opens a session of the test's own, closed (and drained) at cleanup.
 func zkConn(t *testing.T, servers []string) *zk.Conn {
@@ -53,7 +43,7 @@ func zkConn(t *testing.T, servers []string) *zk.Conn {
 // <path>/json.info_<10 digits>, ephemeral, holding JSON(MasterInfo) with
 // address.ip/port; and that Unregister and Close remove it.
 func TestRegisterInZooKeeper(t *testing.T) {
-	servers := zkServers(t)
+	servers := zktest.Servers(t)
 	checkLeaks(t)
 	conn := zkConn(t, servers)
 	root := fmt.Sprintf("/mesosfake-test-%d", time.Now().UnixNano())

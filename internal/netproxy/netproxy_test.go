@@ -53,18 +53,31 @@ func roundTrip(c net.Conn, r *bufio.Reader, msg string, wait time.Duration) (str
 	return r.ReadString('\n')
 }
 
-func TestForwardsBlackholesAndHeals(t *testing.T) {
+// proxyToEcho is a proxy to an echo server, closed when the test ends.
+func proxyToEcho(t *testing.T) *Proxy {
+	t.Helper()
 	p, err := New(echoServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// dial connects to p; the connection is closed when the test ends.
+func dial(t *testing.T, p *Proxy) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	c, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	r := bufio.NewReader(c)
+	t.Cleanup(func() { _ = c.Close() })
+	return c, bufio.NewReader(c)
+}
+
+func TestForwardsBlackholesAndHeals(t *testing.T) {
+	p := proxyToEcho(t)
+	c, r := dial(t, p)
 	if got, err := roundTrip(c, r, "one", 2*time.Second); err != nil || got != "one\n" {
 		t.Fatalf("through the proxy: got %q, %v; want the echo", got, err)
 	}
@@ -73,28 +86,15 @@ func TestForwardsBlackholesAndHeals(t *testing.T) {
 		t.Fatalf("blackholed: got %q; want a read timeout", got)
 	}
 	p.Heal()
-	c2, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
-	if got, err := roundTrip(c2, bufio.NewReader(c2), "three", 2*time.Second); err != nil || got != "three\n" {
+	c2, r2 := dial(t, p)
+	if got, err := roundTrip(c2, r2, "three", 2*time.Second); err != nil || got != "three\n" {
 		t.Fatalf("after heal: got %q, %v; want the echo", got, err)
 	}
 }
 
 func TestDropConnectionsResetsClients(t *testing.T) {
-	p, err := New(echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	r := bufio.NewReader(c)
+	p := proxyToEcho(t)
+	c, r := dial(t, p)
 	if _, err := roundTrip(c, r, "one", 2*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/mesos/mesos-go/api/v1/lib/scheduler"
 
 	"github.com/hasched/hasched/integration/mesosfake"
+	"github.com/hasched/hasched/internal/wait"
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
@@ -224,16 +225,10 @@ func (h *harness) waitConnected() string {
 	return id
 }
 
-// eventually polls cond until it holds.
+// eventually polls cond until it holds or waitTimeout passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.Poll{Timeout: waitTimeout, Interval: 5 * time.Millisecond}.Until(t, what, cond)
 }
 
 // waitFor waits on the master's state.

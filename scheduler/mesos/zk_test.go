@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,19 +11,9 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/hasched/hasched/integration/mesosfake"
+	"github.com/hasched/hasched/internal/zktest"
 	"github.com/hasched/hasched/scheduler/executor"
 )
-
-// zkServers is the ensemble named by HASCHED_ZK_TEST_SERVERS
-// ("127.0.0.1:2181", or a comma-separated list), as coord/zk's tests use it.
-func zkServers(t *testing.T) []string {
-	t.Helper()
-	s := os.Getenv("HASCHED_ZK_TEST_SERVERS")
-	if s == "" {
-		t.Skip("HASCHED_ZK_TEST_SERVERS not set: make test runs this against a ZooKeeper container (make zk-server-tests)")
-	}
-	return strings.Split(s, ",")
-}
 
 // zkRoot is a path of the test's own, removed when it ends.
 func zkRoot(t *testing.T, servers []string) string {
@@ -63,7 +52,7 @@ func zkRoot(t *testing.T, servers []string) string {
 // Masters registered in ZooKeeper: the one with the lowest sequence leads;
 // when it goes, the executor subscribes to the next.
 func TestZooKeeperMasterDetection(t *testing.T) {
-	servers := zkServers(t)
+	servers := zktest.Servers(t)
 	path := zkRoot(t, servers) + "/mesos"
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()

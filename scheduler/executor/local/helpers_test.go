@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 
+	"github.com/hasched/hasched/internal/wait"
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
@@ -152,13 +153,7 @@ func (te *testExec) launch(tasks ...executor.Task) {
 // eventually polls cond until it holds or waitLimit passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Poll{Timeout: waitLimit, Interval: 10 * time.Millisecond}.Until(t, what, cond)
 }
 
 func task(id, command string) executor.Task {
