@@ -365,7 +365,9 @@ func TestReconcile(t *testing.T) {
 	if err := h2.ex.Reconcile(ctx, []string{waiting.ID}); err != nil {
 		t.Fatal(err)
 	}
-	st, _ := h2.waitStatus(n, "the waiting task's answer", func(s executor.Status) bool { return s.TaskID == waiting.ID })
+	// The launch's own STAGING status may arrive after n was counted:
+	// wait for the answer, which is marked Reconcile.
+	st, _ := h2.waitStatus(n, "the waiting task's answer", func(s executor.Status) bool { return s.TaskID == waiting.ID && s.Reconcile })
 	if st.State != executor.StateStaging || !st.Reconcile {
 		t.Errorf("waiting task's answer %+v", st)
 	}
