@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -311,5 +312,39 @@ func TestReadsOfAnEndedSessionAreUnavailable(t *testing.T) {
 	_ = c.Close()
 	if _, err := r.Jobs(ctx); !errors.Is(err, model.ErrUnavailable) {
 		t.Fatalf("Jobs on a closed session = %v, want model.ErrUnavailable", err)
+	}
+}
+
+// A fire whose records and ready queue together pass a batch's size limit
+// still launches: the running nodes first, the queue last.
+func TestLaunchFireBeyondTheBatchSizeLimit(t *testing.T) {
+	ctx := context.Background()
+	st := schedtest.NewStore()
+	w, _ := term(t, st)
+	rn := registerJob(t, w, "j")
+	for i := range 20000 {
+		rn.FireTimes = append(rn.FireTimes, t0.Add(time.Duration(i)*time.Second))
+	}
+	rn, err := w.SetReady(ctx, "j", rn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*model.TaskRecord
+	for i := range 50 {
+		r := rec("j", t0, i, 0)
+		r.Message = strings.Repeat("m", 16000) // 800 kB of records beside a 460 kB queue
+		recs = append(recs, r)
+	}
+	rn.FireTimes = rn.FireTimes[1:]
+	made, after, err := w.LaunchFire(ctx, "j", recs, rn)
+	if err != nil {
+		t.Fatalf("LaunchFire of a fire too large for one batch: %v", err)
+	}
+	ready, err := w.Ready(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(made) != 50 || len(ready["j"].FireTimes) != 19999 || ready["j"].Version != after.Version {
+		t.Fatalf("made %d, queue %d at %v (returned %v)", len(made), len(ready["j"].FireTimes), ready["j"].Version, after.Version)
 	}
 }

@@ -230,39 +230,33 @@ func (s *Writer) SetReady(ctx context.Context, job string, rn Ready) (Ready, err
 
 // LaunchFire moves a fire from the ready queue to running, atomically:
 // every record's running node is created and the queue is written as rn,
-// in one batch (several, in order, if the fire has more shards than a batch
-// holds: then the queue is written with the last, and a crash in between
-// leaves running nodes whose fire is still ready, which the next term
-// completes). Records whose running node exists already are not written;
-// they are returned as stored.
+// in one batch. Where that cannot be one batch (more shards than a batch
+// holds, or a long queue whose value with the records passes the batch's
+// size limit) the running nodes go first, in batches, and the queue last:
+// a crash in between leaves running nodes whose fire is still ready, which
+// the next term completes. Records whose running node exists already are
+// not written; they are returned as stored.
 func (s *Writer) LaunchFire(ctx context.Context, job string, recs []*model.TaskRecord, rn Ready) ([]*model.TaskRecord, Ready, error) {
-	out := make([]*model.TaskRecord, 0, len(recs))
-	for len(recs) > 0 {
-		n := min(len(recs), coord.MaxBatchOps-1)
-		chunk := recs[:n]
-		recs = recs[n:]
-		last := len(recs) == 0
-		made, v, err := s.createRunning(ctx, job, chunk, func() []coord.Op {
-			if !last {
-				return nil
-			}
+	if len(recs) > 0 && len(recs) < coord.MaxBatchOps {
+		made, v, err := s.createRunning(ctx, job, recs, func() []coord.Op {
 			return []coord.Op{coord.SetOp(ReadyPath(job), encode(rn), rn.Version)}
 		})
-		if err != nil {
-			return nil, Ready{}, err
-		}
-		out = append(out, made...)
-		if last {
+		if err == nil {
 			rn.Version = v
+			return made, rn, nil
 		}
-	}
-	if len(out) == 0 {
-		var err error
-		if rn, err = s.SetReady(ctx, job, rn); err != nil {
+		if !errors.Is(err, coord.ErrBatchTooLarge) {
 			return nil, Ready{}, err
 		}
 	}
-	return out, rn, nil
+	made, err := s.CreateRunning(ctx, job, recs...)
+	if err != nil {
+		return nil, Ready{}, err
+	}
+	if rn, err = s.SetReady(ctx, job, rn); err != nil {
+		return nil, Ready{}, err
+	}
+	return made, rn, nil
 }
 
 // CreateRunning creates running nodes; those that exist already are kept
