@@ -263,7 +263,6 @@ func (f serveFlags) validate() (serveConfig, error) {
 		return cfg, usagef("--log-level %q is unknown; use trace, debug, info, warn, error or off", f.logLevel)
 	}
 
-
 	if cfg.embedded {
 		cport, err := checkEmbeddedURL("--embedded-client-url", f.embeddedClientURL)
 		if err != nil {
