@@ -182,6 +182,20 @@ func readSecretFile(path string) (string, error) {
 	return line, nil
 }
 
+// apiSecretEnv are the environment variables that may hold the API's
+// passwords (the _FILE variants only name a file).
+var apiSecretEnv = []string{"HASCHED_AUTH_PASSWORD", "HASCHED_AUTH_READONLY_PASSWORD"}
+
+// dropAPISecretsFromEnv removes the API's passwords from this process's
+// environment once they are read: the local executor starts tasks with
+// an environment inherited from this process, and a job's command must not
+// find the admin password in it.
+func dropAPISecretsFromEnv() {
+	for _, name := range apiSecretEnv {
+		_ = os.Unsetenv(name)
+	}
+}
+
 // isLoopbackListen says whether a --listen host is reachable from this host
 // only. An empty host or a wildcard address is every interface; a name
 // other than localhost may resolve to anything.

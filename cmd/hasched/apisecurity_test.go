@@ -256,3 +256,16 @@ func (r result) hasErr(t *testing.T, want ...string) result {
 	}
 	return r
 }
+
+// Issue 9, finding 2: once read, the API's passwords leave the process's
+// environment, which tasks inherit.
+func TestAPISecretsLeaveTheEnvironment(t *testing.T) {
+	t.Setenv("HASCHED_AUTH_PASSWORD", "s3cret")
+	t.Setenv("HASCHED_AUTH_READONLY_PASSWORD", "gu3st")
+	dropAPISecretsFromEnv()
+	for _, name := range apiSecretEnv {
+		if v, ok := os.LookupEnv(name); ok {
+			t.Errorf("%s=%q is still in the environment", name, v)
+		}
+	}
+}

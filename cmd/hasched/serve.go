@@ -140,6 +140,8 @@ takes over at once, and the process exits 0.`,
 			if err != nil {
 				return err
 			}
+			// The API's passwords are read; tasks must not inherit them.
+			dropAPISecretsFromEnv()
 			return runServe(cmd.Context(), cfg, cmd.ErrOrStderr(), nil)
 		},
 	}
