@@ -112,6 +112,12 @@ on the coordinator: the leader schedules and launches jobs; standbys answer
 reads and forward writes to the leader. The REST API listens on --listen for
 the life of the process, whether it leads or not.
 
+The API listens on 127.0.0.1:8899 unless told otherwise. An address other
+hosts can reach needs an account (--auth-user, its password from
+--auth-password-file or $HASCHED_AUTH_PASSWORD); --tls-cert and --tls-key
+serve it over https, and standbys then forward writes to the leader over
+https too.
+
 On SIGINT or SIGTERM a leader stops scheduling and resigns, so that a standby
 takes over at once, and the process exits 0.`,
 		Example: `  # one process, on an embedded etcd kept in ./data
