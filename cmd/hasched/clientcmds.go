@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,11 +25,15 @@ const maxDefinition = 1 << 20
 
 // clientFlags are the flags of every command that talks to a server.
 type clientFlags struct {
-	server   string
-	user     string
-	password string
-	output   string
-	timeout  time.Duration
+	server       string
+	user         string
+	password     string
+	passwordFile string
+	caCert       string
+	clientCert   string
+	clientKey    string
+	output       string
+	timeout      time.Duration
 }
 
 func addClientFlags(cmd *cobra.Command) *clientFlags {
@@ -36,7 +41,11 @@ func addClientFlags(cmd *cobra.Command) *clientFlags {
 	fs := cmd.PersistentFlags()
 	fs.StringVar(&cf.server, "server", client.DefaultBaseURL, "URL of a hasched server (any process of the cluster)")
 	fs.StringVar(&cf.user, "user", "", "user name for HTTP Basic auth (needed for writes if the server has --auth-user)")
-	fs.StringVar(&cf.password, "password", "", "password for HTTP Basic auth")
+	fs.StringVar(&cf.password, "password", "", "password for HTTP Basic auth; on the command line every user of the host sees it (ps): prefer $HASCHED_PASSWORD or --password-file")
+	fs.StringVar(&cf.passwordFile, "password-file", "", "file holding the password for HTTP Basic auth (its first line)")
+	fs.StringVar(&cf.caCert, "ca-cert", "", "PEM CA bundle to verify an https:// --server with (default: the system's roots)")
+	fs.StringVar(&cf.clientCert, "client-cert", "", "PEM client certificate for a server with --tls-client-ca (with --client-key)")
+	fs.StringVar(&cf.clientKey, "client-key", "", "the PEM private key of --client-cert")
 	fs.StringVarP(&cf.output, "output", "o", outputTable, "output format: table or json")
 	fs.DurationVar(&cf.timeout, "timeout", 30*time.Second, "how long to wait for the server")
 	return cf
@@ -61,17 +70,57 @@ func (cf *clientFlags) connect(cmd *cobra.Command) (*session, context.CancelFunc
 	if cf.timeout <= 0 {
 		return nil, nil, usagef("--timeout %v: must be positive", cf.timeout)
 	}
+	var warnings []string
+	password, err := secretFrom("--password", cf.password, "--password-file", cf.passwordFile, cmd.Flags().Changed("password"), &warnings)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+	}
+	tlsConfig, err := cf.tlsConfig()
+	if err != nil {
+		return nil, nil, err
+	}
 	c, err := client.New(client.Config{
 		BaseURL:   cf.server,
 		User:      cf.user,
-		Password:  cf.password,
+		Password:  password,
 		UserAgent: "hasched/" + buildVersion(),
+		TLS:       tlsConfig,
 	})
 	if err != nil {
 		return nil, nil, usagef("--server/--user/--password: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
 	return &session{c: c, ctx: ctx, out: cmd.OutOrStdout(), format: cf.output}, cancel, nil
+}
+
+// tlsConfig is the client's TLS for https:// servers: nil (the system's
+// roots) unless --ca-cert or --client-cert says otherwise.
+func (cf *clientFlags) tlsConfig() (*tls.Config, error) {
+	if (cf.clientCert == "") != (cf.clientKey == "") {
+		return nil, usagef("--client-cert and --client-key go together")
+	}
+	if cf.caCert == "" && cf.clientCert == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cf.caCert != "" {
+		pool, err := loadCAFile(cf.caCert)
+		if err != nil {
+			return nil, usagef("--ca-cert: %v", err)
+		}
+		tc.RootCAs = pool
+	}
+	if cf.clientCert != "" {
+		cert, err := tls.LoadX509KeyPair(cf.clientCert, cf.clientKey)
+		if err != nil {
+			return nil, usagef("--client-cert/--client-key: %v", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 // clientRun adapts a client command body to cobra.

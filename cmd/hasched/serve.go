@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +66,8 @@ type serveFlags struct {
 	authPassword      string
 	embeddedClientURL string
 	embeddedPeerURL   string
+	// apiSec: the REST API's other auth and TLS flags (apisecurity.go).
+	apiSec apiSecurityFlags
 	// --executor mesos
 	mesosMaster          string
 	mesosFailoverTimeout time.Duration
@@ -93,6 +96,8 @@ type serveConfig struct {
 	authPassword      string
 	embeddedClientURL string
 	embeddedPeerURL   string
+	// apiSec: the REST API's accounts and TLS (apisecurity.go).
+	apiSec apiSecurityConfig
 	// mesos configures --executor mesos (its Logger is set by runServe).
 	mesos mesos.Config
 }
@@ -107,14 +112,22 @@ on the coordinator: the leader schedules and launches jobs; standbys answer
 reads and forward writes to the leader. The REST API listens on --listen for
 the life of the process, whether it leads or not.
 
+The API listens on 127.0.0.1:8899 unless told otherwise. An address other
+hosts can reach needs an account (--auth-user, its password from
+--auth-password-file or $HASCHED_AUTH_PASSWORD); --tls-cert and --tls-key
+serve it over https, and standbys then forward writes to the leader over
+https too.
+
 On SIGINT or SIGTERM a leader stops scheduling and resigns, so that a standby
 takes over at once, and the process exits 0.`,
 		Example: `  # one process, on an embedded etcd kept in ./data
   hasched serve
 
-  # a cluster on etcd (run one per host)
+  # a cluster on etcd (run one per host), the API over https with an account
+  HASCHED_AUTH_PASSWORD_FILE=/etc/hasched/password \
   hasched serve --coord etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/hasched \
-      --listen :8899 --advertise 10.0.0.1:8899 --auth-user root --auth-password secret
+      --listen 10.0.0.1:8899 --auth-user root \
+      --tls-cert /etc/hasched/api.pem --tls-key /etc/hasched/api-key.pem --tls-ca /etc/hasched/ca.pem
 
   # on ZooKeeper, configured through the environment
   HASCHED_COORD=zk://10.0.0.1:2181/hasched HASCHED_ADVERTISE=10.0.0.1:8899 hasched serve
@@ -124,24 +137,32 @@ takes over at once, and the process exits 0.`,
       --mesos-master zk://10.0.0.1:2181,10.0.0.2:2181/mesos --mesos-role jobs`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// A password in argv is visible to every user of the host; one
+			// from the environment or a file is not (applyEnv does not
+			// mark flags changed).
+			f.apiSec.passwordOnCommandLine = cmd.Flags().Changed("auth-password")
+			f.apiSec.readOnlyPasswordOnCommandLine = cmd.Flags().Changed("auth-readonly-password")
 			cfg, err := f.validate()
 			if err != nil {
 				return err
 			}
+			// The API's passwords are read; tasks must not inherit them.
+			dropAPISecretsFromEnv()
 			return runServe(cmd.Context(), cfg, cmd.ErrOrStderr(), nil)
 		},
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.coord, "coord", coordEmbedded, "coordinator: embedded (a single-member etcd in this process), etcd://host:2379[,host:2379…]/namespace[?ttl=10s] or zk://host:2181[,host:2181…]/namespace[?session-timeout=6s]")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for this process's state (the embedded etcd's data, the local executor's tasks)")
-	fs.StringVar(&f.listen, "listen", ":"+strconv.Itoa(api.DefaultPort), "address the REST API listens on")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:"+strconv.Itoa(api.DefaultPort), "address the REST API listens on; an address other hosts can reach needs --auth-user (or --"+flagInsecureNoAuth+")")
 	fs.StringVar(&f.advertise, "advertise", "", "host:port other processes reach this one's API at (default: 127.0.0.1:<port> if --listen has no host or a wildcard one, else --listen)")
 	fs.StringVar(&f.executor, "executor", "local", "what runs tasks: local (processes on this host) or mesos (an Apache Mesos framework; see --mesos-master)")
 	fs.StringVar(&f.workDir, "work-dir", "", "the local executor's work directory (default <data-dir>/executor; tasks go in its tasks/, app packages in apps/)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error or off")
 	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON lines")
-	fs.StringVar(&f.authUser, "auth-user", "", "if set, every API write needs HTTP Basic auth with this user and --auth-password")
-	fs.StringVar(&f.authPassword, "auth-password", "", "the password of --auth-user")
+	fs.StringVar(&f.authUser, "auth-user", "", "the admin account: if set, every API write needs it (HTTP Basic, or a token from POST /api/login), with --auth-password-file or $HASCHED_AUTH_PASSWORD")
+	fs.StringVar(&f.authPassword, "auth-password", "", "the password of --auth-user; on the command line every user of the host sees it (ps): prefer $HASCHED_AUTH_PASSWORD or --auth-password-file")
+	f.apiSec.register(fs)
 	fs.StringVar(&f.embeddedClientURL, "embedded-client-url", "http://127.0.0.1:2379", "client URL of the embedded etcd (with --coord embedded)")
 	fs.StringVar(&f.embeddedPeerURL, "embedded-peer-url", "http://127.0.0.1:2380", "peer URL of the embedded etcd (with --coord embedded)")
 	fs.StringVar(&f.mesosMaster, "mesos-master", "", "with --executor mesos: the Mesos masters, http://host:5050[,http://host:5050…] (a standby's redirect to the leader is followed) or zk://host:2181[,host:2181…]/mesos")
@@ -156,9 +177,7 @@ takes over at once, and the process exits 0.`,
 // nothing.
 func (f serveFlags) validate() (serveConfig, error) {
 	cfg := serveConfig{
-		logJSON:      f.logJSON,
-		authUser:     f.authUser,
-		authPassword: f.authPassword,
+		logJSON: f.logJSON,
 	}
 
 	switch {
@@ -252,10 +271,6 @@ func (f serveFlags) validate() (serveConfig, error) {
 		return cfg, usagef("--log-level %q is unknown; use trace, debug, info, warn, error or off", f.logLevel)
 	}
 
-	if (f.authUser == "") != (f.authPassword == "") {
-		return cfg, usagef("--auth-user and --auth-password go together: set both or neither")
-	}
-
 	if cfg.embedded {
 		cport, err := checkEmbeddedURL("--embedded-client-url", f.embeddedClientURL)
 		if err != nil {
@@ -273,6 +288,11 @@ func (f serveFlags) validate() (serveConfig, error) {
 		}
 		cfg.embeddedClientURL, cfg.embeddedPeerURL = f.embeddedClientURL, f.embeddedPeerURL
 		cfg.coordDisplay = "embedded etcd at " + f.embeddedClientURL
+	}
+
+	// The REST API's accounts, TLS and exposure (apisecurity.go).
+	if err := validateAPISecurity(f, &cfg); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
@@ -354,6 +374,12 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		return fmt.Errorf("--listen %s: %w", cfg.listen, err)
 	}
 	defer ln.Close() // in case Serve never ran; closing twice is harmless
+	if cfg.apiSec.serverTLS != nil {
+		ln = tls.NewListener(ln, cfg.apiSec.serverTLS)
+	}
+	for _, w := range cfg.apiSec.warnings {
+		log.Warn(w)
+	}
 	advertise := cfg.advertiseFor(ln.Addr())
 	if !cfg.embedded && cfg.advertise == "" && strings.HasPrefix(advertise, "127.") {
 		log.Warn("advertising a loopback address: standbys on other hosts cannot forward writes to this process; set --advertise", "advertise", advertise)
@@ -436,6 +462,14 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		Logger:       log.Named("api"),
 		AuthUser:     cfg.authUser,
 		AuthPassword: cfg.authPassword,
+		// The API's other accounts, TLS and forwarding (apisecurity.go).
+		ReadOnlyUser:       cfg.apiSec.readOnlyUser,
+		ReadOnlyPassword:   cfg.apiSec.readOnlyPassword,
+		AuthReads:          cfg.apiSec.authReads,
+		TokenTTL:           cfg.apiSec.tokenTTL,
+		ForwardHTTPS:       cfg.apiSec.serverTLS != nil,
+		ForwardTLS:         cfg.apiSec.forwardTLS,
+		InsecureForwarding: cfg.apiSec.insecureForwarding,
 	})
 	if err != nil {
 		return err
@@ -461,7 +495,8 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 	go func() { ran <- sched.Run(runCtx) }()
 
 	log.Info("hasched started", "version", buildVersion(), "listen", ln.Addr().String(), "advertise", advertise,
-		"coordinator", cfg.coordDisplay, "executor", cfg.executor, "work_dir", cfg.workDir, "auth", cfg.authUser != "")
+		"coordinator", cfg.coordDisplay, "executor", cfg.executor, "work_dir", cfg.workDir, "auth", cfg.authUser != "",
+		"auth_readonly", cfg.apiSec.readOnlyUser != "", "auth_reads", cfg.apiSec.authReads, "tls", cfg.apiSec.serverTLS != nil)
 	if onListen != nil {
 		onListen(ln.Addr())
 	}

@@ -44,7 +44,7 @@ func TestServeMesosRefusesBadConfiguration(t *testing.T) {
 }
 
 func TestServeMesosConfig(t *testing.T) {
-	base := serveFlags{coord: "zk://h:2181/ns", dataDir: "d", listen: ":1", executor: "Mesos", logLevel: "info",
+	base := serveFlags{coord: "zk://h:2181/ns", dataDir: "d", listen: "127.0.0.1:1", executor: "Mesos", logLevel: "info",
 		mesosFailoverTimeout: mesos.DefaultFailoverTimeout, mesosRole: mesos.DefaultRole, mesosFrameworkName: mesos.DefaultName}
 
 	f := base

@@ -96,7 +96,7 @@ func TestServeFailsWhenTheListenPortIsTaken(t *testing.T) {
 }
 
 func TestServeConfigDefaults(t *testing.T) {
-	cfg, err := serveFlags{coord: "embedded", dataDir: "d", listen: ":8899", executor: "LOCAL", logLevel: "info",
+	cfg, err := serveFlags{coord: "embedded", dataDir: "d", listen: "127.0.0.1:8899", executor: "LOCAL", logLevel: "info",
 		embeddedClientURL: "http://127.0.0.1:2379", embeddedPeerURL: "http://127.0.0.1:2380"}.validate()
 	if err != nil {
 		t.Fatal(err)
@@ -104,14 +104,14 @@ func TestServeConfigDefaults(t *testing.T) {
 	if !cfg.embedded || cfg.etcdDir != filepath.Join("d", "etcd") || cfg.workDir != filepath.Join("d", "executor") || cfg.executor != "local" {
 		t.Fatalf("cfg = %+v", cfg)
 	}
-	cfg, err = serveFlags{coord: "etcd://u:secret@h1:2379,h2:2379/ns", dataDir: "d", listen: "10.0.0.1:8899", executor: "local", logLevel: "debug", workDir: "w"}.validate()
+	cfg, err = serveFlags{coord: "etcd://u:secret@h1:2379,h2:2379/ns", dataDir: "d", listen: "10.0.0.1:8899", executor: "local", logLevel: "debug", workDir: "w", authUser: "root", authPassword: "pw"}.validate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.embedded || cfg.workDir != "w" || strings.Contains(cfg.coordDisplay, "secret") {
 		t.Fatalf("cfg = %+v (the displayed URL must not carry the password)", cfg)
 	}
-	if _, err := (serveFlags{coord: "zk://h:2181/ns", dataDir: "d", listen: ":1", executor: "local", logLevel: "info"}).validate(); err != nil {
+	if _, err := (serveFlags{coord: "zk://h:2181/ns", dataDir: "d", listen: "127.0.0.1:1", executor: "local", logLevel: "info"}).validate(); err != nil {
 		t.Fatalf("zk:// refused: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,10 @@ type Config struct {
 	HTTPClient *http.Client
 	// UserAgent is sent with every request ("hasched-client" if empty).
 	UserAgent string
+	// TLS configures https:// for the default client (the CA to verify the
+	// server with, a client certificate); nil uses the system's roots.
+	// Ignored when HTTPClient is set.
+	TLS *tls.Config
 }
 
 // Client talks to one hasched server. It is safe for concurrent use.
@@ -81,7 +86,7 @@ func New(cfg Config) (*Client, error) {
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	c := &Client{base: u, user: cfg.User, password: cfg.Password, http: cfg.HTTPClient, userAgent: cfg.UserAgent}
 	if c.http == nil {
-		c.http = defaultHTTPClient()
+		c.http = defaultHTTPClient(cfg.TLS)
 	}
 	if c.userAgent == "" {
 		c.userAgent = "hasched-client"
@@ -89,7 +94,10 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-func defaultHTTPClient() *http.Client {
+func defaultHTTPClient(tlsConfig *tls.Config) *http.Client {
+	if tlsConfig != nil {
+		tlsConfig = tlsConfig.Clone()
+	}
 	return &http.Client{
 		Timeout: DefaultTimeout,
 		Transport: &http.Transport{
@@ -98,6 +106,7 @@ func defaultHTTPClient() *http.Client {
 			TLSHandshakeTimeout:   5 * time.Second,
 			ResponseHeaderTimeout: DefaultTimeout,
 			IdleConnTimeout:       30 * time.Second,
+			TLSClientConfig:       tlsConfig,
 		},
 	}
 }
@@ -339,9 +348,11 @@ func (c *Client) DeregisterJob(ctx context.Context, name string) (api.Result, er
 	return c.write(ctx, http.MethodDelete, "/api/job/"+seg(name)+"/deregister", nil, "")
 }
 
-// TriggerJob runs a TRANSIENT job once now.
+// TriggerJob runs a TRANSIENT job once now. The name goes as a JSON string
+// with Content-Type application/json: the server refuses any other type
+// for a body (a browser could send text/plain from another site).
 func (c *Client) TriggerJob(ctx context.Context, name string) (api.Result, error) {
-	return c.write(ctx, http.MethodPost, "/api/job/trigger", []byte(name), "text/plain; charset=utf-8")
+	return c.writeJSON(ctx, http.MethodPost, "/api/job/trigger", name)
 }
 
 // Job reads one job.

@@ -11,6 +11,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -34,6 +35,28 @@ const (
 	// DefaultForwardTimeout bounds one forwarded request, response included,
 	// when Config.HTTPClient is nil.
 	DefaultForwardTimeout = 30 * time.Second
+	// DefaultTokenTTL is how long a token from POST /api/login is good
+	// for; DefaultMaxTokens how many are kept (the least recently used
+	// go first).
+	DefaultTokenTTL  = 8 * time.Hour
+	DefaultMaxTokens = 1000
+	// DefaultAuthFailureLimit failed authentications per client IP within
+	// DefaultAuthFailureWindow get that IP refused (429) until the window
+	// ends; DefaultMaxTrackedClients bounds the IPs counted.
+	DefaultAuthFailureLimit  = 10
+	DefaultAuthFailureWindow = time.Minute
+	DefaultMaxTrackedClients = 10000
+	// DefaultAuditSize is how many audit entries GET /api/audit keeps.
+	DefaultAuditSize = 1000
+)
+
+// Upper bounds of the configurable numbers, so that no setting can make
+// the process keep unbounded state.
+const (
+	maxTokenTTL       = 7 * 24 * time.Hour
+	maxMaxTokens      = 100000
+	maxTrackedClients = 1000000
+	maxAuditSize      = 100000
 )
 
 // Headers the API sets or reads.
@@ -54,9 +77,40 @@ type Config struct {
 	Service Service
 	// Logger receives the access log (debug) and errors (null if nil).
 	Logger hclog.Logger
-	// AuthUser and AuthPassword, if set (both or neither), are the HTTP
-	// Basic credentials every request but a GET or HEAD must carry.
+	// AuthUser and AuthPassword, if set (both or neither), are the admin
+	// account: every write needs it (HTTP Basic, or a token from POST
+	// /api/login), as does GET /api/audit.
 	AuthUser, AuthPassword string
+	// ReadOnlyUser and ReadOnlyPassword, if set (both or neither, and only
+	// with the admin account), are an account that may read but not write
+	// (403).
+	ReadOnlyUser, ReadOnlyPassword string
+	// AuthReads makes reads need an account too (/healthz and /readyz stay
+	// open).
+	AuthReads bool
+	// TokenTTL is the lifetime of a login token (DefaultTokenTTL if zero);
+	// MaxTokens how many are kept (DefaultMaxTokens if zero).
+	TokenTTL  time.Duration
+	MaxTokens int
+	// AuthFailureLimit, AuthFailureWindow and MaxTrackedClients configure
+	// the limit on failed authentications per client IP (the defaults if
+	// zero).
+	AuthFailureLimit  int
+	AuthFailureWindow time.Duration
+	MaxTrackedClients int
+	// AuditSize is how many audit entries are kept (DefaultAuditSize if
+	// zero).
+	AuditSize int
+	// ForwardHTTPS makes a standby forward writes to the leader over
+	// https (every process serving the API over TLS). ForwardTLS, if set,
+	// configures the default forwarding client's TLS (root CAs, a client
+	// certificate).
+	ForwardHTTPS bool
+	ForwardTLS   *tls.Config
+	// InsecureForwarding allows a standby to send the admin credentials
+	// over plain http to a leader on another host. Without it such a
+	// forward is refused (503, ErrInsecureForward).
+	InsecureForwarding bool
 	// MaxBodyBytes caps a request body (DefaultMaxBodyBytes if zero).
 	MaxBodyBytes int64
 	// RequestTimeout bounds the work done for one request, forwarding
@@ -78,6 +132,37 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if (cfg.AuthUser == "") != (cfg.AuthPassword == "") {
 		return cfg, errors.New("api: Config.AuthUser and Config.AuthPassword must be set together")
+	}
+	if (cfg.ReadOnlyUser == "") != (cfg.ReadOnlyPassword == "") {
+		return cfg, errors.New("api: Config.ReadOnlyUser and Config.ReadOnlyPassword must be set together")
+	}
+	if cfg.ReadOnlyUser != "" && cfg.AuthUser == "" {
+		return cfg, errors.New("api: a read-only account needs the admin account (Config.AuthUser) too")
+	}
+	if cfg.ReadOnlyUser != "" && cfg.ReadOnlyUser == cfg.AuthUser {
+		return cfg, errors.New("api: the read-only and the admin account have the same user name")
+	}
+	if cfg.AuthReads && cfg.AuthUser == "" {
+		return cfg, errors.New("api: Config.AuthReads needs Config.AuthUser")
+	}
+	var err error
+	if cfg.TokenTTL, err = bounded("TokenTTL", cfg.TokenTTL, DefaultTokenTTL, maxTokenTTL); err != nil {
+		return cfg, err
+	}
+	if cfg.AuthFailureWindow, err = bounded("AuthFailureWindow", cfg.AuthFailureWindow, DefaultAuthFailureWindow, time.Hour); err != nil {
+		return cfg, err
+	}
+	if cfg.MaxTokens, err = bounded("MaxTokens", cfg.MaxTokens, DefaultMaxTokens, maxMaxTokens); err != nil {
+		return cfg, err
+	}
+	if cfg.AuthFailureLimit, err = bounded("AuthFailureLimit", cfg.AuthFailureLimit, DefaultAuthFailureLimit, 1000); err != nil {
+		return cfg, err
+	}
+	if cfg.MaxTrackedClients, err = bounded("MaxTrackedClients", cfg.MaxTrackedClients, DefaultMaxTrackedClients, maxTrackedClients); err != nil {
+		return cfg, err
+	}
+	if cfg.AuditSize, err = bounded("AuditSize", cfg.AuditSize, DefaultAuditSize, maxAuditSize); err != nil {
+		return cfg, err
 	}
 	switch {
 	case cfg.MaxBodyBytes == 0:
@@ -101,14 +186,31 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = defaultForwardClient()
+		cfg.HTTPClient = defaultForwardClient(cfg.ForwardTLS)
 	}
 	return cfg, nil
 }
 
+// bounded applies a default to a zero setting and refuses a negative one or
+// one above max.
+func bounded[T int | time.Duration](name string, v, def, max T) (T, error) {
+	switch {
+	case v == 0:
+		return def, nil
+	case v < 0:
+		return v, fmt.Errorf("api: Config.%s %v is negative", name, v)
+	case v > max:
+		return v, fmt.Errorf("api: Config.%s %v is above the limit of %v", name, v, max)
+	}
+	return v, nil
+}
+
 // defaultForwardClient is a client for forwarding: bounded connect,
 // handshake, header and overall times, and redirects relayed, not followed.
-func defaultForwardClient() *http.Client {
+func defaultForwardClient(tlsConfig *tls.Config) *http.Client {
+	if tlsConfig != nil {
+		tlsConfig = tlsConfig.Clone()
+	}
 	return &http.Client{
 		Timeout: DefaultForwardTimeout,
 		Transport: &http.Transport{
@@ -118,6 +220,7 @@ func defaultForwardClient() *http.Client {
 			ResponseHeaderTimeout: DefaultForwardTimeout,
 			IdleConnTimeout:       90 * time.Second,
 			MaxIdleConnsPerHost:   4,
+			TLSClientConfig:       tlsConfig,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
@@ -137,6 +240,10 @@ type server struct {
 	// this process accepted (or is carrying out).
 	reconcileMu   sync.Mutex
 	lastReconcile time.Time
+
+	tokens   *tokenStore
+	limiter  *failureLimiter
+	auditLog *auditRing
 }
 
 // New returns the API's handler. It serves Elastic-Job-Cloud's paths under
@@ -153,15 +260,20 @@ func New(cfg Config) (http.Handler, error) {
 		forward: cfg.HTTPClient,
 		now:     time.Now,
 	}
+	now := func() time.Time { return s.now() } // tests replace s.now
+	s.tokens = newTokenStore(cfg.TokenTTL, cfg.MaxTokens, now)
+	s.limiter = newFailureLimiter(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.MaxTrackedClients, now)
+	s.auditLog = newAuditRing(cfg.AuditSize)
 	s.routes = s.routeTable()
 	return s, nil
 }
 
 // ServeHTTP routes one request, recovers a panic into a 500 and writes the
-// access log.
+// access log and, for writes, the audit log.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &recorder{ResponseWriter: w}
+	c := &call{ctx: r.Context(), r: r}
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -172,33 +284,37 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeJSON(rw, http.StatusInternalServerError, ErrorBody{Error: "internal server error"})
 			}
 		}
+		if c.audited {
+			s.audit(c, rw.statusCode())
+		}
 		s.log.Debug("request",
-			"method", r.Method, "path", r.URL.Path, "status", rw.statusCode(),
+			"method", r.Method, "path", redactText(r.URL.Path), "status", rw.statusCode(),
 			"bytes", rw.bytes, "duration", time.Since(start), "remote", r.RemoteAddr,
-			"forwarded", r.Header.Get(HeaderForwarded) != "")
+			"user", c.who.name(), "forwarded", r.Header.Get(HeaderForwarded) != "")
 	}()
-	s.serve(rw, r)
+	s.serve(rw, c)
 }
 
-func (s *server) serve(w http.ResponseWriter, r *http.Request) {
+func (s *server) serve(w http.ResponseWriter, c *call) {
+	r := c.r
 	rt, params, allow := s.match(r.Method, r.URL)
 	switch {
 	case rt == nil && len(allow) == 0:
-		writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, redactText(r.URL.Path))})
 		return
 	case rt == nil:
 		w.Header().Set("Allow", joinMethods(allow))
-		writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Error: fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, joinMethods(allow))})
+		writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Error: fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, redactText(r.URL.Path), joinMethods(allow))})
 		return
 	}
-	if rt.write && !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="hasched", charset="UTF-8"`)
-		writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "writes need valid credentials (HTTP Basic auth)"})
+	c.params, c.audited = params, rt.write
+	if err := s.admit(c, rt); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
-	c := &call{ctx: ctx, r: r, params: params}
+	c.ctx = ctx
 	if rt.write {
 		body, err := readBody(w, r, s.cfg.MaxBodyBytes)
 		if err != nil {
@@ -211,11 +327,29 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, res)
-	case rt.write && errors.Is(err, model.ErrNotLeader):
+	case rt.write && !rt.local && errors.Is(err, model.ErrNotLeader):
 		s.forwardToLeader(w, c)
 	default:
 		s.writeError(w, r, err)
 	}
+}
+
+// admit runs the checks a request passes before its handler runs: a write
+// must come from no other site's page and declare its body as JSON, and
+// the caller must have the access the route needs.
+func (s *server) admit(c *call, rt *route) error {
+	if rt.write {
+		if err := checkOrigin(c.r); err != nil {
+			return err
+		}
+	}
+	if err := s.authorize(c, rt.access); err != nil {
+		return err
+	}
+	if rt.write {
+		return checkContentType(c.r)
+	}
+	return nil
 }
 
 // call is one request as a handler sees it.
@@ -225,6 +359,14 @@ type call struct {
 	params map[string]string
 	// body is the whole request body of a write (nil for reads).
 	body []byte
+	// who the request acts for, once authorized.
+	who principal
+	// audited: the request is a write, recorded in the audit log; app and
+	// job name what it was about, as far as the handler got; forwardedTo
+	// the leader it was forwarded to, if it was.
+	audited     bool
+	app, job    string
+	forwardedTo string
 }
 
 // recorder remembers the status and size of a response for the access log.

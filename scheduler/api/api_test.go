@@ -64,6 +64,11 @@ func do(t *testing.T, h http.Handler, method, path, body string, hdr ...string) 
 		rd = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, path, rd)
+	if body != "" {
+		// What every client of the API sends (the tests of a refusal
+		// set another).
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
@@ -382,6 +387,7 @@ func TestBodyLimit(t *testing.T) {
 	// Without a Content-Length the limit holds while reading.
 	req := httptest.NewRequest("POST", "/api/app", io.MultiReader(strings.NewReader(big)))
 	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusRequestEntityTooLarge {
@@ -553,6 +559,9 @@ func send(t *testing.T, method, url, body string, hdr ...string) response {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
@@ -701,7 +710,10 @@ func TestLeaderURL(t *testing.T) {
 		"http://10.0.0.1:8899/":   "http://10.0.0.1:8899",
 		"https://sched.example:1": "https://sched.example:1",
 	} {
-		if got := leaderURL(in); got != out {
+		if got := leaderURL(in, strings.HasPrefix(out, "https")); got != out {
+			t.Errorf("leaderURL(%q, https) = %q, want %q", in, got, out)
+		}
+		if got := leaderURL(in, false); got != out {
 			t.Errorf("leaderURL(%q) = %q, want %q", in, got, out)
 		}
 	}

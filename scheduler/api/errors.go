@@ -50,7 +50,8 @@ func (e *badRequestError) Unwrap() error { return e.err }
 // writeError answers with the status err maps to. Errors of the scheduler
 // are matched with errors.Is; anything unknown is a 500.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code, body := http.StatusInternalServerError, ErrorBody{Error: err.Error()}
+	// An error may quote a URL the client sent, credentials included.
+	code, body := http.StatusInternalServerError, ErrorBody{Error: redactText(err.Error())}
 	var (
 		verr     *model.ValidationError
 		bad      *badRequestError
@@ -59,6 +60,13 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		unavail  *unavailableError
 	)
 	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		code = http.StatusUnauthorized
+		w.Header().Set("WWW-Authenticate", `Basic realm="hasched", charset="UTF-8"`)
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrCrossOrigin):
+		code = http.StatusForbidden
+	case errors.Is(err, ErrUnsupportedMediaType):
+		code = http.StatusUnsupportedMediaType
 	case errors.As(err, &tooLarge):
 		code = http.StatusRequestEntityTooLarge
 		body = ErrorBody{Error: fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit), Field: "body"}
@@ -76,7 +84,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code = http.StatusTooManyRequests
 		setRetryAfter(w, limited.retryAfter)
 	case errors.Is(err, model.ErrNoLeader), errors.Is(err, model.ErrNotLeader),
-		errors.Is(err, model.ErrUnavailable), errors.As(err, &unavail):
+		errors.Is(err, model.ErrUnavailable), errors.Is(err, ErrInsecureForward), errors.As(err, &unavail):
 		// ErrNotLeader reaches here only from a read, which no Service
 		// should refuse that way; the client can still retry.
 		code = http.StatusServiceUnavailable
@@ -87,9 +95,9 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
-		s.log.Debug("client went away", "method", r.Method, "path", r.URL.Path, "error", err)
+		s.log.Debug("client went away", "method", r.Method, "path", r.URL.Path, "error", body.Error)
 	case code >= 500:
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", code, "error", err)
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", code, "error", body.Error)
 	}
 	writeJSON(w, code, body)
 }

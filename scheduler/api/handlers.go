@@ -67,8 +67,12 @@ func (s *server) routeTable() []route {
 		newRoute(post, "/api/operate/reconcile/implicit", s.reconcile(false)),
 
 		newRoute(get, "/api/leader", s.status),
-		newRoute(get, "/healthz", s.health),
-		newRoute(get, "/readyz", s.ready),
+		newRoute(get, "/healthz", s.health).withAccess(accessPublic),
+		newRoute(get, "/readyz", s.ready).withAccess(accessPublic),
+
+		// Elastic-Job-Cloud 3.x's login, and hasched's audit log.
+		newRoute(post, "/api/login", s.login).withAccess(accessPublic).servedLocally(),
+		newRoute(get, "/api/audit", s.auditEntries).withAccess(accessAdmin),
 	}
 }
 
@@ -77,6 +81,7 @@ func (s *server) registerApp(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.app = app.AppName
 	if err := s.svc.RegisterApp(c.ctx, app); err != nil {
 		return nil, err
 	}
@@ -88,6 +93,7 @@ func (s *server) updateApp(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.app = u.AppName
 	if err := s.svc.UpdateApp(c.ctx, u); err != nil {
 		return nil, err
 	}
@@ -96,11 +102,12 @@ func (s *server) updateApp(c *call) (any, error) {
 
 func (s *server) listApps(c *call) (any, error) {
 	apps, err := s.svc.Apps(c.ctx)
-	return nonNil(apps), err
+	return redactApps(apps), err
 }
 
 func (s *server) getApp(c *call) (any, error) {
-	return s.svc.App(c.ctx, c.params["app"])
+	app, err := s.svc.App(c.ctx, c.params["app"])
+	return redactApp(app), err
 }
 
 func (s *server) deregisterApp(c *call) (any, error) {
@@ -136,6 +143,7 @@ func (s *server) registerJob(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.job, c.app = job.JobName, job.AppName
 	if err := s.svc.RegisterJob(c.ctx, job); err != nil {
 		return nil, err
 	}
@@ -147,6 +155,7 @@ func (s *server) updateJob(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.job = u.JobName
 	if err := s.svc.UpdateJob(c.ctx, u); err != nil {
 		return nil, err
 	}
@@ -160,6 +169,7 @@ func (s *server) deregisterJobBody(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.job = name
 	return s.deregisterJob(c.ctx, name)
 }
 
@@ -179,6 +189,7 @@ func (s *server) triggerJob(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.job = name
 	if err := s.svc.TriggerJob(c.ctx, name); err != nil {
 		return nil, err
 	}

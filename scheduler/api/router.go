@@ -17,19 +17,41 @@ import (
 type route struct {
 	method  string
 	pattern []string
-	// write routes need credentials (if configured), read the body and are
-	// forwarded to the leader.
-	write  bool
+	// write routes need the admin credential (if auth is on), a same-origin
+	// caller and a JSON body (if any); they are audited and forwarded to the
+	// leader.
+	write bool
+	// local routes are writes served by every process, never forwarded
+	// (POST /api/login: tokens are per process).
+	local  bool
+	access access
 	handle func(*call) (any, error)
 }
 
 func newRoute(method, pattern string, handle func(*call) (any, error)) route {
-	return route{
+	rt := route{
 		method:  method,
 		pattern: strings.Split(strings.Trim(pattern, "/"), "/"),
 		write:   method != http.MethodGet,
+		access:  accessRead,
 		handle:  handle,
 	}
+	if rt.write {
+		rt.access = accessWrite
+	}
+	return rt
+}
+
+// withAccess returns the route needing a in place of its method's default.
+func (rt route) withAccess(a access) route {
+	rt.access = a
+	return rt
+}
+
+// servedLocally returns the route marked local (see route.local).
+func (rt route) servedLocally() route {
+	rt.local = true
+	return rt
 }
 
 // match finds the route for a request. With several candidates the one with
