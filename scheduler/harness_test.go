@@ -154,6 +154,10 @@ func (e *memEnv) start(mod ...func(*Config)) *node {
 	}
 	e.n = startNode(e.t, cfg)
 	eventually(e.t, "the scheduler leads", e.n.leading)
+	eventually(e.t, "the scheduler serves reads", func() bool {
+		_, err := e.n.s.Apps(context.Background())
+		return err == nil
+	})
 	return e.n
 }
 

@@ -75,9 +75,10 @@ func TestAWriteDuringAnElectionWaitsForIt(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the write did not complete once a leader was elected")
 	}
-	if _, err := s.App(ctxT(t), "app"); err != nil {
-		t.Fatalf("the waiting write was not made: %v", err)
-	}
+	eventually(t, "the waiting write is read back", func() bool {
+		_, err := s.App(ctxT(t), "app")
+		return err == nil
+	})
 
 	lonely, err := New(Config{Open: newMemEnv(t).store.Open, Executor: e.cluster.Factory("x"), Advertise: "h:1", LeaderWait: 200 * time.Millisecond})
 	mustDo(t, err)
