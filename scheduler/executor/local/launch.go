@@ -287,23 +287,51 @@ func (e *Executor) fail(dir, msg string) (judgement, error) {
 	return judgement{state: executor.StateFailed, message: msg}, nil
 }
 
-// taskEnv is the scheduler's environment with the task's variables set
-// (replacing any inherited ones of the same name).
+// defaultPath is a task's PATH when the scheduler has none.
+const defaultPath = "/usr/local/bin:/usr/bin:/bin"
+
+// inheritedEnv says which of the scheduler's variables a task gets: those
+// that describe the host's locale, time zone and the user's home and search
+// path. Everything else stays with the scheduler, because the scheduler's
+// environment holds its secrets (HASCHED_AUTH_PASSWORD, a HASCHED_COORD
+// with credentials, cloud keys) and a task is code the scheduler's users
+// supply, not the scheduler's operator. An allow list, not a deny list: a
+// secret added tomorrow must not leak by default.
+func inheritedEnv(name string) bool {
+	switch name {
+	case "PATH", "HOME", "LANG", "TZ":
+		return true
+	}
+	return strings.HasPrefix(name, "LC_")
+}
+
+// taskEnv is the task's whole environment: the allowed variables of base
+// (the scheduler's), PATH defaulted if base has none, then the task's own
+// HASCHED_* variables. Nothing else of base reaches the task.
 func taskEnv(base []string, t executor.Task, dir string) ([]string, error) {
 	vars := append(executor.TaskVariables(t), executor.EnvVar{Name: "HASCHED_TASK_DIR", Value: dir})
-	set := make(map[string]bool, len(vars))
 	for _, v := range vars {
 		if strings.IndexByte(v.Value, 0) >= 0 {
 			return nil, fmt.Errorf("%s contains a NUL byte", v.Name)
 		}
-		set[v.Name] = true
 	}
-	env := make([]string, 0, len(base)+len(vars))
+	env := make([]string, 0, len(vars)+8)
+	hasPath := false
 	for _, kv := range base {
-		k, _, _ := strings.Cut(kv, "=")
-		if !set[k] {
-			env = append(env, kv)
+		k, v, _ := strings.Cut(kv, "=")
+		if !inheritedEnv(k) {
+			continue
 		}
+		if k == "PATH" {
+			if v == "" {
+				continue
+			}
+			hasPath = true
+		}
+		env = append(env, kv)
+	}
+	if !hasPath {
+		env = append(env, "PATH="+defaultPath)
 	}
 	for _, v := range vars {
 		env = append(env, v.Name+"="+v.Value)
