@@ -25,13 +25,16 @@ import (
 // task's command with the sharding context as $1, then records the exit
 // code atomically (exit.tmp, then mv), so that nobody ever reads half a
 // code. It exits after the exit file exists, which is what lets judge test
-// liveness before reading the exit file. It sets no traps: a wrapper killed
+// liveness before reading the exit file. Its fd 4 holds the task's alive
+// lock (fileAlive) until it exits; the command does not get it, so the lock
+// says whether the wrapper lives, whatever the command leaves running. It
+// sets no traps: a wrapper killed
 // by a signal leaves no exit file, and the task counts as killed (marker) or
 // lost.
 const wrapperScript = `IFS= read -r hasched_go <&3 || exit 125
 exec 3<&-
 [ "$hasched_go" = go ] || exit 125
-/bin/sh -c "$HASCHED_COMMAND" hasched "$HASCHED_SHARDING_CONTEXT"
+/bin/sh -c "$HASCHED_COMMAND" hasched "$HASCHED_SHARDING_CONTEXT" 4<&-
 hasched_code=$?
 printf '%s\n' "$hasched_code" >"$HASCHED_TASK_DIR/exit.tmp" &&
 	mv -f "$HASCHED_TASK_DIR/exit.tmp" "$HASCHED_TASK_DIR/exit"
@@ -213,9 +216,19 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 		return e.fail(dir, fmt.Sprintf("go-ahead pipe: %v", err))
 	}
 	defer goAhead.Close()
-	cmd.ExtraFiles = []*os.File{gate}
+	// The alive lock: taken here, before the child exists, so that there
+	// is no moment when the task runs unlocked; the child's fd 4 shares the
+	// open file description, so the lock stays when ours is closed below
+	// and goes when the wrapper exits or dies, in any PID namespace.
+	alive, err := lockAlive(dir)
+	if err != nil {
+		gate.Close()
+		return e.fail(dir, fmt.Sprintf("alive lock: %v", err))
+	}
+	cmd.ExtraFiles = []*os.File{gate, alive}
 	err = cmd.Start()
 	gate.Close()
+	alive.Close()
 	if err != nil {
 		return e.fail(dir, fmt.Sprintf("start process: %v", err))
 	}
@@ -226,7 +239,7 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 	p := pidFile{
 		Pid: pid, Pgid: pid,
 		BootID: e.host.bootID, PidNS: e.host.pidNS, Host: e.cfg.Host,
-		Launcher: os.Getpid(), Time: time.Now().UTC(),
+		Launcher: os.Getpid(), Time: time.Now().UTC(), AliveLock: true,
 	}
 	st, err := readProcStat(pid)
 	if err == nil {
@@ -265,6 +278,19 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 	}
 	e.reap(cmd)
 	return judgement{state: executor.StateRunning, pid: &p}, nil
+}
+
+// lockAlive creates the task's alive file and locks it exclusively.
+func lockAlive(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, fileAlive), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // reap waits for a child in the background: see Executor.reapers.
