@@ -172,16 +172,13 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 
 	workDir := dir
 	if app.dir != "" {
-		workDir = app.dir
-		if app.temp {
-			// A per-task copy (app cache off) moves into the task dir,
-			// and is removed with it.
-			workDir = filepath.Join(dir, dirApp)
-			if err := os.Rename(app.dir, workDir); err != nil {
-				return e.fail(dir, fmt.Sprintf("move app into task dir: %v", err))
-			}
-			app.dir = ""
+		// The task's own copy of its app (see fetchOrCache) moves into
+		// the task dir, and is removed with it.
+		workDir = filepath.Join(dir, dirApp)
+		if err := os.Rename(app.dir, workDir); err != nil {
+			return e.fail(dir, fmt.Sprintf("move app into task dir: %v", err))
 		}
+		app.dir = ""
 	}
 
 	stdout, err := os.OpenFile(filepath.Join(dir, fileStdout), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)

@@ -52,6 +52,15 @@ var (
 	ErrFetch = errors.New("fetch app package")
 	// ErrFetchTimeout wraps ErrFetch for a fetch that FetchTimeout cut off.
 	ErrFetchTimeout = fmt.Errorf("%w: timed out", ErrFetch)
+	// ErrChecksum wraps ErrFetch for a package whose SHA-256 is not the
+	// task's AppChecksum; nothing of it is cached or run.
+	ErrChecksum = fmt.Errorf("%w: checksum mismatch", ErrFetch)
+	// ErrNotRegularFile wraps ErrFetch for a file:// package that is not a
+	// regular file (a FIFO would block the fetch, /dev/zero never ends).
+	ErrNotRegularFile = fmt.Errorf("%w: not a regular file", ErrFetch)
+	// ErrPackageTooLarge wraps ErrFetch for a package larger than
+	// MaxAppBytes, or unpacking to more than unpackFactor times that.
+	ErrPackageTooLarge = fmt.Errorf("%w: package too large", ErrFetch)
 	// ErrUnsafeArchive is part of the message of a task whose app package
 	// holds an entry that would land outside its directory.
 	ErrUnsafeArchive = errors.New("unsafe archive entry")
@@ -64,6 +73,30 @@ const (
 	DefaultStartGrace   = 5 * time.Second
 	DefaultRetention    = 24 * time.Hour
 	DefaultFetchTimeout = 60 * time.Second
+
+	// DefaultMaxAppBytes bounds one app package (MaxAppBytes).
+	DefaultMaxAppBytes int64 = 1 << 30
+	// DefaultAppCacheMaxBytes bounds the app cache (AppCacheMaxBytes).
+	DefaultAppCacheMaxBytes int64 = 10 << 30
+	// DefaultAppCacheMaxAge is how long a cached app is used before it is
+	// fetched again (AppCacheMaxAge).
+	DefaultAppCacheMaxAge = 24 * time.Hour
+	// DefaultMaxOutputBytes bounds each of a task's stdout and stderr
+	// (MaxOutputBytes).
+	DefaultMaxOutputBytes int64 = 64 << 20
+
+	// Upper bounds of the size and age settings: beyond them a value is a
+	// mistake (a unit slip), refused at start-up.
+	maxMaxAppBytes      int64 = 64 << 30
+	maxAppCacheMaxBytes int64 = 1 << 40
+	maxAppCacheMaxAge         = 365 * 24 * time.Hour
+	maxMaxOutputBytes   int64 = 64 << 30
+	// minMaxOutputBytes keeps a useful tail of output (and the stderr
+	// excerpt of a FAILED status).
+	minMaxOutputBytes int64 = 64 << 10
+	// maxCacheEntries bounds the cache entries evictCache looks at in one
+	// round.
+	maxCacheEntries = 10_000
 
 	// statusBuffer is the capacity of the Statuses channel; the queue
 	// behind it is unbounded.
@@ -99,6 +132,20 @@ type Config struct {
 	// also when the Launch call's context has no deadline (callers set
 	// none: see executor.Executor.Launch).
 	FetchTimeout time.Duration
+	// MaxAppBytes bounds an app package (and its unpacked tree, to
+	// unpackFactor times that); at most 64 GiB, default 1 GiB.
+	MaxAppBytes int64
+	// AppCacheMaxBytes bounds the app cache's total size: the janitor
+	// evicts the least recently used entries beyond it. At most 1 TiB,
+	// default 10 GiB.
+	AppCacheMaxBytes int64
+	// AppCacheMaxAge is how long a cached app is used before it is fetched
+	// again. At most a year, default 24h.
+	AppCacheMaxAge time.Duration
+	// MaxOutputBytes bounds each of a task's stdout and stderr files; past
+	// it the file is rotated to stdout.1 (stderr.1), one generation. From
+	// 64 KiB to 64 GiB, default 64 MiB.
+	MaxOutputBytes int64
 }
 
 // withDefaults validates cfg and fills in the defaults.
@@ -133,12 +180,32 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"StartGrace", &cfg.StartGrace, DefaultStartGrace},
 		{"Retention", &cfg.Retention, DefaultRetention},
 		{"FetchTimeout", &cfg.FetchTimeout, DefaultFetchTimeout},
+		{"AppCacheMaxAge", &cfg.AppCacheMaxAge, DefaultAppCacheMaxAge},
 	} {
 		if *d.v < 0 {
 			return cfg, fmt.Errorf("%w: %s is negative (%v)", ErrInvalidConfig, d.name, *d.v)
 		}
 		if *d.v == 0 {
 			*d.v = d.def
+		}
+	}
+	if cfg.AppCacheMaxAge > maxAppCacheMaxAge {
+		return cfg, fmt.Errorf("%w: AppCacheMaxAge %v is more than %v", ErrInvalidConfig, cfg.AppCacheMaxAge, maxAppCacheMaxAge)
+	}
+	for _, b := range []struct {
+		name          string
+		v             *int64
+		def, min, max int64
+	}{
+		{"MaxAppBytes", &cfg.MaxAppBytes, DefaultMaxAppBytes, 1, maxMaxAppBytes},
+		{"AppCacheMaxBytes", &cfg.AppCacheMaxBytes, DefaultAppCacheMaxBytes, 1, maxAppCacheMaxBytes},
+		{"MaxOutputBytes", &cfg.MaxOutputBytes, DefaultMaxOutputBytes, minMaxOutputBytes, maxMaxOutputBytes},
+	} {
+		if *b.v == 0 {
+			*b.v = b.def
+		}
+		if *b.v < b.min || *b.v > b.max {
+			return cfg, fmt.Errorf("%w: %s is %d, want %d to %d", ErrInvalidConfig, b.name, *b.v, b.min, b.max)
 		}
 	}
 	return cfg, nil

@@ -439,6 +439,7 @@ func (e *Executor) cleanup(ctx context.Context) {
 		}
 	}
 	e.forgetRemoved()
+	e.evictCache()
 	tmp, err := os.ReadDir(e.cfg.tmpDir())
 	if err != nil {
 		return

@@ -32,7 +32,7 @@ const (
 	// fileAlive is locked (flock, exclusive) by the task's wrapper for as
 	// long as it lives: see hostIdentity.liveness.
 	fileAlive = "alive"
-	// dirApp holds the task's own copy of its app when the app cache is off.
+	// dirApp holds the task's own copy of its app, its working directory.
 	dirApp = "app"
 
 	// maxEscapedLen keeps escaped names well below NAME_MAX (255); longer
