@@ -8,8 +8,10 @@
 // reads from the task's directory, WorkDir/tasks/<escaped task id>:
 //
 //	task.json  the task as launched (written after the claim)
-//	stdout     the task's standard output
-//	stderr     the task's standard error
+//	stdout     the task's standard output (stdout.1: the generation
+//	           before, see output.go)
+//	stderr     the task's standard error (and stderr.1)
+//	alive      locked by the task's wrapper while it lives
 //	pid        {"pid", "startTime", "bootId", "pidNs", ...}: who runs it;
 //	           or {"neverStarted": true}, written by whoever gave up on a
 //	           launcher that died between claim and start

@@ -118,6 +118,10 @@ func (e *Executor) onTerminal(rec *taskRecord, j judgement) {
 		log = log.With("message", j.message)
 	}
 	log.Info("task ended")
+	// The last output since the last poll is capped too.
+	if err := e.rotateOutput(e.taskDir(rec.id)); err != nil {
+		log.Warn("cannot cap task output", "error", err)
+	}
 	// A lost task's wrapper is gone, but what it started may run on. The
 	// scheduler will run a new attempt; the remains of this one must not
 	// run beside it.
@@ -357,6 +361,12 @@ func (e *Executor) poll() {
 // pollOne judges one watched task; rec.mu is held.
 func (e *Executor) pollOne(rec *taskRecord) {
 	dir := e.taskDir(rec.id)
+	if err := e.rotateOutput(dir); err != nil {
+		if msg := err.Error(); msg != rec.lastErr {
+			rec.lastErr = msg
+			e.log.Warn("cannot cap task output", "task_id", rec.id, "error", err)
+		}
+	}
 	j, err := e.judge(dir)
 	if err != nil {
 		if msg := err.Error(); msg != rec.lastErr {

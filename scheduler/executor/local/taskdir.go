@@ -305,7 +305,12 @@ func (e *Executor) judge(dir string) (judgement, error) {
 			return judgement{state: executor.StateFinished, pid: &p}, nil
 		}
 		msg := fmt.Sprintf("exit code %d", code)
-		if tail := stderrTail(filepath.Join(dir, fileStderr), stderrExcerpt); tail != "" {
+		tail := stderrTail(filepath.Join(dir, fileStderr), stderrExcerpt)
+		if tail == "" {
+			// Just rotated: the tail is in the previous generation.
+			tail = stderrTail(filepath.Join(dir, fileStderr+".1"), stderrExcerpt)
+		}
+		if tail != "" {
 			msg += ": " + tail
 		}
 		return judgement{state: executor.StateFailed, message: msg, exitCode: code, pid: &p}, nil
