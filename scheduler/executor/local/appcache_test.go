@@ -121,7 +121,7 @@ func TestAppCacheEvictionBySizeAndAge(t *testing.T) {
 	pkgA := writeFile(t, filepath.Join(base, "a.tar.gz"), appTarball(t))
 	pkgB := writeFile(t, filepath.Join(base, "b.tar.gz"), appTarball(t))
 	cfg := testConfig(t, t.TempDir())
-	cfg.AppCacheMaxBytes = 250 // one entry (about 170 bytes), not two
+	cfg.AppCacheMaxBytes = 150 // one entry (about 100 bytes of files), not two
 	e := newTestExec(t, cfg)
 
 	a := cachedAppTask("t-cache-a", pkgA, "./bin/start.sh")

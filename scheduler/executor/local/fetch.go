@@ -18,6 +18,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -45,6 +46,9 @@ const (
 	// modification time is the fetch's (AppCacheMaxAge counts from it).
 	// The entry directory's own modification time is its last use.
 	cacheDigest = "digest"
+	// cacheSize is the tree's size in bytes, so that the janitor need not
+	// walk every entry to keep the cache within AppCacheMaxBytes.
+	cacheSize = "size"
 )
 
 // preparedApp is a task's own copy of its app, waiting in tmp/ to be moved
@@ -137,12 +141,12 @@ func (e *Executor) fetchOrCache(ctx context.Context, t executor.Task) (preparedA
 	}
 	// The task's copy and the entry's digest, both from the tree as
 	// unpacked; the tree itself becomes the entry.
-	dir, digest, err := e.copyTree(ctx, tree)
+	dir, digest, size, err := e.copyTree(ctx, tree)
 	if err != nil {
 		_ = os.RemoveAll(tree)
 		return preparedApp{}, fmt.Errorf("%w: copy app: %w", ErrFetch, err)
 	}
-	e.install(entry, tree, digest, log)
+	e.install(entry, tree, digest, size, log)
 	return preparedApp{dir: dir}, nil
 }
 
@@ -173,7 +177,7 @@ func (e *Executor) fromCache(ctx context.Context, entry string, log hclog.Logger
 		e.evictEntry(entry, "older than AppCacheMaxAge")
 		return "", false
 	}
-	dir, got, err := e.copyTree(ctx, filepath.Join(entry, cacheTree))
+	dir, got, _, err := e.copyTree(ctx, filepath.Join(entry, cacheTree))
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Warn("app cache entry cannot be copied; fetching again", "entry", entry, "error", err)
@@ -195,7 +199,7 @@ func (e *Executor) fromCache(ctx context.Context, entry string, log hclog.Logger
 // install makes tree the cache entry: built in tmp/ and renamed into place
 // whole, so that an entry that exists is complete. Failing to cache is no
 // failure of the task, which has its copy.
-func (e *Executor) install(entry, tree, digest string, log hclog.Logger) {
+func (e *Executor) install(entry, tree, digest string, size int64, log hclog.Logger) {
 	stage, err := os.MkdirTemp(e.cfg.tmpDir(), "entry-")
 	if err != nil {
 		_ = os.RemoveAll(tree)
@@ -208,6 +212,11 @@ func (e *Executor) install(entry, tree, digest string, log hclog.Logger) {
 		log.Warn("cannot cache app", "error", err)
 		return
 	}
+	if err := os.WriteFile(filepath.Join(stage, cacheSize), []byte(strconv.FormatInt(size, 10)), 0o640); err != nil {
+		log.Warn("cannot cache app", "error", err)
+		return
+	}
+	// The digest last: its time is the fetch's.
 	if err := os.WriteFile(filepath.Join(stage, cacheDigest), []byte(digest), 0o640); err != nil {
 		log.Warn("cannot cache app", "error", err)
 		return
@@ -258,14 +267,14 @@ func (e *Executor) evictCache() {
 	var entries []cached
 	var total int64
 	for _, app := range apps {
-		if len(entries) >= maxCacheEntries {
-			break
-		}
 		dirs, err := os.ReadDir(filepath.Join(e.cfg.appsDir(), app.Name()))
 		if err != nil {
 			continue
 		}
 		for _, d := range dirs {
+			if len(entries) >= maxCacheEntries {
+				break
+			}
 			entry := filepath.Join(e.cfg.appsDir(), app.Name(), d.Name())
 			fi, err := os.Stat(filepath.Join(entry, cacheDigest))
 			if err != nil {
@@ -276,7 +285,7 @@ func (e *Executor) evictCache() {
 				e.evictEntry(entry, "older than AppCacheMaxAge")
 				continue
 			}
-			c := cached{dir: entry, size: treeSize(entry)}
+			c := cached{dir: entry, size: entrySize(entry)}
 			if di, err := os.Stat(entry); err == nil {
 				c.lastUse = di.ModTime()
 			}
@@ -295,6 +304,16 @@ func (e *Executor) evictCache() {
 		e.evictEntry(c.dir, "app cache larger than AppCacheMaxBytes")
 		total -= c.size
 	}
+}
+
+// entrySize is the size of a cache entry: as recorded, else walked.
+func entrySize(entry string) int64 {
+	if b, err := os.ReadFile(filepath.Join(entry, cacheSize)); err == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n >= 0 {
+			return n
+		}
+	}
+	return treeSize(entry)
 }
 
 // treeSize is the size of the files below dir.
@@ -317,10 +336,10 @@ func treeSize(dir string) int64 {
 // exactly what was hashed. It follows no symlink and opens nothing but
 // regular files (without blocking: a FIFO planted in the cache must not
 // hang the launch).
-func (e *Executor) copyTree(ctx context.Context, src string) (dst, digest string, err error) {
+func (e *Executor) copyTree(ctx context.Context, src string) (dst, digest string, size int64, err error) {
 	dst, err = os.MkdirTemp(e.cfg.tmpDir(), "app-")
 	if err != nil {
-		return "", "", err
+		return "", "", 0, err
 	}
 	defer func() {
 		if err != nil {
@@ -329,7 +348,7 @@ func (e *Executor) copyTree(ctx context.Context, src string) (dst, digest string
 		}
 	}()
 	if err := os.Chmod(dst, 0o750); err != nil {
-		return "", "", err
+		return "", "", 0, err
 	}
 	h := sha256.New()
 	limit := e.cfg.MaxAppBytes * unpackFactor
@@ -375,9 +394,9 @@ func (e *Executor) copyTree(ctx context.Context, src string) (dst, digest string
 		return nil
 	})
 	if err != nil {
-		return "", "", err
+		return "", "", 0, err
 	}
-	return dst, hex.EncodeToString(h.Sum(nil)), nil
+	return dst, hex.EncodeToString(h.Sum(nil)), total, nil
 }
 
 // copyFile copies the regular file from to to, hashing its name, mode,

@@ -12,6 +12,8 @@
 //	           before, see output.go)
 //	stderr     the task's standard error (and stderr.1)
 //	alive      locked by the task's wrapper while it lives
+//	app/       the task's own copy of its app package, its working
+//	           directory (see fetchOrCache)
 //	pid        {"pid", "startTime", "bootId", "pidNs", ...}: who runs it;
 //	           or {"neverStarted": true}, written by whoever gave up on a
 //	           launcher that died between claim and start
@@ -54,19 +56,26 @@ var (
 	ErrFetch = errors.New("fetch app package")
 	// ErrFetchTimeout wraps ErrFetch for a fetch that FetchTimeout cut off.
 	ErrFetchTimeout = fmt.Errorf("%w: timed out", ErrFetch)
-	// ErrChecksum wraps ErrFetch for a package whose SHA-256 is not the
+	// ErrChecksum is an ErrFetch: a package whose SHA-256 is not the
 	// task's AppChecksum; nothing of it is cached or run.
-	ErrChecksum = fmt.Errorf("%w: checksum mismatch", ErrFetch)
-	// ErrNotRegularFile wraps ErrFetch for a file:// package that is not a
+	ErrChecksum error = &fetchError{"checksum mismatch"}
+	// ErrNotRegularFile is an ErrFetch: a file:// package that is not a
 	// regular file (a FIFO would block the fetch, /dev/zero never ends).
-	ErrNotRegularFile = fmt.Errorf("%w: not a regular file", ErrFetch)
-	// ErrPackageTooLarge wraps ErrFetch for a package larger than
-	// MaxAppBytes, or unpacking to more than unpackFactor times that.
-	ErrPackageTooLarge = fmt.Errorf("%w: package too large", ErrFetch)
+	ErrNotRegularFile error = &fetchError{"not a regular file"}
+	// ErrPackageTooLarge is an ErrFetch: a package larger than MaxAppBytes,
+	// or unpacking to more than unpackFactor times that.
+	ErrPackageTooLarge error = &fetchError{"package too large"}
 	// ErrUnsafeArchive is part of the message of a task whose app package
 	// holds an entry that would land outside its directory.
 	ErrUnsafeArchive = errors.New("unsafe archive entry")
 )
+
+// fetchError is a sentinel that is also an ErrFetch, without repeating
+// ErrFetch's text in a message that starts with it already.
+type fetchError struct{ msg string }
+
+func (e *fetchError) Error() string        { return e.msg }
+func (e *fetchError) Is(target error) bool { return target == ErrFetch }
 
 // Defaults of Config's zero values.
 const (
