@@ -419,6 +419,7 @@ func buildTask(js *jobState, app model.App, r *model.TaskRecord) executor.Task {
 		JobParameter:       job.JobParameter,
 		Command:            model.Command(job, app),
 		AppURL:             app.AppURL,
+		AppChecksum:        app.AppChecksum,
 		AppCacheEnable:     app.AppCacheEnable,
 		CPUs:               job.CPUCount,
 		MemoryMB:           job.MemoryMB,

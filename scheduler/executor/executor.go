@@ -28,7 +28,10 @@ type Task struct {
 	// app's bootstrapScript.
 	Command string `json:"command"`
 	// AppURL is where the app's package comes from (empty: none).
-	AppURL         string  `json:"appURL,omitempty"`
+	AppURL string `json:"appURL,omitempty"`
+	// AppChecksum, if set, is "sha256:<hex>" of the package at AppURL; an
+	// executor that fetches the package refuses one that does not match.
+	AppChecksum    string  `json:"appChecksum,omitempty"`
 	AppCacheEnable bool    `json:"appCacheEnable"`
 	CPUs           float64 `json:"cpus"`
 	MemoryMB       float64 `json:"memoryMB"`

@@ -264,6 +264,9 @@ func (a App) validate() error {
 	if a.EventTraceSamplingCount < 0 {
 		return &ValidationError{Field: "eventTraceSamplingCount", Reason: "is negative"}
 	}
+	if err := checkAppChecksum(a.AppChecksum); err != nil {
+		return err
+	}
 	return checkSize(a, map[string]int{
 		"appURL":          len(a.AppURL),
 		"bootstrapScript": len(a.BootstrapScript),

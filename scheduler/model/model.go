@@ -40,6 +40,9 @@ type App struct {
 	CPUCount        float64 `json:"cpuCount"`
 	MemoryMB        float64 `json:"memoryMB"`
 	AppCacheEnable  bool    `json:"appCacheEnable"`
+	// AppChecksum, if set, is "sha256:<64 hex digits>" of the package at
+	// AppURL; the executor refuses a package that does not match.
+	AppChecksum string `json:"appChecksum,omitempty"`
 	// EventTraceSamplingCount is kept for Elastic-Job-Cloud compatibility.
 	EventTraceSamplingCount int `json:"eventTraceSamplingCount"`
 }

@@ -17,31 +17,49 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
-// Bounds on one app package, so that a broken or hostile package cannot
-// fill the disk.
+// Bounds on one app package that are not configurable: they only refuse
+// what no app needs. The package's size is Config.MaxAppBytes, its unpacked
+// tree at most unpackFactor times that.
 const (
-	maxDownloadBytes = 2 << 30
-	maxUnpackedBytes = 8 << 30
+	unpackFactor     = 4
 	maxArchiveFiles  = 100_000
 	maxRedirects     = 10
 	maxSymlinkTarget = 4096
 )
 
-// preparedApp is an app package ready for a task: in the shared cache, or a
-// task's own copy waiting in tmp/ to be moved into its task dir.
+// Files of a cache entry, WorkDir/apps/<app>/<key>/.
+const (
+	// cacheTree is the unpacked app, never a task's working directory.
+	cacheTree = "tree"
+	// cacheDigest is treeDigest of cacheTree when it was fetched; its
+	// modification time is the fetch's (AppCacheMaxAge counts from it).
+	// The entry directory's own modification time is its last use.
+	cacheDigest = "digest"
+	// cacheSize is the tree's size in bytes, so that the janitor need not
+	// walk every entry to keep the cache within AppCacheMaxBytes.
+	cacheSize = "size"
+)
+
+// preparedApp is a task's own copy of its app, waiting in tmp/ to be moved
+// into its task dir (and removed with it).
 type preparedApp struct {
-	dir  string
-	temp bool
+	dir string
 }
 
-// discard removes a task's own copy that was never moved into place.
+// discard removes a copy that was never moved into place.
 func (a *preparedApp) discard() {
-	if a.temp && a.dir != "" {
+	if a.dir != "" {
 		_ = os.RemoveAll(a.dir)
 	}
 }
@@ -52,15 +70,18 @@ func newHTTPClient() *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// fetchApp makes the task's app package available within FetchTimeout.
+// fetchApp makes the task's own copy of its app package within
+// FetchTimeout.
 //
 // FetchTimeout is the executor's own bound on the fetch (the contract
 // leaves Launch's deadlines to the executor): it holds however long ctx
 // lives, and a fetch it cuts off fails the task with ErrFetchTimeout. ctx
 // only says whether the caller still wants the launch; when it ends, the
 // fetch stops and the caller learns that from ctx, not from the error.
-// Nothing here is shared between fetches but the cache directory, so a slow
-// package holds up no other task's launch.
+// Nothing here is shared between fetches but the cache directory, whose
+// entries appear and go by rename only, so a slow package (or one that
+// never ends: every copy reads through ctxReader) holds up no other task's
+// launch.
 func (e *Executor) fetchApp(ctx context.Context, t executor.Task) (preparedApp, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, e.cfg.FetchTimeout, ErrFetchTimeout)
 	defer cancel()
@@ -72,9 +93,26 @@ func (e *Executor) fetchApp(ctx context.Context, t executor.Task) (preparedApp, 
 	return app, err
 }
 
-// fetchOrCache makes the task's app package available: from the cache
-// WorkDir/apps/<app>/<hash of url> when AppCacheEnable is set (fetched
-// once, shared by every task and process), else as a fresh copy.
+// fetchOrCache makes the task's own copy of its app package.
+//
+// Every task runs in a copy of its own, also when the app is cached. A task
+// that ran in the shared cache entry could rewrite it (one rewrote
+// bin/start.sh, and the next job ran that); hard links would not help, as a
+// task writes through them into the shared inode; a read-only cache does
+// not stop a task running as the same user, which can chmod it back. So
+// the cache entry is never any task's directory and is copied for each
+// task, which costs one read and write of the app per launch (bounded by
+// MaxAppBytes), and the copy hashes what it reads: an entry whose tree no
+// longer matches the digest recorded when it was fetched is evicted and
+// fetched again, so a tampered entry is never run, even by a task that
+// found the cache through its own task directory.
+//
+// With AppCacheEnable the entry WorkDir/apps/<app>/<key> (key: URL and
+// checksum) is fetched once and shared by every task and process of this
+// WorkDir; entries older than AppCacheMaxAge are fetched again, and the
+// janitor keeps the cache within AppCacheMaxBytes. Without it the package is
+// fetched (and checked against its checksum) for every task, and the cache
+// is neither read nor written.
 func (e *Executor) fetchOrCache(ctx context.Context, t executor.Task) (preparedApp, error) {
 	u, err := parseAppURL(t.AppURL)
 	if err != nil {
@@ -82,38 +120,381 @@ func (e *Executor) fetchOrCache(ctx context.Context, t executor.Task) (preparedA
 	}
 	log := e.log.With("task_id", t.ID, "app", t.App, "url", u.Redacted())
 	if !t.AppCacheEnable {
-		dir, err := e.fetchInto(ctx, u)
+		dir, err := e.fetchInto(ctx, u, t.AppChecksum)
 		if err != nil {
 			log.Warn("app fetch failed", "error", err)
 			return preparedApp{}, err
 		}
-		return preparedApp{dir: dir, temp: true}, nil
+		return preparedApp{dir: dir}, nil
 	}
-	sum := sha256.Sum256([]byte(t.AppURL))
-	final := filepath.Join(e.cfg.appsDir(), escapeName(t.App), hex.EncodeToString(sum[:16]))
-	// A cache entry appears by rename only, so one that exists is whole.
-	if fi, err := os.Stat(final); err == nil && fi.IsDir() {
-		return preparedApp{dir: final}, nil
+	entry := e.cacheEntry(t)
+	if dir, ok := e.fromCache(ctx, entry, log); ok {
+		return preparedApp{dir: dir}, nil
 	}
-	dir, err := e.fetchInto(ctx, u)
+	if err := ctx.Err(); err != nil {
+		return preparedApp{}, fmt.Errorf("%w: %w", ErrFetch, err)
+	}
+	tree, err := e.fetchInto(ctx, u, t.AppChecksum)
 	if err != nil {
 		log.Warn("app fetch failed", "error", err)
 		return preparedApp{}, err
 	}
-	if err := os.MkdirAll(filepath.Dir(final), 0o750); err != nil {
-		_ = os.RemoveAll(dir)
-		return preparedApp{}, fmt.Errorf("%w: %v", ErrFetch, err)
+	// The task's copy and the entry's digest, both from the tree as
+	// unpacked; the tree itself becomes the entry.
+	dir, digest, size, err := e.copyTree(ctx, tree)
+	if err != nil {
+		_ = os.RemoveAll(tree)
+		return preparedApp{}, fmt.Errorf("%w: copy app: %w", ErrFetch, err)
 	}
-	if err := os.Rename(dir, final); err != nil {
-		_ = os.RemoveAll(dir)
-		// Another process filled the cache first: use its copy.
-		if fi, serr := os.Stat(final); serr == nil && fi.IsDir() {
-			return preparedApp{dir: final}, nil
+	e.install(entry, tree, digest, size, log)
+	return preparedApp{dir: dir}, nil
+}
+
+// cacheEntry is where the cache keeps the task's app: by URL and checksum,
+// so that a new checksum is a new entry.
+func (e *Executor) cacheEntry(t executor.Task) string {
+	sum := sha256.Sum256([]byte(t.AppURL + "\x00" + t.AppChecksum))
+	return filepath.Join(e.cfg.appsDir(), escapeName(t.App), hex.EncodeToString(sum[:16]))
+}
+
+// fromCache copies a cache entry for a task, verifying it on the way; ok is
+// false on a miss (none, too old, changed, unreadable), which evicts what
+// was there.
+func (e *Executor) fromCache(ctx context.Context, entry string, log hclog.Logger) (dir string, ok bool) {
+	want, err := os.ReadFile(filepath.Join(entry, cacheDigest))
+	if notExist(err) {
+		if _, serr := os.Stat(entry); serr == nil {
+			e.evictEntry(entry, "no digest") // left by an older executor
 		}
-		return preparedApp{}, fmt.Errorf("%w: %v", ErrFetch, err)
+		return "", false
 	}
-	log.Info("app fetched into cache", "dir", final)
-	return preparedApp{dir: final}, nil
+	if err != nil {
+		log.Warn("app cache entry unreadable", "entry", entry, "error", err)
+		e.evictEntry(entry, "unreadable")
+		return "", false
+	}
+	if fi, err := os.Stat(filepath.Join(entry, cacheDigest)); err != nil || time.Since(fi.ModTime()) > e.cfg.AppCacheMaxAge {
+		e.evictEntry(entry, "older than AppCacheMaxAge")
+		return "", false
+	}
+	dir, got, _, err := e.copyTree(ctx, filepath.Join(entry, cacheTree))
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("app cache entry cannot be copied; fetching again", "entry", entry, "error", err)
+			e.evictEntry(entry, "cannot be copied")
+		}
+		return "", false
+	}
+	if got != string(want) {
+		_ = os.RemoveAll(dir)
+		log.Warn("app cache entry changed since it was fetched; fetching again", "entry", entry)
+		e.evictEntry(entry, "changed since it was fetched")
+		return "", false
+	}
+	now := time.Now()
+	_ = os.Chtimes(entry, now, now) // its last use, for eviction by size
+	return dir, true
+}
+
+// install makes tree the cache entry: built in tmp/ and renamed into place
+// whole, so that an entry that exists is complete. Failing to cache is no
+// failure of the task, which has its copy.
+func (e *Executor) install(entry, tree, digest string, size int64, log hclog.Logger) {
+	stage, err := os.MkdirTemp(e.cfg.tmpDir(), "entry-")
+	if err != nil {
+		_ = os.RemoveAll(tree)
+		log.Warn("cannot cache app", "error", err)
+		return
+	}
+	defer func() { _ = os.RemoveAll(stage) }() // a no-op once renamed
+	if err := os.Rename(tree, filepath.Join(stage, cacheTree)); err != nil {
+		_ = os.RemoveAll(tree)
+		log.Warn("cannot cache app", "error", err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(stage, cacheSize), []byte(strconv.FormatInt(size, 10)), 0o640); err != nil {
+		log.Warn("cannot cache app", "error", err)
+		return
+	}
+	// The digest last: its time is the fetch's.
+	if err := os.WriteFile(filepath.Join(stage, cacheDigest), []byte(digest), 0o640); err != nil {
+		log.Warn("cannot cache app", "error", err)
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(entry), 0o750); err != nil {
+		log.Warn("cannot cache app", "error", err)
+		return
+	}
+	if err := os.Rename(stage, entry); err != nil {
+		// Another process cached it first: keep theirs.
+		log.Debug("app cached meanwhile by another launch", "entry", entry)
+		return
+	}
+	log.Info("app fetched into cache", "entry", entry)
+	e.evictCache()
+}
+
+// evictEntry removes a cache entry: renamed into tmp/ first, so that no
+// launch ever copies half of it.
+func (e *Executor) evictEntry(entry, why string) {
+	trash := filepath.Join(e.cfg.tmpDir(), tempName("evicted-app"))
+	if err := os.Rename(entry, trash); err != nil {
+		if !notExist(err) {
+			e.log.Warn("cannot evict app cache entry", "entry", entry, "error", err)
+		}
+		return
+	}
+	_ = os.RemoveAll(trash)
+	e.log.Info("app cache entry evicted", "entry", entry, "reason", why)
+}
+
+// cached is one cache entry as evictCache sees it.
+type cached struct {
+	dir     string
+	size    int64
+	lastUse time.Time
+}
+
+// evictCache removes entries fetched longer than AppCacheMaxAge ago, then
+// the least recently used ones until the cache holds at most
+// AppCacheMaxBytes. An entry in use by a launch that copies it is removed
+// all the same: that copy fails and the launch fetches the package anew.
+func (e *Executor) evictCache() {
+	apps, err := os.ReadDir(e.cfg.appsDir())
+	if err != nil {
+		return
+	}
+	var entries []cached
+	var total int64
+	for _, app := range apps {
+		dirs, err := os.ReadDir(filepath.Join(e.cfg.appsDir(), app.Name()))
+		if err != nil {
+			continue
+		}
+		for _, d := range dirs {
+			if len(entries) >= maxCacheEntries {
+				break
+			}
+			entry := filepath.Join(e.cfg.appsDir(), app.Name(), d.Name())
+			fi, err := os.Stat(filepath.Join(entry, cacheDigest))
+			if err != nil {
+				e.evictEntry(entry, "no digest")
+				continue
+			}
+			if time.Since(fi.ModTime()) > e.cfg.AppCacheMaxAge {
+				e.evictEntry(entry, "older than AppCacheMaxAge")
+				continue
+			}
+			c := cached{dir: entry, size: entrySize(entry)}
+			if di, err := os.Stat(entry); err == nil {
+				c.lastUse = di.ModTime()
+			}
+			entries = append(entries, c)
+			total += c.size
+		}
+	}
+	if total <= e.cfg.AppCacheMaxBytes {
+		return
+	}
+	slices.SortFunc(entries, func(a, b cached) int { return a.lastUse.Compare(b.lastUse) })
+	for _, c := range entries {
+		if total <= e.cfg.AppCacheMaxBytes {
+			return
+		}
+		e.evictEntry(c.dir, "app cache larger than AppCacheMaxBytes")
+		total -= c.size
+	}
+}
+
+// entrySize is the size of a cache entry: as recorded, else walked.
+func entrySize(entry string) int64 {
+	if b, err := os.ReadFile(filepath.Join(entry, cacheSize)); err == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n >= 0 {
+			return n
+		}
+	}
+	return treeSize(entry)
+}
+
+// treeSize is the size of the files below dir.
+func treeSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// copyTree copies the app tree src into a new directory in tmp/ and returns
+// treeDigest of what it copied: every directory, file (its mode and
+// contents) and symlink (its target), in lexical order, so that the copy is
+// exactly what was hashed. It follows no symlink and opens nothing but
+// regular files (without blocking: a FIFO planted in the cache must not
+// hang the launch).
+func (e *Executor) copyTree(ctx context.Context, src string) (dst, digest string, size int64, err error) {
+	dst, err = os.MkdirTemp(e.cfg.tmpDir(), "app-")
+	if err != nil {
+		return "", "", 0, err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(dst)
+			dst = ""
+		}
+	}()
+	if err := os.Chmod(dst, 0o750); err != nil {
+		return "", "", 0, err
+	}
+	h := sha256.New()
+	limit := e.cfg.MaxAppBytes * unpackFactor
+	var total int64
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		switch typ := d.Type(); {
+		case rel == ".":
+			if !d.IsDir() {
+				return fmt.Errorf("app tree %s is not a directory", src)
+			}
+		case d.IsDir():
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "d %q %o\n", rel, fi.Mode().Perm())
+			return os.Mkdir(to, fi.Mode().Perm()|0o700)
+		case typ&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "l %q %q\n", rel, target)
+			return os.Symlink(target, to)
+		case typ.IsRegular():
+			n, err := copyFile(ctx, p, to, rel, h, limit-total)
+			total += n
+			return err
+		default:
+			return fmt.Errorf("%q is a %v: an app holds files, directories and symlinks only", rel, typ)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", "", 0, err
+	}
+	return dst, hex.EncodeToString(h.Sum(nil)), total, nil
+}
+
+// copyFile copies the regular file from to to, hashing its name, mode,
+// length and contents into h; at most limit bytes.
+func copyFile(ctx context.Context, from, to, rel string, h io.Writer, limit int64) (int64, error) {
+	in, err := openRegular(from, syscall.O_NOFOLLOW)
+	if err != nil {
+		return 0, err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return 0, err
+	}
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm()|0o600)
+	if err != nil {
+		return 0, err
+	}
+	// The hashed length is what is copied, not the stat's, which a writer
+	// could change meanwhile: so the header goes after the contents.
+	fh := sha256.New()
+	n, err := copyLimited(ctx, io.MultiWriter(out, fh), in, limit)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, err
+	}
+	fmt.Fprintf(h, "f %q %o %d %x\n", rel, fi.Mode().Perm(), n, fh.Sum(nil))
+	return n, nil
+}
+
+// openRegular opens a file for reading only if it is a regular file. The
+// open does not block (O_NONBLOCK: opening a FIFO without a writer would
+// hang the launch, uncancellably), and fstat then refuses FIFOs, devices
+// (/dev/zero never ends) and sockets.
+func openRegular(path string, flags int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|flags, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is a %s", ErrNotRegularFile, path, fileKind(fi.Mode()))
+	}
+	return f, nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m.IsDir():
+		return "directory"
+	}
+	return m.Type().String()
+}
+
+// ctxReader makes a copy cancellable: every Read first checks ctx, so that
+// a copy of a huge or endless source ends within one read of the context's
+// end.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// copyLimited copies at most limit bytes of r to w, cancellably; more is
+// ErrPackageTooLarge.
+func copyLimited(ctx context.Context, w io.Writer, r io.Reader, limit int64) (int64, error) {
+	if limit < 0 {
+		limit = 0
+	}
+	n, err := io.Copy(w, ctxReader{ctx: ctx, r: io.LimitReader(r, limit+1)})
+	if err != nil {
+		return n, err
+	}
+	if n > limit {
+		return n, fmt.Errorf("%w: more than %d bytes", ErrPackageTooLarge, limit)
+	}
+	return n, nil
 }
 
 // parseAppURL accepts file://, http:// and https:// URLs.
@@ -137,49 +518,86 @@ func parseAppURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// fetchInto downloads and unpacks a package into a new directory in tmp/.
+// fetchInto retrieves a package (at most MaxAppBytes, checked against its
+// checksum if it has one) and unpacks it into a new directory in tmp/.
 // Every error wraps ErrFetch and names the URL (without its password).
-func (e *Executor) fetchInto(ctx context.Context, u *url.URL) (dir string, err error) {
+func (e *Executor) fetchInto(ctx context.Context, u *url.URL, checksum string) (dir string, err error) {
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("%w %s: %w", ErrFetch, u.Redacted(), err)
 		}
 	}()
+	pkg, err := e.retrieve(ctx, u, checksum)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = os.Remove(pkg) }()
 	tmp, err := os.MkdirTemp(e.cfg.tmpDir(), "app-")
 	if err != nil {
 		return "", err
 	}
-	defer func() {
-		if err != nil {
-			_ = os.RemoveAll(tmp)
-		}
-	}()
-
-	src := u.Path
-	if u.Scheme != "file" {
-		f, err := os.CreateTemp(e.cfg.tmpDir(), "download-")
-		if err != nil {
-			return "", err
-		}
-		defer func() {
-			f.Close()
-			_ = os.Remove(f.Name())
-		}()
-		if err := e.download(ctx, u, f); err != nil {
-			return "", err
-		}
-		src = f.Name()
-	}
-	if err := unpack(ctx, src, path.Base(u.Path), tmp); err != nil {
+	if err := unpack(ctx, pkg, path.Base(u.Path), tmp, e.cfg.MaxAppBytes*unpackFactor); err != nil {
+		_ = os.RemoveAll(tmp)
 		return "", err
 	}
-	return tmp, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		_ = os.RemoveAll(tmp)
+		return "", err
+	}
+	return tmp, nil
 }
 
-// download GETs u into f. Redirects are followed only to the host the
+// retrieve copies the package into a file in tmp/, whatever its scheme, so
+// that it is read once (hashed on the way), bounded, and unpacked from a
+// file nobody else writes.
+func (e *Executor) retrieve(ctx context.Context, u *url.URL, want string) (file string, err error) {
+	f, err := os.CreateTemp(e.cfg.tmpDir(), "download-")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			_ = os.Remove(f.Name())
+		}
+	}()
+	h := sha256.New()
+	w := io.MultiWriter(f, h)
+	if u.Scheme == "file" {
+		err = e.copyLocal(ctx, u.Path, w)
+	} else {
+		err = e.download(ctx, u, w)
+	}
+	if err != nil {
+		return "", err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); want != "" && got != want {
+		return "", fmt.Errorf("%w: appChecksum is %s, the package's is %s", ErrChecksum, want, got)
+	}
+	return f.Name(), nil
+}
+
+// copyLocal copies a file:// package: a regular file only, at most
+// MaxAppBytes, cancellably.
+func (e *Executor) copyLocal(ctx context.Context, name string, w io.Writer) error {
+	f, err := openRegular(name, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > e.cfg.MaxAppBytes {
+		return fmt.Errorf("%w: %d bytes, MaxAppBytes is %d", ErrPackageTooLarge, fi.Size(), e.cfg.MaxAppBytes)
+	}
+	_, err = copyLimited(ctx, w, f, e.cfg.MaxAppBytes)
+	return err
+}
+
+// download GETs u into w. Redirects are followed only to the host the
 // user configured, and never from https down to http: the URL in the app's
 // configuration is the only place packages come from.
-func (e *Executor) download(ctx context.Context, u *url.URL, f *os.File) error {
+func (e *Executor) download(ctx context.Context, u *url.URL, w io.Writer) error {
 	client := *e.http
 	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if len(via) >= maxRedirects {
@@ -203,14 +621,11 @@ func (e *Executor) download(ctx context.Context, u *url.URL, f *os.File) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("HTTP %s", resp.Status)
 	}
-	n, err := io.Copy(f, io.LimitReader(resp.Body, maxDownloadBytes+1))
-	if err != nil {
-		return err
+	if resp.ContentLength > e.cfg.MaxAppBytes {
+		return fmt.Errorf("%w: %d bytes, MaxAppBytes is %d", ErrPackageTooLarge, resp.ContentLength, e.cfg.MaxAppBytes)
 	}
-	if n > maxDownloadBytes {
-		return fmt.Errorf("package larger than %d bytes", int64(maxDownloadBytes))
-	}
-	return nil
+	_, err = copyLimited(ctx, w, resp.Body, e.cfg.MaxAppBytes)
+	return err
 }
 
 type archiveKind int
@@ -243,8 +658,9 @@ func kindOf(name string, head []byte) archiveKind {
 }
 
 // unpack puts package src (named name in its URL) into dir: archives are
-// unpacked, anything else is copied as an executable file of that name.
-func unpack(ctx context.Context, src, name, dir string) error {
+// unpacked, anything else is copied as an executable file of that name; at
+// most limit bytes in all.
+func unpack(ctx context.Context, src, name, dir string, limit int64) error {
 	f, err := os.Open(src)
 	if err != nil {
 		return err
@@ -257,7 +673,7 @@ func unpack(ctx context.Context, src, name, dir string) error {
 		return err
 	}
 	defer root.Close()
-	u := &unpacker{ctx: ctx, root: root}
+	u := &unpacker{ctx: ctx, root: root, limit: limit}
 	switch kindOf(name, head) {
 	case kindTarGz:
 		zr, err := gzip.NewReader(br)
@@ -298,6 +714,7 @@ func unpack(ctx context.Context, src, name, dir string) error {
 type unpacker struct {
 	ctx   context.Context
 	root  *os.Root
+	limit int64
 	files int
 	bytes int64
 }
@@ -461,14 +878,13 @@ func (u *unpacker) file(name string, r io.Reader, mode fs.FileMode) error {
 	if err != nil {
 		return err
 	}
-	left := maxUnpackedBytes - u.bytes
-	n, err := io.Copy(f, io.LimitReader(r, left+1))
+	n, err := copyLimited(u.ctx, f, r, u.limit-u.bytes)
 	u.bytes += n
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil && u.bytes > maxUnpackedBytes {
-		err = fmt.Errorf("archive unpacks to more than %d bytes", int64(maxUnpackedBytes))
+	if errors.Is(err, ErrPackageTooLarge) {
+		err = fmt.Errorf("%w: archive unpacks to more than %d bytes", ErrPackageTooLarge, u.limit)
 	}
 	return err
 }

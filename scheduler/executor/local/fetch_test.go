@@ -96,20 +96,17 @@ func TestAppFetchFromFileURL(t *testing.T) {
 			t.Errorf("%s: stdout %q", tk.ID, out)
 		}
 	}
-	// Cached: one shared copy under apps/<app>/.
+	// Cached: one shared copy under apps/<app>/, which no task runs in.
 	cacheDirs, _ := filepath.Glob(filepath.Join(e.cfg.appsDir(), "app1", "*"))
 	if len(cacheDirs) != 1 {
 		t.Fatalf("app cache holds %v, want one copy", cacheDirs)
 	}
-	for _, tk := range []executor.Task{cached, again} {
-		if pwd, _ := os.ReadFile(filepath.Join(e.taskDir(tk.ID), "pwd")); strings.TrimSpace(string(pwd)) != cacheDirs[0] {
-			t.Errorf("%s ran in %q, want the cached app %q", tk.ID, pwd, cacheDirs[0])
+	// Every task runs in its own copy, in its task dir.
+	for _, tk := range []executor.Task{cached, again, fresh} {
+		want := filepath.Join(e.taskDir(tk.ID), "app")
+		if pwd, _ := os.ReadFile(filepath.Join(e.taskDir(tk.ID), "pwd")); strings.TrimSpace(string(pwd)) != want {
+			t.Errorf("%s ran in %q, want its own copy %q", tk.ID, pwd, want)
 		}
-	}
-	// Not cached: the task's own copy in its dir.
-	want := filepath.Join(e.taskDir(fresh.ID), "app")
-	if pwd, _ := os.ReadFile(filepath.Join(e.taskDir(fresh.ID), "pwd")); strings.TrimSpace(string(pwd)) != want {
-		t.Errorf("uncached app ran in %q, want %q", pwd, want)
 	}
 	if out, _ := os.ReadFile(filepath.Join(e.taskDir(fresh.ID), "stdout")); !strings.HasSuffix(string(out), "hello from the app\nhello from the app\n") {
 		t.Errorf("symlink inside the app not followed: %q", out)
@@ -193,7 +190,7 @@ func TestUnpackRefusesUnsafeEntries(t *testing.T) {
 			if err := os.MkdirAll(dest, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			err := unpack(context.Background(), src, "p.tar.gz", dest)
+			err := unpack(context.Background(), src, "p.tar.gz", dest, DefaultMaxAppBytes)
 			if err == nil {
 				t.Fatalf("unpacked")
 			}
@@ -216,7 +213,7 @@ func TestUnpackZipAndPlainFile(t *testing.T) {
 	}
 	dest := filepath.Join(base, "z")
 	_ = os.Mkdir(dest, 0o755)
-	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "a.zip"), buf.Bytes()), "a.zip", dest); err != nil {
+	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "a.zip"), buf.Bytes()), "a.zip", dest, DefaultMaxAppBytes); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dest, "dir", "hello.txt")); string(b) != "zip content" {
@@ -229,13 +226,13 @@ func TestUnpackZipAndPlainFile(t *testing.T) {
 	_ = zw.Close()
 	dest = filepath.Join(base, "z2")
 	_ = os.Mkdir(dest, 0o755)
-	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "b.zip"), buf.Bytes()), "b.zip", dest); !errors.Is(err, ErrUnsafeArchive) {
+	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "b.zip"), buf.Bytes()), "b.zip", dest, DefaultMaxAppBytes); !errors.Is(err, ErrUnsafeArchive) {
 		t.Errorf("zip with ../: %v", err)
 	}
 
 	dest = filepath.Join(base, "p")
 	_ = os.Mkdir(dest, 0o755)
-	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "run.sh"), []byte("echo hi\n")), "run.sh", dest); err != nil {
+	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "run.sh"), []byte("echo hi\n")), "run.sh", dest, DefaultMaxAppBytes); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(filepath.Join(dest, "run.sh")); err != nil || fi.Mode().Perm()&0o100 == 0 {

@@ -25,13 +25,16 @@ import (
 // task's command with the sharding context as $1, then records the exit
 // code atomically (exit.tmp, then mv), so that nobody ever reads half a
 // code. It exits after the exit file exists, which is what lets judge test
-// liveness before reading the exit file. It sets no traps: a wrapper killed
+// liveness before reading the exit file. Its fd 4 holds the task's alive
+// lock (fileAlive) until it exits; the command does not get it, so the lock
+// says whether the wrapper lives, whatever the command leaves running. It
+// sets no traps: a wrapper killed
 // by a signal leaves no exit file, and the task counts as killed (marker) or
 // lost.
 const wrapperScript = `IFS= read -r hasched_go <&3 || exit 125
 exec 3<&-
 [ "$hasched_go" = go ] || exit 125
-/bin/sh -c "$HASCHED_COMMAND" hasched "$HASCHED_SHARDING_CONTEXT"
+/bin/sh -c "$HASCHED_COMMAND" hasched "$HASCHED_SHARDING_CONTEXT" 4<&-
 hasched_code=$?
 printf '%s\n' "$hasched_code" >"$HASCHED_TASK_DIR/exit.tmp" &&
 	mv -f "$HASCHED_TASK_DIR/exit.tmp" "$HASCHED_TASK_DIR/exit"
@@ -169,16 +172,13 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 
 	workDir := dir
 	if app.dir != "" {
-		workDir = app.dir
-		if app.temp {
-			// A per-task copy (app cache off) moves into the task dir,
-			// and is removed with it.
-			workDir = filepath.Join(dir, dirApp)
-			if err := os.Rename(app.dir, workDir); err != nil {
-				return e.fail(dir, fmt.Sprintf("move app into task dir: %v", err))
-			}
-			app.dir = ""
+		// The task's own copy of its app (see fetchOrCache) moves into
+		// the task dir, and is removed with it.
+		workDir = filepath.Join(dir, dirApp)
+		if err := os.Rename(app.dir, workDir); err != nil {
+			return e.fail(dir, fmt.Sprintf("move app into task dir: %v", err))
 		}
+		app.dir = ""
 	}
 
 	stdout, err := os.OpenFile(filepath.Join(dir, fileStdout), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
@@ -213,9 +213,19 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 		return e.fail(dir, fmt.Sprintf("go-ahead pipe: %v", err))
 	}
 	defer goAhead.Close()
-	cmd.ExtraFiles = []*os.File{gate}
+	// The alive lock: taken here, before the child exists, so that there
+	// is no moment when the task runs unlocked; the child's fd 4 shares the
+	// open file description, so the lock stays when ours is closed below
+	// and goes when the wrapper exits or dies, in any PID namespace.
+	alive, err := lockAlive(dir)
+	if err != nil {
+		gate.Close()
+		return e.fail(dir, fmt.Sprintf("alive lock: %v", err))
+	}
+	cmd.ExtraFiles = []*os.File{gate, alive}
 	err = cmd.Start()
 	gate.Close()
+	alive.Close()
 	if err != nil {
 		return e.fail(dir, fmt.Sprintf("start process: %v", err))
 	}
@@ -226,7 +236,7 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 	p := pidFile{
 		Pid: pid, Pgid: pid,
 		BootID: e.host.bootID, PidNS: e.host.pidNS, Host: e.cfg.Host,
-		Launcher: os.Getpid(), Time: time.Now().UTC(),
+		Launcher: os.Getpid(), Time: time.Now().UTC(), AliveLock: true,
 	}
 	st, err := readProcStat(pid)
 	if err == nil {
@@ -267,6 +277,19 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 	return judgement{state: executor.StateRunning, pid: &p}, nil
 }
 
+// lockAlive creates the task's alive file and locks it exclusively.
+func lockAlive(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, fileAlive), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // reap waits for a child in the background: see Executor.reapers.
 func (e *Executor) reap(cmd *exec.Cmd) {
 	e.reapers.Add(1)
@@ -287,23 +310,51 @@ func (e *Executor) fail(dir, msg string) (judgement, error) {
 	return judgement{state: executor.StateFailed, message: msg}, nil
 }
 
-// taskEnv is the scheduler's environment with the task's variables set
-// (replacing any inherited ones of the same name).
+// defaultPath is a task's PATH when the scheduler has none.
+const defaultPath = "/usr/local/bin:/usr/bin:/bin"
+
+// inheritedEnv says which of the scheduler's variables a task gets: those
+// that describe the host's locale, time zone and the user's home and search
+// path. Everything else stays with the scheduler, because the scheduler's
+// environment holds its secrets (HASCHED_AUTH_PASSWORD, a HASCHED_COORD
+// with credentials, cloud keys) and a task is code the scheduler's users
+// supply, not the scheduler's operator. An allow list, not a deny list: a
+// secret added tomorrow must not leak by default.
+func inheritedEnv(name string) bool {
+	switch name {
+	case "PATH", "HOME", "LANG", "TZ":
+		return true
+	}
+	return strings.HasPrefix(name, "LC_")
+}
+
+// taskEnv is the task's whole environment: the allowed variables of base
+// (the scheduler's), PATH defaulted if base has none, then the task's own
+// HASCHED_* variables. Nothing else of base reaches the task.
 func taskEnv(base []string, t executor.Task, dir string) ([]string, error) {
 	vars := append(executor.TaskVariables(t), executor.EnvVar{Name: "HASCHED_TASK_DIR", Value: dir})
-	set := make(map[string]bool, len(vars))
 	for _, v := range vars {
 		if strings.IndexByte(v.Value, 0) >= 0 {
 			return nil, fmt.Errorf("%s contains a NUL byte", v.Name)
 		}
-		set[v.Name] = true
 	}
-	env := make([]string, 0, len(base)+len(vars))
+	env := make([]string, 0, len(vars)+8)
+	hasPath := false
 	for _, kv := range base {
-		k, _, _ := strings.Cut(kv, "=")
-		if !set[k] {
-			env = append(env, kv)
+		k, v, _ := strings.Cut(kv, "=")
+		if !inheritedEnv(k) {
+			continue
 		}
+		if k == "PATH" {
+			if v == "" {
+				continue
+			}
+			hasPath = true
+		}
+		env = append(env, kv)
+	}
+	if !hasPath {
+		env = append(env, "PATH="+defaultPath)
 	}
 	for _, v := range vars {
 		env = append(env, v.Name+"="+v.Value)

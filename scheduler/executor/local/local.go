@@ -8,8 +8,12 @@
 // reads from the task's directory, WorkDir/tasks/<escaped task id>:
 //
 //	task.json  the task as launched (written after the claim)
-//	stdout     the task's standard output
-//	stderr     the task's standard error
+//	stdout     the task's standard output (stdout.1: the generation
+//	           before, see output.go)
+//	stderr     the task's standard error (and stderr.1)
+//	alive      locked by the task's wrapper while it lives
+//	app/       the task's own copy of its app package, its working
+//	           directory (see fetchOrCache)
 //	pid        {"pid", "startTime", "bootId", "pidNs", ...}: who runs it;
 //	           or {"neverStarted": true}, written by whoever gave up on a
 //	           launcher that died between claim and start
@@ -52,10 +56,26 @@ var (
 	ErrFetch = errors.New("fetch app package")
 	// ErrFetchTimeout wraps ErrFetch for a fetch that FetchTimeout cut off.
 	ErrFetchTimeout = fmt.Errorf("%w: timed out", ErrFetch)
+	// ErrChecksum is an ErrFetch: a package whose SHA-256 is not the
+	// task's AppChecksum; nothing of it is cached or run.
+	ErrChecksum error = &fetchError{"checksum mismatch"}
+	// ErrNotRegularFile is an ErrFetch: a file:// package that is not a
+	// regular file (a FIFO would block the fetch, /dev/zero never ends).
+	ErrNotRegularFile error = &fetchError{"not a regular file"}
+	// ErrPackageTooLarge is an ErrFetch: a package larger than MaxAppBytes,
+	// or unpacking to more than unpackFactor times that.
+	ErrPackageTooLarge error = &fetchError{"package too large"}
 	// ErrUnsafeArchive is part of the message of a task whose app package
 	// holds an entry that would land outside its directory.
 	ErrUnsafeArchive = errors.New("unsafe archive entry")
 )
+
+// fetchError is a sentinel that is also an ErrFetch, without repeating
+// ErrFetch's text in a message that starts with it already.
+type fetchError struct{ msg string }
+
+func (e *fetchError) Error() string        { return e.msg }
+func (e *fetchError) Is(target error) bool { return target == ErrFetch }
 
 // Defaults of Config's zero values.
 const (
@@ -64,6 +84,30 @@ const (
 	DefaultStartGrace   = 5 * time.Second
 	DefaultRetention    = 24 * time.Hour
 	DefaultFetchTimeout = 60 * time.Second
+
+	// DefaultMaxAppBytes bounds one app package (MaxAppBytes).
+	DefaultMaxAppBytes int64 = 1 << 30
+	// DefaultAppCacheMaxBytes bounds the app cache (AppCacheMaxBytes).
+	DefaultAppCacheMaxBytes int64 = 10 << 30
+	// DefaultAppCacheMaxAge is how long a cached app is used before it is
+	// fetched again (AppCacheMaxAge).
+	DefaultAppCacheMaxAge = 24 * time.Hour
+	// DefaultMaxOutputBytes bounds each of a task's stdout and stderr
+	// (MaxOutputBytes).
+	DefaultMaxOutputBytes int64 = 64 << 20
+
+	// Upper bounds of the size and age settings: beyond them a value is a
+	// mistake (a unit slip), refused at start-up.
+	maxMaxAppBytes      int64 = 64 << 30
+	maxAppCacheMaxBytes int64 = 1 << 40
+	maxAppCacheMaxAge         = 365 * 24 * time.Hour
+	maxMaxOutputBytes   int64 = 64 << 30
+	// minMaxOutputBytes keeps a useful tail of output (and the stderr
+	// excerpt of a FAILED status).
+	minMaxOutputBytes int64 = 64 << 10
+	// maxCacheEntries bounds the cache entries evictCache looks at in one
+	// round.
+	maxCacheEntries = 10_000
 
 	// statusBuffer is the capacity of the Statuses channel; the queue
 	// behind it is unbounded.
@@ -99,6 +143,20 @@ type Config struct {
 	// also when the Launch call's context has no deadline (callers set
 	// none: see executor.Executor.Launch).
 	FetchTimeout time.Duration
+	// MaxAppBytes bounds an app package (and its unpacked tree, to
+	// unpackFactor times that); at most 64 GiB, default 1 GiB.
+	MaxAppBytes int64
+	// AppCacheMaxBytes bounds the app cache's total size: the janitor
+	// evicts the least recently used entries beyond it. At most 1 TiB,
+	// default 10 GiB.
+	AppCacheMaxBytes int64
+	// AppCacheMaxAge is how long a cached app is used before it is fetched
+	// again. At most a year, default 24h.
+	AppCacheMaxAge time.Duration
+	// MaxOutputBytes bounds each of a task's stdout and stderr files; past
+	// it the file is rotated to stdout.1 (stderr.1), one generation. From
+	// 64 KiB to 64 GiB, default 64 MiB.
+	MaxOutputBytes int64
 }
 
 // withDefaults validates cfg and fills in the defaults.
@@ -133,12 +191,32 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"StartGrace", &cfg.StartGrace, DefaultStartGrace},
 		{"Retention", &cfg.Retention, DefaultRetention},
 		{"FetchTimeout", &cfg.FetchTimeout, DefaultFetchTimeout},
+		{"AppCacheMaxAge", &cfg.AppCacheMaxAge, DefaultAppCacheMaxAge},
 	} {
 		if *d.v < 0 {
 			return cfg, fmt.Errorf("%w: %s is negative (%v)", ErrInvalidConfig, d.name, *d.v)
 		}
 		if *d.v == 0 {
 			*d.v = d.def
+		}
+	}
+	if cfg.AppCacheMaxAge > maxAppCacheMaxAge {
+		return cfg, fmt.Errorf("%w: AppCacheMaxAge %v is more than %v", ErrInvalidConfig, cfg.AppCacheMaxAge, maxAppCacheMaxAge)
+	}
+	for _, b := range []struct {
+		name          string
+		v             *int64
+		def, min, max int64
+	}{
+		{"MaxAppBytes", &cfg.MaxAppBytes, DefaultMaxAppBytes, 1, maxMaxAppBytes},
+		{"AppCacheMaxBytes", &cfg.AppCacheMaxBytes, DefaultAppCacheMaxBytes, 1, maxAppCacheMaxBytes},
+		{"MaxOutputBytes", &cfg.MaxOutputBytes, DefaultMaxOutputBytes, minMaxOutputBytes, maxMaxOutputBytes},
+	} {
+		if *b.v == 0 {
+			*b.v = b.def
+		}
+		if *b.v < b.min || *b.v > b.max {
+			return cfg, fmt.Errorf("%w: %s is %d, want %d to %d", ErrInvalidConfig, b.name, *b.v, b.min, b.max)
 		}
 	}
 	return cfg, nil

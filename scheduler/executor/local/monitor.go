@@ -118,6 +118,10 @@ func (e *Executor) onTerminal(rec *taskRecord, j judgement) {
 		log = log.With("message", j.message)
 	}
 	log.Info("task ended")
+	// The last output since the last poll is capped too.
+	if err := e.rotateOutput(e.taskDir(rec.id)); err != nil {
+		log.Warn("cannot cap task output", "error", err)
+	}
 	// A lost task's wrapper is gone, but what it started may run on. The
 	// scheduler will run a new attempt; the remains of this one must not
 	// run beside it.
@@ -357,6 +361,12 @@ func (e *Executor) poll() {
 // pollOne judges one watched task; rec.mu is held.
 func (e *Executor) pollOne(rec *taskRecord) {
 	dir := e.taskDir(rec.id)
+	if err := e.rotateOutput(dir); err != nil {
+		if msg := err.Error(); msg != rec.lastErr {
+			rec.lastErr = msg
+			e.log.Warn("cannot cap task output", "task_id", rec.id, "error", err)
+		}
+	}
 	j, err := e.judge(dir)
 	if err != nil {
 		if msg := err.Error(); msg != rec.lastErr {
@@ -438,6 +448,8 @@ func (e *Executor) cleanup(ctx context.Context) {
 			e.removeTaskDir(dir)
 		}
 	}
+	e.forgetRemoved()
+	e.evictCache()
 	tmp, err := os.ReadDir(e.cfg.tmpDir())
 	if err != nil {
 		return
@@ -446,6 +458,34 @@ func (e *Executor) cleanup(ctx context.Context) {
 		if fi, err := de.Info(); err == nil && time.Since(fi.ModTime()) > max(tmpRetention, 2*e.cfg.FetchTimeout) {
 			_ = os.RemoveAll(filepath.Join(e.cfg.tmpDir(), de.Name()))
 		}
+	}
+}
+
+// forgetRemoved drops the records of ended tasks whose directories are gone
+// (removed above, or by another process's janitor): a record is only what
+// this executor reported, and once the directory is gone it answers nothing
+// a judge of the directory would not (UNKNOWN). Without this, every task a
+// long term ever saw stayed in memory. A record whose lock is held is at
+// work (a Launch of a new incarnation, a Kill): the next round looks again.
+func (e *Executor) forgetRemoved() {
+	e.mu.Lock()
+	recs := make([]*taskRecord, 0, len(e.tasks))
+	for _, rec := range e.tasks {
+		if _, watched := e.watched[rec.id]; !watched {
+			recs = append(recs, rec)
+		}
+	}
+	e.mu.Unlock()
+	for _, rec := range recs {
+		if !rec.mu.TryLock() {
+			continue
+		}
+		if !rec.dropped && rec.terminalSent {
+			if _, err := os.Stat(e.taskDir(rec.id)); notExist(err) {
+				e.dropRecord(rec)
+			}
+		}
+		rec.mu.Unlock()
 	}
 }
 

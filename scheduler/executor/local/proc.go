@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -100,6 +101,57 @@ func (h hostIdentity) check(p pidFile) liveness {
 		return procDead
 	}
 	return procAlive
+}
+
+// aliveHeld tells whether the wrapper of the task in dir still holds its
+// alive lock (see fileAlive). The probe takes a shared lock, so probes of
+// several executors never mistake each other for the wrapper, which holds
+// an exclusive one. ok is false when the lock cannot be probed at all (no
+// file: a task launched before the lock existed).
+func aliveHeld(dir string) (held, ok bool) {
+	f, err := os.Open(filepath.Join(dir, fileAlive))
+	if err != nil {
+		return false, false
+	}
+	defer f.Close()
+	switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); {
+	case err == nil:
+		// Nobody holds it exclusively: the wrapper has exited or died.
+		// Closing f releases the probe's lock.
+		return false, true
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		return true, true
+	default:
+		return false, false
+	}
+}
+
+// liveness of the task in dir recorded in p. In this PID namespace the pid
+// and its start time are exact; the alive lock adds that a wrapper whose
+// lock is free is gone whatever its pid now names. Across PID namespaces a
+// pid means nothing here, but a lock on a file of a shared WorkDir is the
+// kernel's, seen the same from every namespace: the lock alone decides, and
+// a task whose wrapper died there without an exit file is LOST instead of
+// RUNNING for ever (which kept FORBID jobs and DAEMON shards from ever
+// running again). Only a task recorded without the lock (launched by an
+// older executor) in another namespace stays uncertain.
+func (h hostIdentity) liveness(dir string, p pidFile) liveness {
+	l := h.check(p)
+	if !p.AliveLock || l == procRebooted || l == procDead {
+		return l
+	}
+	held, ok := aliveHeld(dir)
+	switch {
+	case ok && !held:
+		return procDead
+	case l == procUncertain && ok && held:
+		return procAlive
+	case l == procUncertain && !ok:
+		// Recorded with a lock whose file is gone: nothing can tell that
+		// the task runs, and nothing will ever tell it more.
+		return procDead
+	}
+	return l
 }
 
 // groupIsOurs tells whether signalling process group p.Pgid can only hit

@@ -29,7 +29,10 @@ const (
 	fileExit   = "exit"
 	fileKilled = "killed"
 	fileFailed = "failed"
-	// dirApp holds the task's own copy of its app when the app cache is off.
+	// fileAlive is locked (flock, exclusive) by the task's wrapper for as
+	// long as it lives: see hostIdentity.liveness.
+	fileAlive = "alive"
+	// dirApp holds the task's own copy of its app, its working directory.
 	dirApp = "app"
 
 	// maxEscapedLen keeps escaped names well below NAME_MAX (255); longer
@@ -128,6 +131,9 @@ type pidFile struct {
 	Host      string `json:"host,omitempty"`
 	// Launcher is the pid of the scheduler process that started the task.
 	Launcher int `json:"launcher,omitempty"`
+	// AliveLock: the wrapper holds fileAlive's lock while it lives, so its
+	// liveness can be told from any PID namespace.
+	AliveLock bool `json:"aliveLock,omitempty"`
 	// NeverStarted: the launcher did not start the task within StartGrace
 	// (or Kill came first); Reason says who gave up.
 	NeverStarted bool      `json:"neverStarted,omitempty"`
@@ -288,7 +294,7 @@ func (e *Executor) judge(dir string) (judgement, error) {
 	// before it exits, so a process found dead has written it if it ever
 	// will. The other order would mistake a task that has just finished
 	// for a lost one.
-	live := e.host.check(p)
+	live := e.host.liveness(dir, p)
 	code, exitMod, err := readExit(dir)
 	switch {
 	case err == nil:
@@ -299,7 +305,12 @@ func (e *Executor) judge(dir string) (judgement, error) {
 			return judgement{state: executor.StateFinished, pid: &p}, nil
 		}
 		msg := fmt.Sprintf("exit code %d", code)
-		if tail := stderrTail(filepath.Join(dir, fileStderr), stderrExcerpt); tail != "" {
+		tail := stderrTail(filepath.Join(dir, fileStderr), stderrExcerpt)
+		if tail == "" {
+			// Just rotated: the tail is in the previous generation.
+			tail = stderrTail(filepath.Join(dir, fileStderr+".1"), stderrExcerpt)
+		}
+		if tail != "" {
 			msg += ": " + tail
 		}
 		return judgement{state: executor.StateFailed, message: msg, exitCode: code, pid: &p}, nil
