@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"sync"
 	"time"
 
@@ -91,6 +92,11 @@ type Scheduler struct {
 	reads     coord.Coordinator // the read session; nil while there is none
 	term      *term             // the current term; nil unless leading
 	lastError time.Time         // when the last term failed
+	// quarantineSeen is when this process first found each quarantined
+	// configuration (by quarantineKey); it holds only those found by the
+	// latest Quarantined read, so it is bounded by the stored
+	// configurations.
+	quarantineSeen map[string]time.Time
 }
 
 // New checks cfg, fills in its defaults and returns a Scheduler that does
@@ -451,4 +457,59 @@ func (s *Scheduler) ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error) 
 		out = append(out, model.ReadyEntry{Job: job, Times: len(rn.FireTimes), FireTimes: rn.FireTimes})
 	}
 	return out, nil
+}
+
+// Quarantined lists the stored configurations that fail validation (or do
+// not decode), apps first, each by name. It reads the store, so every
+// process answers, and a configuration written behind the API's back is
+// reported without a new term. SeenAt is when this process first found it
+// so.
+func (s *Scheduler) Quarantined(ctx context.Context) ([]model.QuarantinedConfig, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	apps, out, err := r.AppConfigs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range apps {
+		if _, err := a.Check(); err != nil {
+			out = append(out, model.QuarantinedConfig{Kind: model.KindApp, Name: a.AppName, Error: err.Error()})
+		}
+	}
+	jobs, badJobs, err := r.JobConfigs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, badJobs...)
+	for _, j := range jobs {
+		if _, err := j.Check(); err != nil {
+			out = append(out, model.QuarantinedConfig{Kind: model.KindJob, Name: j.JobName, Error: err.Error()})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind == model.KindApp
+		}
+		return out[i].Name < out[j].Name
+	})
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[string]time.Time, len(out))
+	for i := range out {
+		k := quarantineKey(out[i])
+		at, ok := s.quarantineSeen[k]
+		if !ok {
+			at = now
+		}
+		seen[k], out[i].SeenAt = at, at
+	}
+	s.quarantineSeen = seen
+	return out, nil
+}
+
+func quarantineKey(q model.QuarantinedConfig) string {
+	return string(q.Kind) + "/" + q.Name + "\x00" + q.Error
 }

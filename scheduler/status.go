@@ -29,6 +29,12 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 		return nil
 	}
 	js := t.jobs[ref.Job]
+	if _, bad := t.badJobs[ref.Job]; bad && js == nil {
+		// A quarantined job's tasks are left alone: the configuration
+		// they were started with may be fixed and adopted.
+		t.log.Debug("status of a quarantined job's task", "task", st.TaskID, "state", st.State)
+		return nil
+	}
 	var rec *model.TaskRecord
 	if js != nil {
 		rec = js.running[st.TaskID]

@@ -27,6 +27,7 @@ func TestListsSkipAndReportUndecodableConfigs(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	for path, value := range map[string]string{
+		store.JobPath("misnamed"):  `{"jobName":"other"}`,
 		store.JobPath("notjson"):   `{not json`,
 		store.JobPath("wrongtype"): `{"shardingTotalCount":"many"}`,
 		store.AppPath("broken"):    `[]`,
@@ -43,8 +44,8 @@ func TestListsSkipAndReportUndecodableConfigs(t *testing.T) {
 	if len(jobs) != 1 || jobs[0].JobName != "good" {
 		t.Fatalf("jobs %+v, want only good", jobs)
 	}
-	if len(bad) != 2 || bad[0].Name != "notjson" || bad[1].Name != "wrongtype" || bad[0].Kind != model.KindJob || bad[0].Error == "" {
-		t.Fatalf("reported %+v, want notjson and wrongtype", bad)
+	if len(bad) != 3 || bad[0].Name != "misnamed" || bad[1].Name != "notjson" || bad[2].Name != "wrongtype" || bad[0].Kind != model.KindJob || bad[1].Error == "" {
+		t.Fatalf("reported %+v, want misnamed, notjson and wrongtype", bad)
 	}
 	if jobs, err := r.Jobs(ctx); err != nil || len(jobs) != 1 {
 		t.Fatalf("Jobs = %+v, %v; want good only", jobs, err)

@@ -219,15 +219,18 @@ func (r Reader) Jobs(ctx context.Context) ([]model.Job, error) {
 // hide the others, nor stop a leader from loading them. The reports have
 // no SeenAt; the caller knows the time.
 func (r Reader) AppConfigs(ctx context.Context) ([]model.App, []model.QuarantinedConfig, error) {
-	return list(ctx, r, model.KindApp, AppConfigRoot, r.App)
+	return list(ctx, r, model.KindApp, AppConfigRoot, r.App, func(a model.App) string { return a.AppName })
 }
 
 // JobConfigs reads every job, like AppConfigs.
 func (r Reader) JobConfigs(ctx context.Context) ([]model.Job, []model.QuarantinedConfig, error) {
-	return list(ctx, r, model.KindJob, JobConfigRoot, r.Job)
+	return list(ctx, r, model.KindJob, JobConfigRoot, r.Job, func(j model.Job) string { return j.JobName })
 }
 
-func list[T any](ctx context.Context, r Reader, kind model.ConfigKind, root string, read func(context.Context, string) (T, bool, error)) ([]T, []model.QuarantinedConfig, error) {
+// list reads every configuration under root. One that names another app or
+// job than the node it is stored under is reported too: the scheduler keys
+// its state by the name inside.
+func list[T any](ctx context.Context, r Reader, kind model.ConfigKind, root string, read func(context.Context, string) (T, bool, error), name func(T) string) ([]T, []model.QuarantinedConfig, error) {
 	names, err := r.children(ctx, root)
 	if err != nil {
 		return nil, nil, err
@@ -242,6 +245,10 @@ func list[T any](ctx context.Context, r Reader, kind model.ConfigKind, root stri
 		}
 		if err != nil {
 			return nil, nil, err
+		}
+		if ok && name(v) != n {
+			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: n, Error: fmt.Sprintf("%s/%s names %s %q", root, n, kind, name(v))})
+			continue
 		}
 		if ok {
 			out = append(out, v)
