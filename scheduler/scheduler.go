@@ -28,6 +28,9 @@ const (
 	// inside coord.MaxValueSize.
 	MaxQueueLimit       = 25000
 	DefaultRetryBackoff = time.Second
+	// MaxRetryBackoff caps the back-off of a failed task's relaunch, which
+	// doubles per attempt (and Config.RetryBackoff itself).
+	MaxRetryBackoff = 5 * time.Minute
 	// DefaultLeaderWait is how long a write waits for an election in
 	// progress: about one session TTL, the longest a healthy cluster is
 	// without a leader after one dies.
@@ -68,9 +71,11 @@ type Config struct {
 	// QueueLimit caps each job's ready queue and its failover queue
 	// (DefaultQueueLimit if zero; at most MaxQueueLimit).
 	QueueLimit int
-	// RetryBackoff is how long a task that failed, or a DAEMON task that
-	// ended, waits on the failover queue before it is relaunched
-	// (DefaultRetryBackoff if zero). Lost tasks are relaunched at once.
+	// RetryBackoff is how long a DAEMON task that ended waits on the
+	// failover queue before it is relaunched, and how long a task that
+	// failed does, doubled per attempt up to MaxRetryBackoff
+	// (DefaultRetryBackoff if zero; at most MaxRetryBackoff). Lost tasks
+	// are relaunched at once.
 	RetryBackoff time.Duration
 	// LeaderWait is how long a write that arrives while no process leads
 	// waits for one before it fails with model.ErrNoLeader
@@ -115,8 +120,8 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, fmt.Errorf("scheduler: Config.ReconcileInterval %v is negative", cfg.ReconcileInterval)
 	case cfg.QueueLimit < 0 || cfg.QueueLimit > MaxQueueLimit:
 		return nil, fmt.Errorf("scheduler: Config.QueueLimit %d is outside [0, %d]", cfg.QueueLimit, MaxQueueLimit)
-	case cfg.RetryBackoff < 0:
-		return nil, fmt.Errorf("scheduler: Config.RetryBackoff %v is negative", cfg.RetryBackoff)
+	case cfg.RetryBackoff < 0 || cfg.RetryBackoff > MaxRetryBackoff:
+		return nil, fmt.Errorf("scheduler: Config.RetryBackoff %v is outside [0, %v]", cfg.RetryBackoff, MaxRetryBackoff)
 	}
 	if host, port, err := net.SplitHostPort(cfg.Advertise); err != nil || host == "" || port == "" {
 		return nil, fmt.Errorf("scheduler: Config.Advertise %q is not host:port", cfg.Advertise)
