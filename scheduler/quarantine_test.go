@@ -87,6 +87,12 @@ func TestBadStoredConfigsAreQuarantinedNotFatal(t *testing.T) {
 	if err := a.s.TriggerJob(ctxT(t), "huge"); !errors.Is(err, model.ErrConflict) {
 		t.Fatalf("TriggerJob(huge) = %v, want ErrConflict (quarantined)", err)
 	}
+	if _, err := b.s.Job(ctxT(t), "garbage"); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("Job(garbage) = %v, want ErrConflict (quarantined)", err)
+	}
+	if jobs, err := b.s.Jobs(ctxT(t)); err != nil || len(jobs) != 2 {
+		t.Fatalf("Jobs = %d jobs, %v; want good and huge, the undecodable one skipped", len(jobs), err)
+	}
 	wantStateLeftAlone := func() {
 		t.Helper()
 		for _, p := range []string{store.ReadyPath("huge"), store.RunningPath("huge", hugeTask.ID), store.JobPath("garbage")} {

@@ -355,7 +355,7 @@ func (s *Scheduler) App(ctx context.Context, name string) (model.App, error) {
 	}
 	a, ok, err := r.App(ctx, name)
 	if err != nil {
-		return model.App{}, err
+		return model.App{}, quarantinedRead(err, model.KindApp, name)
 	}
 	if !ok {
 		return model.App{}, fmt.Errorf("%w: app %q", model.ErrNotFound, name)
@@ -392,7 +392,7 @@ func (s *Scheduler) Job(ctx context.Context, name string) (model.Job, error) {
 	}
 	j, ok, err := r.Job(ctx, name)
 	if err != nil {
-		return model.Job{}, err
+		return model.Job{}, quarantinedRead(err, model.KindJob, name)
 	}
 	if !ok {
 		return model.Job{}, fmt.Errorf("%w: job %q", model.ErrNotFound, name)
@@ -517,4 +517,14 @@ func (s *Scheduler) Quarantined(ctx context.Context) ([]model.QuarantinedConfig,
 
 func quarantineKey(q model.QuarantinedConfig) string {
 	return string(q.Kind) + "/" + q.Name + "\x00" + q.Error
+}
+
+// quarantinedRead makes the read of a stored configuration that does not
+// decode a refusal that says so (rather than a server error): Quarantined
+// lists it, and registering or updating it replaces it.
+func quarantinedRead(err error, kind model.ConfigKind, name string) error {
+	if errors.Is(err, store.ErrUndecodable) {
+		return fmt.Errorf("%w: %s %q is quarantined: %v", model.ErrConflict, kind, name, err)
+	}
+	return err
 }

@@ -170,4 +170,3 @@ func FuzzDecodeApp(f *testing.F) {
 		}
 	})
 }
-
