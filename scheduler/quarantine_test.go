@@ -161,3 +161,14 @@ func TestDeregisterRemovesAQuarantinedJob(t *testing.T) {
 		}
 	}
 }
+
+// TestTheLauncherCapsShardsWhereItAllocates: even a job that got around
+// Check makes at most model.MaxShardingTotalCount shards per fire.
+func TestTheLauncherCapsShardsWhereItAllocates(t *testing.T) {
+	for _, n := range []int{-1, 0, 3, model.MaxShardingTotalCount, 1 << 40} {
+		js := newJobState(model.JobSpec{Job: model.Job{ShardingTotalCount: n}})
+		if got, want := shards(js), max(0, min(n, model.MaxShardingTotalCount)); got != want {
+			t.Errorf("shards of a job with shardingTotalCount %d = %d, want %d", n, got, want)
+		}
+	}
+}
