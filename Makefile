@@ -10,16 +10,29 @@ export TESTCONTAINERS_RYUK_DISABLED ?= true
 export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
 INTEGRATION_TIMEOUT ?= 30m
 BENCHTIME ?= 2s
+# Each fuzz target runs this long in `make fuzz` (and so in `make test`):
+# six targets at 8s, plus their builds, keep `make fuzz` near one minute.
+FUZZTIME ?= 8s
+# The fuzz targets, as package:target: what a user or another store writer
+# can hand the decoders, the path rules and the cron parser.
+FUZZ_TARGETS = \
+	./scheduler/model:FuzzDecodeJob \
+	./scheduler/model:FuzzDecodeJobUpdate \
+	./scheduler/model:FuzzDecodeApp \
+	./scheduler/cron:FuzzParse \
+	./coord:FuzzValidateNodePath \
+	./coord:FuzzValidateName
 
-.PHONY: help build images test unit integration zk-server-tests run bench lint clean-containers
+.PHONY: help build images test unit fuzz integration zk-server-tests run bench lint clean-containers
 
 help:
 	@echo "make run          start hasched on an embedded etcd (data in ./data)"
-	@echo "make test         build the images, lint, unit tests (-race), integration tests"
+	@echo "make test         build the images, lint, unit tests (-race), fuzz, integration tests"
 	@echo "make build        build $(BIN)"
 	@echo "make images       build the etcd and ZooKeeper test images locally"
 	@echo "make bench        run the benchmarks against containers"
 	@echo "make lint         gofmt and go vet"
+	@echo "make fuzz         run each fuzz target for FUZZTIME ($(FUZZTIME))"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/hasched
@@ -36,6 +49,14 @@ lint:
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
+# go test fuzzes one target of one package per run.
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
 # Integration tests run without -race: go-zookeeper v1.0.4 races on its
 # lastZxid field at reconnects (upstream PR #35), which would fail runs for a
 # bug that is not ours. Our own packages get -race in `unit`, the backends
@@ -51,7 +72,7 @@ zk-server-tests: images
 	bash integration/with-zookeeper.sh $(GO) test -count=1 -timeout 15m \
 	  -skip '^TestConformance$$' ./coord/zk/... ./scheduler/mesos/... ./integration/mesosfake/...
 
-test: lint unit integration zk-server-tests
+test: lint unit fuzz integration zk-server-tests
 
 run: build
 	./$(BIN) serve

@@ -93,7 +93,7 @@ func (t *term) launchFailover(ctx context.Context, js *jobState, now time.Time) 
 		if old.NotBefore.After(now) {
 			continue
 		}
-		if old.Shard >= js.job.ShardingTotalCount {
+		if old.Shard >= shards(js) {
 			// The job has fewer shards since.
 			if err := t.deleteFailover(ctx, js, old); err != nil {
 				return err
@@ -178,7 +178,7 @@ func hasFire(js *jobState, f time.Time) bool {
 // where the fire's shards fit into one, (b) Launch.
 func (t *term) launchFire(ctx context.Context, js *jobState, f time.Time, drop []time.Time) error {
 	var want []*model.TaskRecord
-	for shard := range js.job.ShardingTotalCount {
+	for shard := range shards(js) {
 		id := model.TaskID(js.job.JobName, f, shard, 0)
 		if js.running[id] == nil {
 			want = append(want, t.newRecord(js.job.JobName, f, shard, 0))
@@ -197,7 +197,7 @@ func (t *term) launchFire(ctx context.Context, js *jobState, f time.Time, drop [
 		js.running[rec.ID] = rec
 	}
 	var recs []*model.TaskRecord
-	for shard := range js.job.ShardingTotalCount {
+	for shard := range shards(js) {
 		rec := js.running[model.TaskID(js.job.JobName, f, shard, 0)]
 		if rec != nil && rec.LaunchedAt.IsZero() && !rec.KillRequested {
 			recs = append(recs, rec)
@@ -216,7 +216,7 @@ func (t *term) keepDaemon(ctx context.Context, js *jobState, now time.Time) erro
 	covered := map[int]bool{}
 	for _, id := range sortedKeys(js.running) {
 		r := js.running[id]
-		if r.Shard >= js.job.ShardingTotalCount {
+		if r.Shard >= shards(js) {
 			if !r.KillRequested {
 				if err := t.killRunning(ctx, js, r); err != nil {
 					return err
@@ -229,12 +229,12 @@ func (t *term) keepDaemon(ctx context.Context, js *jobState, now time.Time) erro
 	for _, r := range js.failover {
 		covered[r.Shard] = true
 	}
-	if len(covered) == js.job.ShardingTotalCount {
+	if len(covered) == shards(js) {
 		return nil
 	}
 	f := uniqueFire(js, now)
 	var want []*model.TaskRecord
-	for shard := range js.job.ShardingTotalCount {
+	for shard := range shards(js) {
 		if !covered[shard] {
 			want = append(want, t.newRecord(js.job.JobName, f, shard, 0))
 		}
@@ -475,4 +475,13 @@ func (t *term) killRunning(ctx context.Context, js *jobState, rec *model.TaskRec
 	}
 	t.kill(ctx, rec.ID)
 	return nil
+}
+
+// shards is how many shards the launcher makes of js per fire: the job's
+// count, never more than model.MaxShardingTotalCount. Every job the term
+// holds passed Check, which refuses more; the bound is repeated where the
+// allocation is, so that no path around Check can make a leader allocate
+// until it dies (shardingTotalCount 2^40 once did, on every leader in turn).
+func shards(js *jobState) int {
+	return max(0, min(js.job.ShardingTotalCount, model.MaxShardingTotalCount))
 }

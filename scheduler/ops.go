@@ -106,7 +106,14 @@ func (t *term) registerApp(ctx context.Context, app model.App) error {
 	if _, ok := t.apps[app.AppName]; ok {
 		return fmt.Errorf("%w: app %q", model.ErrExists, app.AppName)
 	}
-	if err := t.st.CreateApp(ctx, app); err != nil {
+	if _, bad := t.badApps[app.AppName]; bad {
+		// Registering replaces a quarantined configuration: the
+		// operator's way to fix it.
+		if err := t.st.SetApp(ctx, app); err != nil {
+			return err
+		}
+		delete(t.badApps, app.AppName)
+	} else if err := t.st.CreateApp(ctx, app); err != nil {
 		return err
 	}
 	t.apps[app.AppName] = app
@@ -121,7 +128,13 @@ func (t *term) registerApp(ctx context.Context, app model.App) error {
 
 func (t *term) updateApp(ctx context.Context, u model.AppUpdate) error {
 	stored, ok := t.apps[u.AppName]
-	if !ok {
+	bad, quarantined := t.badApps[u.AppName]
+	switch {
+	case quarantined && bad != nil:
+		stored = *bad // the update fixes the stored configuration
+	case quarantined:
+		stored = model.NewApp() // undecodable: the update is all there is
+	case !ok:
 		return fmt.Errorf("%w: app %q", model.ErrNotFound, u.AppName)
 	}
 	app, err := u.Apply(stored)
@@ -144,11 +157,21 @@ func (t *term) updateApp(ctx context.Context, u model.AppUpdate) error {
 		return err
 	}
 	t.apps[app.AppName] = app
+	if quarantined {
+		delete(t.badApps, app.AppName)
+		now := t.now()
+		for _, name := range sortedKeys(t.jobs) {
+			if js := t.jobs[name]; js.job.AppName == app.AppName {
+				t.schedule(js, now)
+			}
+		}
+	}
 	return nil
 }
 
 func (t *term) deregisterApp(ctx context.Context, name string) error {
-	if _, ok := t.apps[name]; !ok {
+	_, quarantined := t.badApps[name]
+	if _, ok := t.apps[name]; !ok && !quarantined {
 		return fmt.Errorf("%w: app %q", model.ErrNotFound, name)
 	}
 	for _, job := range sortedKeys(t.jobs) {
@@ -162,11 +185,15 @@ func (t *term) deregisterApp(ctx context.Context, name string) error {
 		return err
 	}
 	delete(t.apps, name)
+	delete(t.badApps, name)
 	delete(t.disabledApps, name)
 	return nil
 }
 
 func (t *term) setAppDisabled(ctx context.Context, name string, disabled bool) error {
+	if _, bad := t.badApps[name]; bad {
+		return errQuarantined(model.KindApp, name)
+	}
 	if _, ok := t.apps[name]; !ok {
 		return fmt.Errorf("%w: app %q", model.ErrNotFound, name)
 	}
@@ -196,6 +223,9 @@ func (t *term) setAppDisabled(ctx context.Context, name string, disabled bool) e
 }
 
 func (t *term) setJobDisabled(ctx context.Context, name string, disabled bool) error {
+	if _, bad := t.badJobs[name]; bad {
+		return errQuarantined(model.KindJob, name)
+	}
 	js, ok := t.jobs[name]
 	if !ok {
 		return fmt.Errorf("%w: job %q", model.ErrNotFound, name)
@@ -254,6 +284,9 @@ func (t *term) registerJob(ctx context.Context, spec model.JobSpec) error {
 	if err := model.ValidateAgainstApp(job, app, ok); err != nil {
 		return err
 	}
+	if _, bad := t.badJobs[job.JobName]; bad {
+		return t.replaceQuarantinedJob(ctx, spec, true)
+	}
 	js := newJobState(spec)
 	rn, err := t.st.CreateJob(ctx, job, t.now())
 	if err != nil {
@@ -270,6 +303,9 @@ func (t *term) registerJob(ctx context.Context, spec model.JobSpec) error {
 // owed are not back-filled under the new one). A job that becomes DAEMON
 // drops its pending fires; running tasks keep running.
 func (t *term) updateJob(ctx context.Context, u model.JobUpdate) error {
+	if bad, quarantined := t.badJobs[u.JobName]; quarantined {
+		return t.updateQuarantinedJob(ctx, u, bad)
+	}
 	js, ok := t.jobs[u.JobName]
 	if !ok {
 		return fmt.Errorf("%w: job %q", model.ErrNotFound, u.JobName)
@@ -319,6 +355,9 @@ func (t *term) updateJob(ctx context.Context, u model.JobUpdate) error {
 // configuration last: a deregistration interrupted by a crash leaves a job
 // that can be deregistered again.
 func (t *term) deregisterJob(ctx context.Context, name string) error {
+	if _, bad := t.badJobs[name]; bad {
+		return t.deregisterQuarantinedJob(ctx, name)
+	}
 	js, ok := t.jobs[name]
 	if !ok {
 		return fmt.Errorf("%w: job %q", model.ErrNotFound, name)
@@ -339,6 +378,9 @@ func (t *term) deregisterJob(ctx context.Context, name string) error {
 // job has it.
 func (t *term) triggerJob(ctx context.Context, name string) error {
 	js, ok := t.jobs[name]
+	if _, bad := t.badJobs[name]; bad {
+		return errQuarantined(model.KindJob, name)
+	}
 	switch {
 	case !ok:
 		return fmt.Errorf("%w: job %q", model.ErrNotFound, name)
@@ -353,4 +395,90 @@ func (t *term) triggerJob(ctx context.Context, name string) error {
 	rn.FireTimes = append(slices.Clone(rn.FireTimes), uniqueFire(js, t.now()))
 	slices.SortFunc(rn.FireTimes, time.Time.Compare)
 	return t.setReady(ctx, js, rn)
+}
+
+// updateQuarantinedJob applies an update to a quarantined job's stored
+// configuration (to the defaults if it did not decode) and, if the result
+// is valid, replaces it: updating is how an operator fixes a job without
+// losing its state.
+func (t *term) updateQuarantinedJob(ctx context.Context, u model.JobUpdate, bad *model.Job) error {
+	base := model.NewJob()
+	if bad != nil {
+		base = *bad
+	}
+	job, err := u.Apply(base)
+	if err != nil {
+		return err
+	}
+	if job.JobName != u.JobName {
+		return &model.ValidationError{Field: "jobName", Reason: "cannot be changed"}
+	}
+	spec, err := job.Check()
+	if err != nil {
+		return err
+	}
+	app, ok := t.apps[spec.Job.AppName]
+	if err := model.ValidateAgainstApp(spec.Job, app, ok); err != nil {
+		return err
+	}
+	return t.replaceQuarantinedJob(ctx, spec, false)
+}
+
+// replaceQuarantinedJob stores a valid configuration over a quarantined
+// one and adopts the state the store has of the job: its running and
+// failover tasks, and (unless it is registered anew) its disable flag. Its
+// ready node is made anew, registered now, so the fix does not back-fill
+// the fires of the time it was quarantined.
+func (t *term) replaceQuarantinedJob(ctx context.Context, spec model.JobSpec, register bool) error {
+	name := spec.Job.JobName
+	if err := t.st.SetJob(ctx, spec.Job); err != nil {
+		return err
+	}
+	delete(t.badJobs, name)
+	now := t.now()
+	rn, err := t.st.CreateReady(ctx, name, now)
+	if err != nil {
+		return err
+	}
+	if register {
+		if err := t.st.SetJobDisabled(ctx, name, false, now); err != nil {
+			return err
+		}
+	}
+	disabled, err := t.st.JobDisabled(ctx, name)
+	if err != nil {
+		return err
+	}
+	running, err := t.st.Running(ctx)
+	if err != nil {
+		return err
+	}
+	failover, err := t.st.Failover(ctx)
+	if err != nil {
+		return err
+	}
+	js := t.newLoadedJob(spec, rn, disabled, running[name], failover[name])
+	t.jobs[name] = js
+	if !t.active(js) {
+		return t.deactivate(ctx, js)
+	}
+	t.schedule(js, now)
+	return nil
+}
+
+// deregisterQuarantinedJob removes a quarantined job and its state, killing
+// the tasks the store says run, as deregisterJob does for a valid one.
+func (t *term) deregisterQuarantinedJob(ctx context.Context, name string) error {
+	running, err := t.st.Running(ctx)
+	if err != nil {
+		return err
+	}
+	for _, rec := range running[name] {
+		t.kill(ctx, rec.ID)
+	}
+	if err := t.st.DeleteJob(ctx, name); err != nil {
+		return err
+	}
+	delete(t.badJobs, name)
+	return nil
 }

@@ -233,6 +233,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		"negative LaunchInterval":    func(c *Config) { c.LaunchInterval = -1 },
 		"negative ReconcileInterval": func(c *Config) { c.ReconcileInterval = -1 },
 		"negative QueueLimit":        func(c *Config) { c.QueueLimit = -1 },
+		"RetryBackoff over its cap":  func(c *Config) { c.RetryBackoff = MaxRetryBackoff + 1 },
 		"huge QueueLimit":            func(c *Config) { c.QueueLimit = MaxQueueLimit + 1 },
 	} {
 		cfg := good

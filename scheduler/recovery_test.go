@@ -3,6 +3,7 @@ package scheduler
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
@@ -93,10 +94,14 @@ func TestCrashDuringARetry(t *testing.T) {
 	job.Retries = 1
 	register(t, e.svc(), job)
 	id := triggerAndStart(t, e, "j")
-	// The retry creates attempt 1's node, then fails removing attempt 0's.
+	// The retry's move of attempt 0 to the failover queue (where it waits
+	// out its back-off) fails: the term ends, the next one finds the
+	// failure by reconciling and retries it.
 	failOnce(e.store, 1, func(op, p string) bool { return op == "delete" && p == store.RunningPath("j", id) })
 	e.cluster.Report(id, executor.StateFailed, "exit 1")
 	next := withAttempt(id, 1)
+	eventually(t, "attempt 0 waits out its back-off", func() bool { return len(failoverRecords(t, e.svc())) == 1 })
+	e.clock.Advance(time.Second)
 	eventually(t, "attempt 1 runs", func() bool { return e.cluster.State(next) == executor.StateRunning })
 	eventually(t, "attempt 0's record goes", func() bool {
 		got := runningIDs(t, e.svc())

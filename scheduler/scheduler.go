@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"sync"
 	"time"
 
@@ -27,6 +28,9 @@ const (
 	// inside coord.MaxValueSize.
 	MaxQueueLimit       = 25000
 	DefaultRetryBackoff = time.Second
+	// MaxRetryBackoff caps the back-off of a failed task's relaunch, which
+	// doubles per attempt (and Config.RetryBackoff itself).
+	MaxRetryBackoff = 5 * time.Minute
 	// DefaultLeaderWait is how long a write waits for an election in
 	// progress: about one session TTL, the longest a healthy cluster is
 	// without a leader after one dies.
@@ -67,9 +71,11 @@ type Config struct {
 	// QueueLimit caps each job's ready queue and its failover queue
 	// (DefaultQueueLimit if zero; at most MaxQueueLimit).
 	QueueLimit int
-	// RetryBackoff is how long a task that failed, or a DAEMON task that
-	// ended, waits on the failover queue before it is relaunched
-	// (DefaultRetryBackoff if zero). Lost tasks are relaunched at once.
+	// RetryBackoff is how long a DAEMON task that ended waits on the
+	// failover queue before it is relaunched, and how long a task that
+	// failed does, doubled per attempt up to MaxRetryBackoff
+	// (DefaultRetryBackoff if zero; at most MaxRetryBackoff). Lost tasks
+	// are relaunched at once.
 	RetryBackoff time.Duration
 	// LeaderWait is how long a write that arrives while no process leads
 	// waits for one before it fails with model.ErrNoLeader
@@ -91,6 +97,11 @@ type Scheduler struct {
 	reads     coord.Coordinator // the read session; nil while there is none
 	term      *term             // the current term; nil unless leading
 	lastError time.Time         // when the last term failed
+	// quarantineSeen is when this process first found each quarantined
+	// configuration (by quarantineKey); it holds only those found by the
+	// latest Quarantined read, so it is bounded by the stored
+	// configurations.
+	quarantineSeen map[string]time.Time
 }
 
 // New checks cfg, fills in its defaults and returns a Scheduler that does
@@ -109,8 +120,8 @@ func New(cfg Config) (*Scheduler, error) {
 		return nil, fmt.Errorf("scheduler: Config.ReconcileInterval %v is negative", cfg.ReconcileInterval)
 	case cfg.QueueLimit < 0 || cfg.QueueLimit > MaxQueueLimit:
 		return nil, fmt.Errorf("scheduler: Config.QueueLimit %d is outside [0, %d]", cfg.QueueLimit, MaxQueueLimit)
-	case cfg.RetryBackoff < 0:
-		return nil, fmt.Errorf("scheduler: Config.RetryBackoff %v is negative", cfg.RetryBackoff)
+	case cfg.RetryBackoff < 0 || cfg.RetryBackoff > MaxRetryBackoff:
+		return nil, fmt.Errorf("scheduler: Config.RetryBackoff %v is outside [0, %v]", cfg.RetryBackoff, MaxRetryBackoff)
 	}
 	if host, port, err := net.SplitHostPort(cfg.Advertise); err != nil || host == "" || port == "" {
 		return nil, fmt.Errorf("scheduler: Config.Advertise %q is not host:port", cfg.Advertise)
@@ -344,7 +355,7 @@ func (s *Scheduler) App(ctx context.Context, name string) (model.App, error) {
 	}
 	a, ok, err := r.App(ctx, name)
 	if err != nil {
-		return model.App{}, err
+		return model.App{}, quarantinedRead(err, model.KindApp, name)
 	}
 	if !ok {
 		return model.App{}, fmt.Errorf("%w: app %q", model.ErrNotFound, name)
@@ -381,7 +392,7 @@ func (s *Scheduler) Job(ctx context.Context, name string) (model.Job, error) {
 	}
 	j, ok, err := r.Job(ctx, name)
 	if err != nil {
-		return model.Job{}, err
+		return model.Job{}, quarantinedRead(err, model.KindJob, name)
 	}
 	if !ok {
 		return model.Job{}, fmt.Errorf("%w: job %q", model.ErrNotFound, name)
@@ -451,4 +462,69 @@ func (s *Scheduler) ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error) 
 		out = append(out, model.ReadyEntry{Job: job, Times: len(rn.FireTimes), FireTimes: rn.FireTimes})
 	}
 	return out, nil
+}
+
+// Quarantined lists the stored configurations that fail validation (or do
+// not decode), apps first, each by name. It reads the store, so every
+// process answers, and a configuration written behind the API's back is
+// reported without a new term. SeenAt is when this process first found it
+// so.
+func (s *Scheduler) Quarantined(ctx context.Context) ([]model.QuarantinedConfig, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	apps, out, err := r.AppConfigs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range apps {
+		if _, err := a.Check(); err != nil {
+			out = append(out, model.QuarantinedConfig{Kind: model.KindApp, Name: a.AppName, Error: err.Error()})
+		}
+	}
+	jobs, badJobs, err := r.JobConfigs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, badJobs...)
+	for _, j := range jobs {
+		if _, err := j.Check(); err != nil {
+			out = append(out, model.QuarantinedConfig{Kind: model.KindJob, Name: j.JobName, Error: err.Error()})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind == model.KindApp
+		}
+		return out[i].Name < out[j].Name
+	})
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[string]time.Time, len(out))
+	for i := range out {
+		k := quarantineKey(out[i])
+		at, ok := s.quarantineSeen[k]
+		if !ok {
+			at = now
+		}
+		seen[k], out[i].SeenAt = at, at
+	}
+	s.quarantineSeen = seen
+	return out, nil
+}
+
+func quarantineKey(q model.QuarantinedConfig) string {
+	return string(q.Kind) + "/" + q.Name + "\x00" + q.Error
+}
+
+// quarantinedRead makes the read of a stored configuration that does not
+// decode a refusal that says so (rather than a server error): Quarantined
+// lists it, and registering or updating it replaces it.
+func quarantinedRead(err error, kind model.ConfigKind, name string) error {
+	if errors.Is(err, store.ErrUndecodable) {
+		return fmt.Errorf("%w: %s %q is quarantined: %v", model.ErrConflict, kind, name, err)
+	}
+	return err
 }

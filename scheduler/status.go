@@ -14,8 +14,9 @@ import (
 //   - FINISHED: the record goes; a DAEMON task goes to the failover queue
 //     to be relaunched (after RetryBackoff).
 //   - FAILED: relaunched as the next attempt while attempts < retries;
-//     then to the failover queue if the job fails over or is a DAEMON
-//     (after RetryBackoff); else the record goes.
+//     then relaunched if the job fails over or is a DAEMON; else the
+//     record goes. Either relaunch waits on the failover queue for
+//     retryDelay: RetryBackoff doubled per attempt, up to MaxRetryBackoff.
 //   - LOST, UNKNOWN, KILLED not asked for: to the failover queue if the job
 //     fails over or is a DAEMON; else the record goes.
 //   - KILLED (or any end) of a task the scheduler killed: the record goes.
@@ -29,6 +30,12 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 		return nil
 	}
 	js := t.jobs[ref.Job]
+	if _, bad := t.badJobs[ref.Job]; bad && js == nil {
+		// A quarantined job's tasks are left alone: the configuration
+		// they were started with may be fixed and adopted.
+		t.log.Debug("status of a quarantined job's task", "task", st.TaskID, "state", st.State)
+		return nil
+	}
 	var rec *model.TaskRecord
 	if js != nil {
 		rec = js.running[st.TaskID]
@@ -76,12 +83,16 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 		// Killed by an earlier term's disable, before it could record so.
 		return t.deleteRunning(ctx, js, rec)
 	case st.State == executor.StateFailed && rec.Attempt < js.job.Retries && t.active(js):
-		log.Info("task failed; retrying", "attempt", rec.Attempt+1, "retries", js.job.Retries, "message", st.Message)
-		return t.retry(ctx, js, rec)
+		// Through the failover queue, whose NotBefore is stored: the
+		// back-off holds across a leader failover, and a task that fails at
+		// once cannot start processes as fast as the executor reports.
+		delay := retryDelay(t.cfg.RetryBackoff, rec.Attempt)
+		log.Info("task failed; retrying after a back-off", "attempt", rec.Attempt+1, "retries", js.job.Retries, "backoff", delay, "message", st.Message)
+		return t.toFailover(ctx, js, rec, ended, now.Add(delay))
 	case failover:
 		var notBefore = now
 		if st.State == executor.StateFailed {
-			notBefore = now.Add(t.cfg.RetryBackoff)
+			notBefore = now.Add(retryDelay(t.cfg.RetryBackoff, rec.Attempt))
 		}
 		log.Warn("task ended; to the failover queue", "message", st.Message)
 		return t.toFailover(ctx, js, rec, ended, notBefore)
@@ -91,19 +102,19 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 	}
 }
 
-// retry relaunches a task as its next attempt: (a) the new running node
-// made and the old one removed, in one batch, (b) Launch.
-func (t *term) retry(ctx context.Context, js *jobState, old *model.TaskRecord) error {
-	rec, err := t.st.Retry(ctx, old, t.newRecord(js.job.JobName, old.FireTime, old.Shard, old.Attempt+1))
-	if err != nil {
-		return err
+// retryDelay is how long the relaunch of a task that failed in attempt
+// (0-based) waits: base doubled per attempt, at most MaxRetryBackoff. One
+// fire of a job whose task fails at once so starts a handful of processes
+// a minute at most, not one per status (331 in 3 s, once).
+func retryDelay(base time.Duration, attempt int) time.Duration {
+	d := base
+	for range max(0, attempt) {
+		if d >= MaxRetryBackoff/2 {
+			return MaxRetryBackoff
+		}
+		d *= 2
 	}
-	delete(js.running, old.ID)
-	js.running[rec.ID] = rec
-	if !rec.LaunchedAt.IsZero() {
-		return nil
-	}
-	return t.start(ctx, js, []*model.TaskRecord{rec})
+	return min(d, MaxRetryBackoff)
 }
 
 // toFailover moves a task from running to the failover queue, in one

@@ -129,8 +129,9 @@ func TestStatusHandling(t *testing.T) {
 				}
 				return
 			}
-			if tc.report == executor.StateFailed && job.Failover {
-				// Held back by the retry back-off on the failover queue.
+			if tc.report == executor.StateFailed {
+				// A retry and a failover of a failure alike are held back
+				// by the retry back-off on the failover queue.
 				eventually(t, "the task waits on the failover queue", func() bool { return len(failoverRecords(t, e.svc())) == 1 })
 				settle(e.cluster)
 				if e.cluster.State(next) != "" {
@@ -161,6 +162,10 @@ func TestRetriesAreCountedThenTheTaskIsGivenUp(t *testing.T) {
 		cur := withAttempt(id, attempt)
 		eventually(t, "the attempt runs", func() bool { return e.cluster.State(cur) == executor.StateRunning })
 		e.cluster.Report(cur, executor.StateFailed, "exit 1")
+		if attempt < job.Retries {
+			eventually(t, "the retry waits out its back-off", func() bool { return len(failoverRecords(t, e.svc())) == 1 })
+			e.clock.Advance(time.Second << attempt)
+		}
 	}
 	eventually(t, "the task is given up", func() bool { return len(runningIDs(t, e.svc())) == 0 })
 	settle(e.cluster)

@@ -54,6 +54,13 @@ type term struct {
 	timers       fireHeap
 	launchDue    bool
 	inflight     map[string]bool // task IDs handed to the launch worker
+
+	// Quarantined configurations, by name: stored, but failing validation.
+	// The value is the stored configuration if it decoded (an update is
+	// applied to it), nil if not. They are not scheduled and their state
+	// is left alone until the API replaces or deregisters them.
+	badApps map[string]*model.App
+	badJobs map[string]*model.Job
 }
 
 // jobState is what a term knows of one job.
@@ -100,6 +107,8 @@ func newTerm(s *Scheduler, c coord.Coordinator, l coord.Leadership) *term {
 		disabledApps: map[string]bool{},
 		jobs:         map[string]*jobState{},
 		inflight:     map[string]bool{},
+		badApps:      map[string]*model.App{},
+		badJobs:      map[string]*model.Job{},
 	}
 }
 
@@ -294,21 +303,38 @@ func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // load reads the whole state from the store. Jobs without a ready node get
 // one (registered now: they do not back-fill); state of jobs without a
-// configuration is removed, their tasks killed.
+// configuration is removed, their tasks killed. Configurations that do not
+// decode or fail validation are quarantined: a stored configuration must
+// never fail a term (every process would fail on it in turn) nor reach the
+// launcher unchecked.
 func (t *term) load(ctx context.Context) error {
-	apps, err := t.st.Apps(ctx)
+	apps, badApps, err := t.st.AppConfigs(ctx)
 	if err != nil {
 		return err
 	}
+	for _, b := range badApps {
+		t.log.Error("app configuration quarantined: it is not used until it is registered or updated again", "app", b.Name, "error", b.Error)
+		t.badApps[b.Name] = nil
+	}
 	for _, a := range apps {
-		t.apps[a.AppName] = a
+		checked, err := a.Check()
+		if err != nil {
+			t.log.Error("app configuration quarantined: it is not used until it is registered or updated again", "app", a.AppName, "error", err)
+			t.badApps[a.AppName] = &a
+			continue
+		}
+		t.apps[a.AppName] = checked
 	}
 	if t.disabledApps, err = t.st.DisabledApps(ctx); err != nil {
 		return err
 	}
-	jobs, err := t.st.Jobs(ctx)
+	jobs, badJobs, err := t.st.JobConfigs(ctx)
 	if err != nil {
 		return err
+	}
+	for _, b := range badJobs {
+		t.log.Error("job configuration quarantined: it is not scheduled until it is registered or updated again", "job", b.Name, "error", b.Error)
+		t.badJobs[b.Name] = nil
 	}
 	disabledJobs, err := t.st.DisabledJobs(ctx)
 	if err != nil {
@@ -329,25 +355,39 @@ func (t *term) load(ctx context.Context) error {
 	for _, j := range jobs {
 		spec, err := j.Check()
 		if err != nil {
-			t.log.Error("job has a broken configuration; it is not scheduled", "job", j.JobName, "error", err)
-			spec = model.JobSpec{Job: j}
+			t.log.Error("job configuration quarantined: it is not scheduled until it is registered or updated again", "job", j.JobName, "error", err)
+			t.badJobs[j.JobName] = &j
+			continue
 		}
-		js := newJobState(spec)
-		js.disabled = disabledJobs[j.JobName]
-		if rn, ok := ready[j.JobName]; ok {
-			js.ready = rn
-		} else if js.ready, err = t.st.CreateReady(ctx, j.JobName, t.now()); err != nil {
-			return err
+		rn, ok := ready[j.JobName]
+		if !ok {
+			if rn, err = t.st.CreateReady(ctx, j.JobName, t.now()); err != nil {
+				return err
+			}
 		}
-		for _, rec := range running[j.JobName] {
-			js.running[rec.ID] = &rec
-		}
-		for _, rec := range failover[j.JobName] {
-			js.failover[rec.ID] = &rec
-		}
-		t.jobs[j.JobName] = js
+		t.jobs[j.JobName] = t.newLoadedJob(spec, rn, disabledJobs[j.JobName], running[j.JobName], failover[j.JobName])
 	}
 	return t.removeOrphans(ctx, ready, running, failover, disabledJobs)
+}
+
+// newLoadedJob is a job's state as the store has it.
+func (t *term) newLoadedJob(spec model.JobSpec, rn store.Ready, disabled bool, running, failover []model.TaskRecord) *jobState {
+	js := newJobState(spec)
+	js.disabled = disabled
+	js.ready = rn
+	for _, rec := range running {
+		js.running[rec.ID] = &rec
+	}
+	for _, rec := range failover {
+		js.failover[rec.ID] = &rec
+	}
+	return js
+}
+
+// errQuarantined refuses an operation on a quarantined configuration other
+// than the ones that replace or remove it.
+func errQuarantined(kind model.ConfigKind, name string) error {
+	return fmt.Errorf("%w: %s %q is quarantined (its stored configuration is invalid); register or update it to replace it, or deregister it", model.ErrConflict, kind, name)
 }
 
 // removeOrphans removes the state of jobs that have no configuration,
@@ -356,6 +396,9 @@ func (t *term) removeOrphans(ctx context.Context, ready map[string]store.Ready, 
 	orphans := map[string]bool{}
 	for _, m := range []map[string]bool{keys(ready), keys(running), keys(failover), disabled} {
 		for job := range m {
+			if _, bad := t.badJobs[job]; bad {
+				continue // a quarantined job's state is left alone
+			}
 			if t.jobs[job] == nil {
 				orphans[job] = true
 			}

@@ -539,6 +539,40 @@ func newStatusCmd() *cobra.Command {
 	return cmd
 }
 
+func newQuarantineCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "quarantine",
+		Short: "Show stored app and job configurations that fail validation",
+		Long: `Show the app and job configurations in the store that fail validation (written
+by an older version, or behind the API's back, or not even JSON). They are not
+scheduled and their state is left alone; register or update the app or job of
+that name to replace the configuration, or deregister it.`,
+		Example: `  hasched quarantine
+  hasched quarantine -o json`,
+		Args: noArgs,
+	}
+	cf := addClientFlags(cmd)
+	cmd.RunE = clientRun(cf, func(s *session, _ []string) error {
+		q, err := s.c.Quarantined(s.ctx)
+		if err != nil {
+			return err
+		}
+		if s.format == outputJSON {
+			return printJSON(s.out, nonNil(q))
+		}
+		if len(q) == 0 {
+			_, err := fmt.Fprintln(s.out, "(none)")
+			return err
+		}
+		t := newTable(s.out, "KIND", "NAME", "SEEN", "ERROR")
+		for _, c := range q {
+			t.row(string(c.Kind), c.Name, timestamp(c.SeenAt), c.Error)
+		}
+		return t.flush()
+	})
+	return cmd
+}
+
 func nonNil[T any](s []T) []T {
 	if s == nil {
 		return []T{}

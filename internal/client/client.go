@@ -407,6 +407,14 @@ func (c *Client) FailoverTasks(ctx context.Context) ([]model.TaskRecord, error) 
 	return tasks, err
 }
 
+// Quarantined lists the stored configurations the scheduler refuses to
+// schedule because they fail validation.
+func (c *Client) Quarantined(ctx context.Context) ([]model.QuarantinedConfig, error) {
+	var q []model.QuarantinedConfig
+	err := c.get(ctx, "/api/quarantine", &q)
+	return q, err
+}
+
 // Reconcile asks the leader to reconcile its tasks with the executor:
 // explicitly (the tasks it believes run) or implicitly (all). The server
 // accepts one request per 10 s; sooner ones fail with 429.

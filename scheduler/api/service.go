@@ -20,6 +20,9 @@ type Service interface {
 	ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error)
 	FailoverTasks(ctx context.Context) ([]model.TaskRecord, error)
 	Status(ctx context.Context) (model.Status, error)
+	// Quarantined lists the stored configurations that fail validation:
+	// not scheduled until they are registered or updated again.
+	Quarantined(ctx context.Context) ([]model.QuarantinedConfig, error)
 
 	RegisterApp(ctx context.Context, app model.App) error
 	// UpdateApp changes the fields the update names and keeps the others.

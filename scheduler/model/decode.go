@@ -31,6 +31,28 @@ const (
 	DefaultShardingItem = 1
 )
 
+// Upper bounds of the numbers a user sends. Every one is refused past its
+// bound by Check, with a *ValidationError that also matches ErrOutOfBounds:
+// a number a scheduler acts on (a loop per shard, a relaunch per retry, a
+// resource request) must not be able to exhaust the scheduler, and a stored
+// configuration past a bound is quarantined rather than loaded.
+const (
+	// MaxShardingTotalCount bounds shardingTotalCount: the launcher makes
+	// one record, one store node and one task per shard per fire.
+	MaxShardingTotalCount = 1000
+	// MaxRetries bounds retries: each one relaunches a failed shard (after
+	// a back-off that doubles per attempt).
+	MaxRetries = 20
+	// MaxCPUCount and MaxMemoryMB bound what a task or an executor asks
+	// for (256 cores, 1 TiB): larger requests are mistakes no machine
+	// fits, and floats past them reach Mesos offers and process limits.
+	MaxCPUCount = 256.0
+	MaxMemoryMB = 1 << 20
+	// MaxEventTraceSamplingCount bounds an app's eventTraceSamplingCount,
+	// kept for Elastic-Job-Cloud compatibility only.
+	MaxEventTraceSamplingCount = 1_000_000
+)
+
 // maxReadBytes bounds what the decoders read at all; past MaxConfigBytes a
 // configuration is refused anyway, naming its largest field.
 const maxReadBytes = 1 << 20
@@ -264,6 +286,9 @@ func (a App) validate() error {
 	if a.EventTraceSamplingCount < 0 {
 		return &ValidationError{Field: "eventTraceSamplingCount", Reason: "is negative"}
 	}
+	if a.EventTraceSamplingCount > MaxEventTraceSamplingCount {
+		return outOfBounds("eventTraceSamplingCount", a.EventTraceSamplingCount, MaxEventTraceSamplingCount)
+	}
 	if err := checkAppChecksum(a.AppChecksum); err != nil {
 		return err
 	}
@@ -338,12 +363,35 @@ func (j Job) validate() (*cron.Schedule, map[int]string, error) {
 	default:
 		return nil, nil, &ValidationError{Field: "concurrencyPolicy", Reason: fmt.Sprintf("%q is none of ALLOW, FORBID, REPLACE", j.ConcurrencyPolicy)}
 	}
+	if len(j.JobProperties) > 0 && !json.Valid(j.JobProperties) {
+		return nil, nil, &ValidationError{Field: "jobProperties", Reason: "is not valid JSON"}
+	}
+	// The size first: the cron, the time zone and the shard parameters
+	// are parsed next, and a Go caller's strings have no reader's bound.
+	if err := checkSize(j, map[string]int{
+		"cron":                   len(j.Cron),
+		"timeZone":               len(j.TimeZone),
+		"shardingItemParameters": len(j.ShardingItemParameters),
+		"jobParameter":           len(j.JobParameter),
+		"scriptCommandLine":      len(j.ScriptCommandLine),
+		"description":            len(j.Description),
+		"jobProperties":          len(j.JobProperties),
+		"jobClass":               len(j.JobClass),
+		"jobType":                len(j.JobType),
+		"beanName":               len(j.BeanName),
+		"applicationContext":     len(j.AppContext),
+	}); err != nil {
+		return nil, nil, err
+	}
 	sched, err := j.schedule()
 	if err != nil {
 		return nil, nil, err
 	}
 	if j.ShardingTotalCount < 1 {
 		return nil, nil, &ValidationError{Field: "shardingTotalCount", Reason: fmt.Sprintf("%d is below 1", j.ShardingTotalCount)}
+	}
+	if j.ShardingTotalCount > MaxShardingTotalCount {
+		return nil, nil, outOfBounds("shardingTotalCount", j.ShardingTotalCount, MaxShardingTotalCount)
 	}
 	params, err := ParseShardingItemParameters(j.ShardingItemParameters, j.ShardingTotalCount)
 	if err != nil {
@@ -355,21 +403,10 @@ func (j Job) validate() (*cron.Schedule, map[int]string, error) {
 	if j.Retries < 0 {
 		return nil, nil, &ValidationError{Field: "retries", Reason: fmt.Sprintf("%d is negative", j.Retries)}
 	}
-	if len(j.JobProperties) > 0 && !json.Valid(j.JobProperties) {
-		return nil, nil, &ValidationError{Field: "jobProperties", Reason: "is not valid JSON"}
+	if j.Retries > MaxRetries {
+		return nil, nil, outOfBounds("retries", j.Retries, MaxRetries)
 	}
-	return sched, params, checkSize(j, map[string]int{
-		"cron":                   len(j.Cron),
-		"shardingItemParameters": len(j.ShardingItemParameters),
-		"jobParameter":           len(j.JobParameter),
-		"scriptCommandLine":      len(j.ScriptCommandLine),
-		"description":            len(j.Description),
-		"jobProperties":          len(j.JobProperties),
-		"jobClass":               len(j.JobClass),
-		"jobType":                len(j.JobType),
-		"beanName":               len(j.BeanName),
-		"applicationContext":     len(j.AppContext),
-	})
+	return sched, params, nil
 }
 
 // Location is the job's time zone.
@@ -436,10 +473,21 @@ func checkResources(cpu, mem float64) error {
 	if math.IsNaN(cpu) || cpu < MinCPUCount {
 		return &ValidationError{Field: "cpuCount", Reason: fmt.Sprintf("%v is below %v", cpu, MinCPUCount)}
 	}
+	if cpu > MaxCPUCount { // +Inf included
+		return outOfBounds("cpuCount", cpu, MaxCPUCount)
+	}
 	if math.IsNaN(mem) || mem < MinMemoryMB {
 		return &ValidationError{Field: "memoryMB", Reason: fmt.Sprintf("%v is below %v", mem, MinMemoryMB)}
 	}
+	if mem > MaxMemoryMB {
+		return outOfBounds("memoryMB", mem, MaxMemoryMB)
+	}
 	return nil
+}
+
+// outOfBounds refuses a number past its upper bound.
+func outOfBounds[N int | float64](field string, got, bound N) error {
+	return &ValidationError{Field: field, Reason: fmt.Sprintf("%v is above %v", got, bound), Err: ErrOutOfBounds}
 }
 
 // checkSize refuses a configuration whose JSON is larger than

@@ -23,6 +23,10 @@ var (
 	ErrConflict = errors.New("scheduler: conflict")
 	// ErrInvalid is wrapped by every *ValidationError.
 	ErrInvalid = errors.New("scheduler: invalid input")
+	// ErrOutOfBounds is wrapped, besides ErrInvalid, by the
+	// *ValidationError of a number past its bound (MaxShardingTotalCount,
+	// MaxRetries, …).
+	ErrOutOfBounds = errors.New("scheduler: number out of bounds")
 	// ErrUnavailable: this process has no session with the coordinator at
 	// the moment (it is starting, or reconnecting); retry later.
 	ErrUnavailable = errors.New("scheduler: coordinator unavailable")
@@ -32,14 +36,21 @@ var (
 type ValidationError struct {
 	Field  string
 	Reason string
+	// Err, if set, is a more specific sentinel (ErrOutOfBounds).
+	Err error
 }
 
 func (e *ValidationError) Error() string {
 	return fmt.Sprintf("invalid %s: %s", e.Field, e.Reason)
 }
 
-// Unwrap makes errors.Is(err, ErrInvalid) hold.
-func (e *ValidationError) Unwrap() error { return ErrInvalid }
+// Unwrap makes errors.Is(err, ErrInvalid) hold, and errors.Is(err, e.Err).
+func (e *ValidationError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrInvalid, e.Err}
+	}
+	return []error{ErrInvalid}
+}
 
 // TaskRecord is a task the store knows as running or waiting for failover.
 type TaskRecord struct {
@@ -87,4 +98,27 @@ type Status struct {
 	// ExecutorInfo holds what the executor reports of itself (Mesos:
 	// master URL, framework id, connected).
 	ExecutorInfo map[string]string `json:"executorInfo,omitempty"`
+}
+
+// ConfigKind says what a stored configuration configures.
+type ConfigKind string
+
+// Configuration kinds, as the quarantine reports them.
+const (
+	KindApp ConfigKind = "app"
+	KindJob ConfigKind = "job"
+)
+
+// QuarantinedConfig is a stored configuration that fails validation (an
+// older version's, written into the coordinator behind the API's back, or
+// not even JSON): the leader does not schedule it and leaves its state
+// alone. Registering or updating the app or job of that name through the
+// API replaces it; deregistering removes it.
+type QuarantinedConfig struct {
+	Kind ConfigKind `json:"kind"`
+	Name string     `json:"name"`
+	// Error is why it is refused (Check's error, or the decoding's).
+	Error string `json:"error"`
+	// SeenAt is when the process that answers first found it so.
+	SeenAt time.Time `json:"seenAt"`
 }

@@ -105,9 +105,13 @@ func encode(v any) []byte {
 	return b
 }
 
+// ErrUndecodable says a node's value is not its type's JSON: written by
+// something other than hasched, or damaged.
+var ErrUndecodable = errors.New("store: undecodable node")
+
 func decodeNode(n coord.Node, v any) error {
 	if err := json.Unmarshal(n.Value, v); err != nil {
-		return fmt.Errorf("decode %s: %w", n.Path, err)
+		return fmt.Errorf("decode %s: %w: %w", n.Path, ErrUndecodable, err)
 	}
 	return nil
 }
@@ -196,32 +200,61 @@ func (r Reader) Job(ctx context.Context, name string) (model.Job, bool, error) {
 	return j, ok, err
 }
 
-// Apps reads every app, by name.
+// Apps reads every app, by name, skipping the undecodable ones (AppConfigs
+// reports them).
 func (r Reader) Apps(ctx context.Context) ([]model.App, error) {
-	return list(ctx, r, AppConfigRoot, r.App)
+	apps, _, err := r.AppConfigs(ctx)
+	return apps, err
 }
 
-// Jobs reads every job, by name.
+// Jobs reads every job, by name, skipping the undecodable ones (JobConfigs
+// reports them).
 func (r Reader) Jobs(ctx context.Context) ([]model.Job, error) {
-	return list(ctx, r, JobConfigRoot, r.Job)
+	jobs, _, err := r.JobConfigs(ctx)
+	return jobs, err
 }
 
-func list[T any](ctx context.Context, r Reader, root string, read func(context.Context, string) (T, bool, error)) ([]T, error) {
+// AppConfigs reads every app, by name, and reports the nodes that do not
+// decode as an app instead of failing the list: one damaged node must not
+// hide the others, nor stop a leader from loading them. The reports have
+// no SeenAt; the caller knows the time.
+func (r Reader) AppConfigs(ctx context.Context) ([]model.App, []model.QuarantinedConfig, error) {
+	return list(ctx, r, model.KindApp, AppConfigRoot, r.App, func(a model.App) string { return a.AppName })
+}
+
+// JobConfigs reads every job, like AppConfigs.
+func (r Reader) JobConfigs(ctx context.Context) ([]model.Job, []model.QuarantinedConfig, error) {
+	return list(ctx, r, model.KindJob, JobConfigRoot, r.Job, func(j model.Job) string { return j.JobName })
+}
+
+// list reads every configuration under root. One that names another app or
+// job than the node it is stored under is reported too: the scheduler keys
+// its state by the name inside.
+func list[T any](ctx context.Context, r Reader, kind model.ConfigKind, root string, read func(context.Context, string) (T, bool, error), name func(T) string) ([]T, []model.QuarantinedConfig, error) {
 	names, err := r.children(ctx, root)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]T, 0, len(names))
+	var bad []model.QuarantinedConfig
 	for _, n := range names {
 		v, ok, err := read(ctx, n)
+		if errors.Is(err, ErrUndecodable) {
+			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: n, Error: err.Error()})
+			continue
+		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if ok && name(v) != n {
+			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: n, Error: fmt.Sprintf("%s/%s names %s %q", root, n, kind, name(v))})
+			continue
 		}
 		if ok {
 			out = append(out, v)
 		}
 	}
-	return out, nil
+	return out, bad, nil
 }
 
 // AppDisabled says whether an app's disable flag is set.

@@ -155,7 +155,7 @@ func TestLaunchFireOfManyShards(t *testing.T) {
 	}
 }
 
-func TestMoveToFailoverRetryAndRelaunchAreAtomic(t *testing.T) {
+func TestMoveToFailoverAndRelaunchAreAtomic(t *testing.T) {
 	ctx := context.Background()
 	st := schedtest.NewStore()
 	w, _ := term(t, st)
@@ -165,32 +165,24 @@ func TestMoveToFailoverRetryAndRelaunchAreAtomic(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Retry: the next attempt's node and the old node's removal, together.
+	// MoveToFailover: the failover node and the running node's removal,
+	// together.
+	ended := *r0
+	ended.State = executor.StateLost
 	st.SetWriteHook(func(op, path string) error {
 		if op == "delete" && path == store.RunningPath("j", r0.ID) {
 			return errors.New("injected")
 		}
 		return nil
 	})
-	if _, err := w.Retry(ctx, r0, rec("j", t0, 0, 1)); err == nil {
-		t.Fatal("Retry succeeded through a failing delete")
+	if err := w.MoveToFailover(ctx, r0, &ended); err == nil {
+		t.Fatal("MoveToFailover succeeded through a failing delete")
 	}
-	if _, ok := st.Value(store.RunningPath("j", rec("j", t0, 0, 1).ID)); ok {
-		t.Fatal("a failed Retry left the next attempt's running node")
+	if _, ok := st.Value(store.FailoverPath("j", r0.ID)); ok {
+		t.Fatal("a failed MoveToFailover left a failover node")
 	}
 	st.SetWriteHook(nil)
-	r1, err := w.Retry(ctx, r0, rec("j", t0, 0, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := st.Value(store.RunningPath("j", r0.ID)); ok {
-		t.Fatal("Retry left the failed attempt's running node")
-	}
-
-	// MoveToFailover.
-	ended := *r1
-	ended.State = executor.StateLost
-	if err := w.MoveToFailover(ctx, r1, &ended); err != nil {
+	if err := w.MoveToFailover(ctx, r0, &ended); err != nil {
 		t.Fatal(err)
 	}
 	running, _ := w.Running(ctx)
@@ -201,11 +193,11 @@ func TestMoveToFailoverRetryAndRelaunchAreAtomic(t *testing.T) {
 
 	// Relaunch, twice: the second finds the first's running node (an
 	// earlier term got that far) and keeps it.
-	next, err := w.Relaunch(ctx, &ended, rec("j", t0, 0, 2))
+	next, err := w.Relaunch(ctx, &ended, rec("j", t0, 0, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := w.Relaunch(ctx, &ended, rec("j", t0, 0, 2))
+	again, err := w.Relaunch(ctx, &ended, rec("j", t0, 0, 1))
 	if err != nil || again.ID != next.ID {
 		t.Fatalf("a repeated Relaunch = %+v, %v", again, err)
 	}

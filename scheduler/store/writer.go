@@ -378,12 +378,6 @@ func (s *Writer) Relaunch(ctx context.Context, failover, next *model.TaskRecord)
 	return s.replaceRunning(ctx, FailoverPath(failover.Job, failover.ID), next)
 }
 
-// Retry replaces a failed running task's record with the running record of
-// its next attempt, atomically, like Relaunch.
-func (s *Writer) Retry(ctx context.Context, failed, next *model.TaskRecord) (*model.TaskRecord, error) {
-	return s.replaceRunning(ctx, RunningPath(failed.Job, failed.ID), next)
-}
-
 func (s *Writer) replaceRunning(ctx context.Context, old string, next *model.TaskRecord) (*model.TaskRecord, error) {
 	path := RunningPath(next.Job, next.ID)
 	err := s.replace(ctx, old, path, next)

@@ -24,6 +24,7 @@ type Service struct {
 	running       []model.TaskRecord
 	ready         []model.ReadyEntry
 	failover      []model.TaskRecord
+	quarantined   []model.QuarantinedConfig
 	status        model.Status
 	failures      map[string]error
 	calls         []string
@@ -465,3 +466,20 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // ErrInjected is a handy error for Fail.
 var ErrInjected = errors.New("apitest: injected failure")
+
+// SetQuarantined sets what Quarantined reports.
+func (s *Service) SetQuarantined(q []model.QuarantinedConfig) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.quarantined = slices.Clone(q)
+}
+
+// Quarantined implements api.Service.
+func (s *Service) Quarantined(context.Context) ([]model.QuarantinedConfig, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("Quarantined"); err != nil {
+		return nil, err
+	}
+	return slices.Clone(s.quarantined), nil
+}
