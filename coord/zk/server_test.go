@@ -51,6 +51,8 @@ func testLogger() hclog.Logger {
 type harness struct {
 	servers []string
 	log     hclog.Logger
+	// digest, if set, is every coordinator's Config.Digest.
+	digest string
 
 	mu      sync.Mutex
 	proxies map[coord.Coordinator][]*netproxy.Proxy
@@ -92,7 +94,7 @@ func (h *harness) openWith(ctx context.Context, ns string, tweak func(*Config)) 
 	h.mu.Lock()
 	h.all = append(h.all, ps...)
 	h.mu.Unlock()
-	cfg := Config{Servers: addrs, Namespace: ns, SessionTimeout: testSessionTimeout, Logger: h.log}
+	cfg := Config{Servers: addrs, Namespace: ns, SessionTimeout: testSessionTimeout, Logger: h.log, Digest: h.digest}
 	tweak(&cfg)
 	c, err := New(ctx, cfg)
 	if err != nil {
