@@ -106,7 +106,7 @@ func TestDigestACLKeepsOtherClientsOut(t *testing.T) {
 	if _, err := c.Create(ctx, "/seq/s-", nil, coord.Sequential()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Apply(ctx, coord.CreateOp("/batch/x", []byte("x"))); err != nil {
+	if _, err := c.Apply(ctx, coord.CreateOp("/config/job/b", []byte("x"))); err != nil {
 		t.Fatal(err)
 	}
 	l, err := c.Campaign(ctx, "/ha/election", []byte("me"))
