@@ -32,12 +32,15 @@ import (
 // secureEtcd is an etcd container serving TLS that asks for client
 // certificates, with etcd's auth on and a root user.
 type secureEtcd struct {
-	endpoint       string // host:port
-	ca, cert, key  string // the client's PEM files
-	passwordFile   string
-	clientTLS      *tls.Config
-	rootPassword   string
-	otherClientTLS *tls.Config // a certificate of another CA
+	endpoint      string // host:port
+	ca, cert, key string // the client's PEM files; its CN is no user
+	// userCert and userKey are a certificate whose CN is the etcd user
+	// "hasched": etcd takes it as that user, without a password.
+	userCert, userKey string
+	passwordFile      string
+	clientTLS         *tls.Config
+	rootPassword      string
+	otherClientTLS    *tls.Config // a certificate of another CA
 }
 
 // writeTestFile writes a file of the test's own, 0600.
@@ -79,6 +82,10 @@ func startSecureEtcd(t testing.TB) *secureEtcd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	userPair, err := ca.Issue("hasched")
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := startContainer(t, imageFromEnv(etcdImageEnv, defaultEtcdImage),
 		testcontainers.WithFiles(
 			testcontainers.ContainerFile{Reader: bytes.NewReader(ca.CertPEM), ContainerFilePath: "/certs/ca.crt", FileMode: 0o644},
@@ -114,6 +121,8 @@ func startSecureEtcd(t testing.TB) *secureEtcd {
 	s.cert = writeTestFile(t, dir, "client.crt", client.CertPEM)
 	s.key = writeTestFile(t, dir, "client.key", client.KeyPEM)
 	s.passwordFile = writeTestFile(t, dir, "password", []byte(s.rootPassword+"\n"))
+	s.userCert = writeTestFile(t, dir, "hasched.crt", userPair.CertPEM)
+	s.userKey = writeTestFile(t, dir, "hasched.key", userPair.KeyPEM)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -128,6 +137,12 @@ func startSecureEtcd(t testing.TB) *secureEtcd {
 	if _, err := admin.UserGrantRole(ctx, "root", "root"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := admin.UserAddWithOptions(ctx, "hasched", "", &clientv3.UserAddOptions{NoPassword: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.UserGrantRole(ctx, "hasched", "root"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := admin.AuthEnable(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +154,13 @@ func startSecureEtcd(t testing.TB) *secureEtcd {
 func (s *secureEtcd) url(ns string, ttl time.Duration) string {
 	q := url.Values{"ttl": {ttl.String()}, "ca-file": {s.ca}, "cert-file": {s.cert}, "key-file": {s.key},
 		"username": {"root"}, "password-file": {s.passwordFile}}
+	return "etcd://" + s.endpoint + "/" + ns + "?" + q.Encode()
+}
+
+// certURL is the --coord URL for ns with the certificate of the user
+// "hasched" as the identity, no password.
+func (s *secureEtcd) certURL(ns string, ttl time.Duration) string {
+	q := url.Values{"ttl": {ttl.String()}, "ca-file": {s.ca}, "cert-file": {s.userCert}, "key-file": {s.userKey}}
 	return "etcd://" + s.endpoint + "/" + ns + "?" + q.Encode()
 }
 
@@ -176,24 +198,35 @@ func TestEtcdWithTLSAndAuth(t *testing.T) {
 	etcdRefuses(t, "a certificate of another CA", clientv3.Config{Endpoints: []string{s.endpoint}, TLS: s.otherClientTLS, Username: "root", Password: s.rootPassword})
 	etcdRefuses(t, "the certificate without a password", clientv3.Config{Endpoints: []string{s.endpoint}, TLS: s.clientTLS})
 	etcdRefuses(t, "a wrong password", clientv3.Config{Endpoints: []string{s.endpoint}, TLS: s.clientTLS, Username: "root", Password: "guess"})
+	byCert, err := coord.Open(ctx, s.certURL("secure", etcdAuthTTL))
+	if err != nil {
+		t.Fatalf("coord.Open by URL as the certificate's user: %v", err)
+	}
+	defer byCert.Close()
+	if _, err := byCert.Get(ctx, "/config/job/a"); err != nil {
+		t.Fatalf("Get as the certificate's user: %v", err)
+	}
 	if st := coord.RedactURL(s.url("secure", etcdAuthTTL)); strings.Contains(st, s.rootPassword) {
 		t.Errorf("the redacted URL shows the password: %s", st)
 	}
 }
 
-// etcdAuthTTL is longer than the plain suite's TTL: with a password,
-// clientv3 authenticates (a raft write and a bcrypt comparison) before
-// every stream it opens, every renewal's included (etcd #11954).
+// etcdAuthTTL is longer than the plain suite's TTL: auth checks slow every
+// request a little, and a password session authenticates (a raft write and
+// a bcrypt comparison) before every stream it opens, every renewal's
+// included (etcd #11954).
 const etcdAuthTTL = 5 * time.Second
 
-// secureEtcdHarness opens every session by URL on the TLS and auth etcd.
+// secureEtcdHarness opens every session by URL on the TLS and auth etcd,
+// as the certificate's user (the way to run on an etcd with auth: no
+// Authenticate before every stream).
 type secureEtcdHarness struct {
 	s     *secureEtcd
 	admin *clientv3.Client
 }
 
 func (h *secureEtcdHarness) Open(ctx context.Context, ns string) (coord.Coordinator, error) {
-	return coord.Open(ctx, h.s.url(ns, etcdAuthTTL))
+	return coord.Open(ctx, h.s.certURL(ns, etcdAuthTTL))
 }
 
 func (h *secureEtcdHarness) ExpireSession(ctx context.Context, c coord.Coordinator) error {
