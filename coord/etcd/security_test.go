@@ -412,3 +412,42 @@ func TestConformanceTLSAndAuth(t *testing.T) {
 	refused(t, "no certificate", clientv3.Config{Endpoints: s.e.Endpoints(), TLS: &tls.Config{RootCAs: s.e.ClientTLS().RootCAs, MinVersion: tls.VersionTLS12}})
 	coordtest.Run(t, &authHarness{s: s, raw: raw})
 }
+
+// A ./data made by a hasched before TLS (plain http:// client and peer
+// URLs) starts with TLS on the next run and keeps its data.
+func TestEmbeddedUpgradesAPlainDataDirToTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "etcd")
+	e, err := StartEmbedded(ctx, EmbeddedConfig{Dir: dir, ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(ctx, Config{Endpoints: e.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(ctx, "/config/job/old", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	_ = e.Close()
+
+	e, err = StartEmbedded(ctx, EmbeddedConfig{Dir: dir, ClientURL: "https://127.0.0.1:0", PeerURL: "https://127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("restart with TLS on a plain data dir: %v", err)
+	}
+	defer e.Close()
+	if _, err := e.EndPreviousSessions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err = New(ctx, Config{Endpoints: e.Endpoints(), TLS: e.ClientTLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n, err := c.Get(ctx, "/config/job/old"); err != nil || string(n.Value) != "1" {
+		t.Fatalf("the old data: %q, %v", n.Value, err)
+	}
+	refused(t, "plain http after the upgrade", clientv3.Config{Endpoints: []string{"http://" + strings.TrimPrefix(e.Endpoints()[0], "https://")}})
+}
