@@ -70,6 +70,8 @@ func (h *etcdHarness) SessionTimeout() time.Duration { return etcdSessionTTL }
 // the server then expires the session, as it does for a partitioned client.
 type zkHarness struct {
 	server string
+	// digest, if set, is every session's zk.Config.Digest.
+	digest string
 
 	mu      sync.Mutex
 	proxies map[coord.Coordinator]*netproxy.Proxy
@@ -92,7 +94,7 @@ func (h *zkHarness) Open(ctx context.Context, ns string) (coord.Coordinator, err
 	if err != nil {
 		return nil, err
 	}
-	c, err := zk.New(ctx, zk.Config{Servers: []string{p.Addr()}, Namespace: ns, SessionTimeout: zkSessionTimeout})
+	c, err := zk.New(ctx, zk.Config{Servers: []string{p.Addr()}, Namespace: ns, SessionTimeout: zkSessionTimeout, Digest: h.digest})
 	if err != nil {
 		_ = p.Close()
 		return nil, err

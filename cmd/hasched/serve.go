@@ -152,7 +152,7 @@ takes over at once, and the process exits 0.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&f.coord, "coord", coordEmbedded, "coordinator: embedded (a single-member etcd in this process), etcd://host:2379[,host:2379…]/namespace[?ttl=10s] or zk://host:2181[,host:2181…]/namespace[?session-timeout=6s]")
+	fs.StringVar(&f.coord, "coord", coordEmbedded, "coordinator: embedded (a single-member etcd in this process, TLS with client certificates kept in <data-dir>/etcd/tls), etcd://host:2379[,host:2379…]/namespace[?ttl=10s] or zk://host:2181[,host:2181…]/namespace[?session-timeout=6s]; TLS and credentials as query parameters (etcd: ca-file, cert-file, key-file, tls, server-name, username, password-file, password-env; zk: digest-file, digest-env, tls, ca-file, cert-file, key-file, server-name)")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for this process's state (the embedded etcd's data, the local executor's tasks)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:"+strconv.Itoa(api.DefaultPort), "address the REST API listens on; an address other hosts can reach needs --auth-user (or --"+flagInsecureNoAuth+")")
 	fs.StringVar(&f.advertise, "advertise", "", "host:port other processes reach this one's API at (default: 127.0.0.1:<port> if --listen has no host or a wildcard one, else --listen)")
@@ -163,8 +163,8 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.authUser, "auth-user", "", "the admin account: if set, every API write needs it (HTTP Basic, or a token from POST /api/login), with --auth-password-file or $HASCHED_AUTH_PASSWORD")
 	fs.StringVar(&f.authPassword, "auth-password", "", "the password of --auth-user; on the command line every user of the host sees it (ps): prefer $HASCHED_AUTH_PASSWORD or --auth-password-file")
 	f.apiSec.register(fs)
-	fs.StringVar(&f.embeddedClientURL, "embedded-client-url", "http://127.0.0.1:2379", "client URL of the embedded etcd (with --coord embedded)")
-	fs.StringVar(&f.embeddedPeerURL, "embedded-peer-url", "http://127.0.0.1:2380", "peer URL of the embedded etcd (with --coord embedded)")
+	fs.StringVar(&f.embeddedClientURL, "embedded-client-url", "https://127.0.0.1:2379", "client URL of the embedded etcd (with --coord embedded); always TLS, only clients with a certificate from <data-dir>/etcd/tls get in")
+	fs.StringVar(&f.embeddedPeerURL, "embedded-peer-url", "https://127.0.0.1:2380", "peer URL of the embedded etcd (with --coord embedded); always TLS with client certificates")
 	fs.StringVar(&f.mesosMaster, "mesos-master", "", "with --executor mesos: the Mesos masters, http://host:5050[,http://host:5050…] (a standby's redirect to the leader is followed) or zk://host:2181[,host:2181…]/mesos")
 	fs.DurationVar(&f.mesosFailoverTimeout, "mesos-failover-timeout", mesos.DefaultFailoverTimeout, "with --executor mesos: how long Mesos keeps the framework and its tasks while no scheduler is connected")
 	fs.StringVar(&f.mesosRole, "mesos-role", mesos.DefaultRole, "with --executor mesos: the framework's role")
@@ -188,19 +188,24 @@ func (f serveFlags) validate() (serveConfig, error) {
 	default:
 		u, err := url.Parse(f.coord)
 		if err != nil {
-			return cfg, usagef("--coord: %v", err)
+			// url's error quotes the URL, credentials and all.
+			return cfg, usagef("--coord %s does not parse as a URL", coord.RedactURL(f.coord))
 		}
+		// Only this form of the URL reaches logs, errors and the status:
+		// the password of user:password@ and secret-looking parameters
+		// are replaced (secrets belong in files or the environment).
+		display := coord.RedactURL(f.coord)
 		scheme := strings.ToLower(u.Scheme)
 		if scheme == "" {
-			return cfg, usagef("--coord %q is not a URL: use embedded, etcd://host:2379/namespace or zk://host:2181/namespace", f.coord)
+			return cfg, usagef("--coord %q is not a URL: use embedded, etcd://host:2379/namespace or zk://host:2181/namespace", display)
 		}
 		if !slices.Contains(coord.Schemes(), scheme) {
-			return cfg, usagef("--coord %q: unsupported scheme %q: use embedded, or one of %s", u.Redacted(), u.Scheme, schemeList())
+			return cfg, usagef("--coord %q: unsupported scheme %q: use embedded, or one of %s", display, u.Scheme, schemeList())
 		}
 		if u.Host == "" {
-			return cfg, usagef("--coord %q names no servers: %s://host:port[,host:port…]/namespace", u.Redacted(), scheme)
+			return cfg, usagef("--coord %q names no servers: %s://host:port[,host:port…]/namespace", display, scheme)
 		}
-		cfg.coordURL, cfg.coordDisplay = f.coord, u.Redacted()
+		cfg.coordURL, cfg.coordDisplay = f.coord, display
 	}
 
 	if f.dataDir == "" {
@@ -272,11 +277,11 @@ func (f serveFlags) validate() (serveConfig, error) {
 	}
 
 	if cfg.embedded {
-		cport, err := checkEmbeddedURL("--embedded-client-url", f.embeddedClientURL)
+		clientURL, cport, err := checkEmbeddedURL("--embedded-client-url", f.embeddedClientURL)
 		if err != nil {
 			return cfg, err
 		}
-		pport, err := checkEmbeddedURL("--embedded-peer-url", f.embeddedPeerURL)
+		peerURL, pport, err := checkEmbeddedURL("--embedded-peer-url", f.embeddedPeerURL)
 		if err != nil {
 			return cfg, err
 		}
@@ -286,8 +291,8 @@ func (f serveFlags) validate() (serveConfig, error) {
 		if port != 0 && (port == cport || port == pport) {
 			return cfg, usagef("--listen port %d is also the embedded etcd's (--embedded-client-url %s, --embedded-peer-url %s)", port, f.embeddedClientURL, f.embeddedPeerURL)
 		}
-		cfg.embeddedClientURL, cfg.embeddedPeerURL = f.embeddedClientURL, f.embeddedPeerURL
-		cfg.coordDisplay = "embedded etcd at " + f.embeddedClientURL
+		cfg.embeddedClientURL, cfg.embeddedPeerURL = clientURL, peerURL
+		cfg.coordDisplay = "embedded etcd at " + clientURL
 	}
 
 	// The REST API's accounts, TLS and exposure (apisecurity.go).
@@ -324,20 +329,26 @@ func splitHostPort(flag, addr string, zeroOK bool) (string, int, error) {
 	return host, int(port), nil
 }
 
-// checkEmbeddedURL checks an embedded etcd URL and returns its port.
-func checkEmbeddedURL(flag, raw string) (int, error) {
+// checkEmbeddedURL checks an embedded etcd URL and returns it as the
+// https:// URL the server listens on, and its port.
+//
+// The embedded etcd always serves TLS and asks every client for a
+// certificate of the CA it keeps in <data-dir>/etcd/tls, so that other local
+// users cannot change what hasched schedules (issue 9). http:// is still
+// accepted, for the command lines written before, and served as https://.
+func checkEmbeddedURL(flag, raw string) (string, int, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return 0, usagef("%s: %v", flag, err)
+		return "", 0, usagef("%s: %v", flag, err)
 	}
-	if u.Scheme != "http" {
-		return 0, usagef("%s %q: the embedded etcd serves http:// only", flag, raw)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", 0, usagef("%s %q: give https://host:port (the embedded etcd serves TLS with client certificates)", flag, raw)
 	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
-		return 0, usagef("%s %q: give http://host:port only", flag, raw)
+		return "", 0, usagef("%s %q: give https://host:port only", flag, raw)
 	}
 	_, port, err := splitHostPort(flag, u.Host, true)
-	return port, err
+	return "https://" + u.Host, port, err
 }
 
 // advertiseFor is the address the API is advertised at: --advertise, else
@@ -423,12 +434,14 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		} else if n > 0 {
 			log.Info("ended the sessions of an earlier run", "sessions", n)
 		}
-		endpoints := embedded.Endpoints()
+		endpoints, clientTLS := embedded.Endpoints(), embedded.ClientTLS()
 		coordLog := log.Named("coord")
 		open = func(ctx context.Context) (coord.Coordinator, error) {
-			return etcd.New(ctx, etcd.Config{Endpoints: endpoints, Logger: coordLog})
+			return etcd.New(ctx, etcd.Config{Endpoints: endpoints, TLS: clientTLS, Logger: coordLog})
 		}
-		log.Info("embedded etcd started", "endpoints", endpoints, "dir", cfg.etcdDir)
+		// The client files let an operator in with etcdctl (--cacert,
+		// --cert, --key); nobody else can read them.
+		log.Info("embedded etcd started", "endpoints", endpoints, "dir", cfg.etcdDir, "client_certs", filepath.Dir(embedded.ClientTLSFiles().Cert))
 	} else {
 		coordURL := cfg.coordURL
 		open = func(ctx context.Context) (coord.Coordinator, error) { return coord.Open(ctx, coordURL) }

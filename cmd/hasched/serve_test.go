@@ -34,7 +34,7 @@ func TestServeRefusesBadConfigurationWithoutStartingAnything(t *testing.T) {
 		{"bad log-json env", nil, map[string]string{"HASCHED_LOG_JSON": "maybe"}, []string{"HASCHED_LOG_JSON", "--log-json"}},
 		{"auth user alone", []string{"--auth-user", "root"}, nil, []string{"--auth-user and --auth-password"}},
 		{"auth password from env alone", nil, map[string]string{"HASCHED_AUTH_PASSWORD": "pw"}, []string{"--auth-user and --auth-password"}},
-		{"embedded https", []string{"--embedded-client-url", "https://127.0.0.1:2379"}, nil, []string{"--embedded-client-url", "http://"}},
+		{"embedded unix socket", []string{"--embedded-client-url", "unix:///tmp/etcd.sock"}, nil, []string{"--embedded-client-url", "https://"}},
 		{"embedded same ports", []string{"--embedded-client-url", "http://127.0.0.1:2379", "--embedded-peer-url", "http://127.0.0.1:2379"}, nil, []string{"same port"}},
 		{"listen on etcd's port", []string{"--listen", ":2379"}, nil, []string{"--listen port 2379"}},
 		{"empty data dir", []string{"--data-dir", ""}, nil, []string{"--data-dir is empty"}},

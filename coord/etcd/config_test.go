@@ -94,7 +94,10 @@ func TestOpenPicksEtcdByScheme(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := coord.Open(testContext(t), "etcd://"+u.Host+"/"+namespace(t)+"?ttl=2s&dial-timeout=2s")
+	// The shared server asks for client certificates: the URL names them.
+	f := server.ClientTLSFiles()
+	q := url.Values{"ttl": {"2s"}, "dial-timeout": {"2s"}, "ca-file": {f.CA}, "cert-file": {f.Cert}, "key-file": {f.Key}}
+	c, err := coord.Open(testContext(t), "etcd://"+u.Host+"/"+namespace(t)+"?"+q.Encode())
 	if err != nil {
 		t.Fatalf("coord.Open: %v", err)
 	}

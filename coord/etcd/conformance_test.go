@@ -7,5 +7,5 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	coordtest.Run(t, &harness{endpoints: endpoints(t), raw: rawClient(t)})
+	coordtest.Run(t, &harness{endpoints: endpoints(t), tls: clientTLS(t), raw: rawClient(t)})
 }

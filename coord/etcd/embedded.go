@@ -2,32 +2,51 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/lease"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/hasched/hasched/coord"
 )
 
 // EmbeddedConfig configures StartEmbedded.
 type EmbeddedConfig struct {
 	// Dir is the data directory; required.
 	Dir string
-	// ClientURL is where clients connect (default http://127.0.0.1:2379).
+	// ClientURL is where clients connect (default https://127.0.0.1:2379).
 	// Port 0 picks a free port.
+	//
+	// With https:// the server accepts only clients with a certificate of
+	// its own CA, which StartEmbedded makes in TLSDir (0600 files in a 0700
+	// directory): nobody but the user running it can reach the data, which
+	// any local user could otherwise change — and so make the scheduler run
+	// what they like. ClientTLS is the client's configuration. http:// serves
+	// every local process without a question, and is for tests only.
 	ClientURL string
 	// PeerURL is where peers would connect (default
-	// http://127.0.0.1:2380). Port 0 picks a free port.
+	// https://127.0.0.1:2380). Port 0 picks a free port. With https://, peers
+	// too need a certificate of the CA: a single member never talks to
+	// peers, but its peer listener would otherwise take raft messages and
+	// lease requests from anyone.
 	PeerURL string
+	// TLSDir keeps the CA, server and client certificates for https:// URLs
+	// (default Dir/tls).
+	TLSDir string
 	// Name is the member's name (default "hasched").
 	Name string
 	// Logger receives the server's warnings and errors (null if nil).
@@ -39,6 +58,7 @@ type EmbeddedConfig struct {
 type Embedded struct {
 	etcd      *embed.Etcd
 	endpoints []string
+	pki       embeddedPKI // zero with plain http:// URLs
 	closeOnce sync.Once
 }
 
@@ -49,10 +69,13 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, errors.New("etcd: EmbeddedConfig.Dir is empty")
 	}
 	if cfg.ClientURL == "" {
-		cfg.ClientURL = "http://127.0.0.1:2379"
+		cfg.ClientURL = "https://127.0.0.1:2379"
 	}
 	if cfg.PeerURL == "" {
-		cfg.PeerURL = "http://127.0.0.1:2380"
+		cfg.PeerURL = "https://127.0.0.1:2380"
+	}
+	if cfg.TLSDir == "" {
+		cfg.TLSDir = filepath.Join(cfg.Dir, "tls")
 	}
 	if cfg.Name == "" {
 		cfg.Name = "hasched"
@@ -69,6 +92,25 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, fmt.Errorf("etcd: EmbeddedConfig.PeerURL: %w", err)
 	}
 
+	// etcd makes Dir 0700 itself, but the TLS directory goes in it first.
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcd: EmbeddedConfig.Dir: %w", err)
+	}
+	var certs embeddedPKI
+	if clientURL.Scheme == "https" || peerURL.Scheme == "https" {
+		if certs, err = preparePKI(cfg.TLSDir, clientURL, peerURL); err != nil {
+			return nil, err
+		}
+	}
+	serverTLS := func() transport.TLSInfo {
+		return transport.TLSInfo{
+			CertFile:       filepath.Join(certs.dir, serverCertFile),
+			KeyFile:        filepath.Join(certs.dir, serverKeyFile),
+			TrustedCAFile:  filepath.Join(certs.dir, caCertFile),
+			ClientCertAuth: true,
+		}
+	}
+
 	ec := embed.NewConfig()
 	// NewConfig leaves the slow-request threshold at zero, which makes the
 	// server warn about every request; use etcd's own default.
@@ -80,6 +122,12 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	ec.ListenPeerUrls = []url.URL{*peerURL}
 	ec.AdvertisePeerUrls = []url.URL{*peerURL}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	if clientURL.Scheme == "https" {
+		ec.ClientTLSInfo = serverTLS()
+	}
+	if peerURL.Scheme == "https" {
+		ec.PeerTLSInfo = serverTLS()
+	}
 	// The server logs a lot at info level (every raft step, every
 	// snapshot); its warnings and errors go to our logger, the rest nowhere.
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newHclogCore(cfg.Logger.Named("etcd-server"), zapcore.WarnLevel)))
@@ -100,7 +148,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		e.Close()
 		return nil, fmt.Errorf("etcd: start embedded server: %w", ctx.Err())
 	}
-	return &Embedded{etcd: e, endpoints: []string{clientURL.String()}}, nil
+	return &Embedded{etcd: e, endpoints: []string{clientURL.String()}, pki: certs}, nil
 }
 
 // listenURL parses a URL to listen on; port 0 is replaced by a port that was
@@ -110,6 +158,9 @@ func listenURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("%q: give http:// or https://", raw)
 	}
 	if u.Port() != "0" {
 		return u, nil
@@ -128,6 +179,25 @@ func listenURL(raw string) (*url.URL, error) {
 
 // Endpoints are the client URLs to hand to Config.Endpoints.
 func (e *Embedded) Endpoints() []string { return append([]string(nil), e.endpoints...) }
+
+// ClientTLS is the TLS configuration a client of an https:// server needs
+// (nil with http://): the CA and the client certificate made for hasched.
+func (e *Embedded) ClientTLS() *tls.Config {
+	if e.pki.client == nil {
+		return nil
+	}
+	return e.pki.client.Clone()
+}
+
+// ClientTLSFiles names the files of ClientTLS, for an etcd:// URL
+// (ca-file, cert-file, key-file) or etcdctl (--cacert, --cert, --key);
+// zero with http://.
+func (e *Embedded) ClientTLSFiles() coord.TLSFiles {
+	if e.pki.client == nil {
+		return coord.TLSFiles{}
+	}
+	return e.pki.files()
+}
 
 // Close stops the server and waits until it has stopped. It is idempotent.
 func (e *Embedded) Close() error {

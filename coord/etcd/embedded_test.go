@@ -22,7 +22,7 @@ func TestEndPreviousSessionsFreesTheElectionAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	start := func() *Embedded {
 		t.Helper()
-		e, err := StartEmbedded(ctx, EmbeddedConfig{Dir: dir, ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0"})
+		e, err := StartEmbedded(ctx, EmbeddedConfig{Dir: dir, ClientURL: "https://127.0.0.1:0", PeerURL: "https://127.0.0.1:0"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,7 +34,7 @@ func TestEndPreviousSessionsFreesTheElectionAtOnce(t *testing.T) {
 	// (without EndPreviousSessions the election would stay held for the
 	// whole test), and a client that goes without revoking it, as a
 	// killed process's does.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: first.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: first.Endpoints(), TLS: first.ClientTLS(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestEndPreviousSessionsFreesTheElectionAtOnce(t *testing.T) {
 
 	second := start()
 	defer second.Close()
-	c, err := New(ctx, Config{Endpoints: second.Endpoints(), SessionTTL: 5 * time.Second})
+	c, err := New(ctx, Config{Endpoints: second.Endpoints(), TLS: second.ClientTLS(), SessionTTL: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestEndPreviousSessionsFreesTheElectionAtOnce(t *testing.T) {
 	if n != 2 {
 		t.Errorf("EndPreviousSessions ended %d sessions, want 2 (the old one and c's)", n)
 	}
-	fresh, err := New(ctx, Config{Endpoints: second.Endpoints(), SessionTTL: 5 * time.Second})
+	fresh, err := New(ctx, Config{Endpoints: second.Endpoints(), TLS: second.ClientTLS(), SessionTTL: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

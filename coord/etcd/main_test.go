@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"regexp"
@@ -63,8 +64,8 @@ func endpoints(t testing.TB) []string {
 		defer cancel()
 		server, serverErr = StartEmbedded(ctx, EmbeddedConfig{
 			Dir:       serverDir,
-			ClientURL: "http://127.0.0.1:0",
-			PeerURL:   "http://127.0.0.1:0",
+			ClientURL: "https://127.0.0.1:0",
+			PeerURL:   "https://127.0.0.1:0",
 		})
 	})
 	if serverErr != nil {
@@ -73,11 +74,19 @@ func endpoints(t testing.TB) []string {
 	return server.Endpoints()
 }
 
+// clientTLS is the shared server's client TLS configuration: every test
+// talks to it as hasched does to its embedded etcd.
+func clientTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	endpoints(t)
+	return server.ClientTLS()
+}
+
 // rawClient is a plain client on the shared server, for looking behind the
 // Coordinator's back.
 func rawClient(t testing.TB) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints(t), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints(t), TLS: clientTLS(t), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("raw client: %v", err)
 	}
@@ -98,7 +107,7 @@ func open(t testing.TB, ns string) *Coordinator {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := New(ctx, Config{Endpoints: endpoints(t), Namespace: ns, SessionTTL: testTTL})
+	c, err := New(ctx, Config{Endpoints: endpoints(t), TLS: clientTLS(t), Namespace: ns, SessionTTL: testTTL})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -115,11 +124,12 @@ func testContext(t testing.TB) context.Context {
 // harness runs the conformance suite on the shared embedded server.
 type harness struct {
 	endpoints []string
+	tls       *tls.Config
 	raw       *clientv3.Client
 }
 
 func (h *harness) Open(ctx context.Context, ns string) (coord.Coordinator, error) {
-	return New(ctx, Config{Endpoints: h.endpoints, Namespace: ns, SessionTTL: testTTL})
+	return New(ctx, Config{Endpoints: h.endpoints, TLS: h.tls, Namespace: ns, SessionTTL: testTTL})
 }
 
 // ExpireSession revokes the session's lease, which the cluster does itself

@@ -42,7 +42,7 @@ func TestCutOffSessionEndsBeforeTheClusterExpiresItsLease(t *testing.T) {
 
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := New(cctx, Config{Endpoints: []string{proxy.Addr()}, Namespace: ns, SessionTTL: testTTL})
+	c, err := New(cctx, Config{Endpoints: []string{proxy.Addr()}, TLS: clientTLS(t), Namespace: ns, SessionTTL: testTTL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestCutOffWaitingCandidateGetsSessionLost(t *testing.T) {
 	defer la.Resign(ctx)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	b, err := New(cctx, Config{Endpoints: []string{proxy.Addr()}, Namespace: ns, SessionTTL: testTTL})
+	b, err := New(cctx, Config{Endpoints: []string{proxy.Addr()}, TLS: clientTLS(t), Namespace: ns, SessionTTL: testTTL})
 	if err != nil {
 		t.Fatal(err)
 	}

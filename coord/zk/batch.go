@@ -63,7 +63,7 @@ func (w writer) Apply(ctx context.Context, ops ...coord.Op) ([]coord.OpResult, e
 		switch op.Kind() {
 		case coord.OpCreate:
 			reqs = append(reqs,
-				&zk.CreateRequest{Path: full, Acl: acl},
+				&zk.CreateRequest{Path: full, Acl: c.acl},
 				&zk.SetDataRequest{Path: full, Data: op.Value, Version: 0})
 			owner = append(owner, i, i)
 		case coord.OpSet:

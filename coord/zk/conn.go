@@ -1,6 +1,8 @@
 package zk
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +28,9 @@ type dialer struct {
 	conns map[*trackedConn]struct{}
 	shut  bool
 	heard atomic.Int64 // UnixNano of the last read that returned bytes
+	// tls, if set, wraps every connection; the handshake is bounded by the
+	// dial timeout go-zookeeper gives.
+	tls *tls.Config
 }
 
 func (d *dialer) dial(network, address string, timeout time.Duration) (net.Conn, error) {
@@ -39,6 +44,11 @@ func (d *dialer) dial(network, address string, timeout time.Duration) (net.Conn,
 	if err != nil {
 		return nil, err
 	}
+	if d.tls != nil {
+		if nc, err = handshake(nc, address, timeout, d.tls); err != nil {
+			return nil, err
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.shut {
@@ -48,6 +58,28 @@ func (d *dialer) dial(network, address string, timeout time.Duration) (net.Conn,
 	tc := &trackedConn{Conn: nc, d: d}
 	d.conns[tc] = struct{}{}
 	d.heard.Store(time.Now().UnixNano())
+	return tc, nil
+}
+
+// handshake runs the TLS client handshake on nc within timeout. Without a
+// ServerName in cfg, the server's certificate must name the host dialled.
+func handshake(nc net.Conn, address string, timeout time.Duration, cfg *tls.Config) (net.Conn, error) {
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			_ = nc.Close()
+			return nil, err
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(nc, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("zk: TLS handshake with %s: %w", address, err)
+	}
 	return tc, nil
 }
 

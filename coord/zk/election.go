@@ -201,7 +201,7 @@ func (c *Coordinator) createCandidate(dir, prefix string, value []byte) (string,
 			}
 		}
 		if !mayExist {
-			made, err := c.conn.Create(dir+"/"+prefix, value, zk.FlagEphemeral|zk.FlagSequence, acl)
+			made, err := c.conn.Create(dir+"/"+prefix, value, zk.FlagEphemeral|zk.FlagSequence, c.acl)
 			switch {
 			case err == nil:
 				return coord.Base(made), nil

@@ -168,7 +168,7 @@ func TestFencedWritesWhileLeading(t *testing.T) {
 	// A tree larger than one batch, and nested.
 	leaves := make([]any, 0, deleteBatchOps+200)
 	for i := range cap(leaves) {
-		leaves = append(leaves, &zk.CreateRequest{Path: fmt.Sprintf("%s/tree/leaf-%05d", c.root, i), Acl: acl})
+		leaves = append(leaves, &zk.CreateRequest{Path: fmt.Sprintf("%s/tree/leaf-%05d", c.root, i), Acl: c.acl})
 	}
 	if _, err := c.Create(ctx, "/tree/deep/er/est", nil); err != nil {
 		t.Fatal(err)

@@ -13,10 +13,6 @@ import (
 	"github.com/hasched/hasched/coord"
 )
 
-// acl is every node's ACL: the namespace, not ZooKeeper's ACLs, separates
-// users.
-var acl = zk.WorldACL(zk.PermAll)
-
 const (
 	// parentRounds bounds how often Create looks for missing parents and
 	// tries again, should a concurrent DeleteTree keep removing them.
@@ -222,13 +218,13 @@ func (w writer) create(ctx context.Context, full string, value []byte, flags int
 	for round := 0; ; round++ {
 		ops := make([]any, 0, len(parents)+2)
 		for _, p := range parents {
-			ops = append(ops, &zk.CreateRequest{Path: p, Acl: acl})
+			ops = append(ops, &zk.CreateRequest{Path: p, Acl: w.c.acl})
 		}
 		if sequential {
-			ops = append(ops, &zk.CreateRequest{Path: full, Data: value, Flags: flags, Acl: acl})
+			ops = append(ops, &zk.CreateRequest{Path: full, Data: value, Flags: flags, Acl: w.c.acl})
 		} else {
 			ops = append(ops,
-				&zk.CreateRequest{Path: full, Flags: flags, Acl: acl},
+				&zk.CreateRequest{Path: full, Flags: flags, Acl: w.c.acl},
 				&zk.SetDataRequest{Path: full, Data: value, Version: 0})
 		}
 		res, err := w.c.apply(ctx, w.g, false, ops...)
@@ -300,7 +296,7 @@ func (c *Coordinator) makeNode(ctx context.Context, full string) error {
 	// Idempotent: a create repeated after its first attempt was applied
 	// finds the node there, which is all that is asked.
 	_, err := call(ctx, c, true, func(conn *zk.Conn) (string, error) {
-		return conn.Create(full, nil, 0, acl)
+		return conn.Create(full, nil, 0, c.acl)
 	})
 	if errors.Is(err, zk.ErrNodeExists) {
 		return nil

@@ -3,6 +3,7 @@ package zk
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -51,6 +52,10 @@ func testLogger() hclog.Logger {
 type harness struct {
 	servers []string
 	log     hclog.Logger
+	// digest, if set, is every coordinator's Config.Digest.
+	digest string
+	// tls, if set, is every coordinator's Config.TLS.
+	tls *tls.Config
 
 	mu      sync.Mutex
 	proxies map[coord.Coordinator][]*netproxy.Proxy
@@ -92,7 +97,7 @@ func (h *harness) openWith(ctx context.Context, ns string, tweak func(*Config)) 
 	h.mu.Lock()
 	h.all = append(h.all, ps...)
 	h.mu.Unlock()
-	cfg := Config{Servers: addrs, Namespace: ns, SessionTimeout: testSessionTimeout, Logger: h.log}
+	cfg := Config{Servers: addrs, Namespace: ns, SessionTimeout: testSessionTimeout, Logger: h.log, Digest: h.digest, TLS: h.tls}
 	tweak(&cfg)
 	c, err := New(ctx, cfg)
 	if err != nil {

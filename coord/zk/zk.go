@@ -17,6 +17,7 @@ package zk
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,18 @@ type Config struct {
 	// Logger receives the Coordinator's log and, at debug level,
 	// go-zookeeper's; default discards.
 	Logger hclog.Logger
+	// Digest, "user:password", authenticates the session with ZooKeeper's
+	// digest scheme, and every node the Coordinator makes gets the ACL
+	// digest:user:<hash>:cdrwa, so only sessions with the same identity can
+	// read, change or list hasched's nodes (ZooKeeper's world:anyone:cdrwa
+	// otherwise, which lets every client of the ensemble in). A namespace
+	// made before with another ACL is converted on New (see
+	// secureNamespace). The server must not run with
+	// zookeeper.skipACL=yes, which turns ACLs off.
+	Digest string
+	// TLS, if set, wraps every connection: for servers with a
+	// secureClientPort.
+	TLS *tls.Config
 
 	// noLossTimer turns the client-side loss timer off, for tests that need
 	// the server's word on an expiry.
@@ -95,10 +108,31 @@ func (cfg Config) withDefaults() (Config, error) {
 	case cfg.ConnectTimeout < 0:
 		return cfg, fmt.Errorf("zk: Config.ConnectTimeout %v is negative", cfg.ConnectTimeout)
 	}
+	if cfg.Digest != "" {
+		if user, pw, ok := strings.Cut(cfg.Digest, ":"); !ok || user == "" || pw == "" {
+			return cfg, fmt.Errorf("%w: zk: Config.Digest is not user:password", coord.ErrCredentials)
+		}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	return cfg, nil
+}
+
+// ErrNotAuthorized is returned by New when ZooKeeper refuses the session
+// the namespace's node: it belongs to another identity, or the session has
+// none and the namespace is protected by a digest.
+var ErrNotAuthorized = errors.New("zk: not authorized for the namespace")
+
+// aclFor is the ACL of every node the Coordinator makes.
+func aclFor(digest string) []zk.ACL {
+	if digest == "" {
+		// No identity: the namespace, not ZooKeeper's ACLs, separates
+		// users, and any client of the ensemble can read and write.
+		return zk.WorldACL(zk.PermAll)
+	}
+	user, pw, _ := strings.Cut(digest, ":")
+	return zk.DigestACL(zk.PermAll, user, pw)
 }
 
 // Coordinator is a coord.Coordinator on one ZooKeeper session. Its methods are
@@ -107,6 +141,7 @@ type Coordinator struct {
 	cfg    Config
 	log    hclog.Logger
 	root   string // "/" + namespace
+	acl    []zk.ACL
 	conn   *zk.Conn
 	events <-chan zk.Event // go-zookeeper closes it once its goroutines have ended
 	net    *dialer
@@ -149,7 +184,8 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		cfg:         cfg,
 		log:         cfg.Logger.With("namespace", cfg.Namespace),
 		root:        "/" + cfg.Namespace,
-		net:         &dialer{conns: map[*trackedConn]struct{}{}},
+		acl:         aclFor(cfg.Digest),
+		net:         &dialer{conns: map[*trackedConn]struct{}{}, tls: cfg.TLS},
 		changed:     make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		connDone:    make(chan struct{}),
@@ -175,9 +211,24 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		_ = c.Close()
 		return nil, err
 	}
+	if cfg.Digest != "" {
+		// go-zookeeper sends the credentials again on every reconnection,
+		// before any other request.
+		_, err := call(ctx, c, true, func(conn *zk.Conn) (struct{}, error) {
+			return struct{}{}, conn.AddAuth("digest", []byte(cfg.Digest))
+		})
+		if err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("%w: zk: digest authentication: %w", ErrNotAuthorized, c.mapErr(err))
+		}
+	}
 	if err := c.makeNode(ctx, c.root); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("zk: make the namespace node %s: %w", c.root, c.mapErr(err))
+	}
+	if err := c.secureNamespace(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
 	}
 	c.log.Debug("session established", "session", hexID(c.session.Load()), "servers", strings.Join(cfg.Servers, ","))
 	return c, nil
