@@ -66,7 +66,7 @@ apt_uri_for_suite() {
 				else if (key == "uris") uris = line
 				else if (key == "suites") suites = line
 			}
-			END { if (!found) flush() }' "$f" | head -n1
+			END { if (!found) flush() }' "$f" | sed -n 1p
 	done
 	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
 		[[ -r "$f" ]] || continue
@@ -77,12 +77,12 @@ apt_uri_for_suite() {
 
 MIRROR="${DEBIAN_MIRROR:-}"
 if [[ -z "$MIRROR" ]]; then
-	MIRROR="$(apt_uri_for_suite "$DEBIAN_SUITE" | head -n1)"
+	MIRROR="$(apt_uri_for_suite "$DEBIAN_SUITE" | sed -n 1p)"
 fi
 if [[ -z "$MIRROR" ]]; then
 	# Host on another release: use the URI of its main (non-security) archive.
 	for s in trixie sid bullseye; do
-		MIRROR="$(apt_uri_for_suite "$s" | head -n1)"
+		MIRROR="$(apt_uri_for_suite "$s" | sed -n 1p)"
 		[[ -n "$MIRROR" ]] && break
 	done
 fi
@@ -206,5 +206,9 @@ tar --numeric-owner -C "$ROOTFS" -c . | docker import \
 
 NEW_ID="$(docker image inspect -f '{{.Id}}' "$ZK_IMAGE")"
 if [[ -n "$OLD_ID" && "$OLD_ID" != "$NEW_ID" ]]; then docker image rm "$OLD_ID" >/dev/null 2>&1 || true; fi
-docker run --rm --entrypoint java "$ZK_IMAGE" -version 2>&1 | head -n1 >&2
+# Read the whole output before taking its first line: `| head -n1` under
+# pipefail fails the build with SIGPIPE (141) whenever head exits before java
+# has written the rest.
+JAVA_VERSION_OUT="$(docker run --rm --entrypoint java "$ZK_IMAGE" -version 2>&1)"
+log "image runs ${JAVA_VERSION_OUT%%$'\n'*}"
 log "built $ZK_IMAGE (zookeeper $ZK_VERSION) in $((SECONDS - start))s"

@@ -10,7 +10,7 @@ image="${HASCHED_ZK_IMAGE:-hasched/zookeeper:3.8}"
 id=$(docker run -d --label dev.hasched.test=integration -p 127.0.0.1::2181 \
   -e ZOO_TICK_TIME=500 -e ZOO_4LW_COMMANDS_WHITELIST=srvr,ruok,mntr,stat "$image")
 trap 'docker rm -f "$id" >/dev/null' EXIT
-port=$(docker port "$id" 2181/tcp | head -n1 | sed 's/.*://')
+port=$(docker port "$id" 2181/tcp | sed -n 1p | sed 's/.*://')
 for _ in $(seq 1 120); do
   if docker exec "$id" sh -c 'echo srvr | nc -w 2 127.0.0.1 2181' 2>/dev/null | grep -q 'Mode: '; then
     break

@@ -88,7 +88,7 @@ func TestServeEmbeddedEtcdDefaultsToTLS(t *testing.T) {
 			t.Errorf("--%s defaults to %s, want https on 127.0.0.1", name, v)
 		}
 	}
-	cfg, err := serveFlags{coord: "embedded", dataDir: "d", listen: ":8899", executor: "local", logLevel: "info",
+	cfg, err := serveFlags{coord: "embedded", dataDir: "d", listen: "127.0.0.1:8899", executor: "local", logLevel: "info",
 		embeddedClientURL: "http://127.0.0.1:2379", embeddedPeerURL: "http://127.0.0.1:2380"}.validate()
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestServeRedactsCoordCredentials(t *testing.T) {
 		"zk://h1:2181/ns?digest=hasched:secret",
 		"zk://h1:2181/ns?auth=digest:hasched:secret",
 	} {
-		cfg, err := serveFlags{coord: raw, dataDir: "d", listen: ":8899", executor: "local", logLevel: "info"}.validate()
+		cfg, err := serveFlags{coord: raw, dataDir: "d", listen: "127.0.0.1:8899", executor: "local", logLevel: "info"}.validate()
 		if err != nil {
 			t.Fatalf("%s: %v", raw, err)
 		}
@@ -114,7 +114,7 @@ func TestServeRedactsCoordCredentials(t *testing.T) {
 			t.Errorf("coordDisplay %q shows the secret", cfg.coordDisplay)
 		}
 	}
-	_, err := serveFlags{coord: "etcd://u:secret@h1:2379/%zz", dataDir: "d", listen: ":8899", executor: "local", logLevel: "info"}.validate()
+	_, err := serveFlags{coord: "etcd://u:secret@h1:2379/%zz", dataDir: "d", listen: "127.0.0.1:8899", executor: "local", logLevel: "info"}.validate()
 	if err == nil || strings.Contains(err.Error(), "secret") {
 		t.Errorf("a --coord that does not parse: %v", err)
 	}
