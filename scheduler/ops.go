@@ -15,6 +15,22 @@ import (
 // order a crash can interrupt anywhere: the next term reads the store and
 // completes or repeats the request's effect.
 
+// onApp checks the name of the app a write is about, then runs op on the
+// leader's loop; onJob is the same for jobs.
+func (s *Scheduler) onApp(ctx context.Context, name string, op func(ctx context.Context, t *term) error) error {
+	if err := model.ValidateName("appName", name, false); err != nil {
+		return err
+	}
+	return s.write(ctx, op)
+}
+
+func (s *Scheduler) onJob(ctx context.Context, name string, op func(ctx context.Context, t *term) error) error {
+	if err := model.ValidateName("jobName", name, true); err != nil {
+		return err
+	}
+	return s.write(ctx, op)
+}
+
 func (s *Scheduler) RegisterApp(ctx context.Context, app model.App) error {
 	app, err := app.Check()
 	if err != nil {
@@ -26,31 +42,19 @@ func (s *Scheduler) RegisterApp(ctx context.Context, app model.App) error {
 // UpdateApp applies the update to the stored app in the leader's loop, so
 // that no other write comes between reading and writing it.
 func (s *Scheduler) UpdateApp(ctx context.Context, u model.AppUpdate) error {
-	if err := model.ValidateName("appName", u.AppName, false); err != nil {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateApp(ctx, u) })
+	return s.onApp(ctx, u.AppName, func(ctx context.Context, t *term) error { return t.updateApp(ctx, u) })
 }
 
 func (s *Scheduler) DeregisterApp(ctx context.Context, name string) error {
-	if err := model.ValidateName("appName", name, false); err != nil {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.deregisterApp(ctx, name) })
+	return s.onApp(ctx, name, func(ctx context.Context, t *term) error { return t.deregisterApp(ctx, name) })
 }
 
 func (s *Scheduler) DisableApp(ctx context.Context, name string) error {
-	if err := model.ValidateName("appName", name, false); err != nil {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, true) })
+	return s.onApp(ctx, name, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, true) })
 }
 
 func (s *Scheduler) EnableApp(ctx context.Context, name string) error {
-	if err := model.ValidateName("appName", name, false); err != nil {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, false) })
+	return s.onApp(ctx, name, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, false) })
 }
 
 func (s *Scheduler) RegisterJob(ctx context.Context, job model.Job) error {
@@ -64,38 +68,23 @@ func (s *Scheduler) RegisterJob(ctx context.Context, job model.Job) error {
 // UpdateJob applies the update to the stored job in the leader's loop, like
 // UpdateApp.
 func (s *Scheduler) UpdateJob(ctx context.Context, u model.JobUpdate) error {
-	if err := model.ValidateName("jobName", u.JobName, true); err != nil {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.updateJob(ctx, u) })
+	return s.onJob(ctx, u.JobName, func(ctx context.Context, t *term) error { return t.updateJob(ctx, u) })
 }
 
 func (s *Scheduler) DeregisterJob(ctx context.Context, name string) error {
-	if err := model.ValidateName("jobName", name, true); err != nil {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.deregisterJob(ctx, name) })
+	return s.onJob(ctx, name, func(ctx context.Context, t *term) error { return t.deregisterJob(ctx, name) })
 }
 
 func (s *Scheduler) TriggerJob(ctx context.Context, name string) error {
-	if err := model.ValidateName("jobName", name, true); err != nil {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.triggerJob(ctx, name) })
+	return s.onJob(ctx, name, func(ctx context.Context, t *term) error { return t.triggerJob(ctx, name) })
 }
 
 func (s *Scheduler) DisableJob(ctx context.Context, name string) error {
-	if err := model.ValidateName("jobName", name, true); err != nil {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, true) })
+	return s.onJob(ctx, name, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, true) })
 }
 
 func (s *Scheduler) EnableJob(ctx context.Context, name string) error {
-	if err := model.ValidateName("jobName", name, true); err != nil {
-		return err
-	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, false) })
+	return s.onJob(ctx, name, func(ctx context.Context, t *term) error { return t.setJobDisabled(ctx, name, false) })
 }
 
 func (s *Scheduler) Reconcile(ctx context.Context, explicit bool) error {
