@@ -35,6 +35,7 @@ type term struct {
 	s     *Scheduler
 	cfg   Config
 	log   hclog.Logger
+	c     coord.Coordinator // the election session that won the term
 	l     coord.Leadership
 	st    *store.Writer // reads on the election session, writes fenced by l
 	since time.Time
@@ -98,6 +99,7 @@ func newTerm(s *Scheduler, c coord.Coordinator, l coord.Leadership) *term {
 		s:            s,
 		cfg:          s.cfg,
 		log:          s.log.With("term", l.Token()),
+		c:            c,
 		l:            l,
 		st:           store.NewWriter(c, l.Writer(), opTimeout),
 		since:        s.now(),
@@ -137,7 +139,7 @@ func (t *term) run(ctx context.Context) error {
 // loop starts. Whatever it started, revoke stops.
 func (t *term) establish(ctx context.Context) error {
 	t.log.Info("establishing leadership")
-	ex, err := t.cfg.Executor(ctx, executor.Term{Token: t.l.Token(), State: executorState{st: t.st}})
+	ex, err := t.cfg.Executor(ctx, executor.Term{Token: t.l.Token(), State: executorState{st: t.st}, Coord: t.c, Writer: t.l.Writer()})
 	if err != nil {
 		return fmt.Errorf("open the executor: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/hasched/hasched/coord"
 )
 
 // Task is one shard of one run of a job, as the launcher hands it over.
@@ -41,6 +43,9 @@ type Task struct {
 	AppMemoryMB float64 `json:"appMemoryMB"`
 	// Daemon tasks are expected to keep running.
 	Daemon bool `json:"daemon"`
+	// Constraints are labels the host must have (the cluster executor
+	// places the task only on a worker whose labels match them all).
+	Constraints map[string]string `json:"constraints,omitempty"`
 }
 
 // State is where a task is in its life.
@@ -131,6 +136,11 @@ type Term struct {
 	// State keeps the executor's own small persistent state (the Mesos
 	// framework id) in the coordinator, written fenced by the term.
 	State StateStore
+	// Coord is the leader's session and Writer its writes fenced by this
+	// term, for executors that keep their state in the coordinator (the
+	// cluster executor's placements).
+	Coord  coord.Coordinator
+	Writer coord.Writer
 }
 
 // StateStore keeps an executor's state under short keys.
