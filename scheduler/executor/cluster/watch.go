@@ -225,7 +225,13 @@ func (e *Executor) fold(ctx context.Context, ws *workerState, rep store.StoredRe
 				return drop("no placement")
 			}
 			e.mu.Lock()
-			e.commitLocked(base, p)
+			_, had := e.index[st.TaskID]
+			if e.commitLocked(base, p) && !had && p.Incarnation == ws.inc && !p.State.Terminal() {
+				// The report of a placement whose Launch has not recorded
+				// it yet: its STAGING goes first, so that the task's
+				// statuses keep their order.
+				e.queue.Push(statusOf(p, false))
+			}
 			e.mu.Unlock()
 			base = p.Version
 		}
