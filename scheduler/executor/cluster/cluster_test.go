@@ -546,3 +546,29 @@ func TestReaderListsWorkersWithTheirTasks(t *testing.T) {
 		t.Errorf("a's registration %+v", a.Worker)
 	}
 }
+
+func TestConcurrentLaunchesNeverOvercommit(t *testing.T) {
+	w := newWorld(t)
+	w.worker("a", withCPUs(3))
+	ld := w.lead(testConfig(t))
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			errs <- ld.ex.Launch(ctx, []executor.Task{task(fmt.Sprintf("g%d-0", g), "j", 2*g, cmdBlock), task(fmt.Sprintf("g%d-1", g), "j", 2*g+1, cmdBlock)})
+		}()
+	}
+	full := 0
+	for range 4 {
+		if err := <-errs; errors.Is(err, ErrNoCapacity) {
+			full++
+		} else if err != nil {
+			t.Fatalf("Launch: %v", err)
+		}
+	}
+	if got := w.placedOn()["a"]; got != 3 {
+		t.Errorf("%d tasks placed on a worker with room for 3", got)
+	}
+	if full == 0 {
+		t.Error("no Launch reported ErrNoCapacity")
+	}
+}

@@ -75,7 +75,7 @@ func (h *contractHarness) Task(id string, b executortest.Behaviour) executor.Tas
 }
 
 func (h *contractHarness) Release(_ context.Context, id string) error { return h.w.runs.Release(id) }
-func (h *contractHarness) Running(id string) (bool, error)           { return h.w.runs.Running(id), nil }
-func (h *contractHarness) Starts(id string) (int, error)             { return h.w.runs.Starts(id), nil }
-func (h *contractHarness) Host() string                              { return "a.host" }
-func (h *contractHarness) Timeout() time.Duration                    { return waitLimit }
+func (h *contractHarness) Running(id string) (bool, error)            { return h.w.runs.Running(id), nil }
+func (h *contractHarness) Starts(id string) (int, error)              { return h.w.runs.Starts(id), nil }
+func (h *contractHarness) Host() string                               { return "a.host" }
+func (h *contractHarness) Timeout() time.Duration                     { return waitLimit }

@@ -161,14 +161,17 @@ func runWorker(t *testing.T, st *schedtest.Store, r *runs, reg model.Worker, ado
 	}
 	w := &fakeWorker{t: t, st: st, sess: sess, reg: reg, ctx: ctx, cancel: cancel, reports: make(chan executor.Status, 1024),
 		runs: r, tasks: map[string]*fakeTask{}, killed: map[string]bool{}}
-	if _, err := sess.Create(ctx, store.OutboxPath(reg.ID()), nil); err != nil {
-		t.Fatalf("create the outbox: %v", err)
-	}
 	n, err := sess.Create(ctx, store.WorkerPath(reg.ID()), mustJSON(reg), coord.Ephemeral())
 	if err != nil {
 		t.Fatalf("register: %v", err)
 	}
 	w.regVer = n.Version
+	if _, err := sess.Create(ctx, store.OutboxRoot, nil); err != nil && !errors.Is(err, coord.ErrExists) {
+		t.Fatalf("create the outbox root: %v", err)
+	}
+	if err := w.fenced(coord.CreateOp(store.OutboxPath(reg.ID()), nil)); err != nil {
+		t.Fatalf("create the outbox: %v", err)
+	}
 	if adopt != "" {
 		w.claim(adopt)
 	}

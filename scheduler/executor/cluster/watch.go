@@ -88,6 +88,9 @@ func (e *Executor) watchWorker(ws *workerState) {
 				return
 			}
 			if !ev.Exists {
+				if !e.confirmGone(ctx, ws) {
+					continue
+				}
 				e.gone(ctx, ws)
 				return
 			}
@@ -113,6 +116,35 @@ func (e *Executor) watchWorker(ws *workerState) {
 				continue
 			}
 			pending = false
+		}
+	}
+}
+
+// confirmGone reads the registration the watch says is gone, before its
+// tasks are marked LOST: that is the one decision that must rest on the
+// server's word, not on an event. It retries a failed read until the term
+// ends (false then).
+func (e *Executor) confirmGone(ctx context.Context, ws *workerState) bool {
+	for {
+		err := e.bounded(ctx, func(ctx context.Context) error {
+			_, err := e.c.Get(ctx, store.WorkerPath(ws.id))
+			return err
+		})
+		switch {
+		case errors.Is(err, coord.ErrNotFound):
+			return true
+		case err == nil:
+			e.log.Warn("the watch said a worker's registration is gone, but it is there", "worker", ws.id)
+			return false
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		e.log.Warn("read a worker's registration; trying again", "worker", ws.id, "error", err)
+		select {
+		case <-time.After(e.cfg.RetryInterval):
+		case <-ctx.Done():
+			return false
 		}
 	}
 }
