@@ -1,9 +1,9 @@
 package store
 
-// Reads and ops of the cluster's layout (cluster.go): the leader's cluster
-// executor builds its fenced batches from the ops here, so that the paths
-// and the encoding of every record stay in this package; the API lists the
-// workers through Reader.Workers.
+// Reads and ops of the cluster's layout (cluster.go) for the leader's
+// cluster executor: it builds its fenced batches from the ops here, so that
+// the paths and the encoding of every record stay in this package. The
+// API's listing is Reader.Workers (workers.go).
 
 import (
 	"context"
@@ -11,10 +11,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/hasched/hasched/coord"
-	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 )
 
@@ -179,65 +177,4 @@ func (r Reader) Report(ctx context.Context, workerID, name string) (StoredReport
 // KillRequested says whether the leader asked for task's kill on worker.
 func (r Reader) KillRequested(ctx context.Context, worker, task string) (bool, error) {
 	return r.exists(ctx, KillPath(worker, task))
-}
-
-// WorkerView is one registered worker incarnation as the API lists it.
-type WorkerView struct {
-	model.Worker
-	ID string `json:"id"`
-	// UsedCPUs and UsedMemoryMB add up its placed tasks' resources.
-	UsedCPUs     float64 `json:"usedCpus"`
-	UsedMemoryMB float64 `json:"usedMemoryMB"`
-	// Tasks are the placements bound to this incarnation that have not
-	// ended, by task id.
-	Tasks []PlacedTask `json:"tasks"`
-}
-
-// PlacedTask is one task placed on a worker.
-type PlacedTask struct {
-	TaskID   string         `json:"taskId"`
-	Job      string         `json:"job"`
-	Shard    int            `json:"shard"`
-	State    executor.State `json:"state"`
-	PlacedAt time.Time      `json:"placedAt"`
-}
-
-// Workers lists every registered worker incarnation, by id, with the
-// placements bound to it that have not ended. Registrations and
-// placements that do not decode are left out: the listing is for people,
-// and the leader's executor logs them.
-func (r Reader) Workers(ctx context.Context) ([]WorkerView, error) {
-	ids, err := r.WorkerIDs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := []WorkerView{}
-	byName := map[string][]StoredPlacement{}
-	for _, id := range ids {
-		w, _, ok, err := r.Registration(ctx, id)
-		if errors.Is(err, ErrUndecodable) || (err == nil && !ok) {
-			continue // damaged, or gone since the listing
-		}
-		if err != nil {
-			return nil, err
-		}
-		ps, seen := byName[w.Name]
-		if !seen {
-			if ps, _, err = r.PlacementsOf(ctx, w.Name); err != nil {
-				return nil, err
-			}
-			byName[w.Name] = ps
-		}
-		v := WorkerView{Worker: w, ID: id, Tasks: []PlacedTask{}}
-		for _, p := range ps {
-			if p.Incarnation != w.Incarnation || p.State.Terminal() {
-				continue
-			}
-			v.UsedCPUs += p.Task.CPUs
-			v.UsedMemoryMB += p.Task.MemoryMB
-			v.Tasks = append(v.Tasks, PlacedTask{TaskID: p.Task.ID, Job: p.Task.Job, Shard: p.Task.Shard, State: p.State, PlacedAt: p.PlacedAt})
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }
