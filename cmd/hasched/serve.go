@@ -28,9 +28,11 @@ import (
 	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/api"
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/executor/cluster"
 	"github.com/hasched/hasched/scheduler/executor/local"
 	"github.com/hasched/hasched/scheduler/mesos"
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/worker"
 )
 
 // Shutdown bounds.
@@ -38,8 +40,9 @@ const (
 	// stopTimeout bounds how long the scheduler may take to end its term
 	// and resign after a signal.
 	stopTimeout = 30 * time.Second
-	// drainTimeout bounds how long requests in flight may take to finish.
-	drainTimeout = 10 * time.Second
+	// httpDrainTimeout bounds how long requests in flight may take to
+	// finish.
+	httpDrainTimeout = 10 * time.Second
 )
 
 // HTTP server limits; writes are bounded by the API's own request timeout
@@ -520,15 +523,42 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 	}
 
 	execLog := log.Named("executor")
-	var factory executor.Factory
-	if cfg.executor == "mesos" {
+	var (
+		factory executor.Factory
+		wk      *worker.Worker
+	)
+	switch cfg.executor {
+	case "mesos":
 		mcfg := cfg.mesos
 		mcfg.Logger = execLog
 		if factory, err = mesos.NewFactory(mcfg); err != nil {
 			return fmt.Errorf("--executor mesos: %w", err)
 		}
-	} else if factory, err = local.NewFactory(local.Config{WorkDir: cfg.workDir, Logger: execLog}); err != nil {
-		return fmt.Errorf("--work-dir: %w", err)
+	case "cluster":
+		if factory, err = cluster.NewFactory(cluster.Config{Logger: execLog}); err != nil {
+			return fmt.Errorf("--executor cluster: %w", err)
+		}
+		if cfg.worker {
+			ws := cfg.workerCfg
+			wk, err = worker.New(worker.Config{
+				Open:         open,
+				Name:         ws.name,
+				CPUs:         ws.cpus,
+				MemoryMB:     ws.memoryMB,
+				Labels:       ws.labels,
+				API:          advertise,
+				WorkDir:      cfg.workDir,
+				Logger:       log.Named("worker"),
+				DrainTimeout: cfg.drainTimeout,
+			})
+			if err != nil {
+				return fmt.Errorf("the worker: %w", err)
+			}
+		}
+	default:
+		if factory, err = local.NewFactory(local.Config{WorkDir: cfg.workDir, Logger: execLog}); err != nil {
+			return fmt.Errorf("--work-dir: %w", err)
+		}
 	}
 	sched, err := scheduler.New(scheduler.Config{
 		Open:              open,
@@ -574,20 +604,28 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 	// bounded by stopTimeout, as the process exits right after).
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	// The worker runs until it has drained, after the signal: its own
+	// context, not ctx.
+	workerCtx, stopWorker := context.WithCancel(context.Background())
+	defer stopWorker()
+	worked := make(chan error, 1)
+	if wk != nil {
+		go func() { worked <- wk.Run(workerCtx) }()
+	}
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	ran := make(chan error, 1)
 	go func() { ran <- sched.Run(runCtx) }()
 
 	log.Info("hasched started", "version", buildVersion(), "listen", ln.Addr().String(), "advertise", advertise,
-		"coordinator", cfg.coordDisplay, "executor", cfg.executor, "work_dir", cfg.workDir, "auth", cfg.authUser != "",
+		"coordinator", cfg.coordDisplay, "executor", cfg.executor, "worker", wk != nil, "work_dir", cfg.workDir, "auth", cfg.authUser != "",
 		"auth_readonly", cfg.apiSec.readOnlyUser != "", "auth_reads", cfg.apiSec.authReads, "tls", cfg.apiSec.serverTLS != nil)
 	if onListen != nil {
 		onListen(ln.Addr())
 	}
 
 	var failure error
-	runDone, serveDone := false, false
+	runDone, serveDone, workerDone := false, false, wk == nil
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
@@ -602,10 +640,28 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		serveDone = true
 		failure = fmt.Errorf("the REST API stopped serving: %w", err)
 		log.Error("the REST API stopped serving; shutting down", "error", err)
+	case err := <-worked:
+		workerDone = true
+		if err == nil {
+			err = errors.New("it returned without being asked to")
+		}
+		failure = fmt.Errorf("the worker stopped: %w", err)
+		log.Error("the worker stopped; shutting down", "error", err)
 	}
 	// From here a second signal kills the process at once.
 	stopSignals()
 
+	// The worker drains while the scheduler resigns: nothing new is placed
+	// on it, TRANSIENT tasks get --drain-timeout to finish, DAEMON tasks are
+	// killed for the leader (maybe the next one) to run elsewhere.
+	drained := make(chan error, 1)
+	if !workerDone {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout+stopTimeout)
+			defer cancel()
+			drained <- wk.Drain(ctx)
+		}()
+	}
 	stopRun()
 	if !runDone {
 		select {
@@ -619,7 +675,19 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		}
 	}
 
-	drainCtx, cancelDrain := context.WithTimeout(context.Background(), drainTimeout)
+	if !workerDone {
+		if err := <-drained; err != nil {
+			log.Error("the worker did not drain", "error", err)
+		} else {
+			log.Info("worker drained")
+		}
+		stopWorker()
+		if err := <-worked; err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("the worker stopped with an error", "error", err)
+		}
+	}
+
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), httpDrainTimeout)
 	defer cancelDrain()
 	if err := srv.Shutdown(drainCtx); err != nil {
 		log.Warn("requests in flight did not finish in time; closing their connections", "error", err)
