@@ -22,7 +22,7 @@ func newWatchdogCmd() *cobra.Command {
 			if dir == "" {
 				return usagef("--dir is required")
 			}
-			return watchdog.Main(cmd.Context(), dir, foreground, os.Args)
+			return watchdog.Main(cmd.Context(), dir, foreground, 0, os.Args)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "the worker's work directory")

@@ -308,7 +308,8 @@ func Detach(dir string, argv []string) error {
 // detaches self (this program's argv) with --foreground appended and
 // returns; with it, it runs the watchdog until it is no longer needed,
 // logging to stderr. Another watchdog of dir running is not an error.
-func Main(ctx context.Context, dir string, foreground bool, self []string) error {
+// linger is Config.Linger (0: the default).
+func Main(ctx context.Context, dir string, foreground bool, linger time.Duration, self []string) error {
 	if dir == "" {
 		return fmt.Errorf("%w: --dir is required", ErrInvalidConfig)
 	}
@@ -325,7 +326,7 @@ func Main(ctx context.Context, dir string, foreground bool, self []string) error
 		return Detach(abs, argv)
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "hasched", Output: os.Stderr, Level: hclog.Info})
-	err = Run(ctx, Config{Dir: abs, Logger: log})
+	err = Run(ctx, Config{Dir: abs, Logger: log, Linger: linger})
 	if errors.Is(err, ErrRunning) {
 		return nil
 	}
