@@ -233,7 +233,9 @@ func (l *life) safetyClock() {
 			l.trip(fmt.Sprintf("safe-until %v passed", until))
 			return
 		}
-		t := time.NewTimer(left)
+		// Looked at again at least every stamp: a clock that moved back
+		// (a renewal answered with a shorter lease) is noticed in time.
+		t := time.NewTimer(min(left, l.r.cfg.StampInterval))
 		select {
 		case <-l.sess.Done():
 			t.Stop()

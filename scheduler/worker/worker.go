@@ -272,6 +272,9 @@ func (r *run) ensureWatchdog(ctx context.Context) {
 		return
 	}
 	if err := watchdog.Start(ctx, r.cfg.WatchdogCommand, watchdogStartTimeout); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
 		r.log.Error("cannot start the orphan watchdog: tasks of a dead worker would outlive it", "error", err)
 		return
 	}
