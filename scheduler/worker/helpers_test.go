@@ -330,5 +330,5 @@ func ledgerPid(t *testing.T, path string) int {
 
 func id(w *worker.Worker) string { return w.Info().ID() }
 
-func jsonMarshal(v any) ([]byte, error)      { return json.Marshal(v) }
+func jsonMarshal(v any) ([]byte, error)   { return json.Marshal(v) }
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -205,7 +205,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	r.ex = ex
-	defer ex.Close()
 	var fwd sync.WaitGroup
 	fwd.Add(1)
 	go func() {
@@ -214,8 +213,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			r.onStatus(s)
 		}
 	}()
+	// Closing the executor ends the forwarder (deferred calls run last
+	// first); the tasks run on.
 	defer fwd.Wait()
-	defer ex.Close() // ends the forwarder; deferred calls run last first
+	defer ex.Close()
 
 	prev := r.readIncarnation()
 	for {
