@@ -54,6 +54,7 @@ type life struct {
 	seen     map[string]bool // placements looked at
 	kills    map[string]bool // kill requests listed
 	swept    bool            // the claims are made and the strays killed
+	pending  []*owned        // claimed, launched once swept
 	deadline time.Time       // last stamped
 }
 
@@ -133,6 +134,10 @@ func (l *life) serve(ctx context.Context, prev string) error {
 	if err := l.stamp(); err != nil {
 		l.log.Error("cannot stamp the watchdog file", "error", err)
 	}
+	for _, o := range l.pending {
+		l.launch(o)
+	}
+	l.pending = nil
 	return l.loop(ctx)
 }
 
@@ -478,14 +483,25 @@ func (l *life) own(t executor.Task, killed bool) {
 		return
 	}
 	// Stamped before it can start: a task the watchdog does not know of
-	// would outlive this process's death unbounded.
-	if l.swept {
-		if err := l.stamp(); err != nil {
-			l.log.Error("cannot stamp the watchdog file; not launching", "task_id", t.ID, "error", err)
-			l.giveUp(o, fmt.Sprintf("worker cannot stamp its watchdog file: %v", err))
-			return
-		}
+	// would outlive this process's death unbounded. Claimed tasks wait for
+	// the first stamp (the previous incarnation's stamp rules them until
+	// then, and it must not be replaced before the claims are done).
+	if !l.swept {
+		l.pending = append(l.pending, o)
+		return
 	}
+	if err := l.stamp(); err != nil {
+		l.log.Error("cannot stamp the watchdog file; not launching", "task_id", t.ID, "error", err)
+		l.giveUp(o, fmt.Sprintf("worker cannot stamp its watchdog file: %v", err))
+		return
+	}
+	l.launch(o)
+}
+
+// launch runs Launch for an owned task in the background (a slow app
+// fetch must not hold up the loop); a kill asked meanwhile follows it.
+func (l *life) launch(o *owned) {
+	r, t := l.r, o.task
 	l.launches.Add(1)
 	go func() {
 		defer l.launches.Done()
