@@ -16,6 +16,11 @@ func newWatchdogCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:    "watchdog --dir DIR",
 		Short:  "Kill the tasks of a worker that died, once its deadline passes",
+		Long: `The orphan watchdog of one work directory. A worker ('hasched serve') starts
+it by itself; it SIGKILLs the worker's tasks once the deadline the worker last
+stamped has passed (the worker died), and exits when no deadline is ahead.`,
+		Example: `  # what a worker with --work-dir /var/lib/hasched/executor runs
+  hasched watchdog --dir /var/lib/hasched/executor`,
 		Hidden: true,
 		Args:   noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
