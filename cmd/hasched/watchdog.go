@@ -14,8 +14,8 @@ func newWatchdogCmd() *cobra.Command {
 	var dir string
 	var foreground bool
 	cmd := &cobra.Command{
-		Use:    "watchdog --dir DIR",
-		Short:  "Kill the tasks of a worker that died, once its deadline passes",
+		Use:   "watchdog --dir DIR",
+		Short: "Kill the tasks of a worker that died, once its deadline passes",
 		Long: `The orphan watchdog of one work directory. A worker ('hasched serve') starts
 it by itself; it SIGKILLs the worker's tasks once the deadline the worker last
 stamped has passed (the worker died), and exits when no deadline is ahead.`,
