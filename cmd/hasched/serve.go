@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -29,6 +30,7 @@ import (
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/executor/local"
 	"github.com/hasched/hasched/scheduler/mesos"
+	"github.com/hasched/hasched/scheduler/model"
 )
 
 // Shutdown bounds.
@@ -68,6 +70,14 @@ type serveFlags struct {
 	embeddedPeerURL   string
 	// apiSec: the REST API's other auth and TLS flags (apisecurity.go).
 	apiSec apiSecurityFlags
+	// --executor cluster: this process's worker.
+	worker         bool
+	workerChanged  bool // --worker given explicitly
+	workerName     string
+	workerCPUs     float64
+	workerMemoryMB float64
+	workerLabels   string
+	drainTimeout   time.Duration
 	// --executor mesos
 	mesosMaster          string
 	mesosFailoverTimeout time.Duration
@@ -100,6 +110,19 @@ type serveConfig struct {
 	apiSec apiSecurityConfig
 	// mesos configures --executor mesos (its Logger is set by runServe).
 	mesos mesos.Config
+	// worker: run tasks placed on this process (--executor cluster and
+	// --worker); workerCfg's capacity is 0 for "the host's".
+	worker       bool
+	workerCfg    workerSettings
+	drainTimeout time.Duration
+}
+
+// workerSettings are the worker's flags as validated.
+type workerSettings struct {
+	name     string
+	cpus     float64
+	memoryMB float64
+	labels   map[string]string
 }
 
 func newServeCmd() *cobra.Command {
@@ -142,6 +165,7 @@ takes over at once, and the process exits 0.`,
 			// mark flags changed).
 			f.apiSec.passwordOnCommandLine = cmd.Flags().Changed("auth-password")
 			f.apiSec.readOnlyPasswordOnCommandLine = cmd.Flags().Changed("auth-readonly-password")
+			f.workerChanged = cmd.Flags().Changed("worker")
 			cfg, err := f.validate()
 			if err != nil {
 				return err
@@ -156,8 +180,14 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for this process's state (the embedded etcd's data, the local executor's tasks)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:"+strconv.Itoa(api.DefaultPort), "address the REST API listens on; an address other hosts can reach needs --auth-user (or --"+flagInsecureNoAuth+")")
 	fs.StringVar(&f.advertise, "advertise", "", "host:port other processes reach this one's API at (default: 127.0.0.1:<port> if --listen has no host or a wildcard one, else --listen)")
-	fs.StringVar(&f.executor, "executor", "local", "what runs tasks: local (processes on this host) or mesos (an Apache Mesos framework; see --mesos-master)")
-	fs.StringVar(&f.workDir, "work-dir", "", "the local executor's work directory (default <data-dir>/executor; tasks go in its tasks/, app packages in apps/)")
+	fs.StringVar(&f.executor, "executor", "cluster", "what runs tasks: cluster (the workers of every serve process, placed by the leader), local (processes on the leader's host, a work directory shared by every process of one host) or mesos (an Apache Mesos framework; see --mesos-master)")
+	fs.StringVar(&f.workDir, "work-dir", "", "the work directory of this process's worker (--executor cluster) or of the local executor (default <data-dir>/executor; tasks go in its tasks/, app packages in apps/)")
+	fs.BoolVar(&f.worker, "worker", true, "with --executor cluster: run the tasks the leader places on this process; --worker=false makes it a scheduler only")
+	fs.StringVar(&f.workerName, "worker-name", "", "with --executor cluster: this worker's name, the same across restarts so that a restarted process adopts its tasks (default: the host name)")
+	fs.Float64Var(&f.workerCPUs, "worker-cpus", 0, "with --executor cluster: the CPUs the leader places tasks against (default: the host's)")
+	fs.Float64Var(&f.workerMemoryMB, "worker-memory-mb", 0, "with --executor cluster: the memory in MB the leader places tasks against (default: the host's)")
+	fs.StringVar(&f.workerLabels, "worker-labels", "", "with --executor cluster: labels jobs' constraints match, key=value[,key=value…] (for example zone=a)")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 60*time.Second, "with --executor cluster: on SIGTERM, how long the worker lets TRANSIENT tasks finish before it kills them (DAEMON tasks are moved at once)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error or off")
 	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON lines")
 	fs.StringVar(&f.authUser, "auth-user", "", "the admin account: if set, every API write needs it (HTTP Basic, or a token from POST /api/login), with --auth-password-file or $HASCHED_AUTH_PASSWORD")
@@ -247,6 +277,12 @@ func (f serveFlags) validate() (serveConfig, error) {
 	}
 
 	switch e := strings.ToLower(f.executor); e {
+	case "cluster":
+		cfg.executor = e
+		cfg.worker = f.worker
+		if err := f.validateWorker(&cfg); err != nil {
+			return cfg, err
+		}
 	case "local":
 		cfg.executor = e
 	case "mesos":
@@ -268,7 +304,10 @@ func (f serveFlags) validate() (serveConfig, error) {
 			return cfg, usagef("--executor mesos: %v", strings.TrimPrefix(err.Error(), mesos.ErrInvalidConfig.Error()+": "))
 		}
 	default:
-		return cfg, usagef("--executor %q is unknown; use local or mesos", f.executor)
+		return cfg, usagef("--executor %q is unknown; use cluster, local or mesos", f.executor)
+	}
+	if cfg.executor != "cluster" && f.workerChanged && f.worker {
+		return cfg, usagef("--worker runs tasks placed by --executor cluster; with --executor %s the executor runs them", cfg.executor)
 	}
 
 	cfg.logLevel = hclog.LevelFromString(f.logLevel)
@@ -301,6 +340,39 @@ func (f serveFlags) validate() (serveConfig, error) {
 	}
 	return cfg, nil
 }
+
+// validateWorker checks the worker's flags; with --worker=false they are
+// checked all the same, so that a typo does not wait for the day the worker
+// is turned on.
+func (f serveFlags) validateWorker(cfg *serveConfig) error {
+	ws := workerSettings{name: f.workerName, cpus: f.workerCPUs, memoryMB: f.workerMemoryMB}
+	if f.drainTimeout < 0 || f.drainTimeout > maxDrainTimeout {
+		return usagef("--drain-timeout %v: give 0 (kill at once) to %v", f.drainTimeout, maxDrainTimeout)
+	}
+	if ws.cpus < 0 || ws.cpus > model.MaxWorkerCPUs || math.IsNaN(ws.cpus) {
+		return usagef("--worker-cpus %v: give more than 0, at most %v (0: the host's)", f.workerCPUs, model.MaxWorkerCPUs)
+	}
+	if ws.memoryMB < 0 || ws.memoryMB > model.MaxWorkerMemoryMB || math.IsNaN(ws.memoryMB) {
+		return usagef("--worker-memory-mb %v: give more than 0, at most %d (0: the host's)", f.workerMemoryMB, model.MaxWorkerMemoryMB)
+	}
+	labels, err := model.ParseLabels("--worker-labels", f.workerLabels)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	ws.labels = labels
+	if ws.name != "" {
+		probe := model.Worker{Name: ws.name, Incarnation: "0000000000000000", CPUs: 1, MemoryMB: 1}
+		if err := probe.Check(); err != nil {
+			return usagef("--worker-name %q: 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", ws.name)
+		}
+	}
+	cfg.workerCfg, cfg.drainTimeout = ws, f.drainTimeout
+	return nil
+}
+
+// maxDrainTimeout bounds --drain-timeout: a drain longer than this is a
+// unit slip, and process supervisors kill long before.
+const maxDrainTimeout = 24 * time.Hour
 
 func schemeList() string {
 	var out []string
