@@ -199,6 +199,10 @@ func (l *life) liveOwned(match func(*owned) bool) []string {
 	return ids
 }
 
+// closeSlack is how long after the watchdog's deadline a stopped worker's
+// session is closed: many times the watchdog's interval.
+const closeSlack = time.Second
+
 // end winds an incarnation down after serve returned err.
 func (l *life) end(ctx context.Context, err error) {
 	r := l.r
@@ -236,7 +240,12 @@ func (l *life) end(ctx context.Context, err error) {
 			_ = l.sess.Close()
 			return
 		}
-		l.log.Info("stopped; tasks left running, session closes at the watchdog's deadline", "at", at)
+		// A second after it, in fact: the watchdog looks every
+		// watchdog.DefaultInterval, and the leader must not find the
+		// registration gone (and run the tasks elsewhere) while the
+		// watchdog has yet to kill them.
+		at = at.Add(closeSlack)
+		l.log.Info("stopped; tasks left running, session closes after the watchdog's deadline", "at", at)
 		sess := l.sess
 		time.AfterFunc(time.Until(at), func() { _ = sess.Close() })
 	default:
