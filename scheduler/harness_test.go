@@ -22,7 +22,12 @@ import (
 	"github.com/hasched/hasched/scheduler/store"
 )
 
+// TestMain doubles as the watchdog command of the real workers of
+// cluster_e2e_test.go.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == watchdogArg {
+		os.Exit(watchdogMain(os.Args))
+	}
 	code := m.Run()
 	stopEmbeddedEtcd()
 	if code == 0 {

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/executor/local"
 	"github.com/hasched/hasched/scheduler/store"
 	"github.com/hasched/hasched/scheduler/worker/watchdog"
 )
@@ -199,10 +202,6 @@ func (l *life) liveOwned(match func(*owned) bool) []string {
 	return ids
 }
 
-// closeSlack is how long after the watchdog's deadline a stopped worker's
-// session is closed: many times the watchdog's interval.
-const closeSlack = time.Second
-
 // end winds an incarnation down after serve returned err.
 func (l *life) end(ctx context.Context, err error) {
 	r := l.r
@@ -240,14 +239,17 @@ func (l *life) end(ctx context.Context, err error) {
 			_ = l.sess.Close()
 			return
 		}
-		// A second after it, in fact: the watchdog looks every
-		// watchdog.DefaultInterval, and the leader must not find the
-		// registration gone (and run the tasks elsewhere) while the
-		// watchdog has yet to kill them.
-		at = at.Add(closeSlack)
-		l.log.Info("stopped; tasks left running, session closes after the watchdog's deadline", "at", at)
-		sess := l.sess
-		time.AfterFunc(time.Until(at), func() { _ = sess.Close() })
+		l.log.Info("stopped; tasks left running, session closes at the watchdog's deadline", "at", at)
+		sess, dir, log := l.sess, r.cfg.WorkDir, l.log
+		time.AfterFunc(time.Until(at), func() {
+			// The watchdog kills the stamped tasks at this deadline, but
+			// only at its next look at the stamp (every 100 ms by default),
+			// while closing the session removes the registration at once
+			// and the leader then runs them elsewhere: kill them first, by
+			// the watchdog's own rule.
+			killPastDeadline(dir, log)
+			_ = sess.Close()
+		})
 	default:
 		// Tripped (the safety clock, a lost registration, a drain that
 		// ran out of time) or drained: nothing of this incarnation may
@@ -281,6 +283,21 @@ func (l *life) sweepAll() {
 	for _, id := range ids {
 		if err := l.r.ex.KillNow(context.Background(), id); err != nil {
 			l.log.Error("cannot kill task", "task_id", id, "error", err)
+		}
+	}
+}
+
+// killPastDeadline SIGKILLs the tasks of the work directory's stamp if its
+// deadline has passed, as the watchdog does; a restart that stamped since
+// moved the deadline on and owns them.
+func killPastDeadline(dir string, log hclog.Logger) {
+	s, err := watchdog.ReadStamp(dir)
+	if err != nil || time.Now().Before(s.Deadline) {
+		return
+	}
+	for _, id := range s.Tasks {
+		if _, err := local.KillGroup(dir, id); err != nil {
+			log.Error("cannot kill a task past its deadline", "task_id", id, "error", err)
 		}
 	}
 }

@@ -18,7 +18,12 @@ import (
 	"github.com/hasched/hasched/scheduler/store"
 )
 
+// TestMain doubles as the real workers' watchdog command (see
+// realworkers_test.go).
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == watchdogArg {
+		os.Exit(watchdogMain(os.Args))
+	}
 	goleak.VerifyTestMain(m)
 }
 
