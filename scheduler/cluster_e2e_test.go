@@ -3,8 +3,6 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
-	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,7 +19,7 @@ import (
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
 	"github.com/hasched/hasched/scheduler/worker"
-	"github.com/hasched/hasched/scheduler/worker/watchdog"
+	"github.com/hasched/hasched/scheduler/worker/watchdog/watchdogtest"
 )
 
 // End-to-end tests of hasched's own cluster: scheduler processes on one
@@ -29,24 +27,6 @@ import (
 // (its own work directory), running real processes that append to a
 // ledger file. Each task appends "start <task id> <pgid> <task dir>" when
 // it starts and "end <task id> <pgid>" when it ends.
-
-// watchdogArg makes the test binary a worker's watchdog command.
-const watchdogArg = "hasched-watchdog"
-
-func watchdogMain(args []string) int {
-	fs := flag.NewFlagSet("watchdog", flag.ContinueOnError)
-	dir := fs.String("dir", "", "")
-	fg := fs.Bool("foreground", false, "")
-	linger := fs.Duration("linger", 0, "")
-	if err := fs.Parse(args[2:]); err != nil {
-		return 2
-	}
-	if err := watchdog.Main(context.Background(), *dir, *fg, *linger, args); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
-}
 
 // clusterNode is one `hasched serve` process: a scheduler with the
 // cluster executor, and a worker.
@@ -99,7 +79,7 @@ func startClusterNode(t *testing.T, open func(context.Context) (coord.Coordinato
 		StampInterval:   50 * time.Millisecond,
 		OpTimeout:       2 * time.Second,
 		RetryInterval:   50 * time.Millisecond,
-		WatchdogCommand: []string{os.Args[0], watchdogArg, "--dir", cn.workDir, "--linger", "1s"},
+		WatchdogCommand: watchdogtest.Command(cn.workDir),
 		DrainTimeout:    5 * time.Second,
 	})
 	mustDo(t, err)

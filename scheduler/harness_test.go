@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hasched/hasched/scheduler/worker/watchdog/watchdogtest"
+
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 
@@ -25,9 +27,7 @@ import (
 // TestMain doubles as the watchdog command of the real workers of
 // cluster_e2e_test.go.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == watchdogArg {
-		os.Exit(watchdogMain(os.Args))
-	}
+	watchdogtest.Main()
 	code := m.Run()
 	stopEmbeddedEtcd()
 	if code == 0 {

@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,23 +24,12 @@ import (
 	"github.com/hasched/hasched/scheduler/schedtest"
 	"github.com/hasched/hasched/scheduler/store"
 	"github.com/hasched/hasched/scheduler/worker"
-	"github.com/hasched/hasched/scheduler/worker/watchdog"
+	"github.com/hasched/hasched/scheduler/worker/watchdog/watchdogtest"
 )
 
 // TestMain doubles as the watchdog command (see watchdogCommand).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "hasched-watchdog" {
-		fs := flag.NewFlagSet("watchdog", flag.ExitOnError)
-		dir := fs.String("dir", "", "")
-		fg := fs.Bool("foreground", false, "")
-		linger := fs.Duration("linger", 0, "")
-		_ = fs.Parse(os.Args[2:])
-		if err := watchdog.Main(context.Background(), *dir, *fg, *linger, os.Args); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	watchdogtest.Main()
 	code := m.Run()
 	stopEmbeddedEtcd()
 	if code == 0 {
@@ -68,10 +56,6 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 // watchdogCommand re-executes the test binary as the watchdog.
-func watchdogCommand(dir string) []string {
-	return []string{os.Args[0], "hasched-watchdog", "--dir", dir, "--linger", "1s"}
-}
-
 // sessions opens sessions of one store and remembers them.
 type sessions struct {
 	open func(context.Context) (coord.Coordinator, error)
@@ -143,7 +127,7 @@ func (r *rig) config(name, dir string, ss *sessions) worker.Config {
 		StampInterval:   50 * time.Millisecond,
 		OpTimeout:       2 * time.Second,
 		RetryInterval:   50 * time.Millisecond,
-		WatchdogCommand: watchdogCommand(dir),
+		WatchdogCommand: watchdogtest.Command(dir),
 		DrainTimeout:    5 * time.Second,
 	}
 }

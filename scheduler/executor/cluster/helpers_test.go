@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hasched/hasched/scheduler/worker/watchdog/watchdogtest"
+
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 
@@ -21,9 +23,7 @@ import (
 // TestMain doubles as the real workers' watchdog command (see
 // realworkers_test.go).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == watchdogArg {
-		os.Exit(watchdogMain(os.Args))
-	}
+	watchdogtest.Main()
 	goleak.VerifyTestMain(m)
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,28 +24,8 @@ import (
 	"github.com/hasched/hasched/scheduler/schedtest"
 	"github.com/hasched/hasched/scheduler/store"
 	"github.com/hasched/hasched/scheduler/worker"
-	"github.com/hasched/hasched/scheduler/worker/watchdog"
+	"github.com/hasched/hasched/scheduler/worker/watchdog/watchdogtest"
 )
-
-// watchdogArg makes the test binary the watchdog of a real worker: the
-// worker starts `<test binary> hasched-watchdog --dir D`, as serve's worker
-// starts `hasched watchdog --dir D`.
-const watchdogArg = "hasched-watchdog"
-
-func watchdogMain(args []string) int {
-	fs := flag.NewFlagSet("watchdog", flag.ContinueOnError)
-	dir := fs.String("dir", "", "")
-	fg := fs.Bool("foreground", false, "")
-	linger := fs.Duration("linger", 0, "")
-	if err := fs.Parse(args[2:]); err != nil {
-		return 2
-	}
-	if err := watchdog.Main(context.Background(), *dir, *fg, *linger, args); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
-}
 
 // TestContractWithRealWorkers runs the executor contract suite on the
 // cluster executor of successive terms with two real workers (package
@@ -116,7 +95,7 @@ func realWorkerConfig(t *testing.T, open func(context.Context) (coord.Coordinato
 		RetryInterval: 50 * time.Millisecond,
 		// The watchdog lingers 1s once no deadline is ahead: the work
 		// directory removed at the test's end removes the stamp.
-		WatchdogCommand: []string{os.Args[0], watchdogArg, "--dir", dir, "--linger", "1s"},
+		WatchdogCommand: watchdogtest.Command(dir),
 		DrainTimeout:    5 * time.Second,
 	}
 }

@@ -2,7 +2,6 @@ package watchdog_test
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,23 +17,12 @@ import (
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/executor/local"
 	"github.com/hasched/hasched/scheduler/worker/watchdog"
+	"github.com/hasched/hasched/scheduler/worker/watchdog/watchdogtest"
 )
 
-// TestMain doubles as the watchdog command when the test binary is
-// re-executed as `<test binary> hasched-watchdog --dir D [--foreground]`.
+// TestMain doubles as the watchdog command (watchdogtest.Command).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "hasched-watchdog" {
-		fs := flag.NewFlagSet("watchdog", flag.ExitOnError)
-		dir := fs.String("dir", "", "")
-		fg := fs.Bool("foreground", false, "")
-		linger := fs.Duration("linger", 0, "")
-		_ = fs.Parse(os.Args[2:])
-		if err := watchdog.Main(context.Background(), *dir, *fg, *linger, os.Args); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	watchdogtest.Main()
 	goleak.VerifyTestMain(m)
 }
 
@@ -133,7 +121,7 @@ func TestRunKillsOrphansPastTheDeadlineOnly(t *testing.T) {
 
 func TestDetachedWatchdogProcessKillsOrphansPastTheDeadlineOnly(t *testing.T) {
 	testKillsPastDeadline(t, func(dir string) func() error {
-		if err := watchdog.Start(context.Background(), []string{os.Args[0], "hasched-watchdog", "--dir", dir, "--linger", "300ms"}, limit); err != nil {
+		if err := watchdog.Start(context.Background(), watchdogtest.CommandLinger(dir, 300*time.Millisecond), limit); err != nil {
 			t.Fatal(err)
 		}
 		wait.Poll{Timeout: limit, Interval: 10 * time.Millisecond}.Until(t, "detached watchdog holds its lock", func() bool {
