@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -186,7 +187,8 @@ func hostMemoryMB() (float64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("/proc/meminfo: MemTotal: %w", err)
 		}
-		return kb / 1024, nil
+		// Whole MB: what placements count in, and what people read.
+		return math.Floor(kb / 1024), nil
 	}
 	return 0, errors.New("/proc/meminfo: no MemTotal")
 }
