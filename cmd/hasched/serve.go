@@ -548,7 +548,7 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 				Labels:       ws.labels,
 				API:          advertise,
 				WorkDir:      cfg.workDir,
-				Logger:       log.Named("worker"),
+				Logger:       log, // it names itself "worker"
 				DrainTimeout: cfg.drainTimeout,
 			})
 			if err != nil {
