@@ -172,7 +172,7 @@ func TestLedgerRunsFromLines(t *testing.T) {
 		l(ledgerBeatK, id0, 0, "host1", 7, 5001*ms),
 		l(ledgerBeatK, id1, 1, "host2", 9, 4700*ms),
 		l(ledgerEnd, id1, 1, "host2", 9, 4900*ms),
-		l(ledgerBeatK, "other", 0, "host3", 1, 0),     // no start
+		l(ledgerBeatK, "other", 0, "host3", 1, 0),   // no start
 		l(ledgerBeatK, id1, 1, "host2", 9, 5000*ms), // after its end
 	}
 	freezes := []ledgerFreeze{{Host: "host1", Paused: f + int64(300*ms), Thawed: f + int64(5*time.Second)}}

@@ -463,7 +463,6 @@ func joinRuns(rs []ledgerRun) string {
 	return strings.Join(s, ", ")
 }
 
-
 func ledgerNsTime(ns int64) string {
 	return time.Unix(0, ns).UTC().Format("15:04:05.000")
 }
