@@ -15,6 +15,7 @@ package coord
 
 import (
 	"context"
+	"time"
 )
 
 // Version identifies one state of a node. It is the revision of the node's
@@ -104,6 +105,14 @@ type Coordinator interface {
 	WatchChildren(ctx context.Context, path string) (<-chan ChildrenEvent, error)
 	// Done is closed when the session has ended, for whatever reason.
 	Done() <-chan struct{}
+	// SafeUntil is the moment up to which the servers certainly keep the
+	// session, by what this client last heard from them: they cannot
+	// expire it earlier, so what a process does on the session's behalf
+	// (the tasks a worker runs) must stop by then unless SafeUntil moves
+	// on. It moves on with every renewal; it is the zero time once the
+	// session has ended. Done closes no later than SafeUntil passes
+	// without a renewal, by the backend's own rule.
+	SafeUntil() time.Time
 	// Close ends the session: ephemeral nodes go, leaderships are lost.
 	// It is idempotent.
 	Close() error

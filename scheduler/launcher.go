@@ -426,6 +426,7 @@ func buildTask(js *jobState, app model.App, r *model.TaskRecord) executor.Task {
 		AppCPUs:            app.CPUCount,
 		AppMemoryMB:        app.MemoryMB,
 		Daemon:             job.JobExecutionType == model.Daemon,
+		Constraints:        job.Constraints,
 	}
 }
 

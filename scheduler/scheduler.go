@@ -528,3 +528,13 @@ func quarantinedRead(err error, kind model.ConfigKind, name string) error {
 	}
 	return err
 }
+
+// Workers lists the processes that run tasks with what is placed on them,
+// from the store, on whichever process answers.
+func (s *Scheduler) Workers(ctx context.Context) ([]model.WorkerView, error) {
+	r, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	return r.Workers(ctx)
+}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"encoding/json"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -75,7 +76,7 @@ func TestTriggeredTaskIsBuiltFromJobAndApp(t *testing.T) {
 			t.Fatalf("fire time %v, want %v", task.FireTime, want.FireTime)
 		}
 		task.FireTime = want.FireTime
-		if task != want {
+		if !reflect.DeepEqual(task, want) {
 			t.Errorf("shard %d:\n got  %+v\n want %+v", shard, task, want)
 		}
 	}

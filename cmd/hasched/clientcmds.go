@@ -573,6 +573,58 @@ that name to replace the configuration, or deregister it.`,
 	return cmd
 }
 
+func newWorkersCmd() *cobra.Command {
+	var tasks bool
+	cmd := &cobra.Command{
+		Use:   "workers",
+		Short: "Show the processes that run tasks, their capacity and placed tasks",
+		Long: `Show the hasched processes that run tasks (every serve process unless started
+with --worker=false): the host, the capacity the leader places against, what
+the tasks placed there use, the labels jobs' constraints match, and whether
+the process is draining. --tasks lists each worker's tasks too.`,
+		Example: `  hasched workers
+  hasched workers --tasks
+  hasched workers -o json`,
+		Args: noArgs,
+	}
+	cmd.Flags().BoolVar(&tasks, "tasks", false, "list the tasks placed on each worker")
+	cf := addClientFlags(cmd)
+	cmd.RunE = clientRun(cf, func(s *session, _ []string) error {
+		ws, err := s.c.Workers(s.ctx)
+		if err != nil {
+			return err
+		}
+		if s.format == outputJSON {
+			return printJSON(s.out, nonNil(ws))
+		}
+		if len(ws) == 0 {
+			_, err := fmt.Fprintln(s.out, "(none)")
+			return err
+		}
+		t := newTable(s.out, "NAME", "HOST", "CPUS", "MEMORY MB", "TASKS", "LABELS", "STATE", "SINCE")
+		for _, w := range ws {
+			state := "up"
+			if w.Draining {
+				state = "draining"
+			}
+			t.row(w.Name, w.Host, fmt.Sprintf("%g/%g", w.UsedCPUs, w.CPUs), fmt.Sprintf("%g/%g", w.UsedMemoryMB, w.MemoryMB),
+				fmt.Sprint(len(w.Tasks)), model.FormatLabels(w.Labels), state, timestamp(w.Started))
+		}
+		if err := t.flush(); err != nil || !tasks {
+			return err
+		}
+		fmt.Fprintln(s.out)
+		tt := newTable(s.out, "WORKER", "TASK", "JOB", "SHARD", "STATE", "PLACED")
+		for _, w := range ws {
+			for _, p := range w.Tasks {
+				tt.row(w.Name, p.TaskID, p.Job, fmt.Sprint(p.Shard), string(p.State), timestamp(p.PlacedAt))
+			}
+		}
+		return tt.flush()
+	})
+	return cmd
+}
+
 func nonNil[T any](s []T) []T {
 	if s == nil {
 		return []T{}

@@ -57,7 +57,10 @@ func startProcess(t *testing.T, name string, f serveFlags) *process {
 	if f.dataDir == "" {
 		f.dataDir = filepath.Join(t.TempDir(), "data")
 	}
-	f.listen, f.executor = "127.0.0.1:0", "local"
+	f.listen = "127.0.0.1:0"
+	if f.executor == "" {
+		f.executor = "local"
+	}
 	if f.logLevel == "" {
 		f.logLevel = "debug"
 	}
@@ -166,12 +169,21 @@ func leaderOf(t *testing.T, procs ...*process) (leader *process, standbys []*pro
 	return leader, standbys, nil
 }
 
+// The quick start's process: on the cluster executor (the default: the
+// process's own worker runs the tasks) and on the local executor.
 func TestServeRunsJobsAndStopsOnSIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts an embedded etcd (make test runs it)")
 	}
+	for _, executor := range []string{"cluster", "local"} {
+		t.Run(executor, func(t *testing.T) { testServeRunsJobsAndStopsOnSIGTERM(t, executor) })
+	}
+}
+
+func testServeRunsJobsAndStopsOnSIGTERM(t *testing.T, executor string) {
 	p := startProcess(t, "solo", serveFlags{
 		coord: coordEmbedded, embeddedClientURL: "http://127.0.0.1:0", embeddedPeerURL: "http://127.0.0.1:0",
+		executor: executor, worker: true, drainTimeout: 10 * time.Second,
 	})
 	eventually(t, "the process leads", 30*time.Second, func() error {
 		_, _, err := leaderOf(t, p)
@@ -203,6 +215,12 @@ func TestServeRunsJobsAndStopsOnSIGTERM(t *testing.T) {
 		}
 		return nil
 	})
+	if executor == "cluster" {
+		ws, err := p.client.Workers(ctxT(t))
+		if err != nil || len(ws) != 1 || ws[0].CPUs <= 0 || ws[0].API != p.addr {
+			t.Fatalf("workers = %+v, %v; want this process, with its capacity and API address", ws, err)
+		}
+	}
 
 	// SIGTERM goes to this test process; runServe has the signal, so it
 	// shuts down and returns nil.

@@ -24,7 +24,14 @@ const (
 	jobJSON = `{"jobName":"foo_job","appName":"foo_app","cron":"0/5 * * * * ?","shardingTotalCount":2,"scriptCommandLine":"echo hi","failover":true}`
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain also plays the hasched binary's watchdog: a worker started by a
+// test runs os.Executable() (this test binary) with "watchdog".
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "watchdog" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.LookupEnv))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 type result struct {
 	stdout, stderr string

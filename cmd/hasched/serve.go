@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,8 +28,11 @@ import (
 	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/api"
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/executor/cluster"
 	"github.com/hasched/hasched/scheduler/executor/local"
 	"github.com/hasched/hasched/scheduler/mesos"
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/worker"
 )
 
 // Shutdown bounds.
@@ -36,8 +40,9 @@ const (
 	// stopTimeout bounds how long the scheduler may take to end its term
 	// and resign after a signal.
 	stopTimeout = 30 * time.Second
-	// drainTimeout bounds how long requests in flight may take to finish.
-	drainTimeout = 10 * time.Second
+	// httpDrainTimeout bounds how long requests in flight may take to
+	// finish.
+	httpDrainTimeout = 10 * time.Second
 )
 
 // HTTP server limits; writes are bounded by the API's own request timeout
@@ -68,6 +73,14 @@ type serveFlags struct {
 	embeddedPeerURL   string
 	// apiSec: the REST API's other auth and TLS flags (apisecurity.go).
 	apiSec apiSecurityFlags
+	// --executor cluster: this process's worker.
+	worker         bool
+	workerChanged  bool // --worker given explicitly
+	workerName     string
+	workerCPUs     float64
+	workerMemoryMB float64
+	workerLabels   string
+	drainTimeout   time.Duration
 	// --executor mesos
 	mesosMaster          string
 	mesosFailoverTimeout time.Duration
@@ -100,6 +113,19 @@ type serveConfig struct {
 	apiSec apiSecurityConfig
 	// mesos configures --executor mesos (its Logger is set by runServe).
 	mesos mesos.Config
+	// worker: run tasks placed on this process (--executor cluster and
+	// --worker); workerCfg's capacity is 0 for "the host's".
+	worker       bool
+	workerCfg    workerSettings
+	drainTimeout time.Duration
+}
+
+// workerSettings are the worker's flags as validated.
+type workerSettings struct {
+	name     string
+	cpus     float64
+	memoryMB float64
+	labels   map[string]string
 }
 
 func newServeCmd() *cobra.Command {
@@ -142,6 +168,7 @@ takes over at once, and the process exits 0.`,
 			// mark flags changed).
 			f.apiSec.passwordOnCommandLine = cmd.Flags().Changed("auth-password")
 			f.apiSec.readOnlyPasswordOnCommandLine = cmd.Flags().Changed("auth-readonly-password")
+			f.workerChanged = cmd.Flags().Changed("worker")
 			cfg, err := f.validate()
 			if err != nil {
 				return err
@@ -156,8 +183,14 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for this process's state (the embedded etcd's data, the local executor's tasks)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:"+strconv.Itoa(api.DefaultPort), "address the REST API listens on; an address other hosts can reach needs --auth-user (or --"+flagInsecureNoAuth+")")
 	fs.StringVar(&f.advertise, "advertise", "", "host:port other processes reach this one's API at (default: 127.0.0.1:<port> if --listen has no host or a wildcard one, else --listen)")
-	fs.StringVar(&f.executor, "executor", "local", "what runs tasks: local (processes on this host) or mesos (an Apache Mesos framework; see --mesos-master)")
-	fs.StringVar(&f.workDir, "work-dir", "", "the local executor's work directory (default <data-dir>/executor; tasks go in its tasks/, app packages in apps/)")
+	fs.StringVar(&f.executor, "executor", "cluster", "what runs tasks: cluster (the workers of every serve process, placed by the leader), local (processes on the leader's host, a work directory shared by every process of one host) or mesos (an Apache Mesos framework; see --mesos-master)")
+	fs.StringVar(&f.workDir, "work-dir", "", "the work directory of this process's worker (--executor cluster) or of the local executor (default <data-dir>/executor; tasks go in its tasks/, app packages in apps/)")
+	fs.BoolVar(&f.worker, "worker", true, "with --executor cluster: run the tasks the leader places on this process; --worker=false makes it a scheduler only")
+	fs.StringVar(&f.workerName, "worker-name", "", "with --executor cluster: this worker's name, the same across restarts so that a restarted process adopts its tasks (default: the host name)")
+	fs.Float64Var(&f.workerCPUs, "worker-cpus", 0, "with --executor cluster: the CPUs the leader places tasks against (default: the host's)")
+	fs.Float64Var(&f.workerMemoryMB, "worker-memory-mb", 0, "with --executor cluster: the memory in MB the leader places tasks against (default: the host's)")
+	fs.StringVar(&f.workerLabels, "worker-labels", "", "with --executor cluster: labels jobs' constraints match, key=value[,key=value…] (for example zone=a)")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 60*time.Second, "with --executor cluster: on SIGTERM, how long the worker lets TRANSIENT tasks finish before it kills them (DAEMON tasks are moved at once)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error or off")
 	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON lines")
 	fs.StringVar(&f.authUser, "auth-user", "", "the admin account: if set, every API write needs it (HTTP Basic, or a token from POST /api/login), with --auth-password-file or $HASCHED_AUTH_PASSWORD")
@@ -247,6 +280,12 @@ func (f serveFlags) validate() (serveConfig, error) {
 	}
 
 	switch e := strings.ToLower(f.executor); e {
+	case "cluster":
+		cfg.executor = e
+		cfg.worker = f.worker
+		if err := f.validateWorker(&cfg); err != nil {
+			return cfg, err
+		}
 	case "local":
 		cfg.executor = e
 	case "mesos":
@@ -268,7 +307,10 @@ func (f serveFlags) validate() (serveConfig, error) {
 			return cfg, usagef("--executor mesos: %v", strings.TrimPrefix(err.Error(), mesos.ErrInvalidConfig.Error()+": "))
 		}
 	default:
-		return cfg, usagef("--executor %q is unknown; use local or mesos", f.executor)
+		return cfg, usagef("--executor %q is unknown; use cluster, local or mesos", f.executor)
+	}
+	if cfg.executor != "cluster" && f.workerChanged && f.worker {
+		return cfg, usagef("--worker runs tasks placed by --executor cluster; with --executor %s the executor runs them", cfg.executor)
 	}
 
 	cfg.logLevel = hclog.LevelFromString(f.logLevel)
@@ -301,6 +343,39 @@ func (f serveFlags) validate() (serveConfig, error) {
 	}
 	return cfg, nil
 }
+
+// validateWorker checks the worker's flags; with --worker=false they are
+// checked all the same, so that a typo does not wait for the day the worker
+// is turned on.
+func (f serveFlags) validateWorker(cfg *serveConfig) error {
+	ws := workerSettings{name: f.workerName, cpus: f.workerCPUs, memoryMB: f.workerMemoryMB}
+	if f.drainTimeout < 0 || f.drainTimeout > maxDrainTimeout {
+		return usagef("--drain-timeout %v: give 0 (kill at once) to %v", f.drainTimeout, maxDrainTimeout)
+	}
+	if ws.cpus < 0 || ws.cpus > model.MaxWorkerCPUs || math.IsNaN(ws.cpus) {
+		return usagef("--worker-cpus %v: give more than 0, at most %v (0: the host's)", f.workerCPUs, model.MaxWorkerCPUs)
+	}
+	if ws.memoryMB < 0 || ws.memoryMB > model.MaxWorkerMemoryMB || math.IsNaN(ws.memoryMB) {
+		return usagef("--worker-memory-mb %v: give more than 0, at most %d (0: the host's)", f.workerMemoryMB, model.MaxWorkerMemoryMB)
+	}
+	labels, err := model.ParseLabels("--worker-labels", f.workerLabels)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	ws.labels = labels
+	if ws.name != "" {
+		probe := model.Worker{Name: ws.name, Incarnation: "0000000000000000", CPUs: 1, MemoryMB: 1}
+		if err := probe.Check(); err != nil {
+			return usagef("--worker-name %q: 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", ws.name)
+		}
+	}
+	cfg.workerCfg, cfg.drainTimeout = ws, f.drainTimeout
+	return nil
+}
+
+// maxDrainTimeout bounds --drain-timeout: a drain longer than this is a
+// unit slip, and process supervisors kill long before.
+const maxDrainTimeout = 24 * time.Hour
 
 func schemeList() string {
 	var out []string
@@ -448,15 +523,42 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 	}
 
 	execLog := log.Named("executor")
-	var factory executor.Factory
-	if cfg.executor == "mesos" {
+	var (
+		factory executor.Factory
+		wk      *worker.Worker
+	)
+	switch cfg.executor {
+	case "mesos":
 		mcfg := cfg.mesos
 		mcfg.Logger = execLog
 		if factory, err = mesos.NewFactory(mcfg); err != nil {
 			return fmt.Errorf("--executor mesos: %w", err)
 		}
-	} else if factory, err = local.NewFactory(local.Config{WorkDir: cfg.workDir, Logger: execLog}); err != nil {
-		return fmt.Errorf("--work-dir: %w", err)
+	case "cluster":
+		if factory, err = cluster.NewFactory(cluster.Config{Logger: execLog}); err != nil {
+			return fmt.Errorf("--executor cluster: %w", err)
+		}
+		if cfg.worker {
+			ws := cfg.workerCfg
+			wk, err = worker.New(worker.Config{
+				Open:         open,
+				Name:         ws.name,
+				CPUs:         ws.cpus,
+				MemoryMB:     ws.memoryMB,
+				Labels:       ws.labels,
+				API:          advertise,
+				WorkDir:      cfg.workDir,
+				Logger:       log.Named("worker"),
+				DrainTimeout: cfg.drainTimeout,
+			})
+			if err != nil {
+				return fmt.Errorf("the worker: %w", err)
+			}
+		}
+	default:
+		if factory, err = local.NewFactory(local.Config{WorkDir: cfg.workDir, Logger: execLog}); err != nil {
+			return fmt.Errorf("--work-dir: %w", err)
+		}
 	}
 	sched, err := scheduler.New(scheduler.Config{
 		Open:              open,
@@ -502,20 +604,28 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 	// bounded by stopTimeout, as the process exits right after).
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	// The worker runs until it has drained, after the signal: its own
+	// context, not ctx.
+	workerCtx, stopWorker := context.WithCancel(context.Background())
+	defer stopWorker()
+	worked := make(chan error, 1)
+	if wk != nil {
+		go func() { worked <- wk.Run(workerCtx) }()
+	}
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	ran := make(chan error, 1)
 	go func() { ran <- sched.Run(runCtx) }()
 
 	log.Info("hasched started", "version", buildVersion(), "listen", ln.Addr().String(), "advertise", advertise,
-		"coordinator", cfg.coordDisplay, "executor", cfg.executor, "work_dir", cfg.workDir, "auth", cfg.authUser != "",
+		"coordinator", cfg.coordDisplay, "executor", cfg.executor, "worker", wk != nil, "work_dir", cfg.workDir, "auth", cfg.authUser != "",
 		"auth_readonly", cfg.apiSec.readOnlyUser != "", "auth_reads", cfg.apiSec.authReads, "tls", cfg.apiSec.serverTLS != nil)
 	if onListen != nil {
 		onListen(ln.Addr())
 	}
 
 	var failure error
-	runDone, serveDone := false, false
+	runDone, serveDone, workerDone := false, false, wk == nil
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
@@ -530,10 +640,28 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		serveDone = true
 		failure = fmt.Errorf("the REST API stopped serving: %w", err)
 		log.Error("the REST API stopped serving; shutting down", "error", err)
+	case err := <-worked:
+		workerDone = true
+		if err == nil {
+			err = errors.New("it returned without being asked to")
+		}
+		failure = fmt.Errorf("the worker stopped: %w", err)
+		log.Error("the worker stopped; shutting down", "error", err)
 	}
 	// From here a second signal kills the process at once.
 	stopSignals()
 
+	// The worker drains while the scheduler resigns: nothing new is placed
+	// on it, TRANSIENT tasks get --drain-timeout to finish, DAEMON tasks are
+	// killed for the leader (maybe the next one) to run elsewhere.
+	drained := make(chan error, 1)
+	if !workerDone {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout+stopTimeout)
+			defer cancel()
+			drained <- wk.Drain(ctx)
+		}()
+	}
 	stopRun()
 	if !runDone {
 		select {
@@ -547,7 +675,19 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		}
 	}
 
-	drainCtx, cancelDrain := context.WithTimeout(context.Background(), drainTimeout)
+	if !workerDone {
+		if err := <-drained; err != nil {
+			log.Error("the worker did not drain", "error", err)
+		} else {
+			log.Info("worker drained")
+		}
+		stopWorker()
+		if err := <-worked; err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("the worker stopped with an error", "error", err)
+		}
+	}
+
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), httpDrainTimeout)
 	defer cancelDrain()
 	if err := srv.Shutdown(drainCtx); err != nil {
 		log.Warn("requests in flight did not finish in time; closing their connections", "error", err)

@@ -69,6 +69,7 @@ func scenarios() []scenario {
 		{"EphemeralCannotHaveChildren", testEphemeralCannotHaveChildren},
 		{"CallsAfterCloseFail", testCallsAfterCloseFail},
 		{"SessionExpiryEndsTheSession", testSessionExpiryEndsTheSession},
+		{"SafeUntilIsAheadWhileAliveAndZeroAfter", testSafeUntilIsAheadWhileAliveAndZeroAfter},
 		{"SingleLeaderAmongFiveCandidates", testSingleLeaderAmongFiveCandidates},
 		{"LeaderValueAndNoLeader", testLeaderValueAndNoLeader},
 		{"ResignHandsOverAndTokenGrows", testResignHandsOverAndTokenGrows},
@@ -851,6 +852,33 @@ func testCallsAfterCloseFail(t *testing.T, e *env) {
 	}
 	if err := l.Resign(e.ctx); err != nil {
 		t.Fatalf("Resign after Close: %v, want nil (already lost)", err)
+	}
+}
+
+// SafeUntil is what a worker's tasks live by: ahead of now while the session
+// is renewed, moving on with the renewals, and zero once it is over, after
+// Close as after an expiry.
+func testSafeUntilIsAheadWhileAliveAndZeroAfter(t *testing.T, e *env) {
+	c, victim := e.open(t), e.open(t)
+	first := c.SafeUntil()
+	if !first.After(time.Now()) {
+		t.Fatalf("SafeUntil %v of a live session is not ahead of now", first)
+	}
+	eventually(t, e.within(), "SafeUntil to move on with renewals", func() bool {
+		return c.SafeUntil().After(first)
+	})
+	if err := e.h.ExpireSession(e.ctx, victim); err != nil {
+		t.Fatalf("ExpireSession: %v", err)
+	}
+	waitClosed(t, victim.Done(), e.within(), "Done after the session expired")
+	if got := victim.SafeUntil(); !got.IsZero() {
+		t.Fatalf("SafeUntil of an expired session = %v, want zero", got)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if got := c.SafeUntil(); !got.IsZero() {
+		t.Fatalf("SafeUntil after Close = %v, want zero", got)
 	}
 }
 

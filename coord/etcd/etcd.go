@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -111,6 +112,9 @@ type Coordinator struct {
 	keys    keyspace
 	log     hclog.Logger
 	ttl     time.Duration // the TTL the cluster granted
+	// lastSent is when the last renewal that was answered was sent
+	// (UnixNano): see renew and SafeUntil.
+	lastSent atomic.Int64
 
 	// ctx ends when the session does, for whatever reason: the lease
 	// expired or was revoked, concurrency.Session could not keep it alive,
@@ -198,6 +202,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		campaigns: map[string]struct{}{},
 	}
 	c.ctx, c.end = context.WithCancelCause(session.Ctx())
+	c.lastSent.Store(sent.UnixNano())
 	c.wg.Add(2)
 	go c.monitor()
 	go c.renew(sent)
@@ -262,6 +267,7 @@ func (c *Coordinator) renew(last time.Time) {
 			return
 		case err == nil:
 			last = sent
+			c.lastSent.Store(sent.UnixNano())
 		case errors.Is(err, rpctypes.ErrLeaseNotFound):
 			c.end(errLeaseGone)
 			return
@@ -308,6 +314,18 @@ func (c *Coordinator) monitor() {
 	if _, err := c.cli.Revoke(ctx, c.session.Lease()); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) && !c.isClosed() {
 		c.log.Debug("could not revoke the lost session's lease; it expires after its TTL", "error", err)
 	}
+}
+
+// SafeUntil is when renew would count the session lost if no renewal were
+// answered before: the last answered renewal's send time plus the TTL less
+// renewalGuard. The cluster expires the lease no earlier than that send
+// time plus the TTL, so this is renewalGuard early. Zero once the session
+// has ended.
+func (c *Coordinator) SafeUntil() time.Time {
+	if c.ctx.Err() != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, c.lastSent.Load()).Add(c.ttl - renewalGuard(c.ttl))
 }
 
 // Lease is the session's lease; revoking it ends the session.

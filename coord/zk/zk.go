@@ -469,6 +469,23 @@ func (c *Coordinator) nextReconnect() <-chan struct{} {
 	return c.reconnect
 }
 
+// SafeUntil is what was last heard from ZooKeeper plus the session timeout,
+// less a quarter of it (at least half a second): the server expires a
+// session a timeout after it last heard from the client, and the client
+// hears an answer only after the server heard its request. The margin
+// covers what the server sends unasked (watch events), which does not prove
+// that it heard the client. Zero once the session has ended.
+func (c *Coordinator) SafeUntil() time.Time {
+	c.mu.Lock()
+	over := c.over
+	c.mu.Unlock()
+	if over {
+		return time.Time{}
+	}
+	timeout := time.Duration(c.timeout.Load())
+	return c.net.lastHeard().Add(timeout - max(500*time.Millisecond, timeout/4))
+}
+
 // negotiated notes the session timeout the server granted. A shorter one
 // than asked for shortens the loss timer: the server expires the session by
 // its own figure.

@@ -415,6 +415,13 @@ func (c *Client) Quarantined(ctx context.Context) ([]model.QuarantinedConfig, er
 	return q, err
 }
 
+// Workers lists the processes that run tasks, with what is placed on them.
+func (c *Client) Workers(ctx context.Context) ([]model.WorkerView, error) {
+	var w []model.WorkerView
+	err := c.get(ctx, "/api/workers", &w)
+	return w, err
+}
+
 // Reconcile asks the leader to reconcile its tasks with the executor:
 // explicitly (the tasks it believes run) or implicitly (all). The server
 // accepts one request per 10 s; sooner ones fail with 429.

@@ -67,6 +67,7 @@ func (s *server) routeTable() []route {
 		newRoute(post, "/api/operate/reconcile/implicit", s.reconcile(false)),
 
 		newRoute(get, "/api/quarantine", s.quarantined),
+		newRoute(get, "/api/workers", s.workers),
 		newRoute(get, "/api/leader", s.status),
 		newRoute(get, "/healthz", s.health).withAccess(accessPublic),
 		newRoute(get, "/readyz", s.ready).withAccess(accessPublic),

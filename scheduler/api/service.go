@@ -23,6 +23,9 @@ type Service interface {
 	// Quarantined lists the stored configurations that fail validation:
 	// not scheduled until they are registered or updated again.
 	Quarantined(ctx context.Context) ([]model.QuarantinedConfig, error)
+	// Workers lists the processes that run tasks (the cluster executor's
+	// workers), with what is placed on them.
+	Workers(ctx context.Context) ([]model.WorkerView, error)
 
 	RegisterApp(ctx context.Context, app model.App) error
 	// UpdateApp changes the fields the update names and keeps the others.

@@ -158,6 +158,14 @@ func (u AppUpdate) Apply(stored App) (App, error) {
 
 // Apply returns stored with the update's fields; the result is not checked.
 func (u JobUpdate) Apply(stored Job) (Job, error) {
+	// Decoding into a map adds to it: constraints given replace the stored
+	// ones instead.
+	var given struct {
+		Constraints json.RawMessage `json:"constraints"`
+	}
+	if json.Unmarshal(u.body, &given) == nil && given.Constraints != nil {
+		stored.Constraints = nil
+	}
 	err := decodeStrict(bytes.NewReader(u.body), &stored)
 	return stored, err
 }
@@ -405,6 +413,9 @@ func (j Job) validate() (*cron.Schedule, map[int]string, error) {
 	}
 	if j.Retries > MaxRetries {
 		return nil, nil, outOfBounds("retries", j.Retries, MaxRetries)
+	}
+	if err := CheckLabels("constraints", j.Constraints); err != nil {
+		return nil, nil, err
 	}
 	return sched, params, nil
 }

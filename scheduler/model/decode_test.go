@@ -153,6 +153,9 @@ func TestDecodeJobRefusesNamingTheField(t *testing.T) {
 		{"policy", `{"jobName":"j",` + base + `,"concurrencyPolicy":"MAYBE"}`, "concurrencyPolicy"},
 		{"retries", `{"jobName":"j",` + base + `,"retries":-1}`, "retries"},
 		{"zone", `{"jobName":"j",` + base + `,"timeZone":"Mars/Olympus"}`, "timeZone"},
+		{"constraint value", `{"jobName":"j",` + base + `,"constraints":{"zone":"a b"}}`, "constraints"},
+		{"constraint key", `{"jobName":"j",` + base + `,"constraints":{"-zone":"a"}}`, "constraints"},
+		{"constraints not an object", `{"jobName":"j",` + base + `,"constraints":"zone=a"}`, "constraints"},
 		{"unknown field", `{"jobName":"j",` + base + `,"shardingCount":3}`, "shardingCount"},
 		{"wrong type", `{"jobName":"j",` + base + `,"shardingTotalCount":"2"}`, "shardingTotalCount"},
 		{"wrong type of an embedded field", `{"jobName":7,` + base + `}`, "jobName"},
@@ -266,5 +269,34 @@ func TestUpdateKeepsTheFieldsItLeavesOut(t *testing.T) {
 	}
 	if _, err := DecodeAppUpdate(strings.NewReader(`{"appCacheEnable":true}`)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("an app update without appName: %v, want ErrInvalid", err)
+	}
+}
+
+// Constraints given in an update replace the stored ones (JSON decoding into
+// a map would add to them); left out, they stay.
+func TestJobUpdateReplacesConstraints(t *testing.T) {
+	job, err := decodeJobString(`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","constraints":{"zone":"a","rack":"r1"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		body string
+		want string
+	}{
+		{`{"jobName":"j","constraints":{"zone":"b"}}`, "zone=b"},
+		{`{"jobName":"j","constraints":{}}`, ""},
+		{`{"jobName":"j","cron":"0 0 1 * * ?"}`, "rack=r1,zone=a"},
+	} {
+		u, err := DecodeJobUpdate(strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := u.Apply(job)
+		if err != nil || FormatLabels(got.Constraints) != tc.want {
+			t.Errorf("%s: constraints %v, %v; want %q", tc.body, got.Constraints, err, tc.want)
+		}
+		if FormatLabels(job.Constraints) != "rack=r1,zone=a" {
+			t.Fatalf("%s changed the stored job's constraints to %v", tc.body, job.Constraints)
+		}
 	}
 }

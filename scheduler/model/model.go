@@ -70,6 +70,10 @@ type Job struct {
 	// Retries is how often a failed shard is relaunched before it is given
 	// up (it then goes to the failover queue if failover is on).
 	Retries int `json:"retries"`
+	// Constraints are labels a worker must have to run the job's tasks
+	// (for example {"zone": "a"}); the cluster executor places them only
+	// there. At most MaxLabels.
+	Constraints map[string]string `json:"constraints,omitempty"`
 
 	// Elastic-Job-Cloud fields hasched does not interpret but keeps, so
 	// that its users' job definitions round-trip unchanged.

@@ -169,3 +169,21 @@ type Report struct {
 	Incarnation string `json:"incarnation"`
 	executor.Status
 }
+
+// WorkerView is a worker as GET /api/workers and `hasched workers` show it:
+// its registration, what is placed on it and how much of it that takes.
+type WorkerView struct {
+	Worker
+	UsedCPUs     float64      `json:"usedCpus"`
+	UsedMemoryMB float64      `json:"usedMemoryMB"`
+	Tasks        []PlacedTask `json:"tasks"`
+}
+
+// PlacedTask is one task placed on a worker and not yet ended.
+type PlacedTask struct {
+	TaskID   string         `json:"taskId"`
+	Job      string         `json:"jobName"`
+	Shard    int            `json:"shardingItem"`
+	State    executor.State `json:"state"`
+	PlacedAt time.Time      `json:"placedAt"`
+}

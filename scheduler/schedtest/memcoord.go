@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hasched/hasched/coord"
 )
@@ -109,6 +111,7 @@ type Session struct {
 	closeOnce sync.Once
 	// closed and expired are guarded by st.mu.
 	closed, expired bool
+	safeUntil       atomic.Pointer[time.Time] // SetSafeUntil's, if set
 }
 
 var (
@@ -550,6 +553,25 @@ func (s *Session) Close() error {
 	s.end(false)
 	return nil
 }
+
+// SafeUntil is an hour ahead while the session lives (the in-memory
+// service never times a session out by itself), SetSafeUntil's value if it
+// was set, and the zero time once the session has ended.
+func (s *Session) SafeUntil() time.Time {
+	select {
+	case <-s.done:
+		return time.Time{}
+	default:
+	}
+	if v := s.safeUntil.Load(); v != nil {
+		return *v
+	}
+	return time.Now().Add(time.Hour)
+}
+
+// SetSafeUntil fixes what SafeUntil returns while the session lives, so
+// that tests can play a session whose renewals stopped.
+func (s *Session) SetSafeUntil(t time.Time) { s.safeUntil.Store(&t) }
 
 // Expire ends the session as if the service had timed it out: later calls
 // fail with ErrSessionLost.

@@ -25,6 +25,7 @@ type Service struct {
 	ready         []model.ReadyEntry
 	failover      []model.TaskRecord
 	quarantined   []model.QuarantinedConfig
+	workers       []model.WorkerView
 	status        model.Status
 	failures      map[string]error
 	calls         []string
@@ -482,4 +483,21 @@ func (s *Service) Quarantined(context.Context) ([]model.QuarantinedConfig, error
 		return nil, err
 	}
 	return slices.Clone(s.quarantined), nil
+}
+
+// SetWorkers sets what Workers reports.
+func (s *Service) SetWorkers(w []model.WorkerView) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.workers = slices.Clone(w)
+}
+
+// Workers implements api.Service.
+func (s *Service) Workers(context.Context) ([]model.WorkerView, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin("Workers"); err != nil {
+		return nil, err
+	}
+	return slices.Clone(s.workers), nil
 }
