@@ -38,7 +38,7 @@ import (
 // container (etcd, or ZooKeeper). The test drives them through the REST
 // API, published on 127.0.0.1, and hurts them as hosts get hurt: the
 // hasched process killed while the host lives (a shell loop in the
-// container starts it again a second later, as a service manager would),
+// container starts it again half a second later, as a service manager would),
 // the whole container killed, cut off the network, frozen (docker pause),
 // SIGTERMed (drained). The one thing the hosts share is the ledger
 // directory (ledger_test.go), where their tasks say what they did.
@@ -186,7 +186,7 @@ type rigHost struct {
 }
 
 // hostLoop is a host's command: hasched serve with the arguments given,
-// started again a second after it exits (a service manager's restart),
+// started again half a second after it exits (a service manager's restart),
 // unless /run/hasched.hold exists. It leaves the serve process's pid in
 // /run/hasched.pid and, once it exits, its status in /run/hasched.exit.
 const hostLoop = `rm -f /run/hasched.hold
@@ -200,7 +200,7 @@ while :; do
   rc=$?
   echo $rc >/run/hasched.exit
   echo "=== hasched serve exited ($rc) at $(date -u +%H:%M:%S.%N)"
-  sleep 1
+  sleep 0.5
 done`
 
 // newHostsRig starts n hosts on a fresh namespace of env and waits until
@@ -422,7 +422,7 @@ func (h *rigHost) exec(script string) (int, string) {
 // Host operations.
 
 // killProcess kills the host's hasched process with SIGKILL; the host
-// lives, and its shell loop starts hasched again a second later.
+// lives, and its shell loop starts hasched again half a second later.
 func (h *rigHost) killProcess() {
 	h.r.t.Helper()
 	if code, out := h.exec(`kill -9 "$(cat /run/hasched.pid)"`); code != 0 {
@@ -627,8 +627,8 @@ type apiWorker struct {
 	Draining    bool   `json:"draining"`
 	Tasks       []struct {
 		TaskID string `json:"taskId"`
-		Job    string `json:"job"`
-		Shard  int    `json:"shard"`
+		Job    string `json:"jobName"`
+		Shard  int    `json:"shardingItem"`
 		State  string `json:"state"`
 	} `json:"tasks"`
 }
