@@ -94,8 +94,15 @@ func startHostsRun(t *testing.T, env *hostsEnv) *hostsRun {
 // a little before now.
 func (hr *hostsRun) checkAll() ledgerReport {
 	hr.t.Helper()
+	return hr.checkWithin(time.Minute)
+}
+
+// checkWithin is checkAll, waiting up to timeout for the fires still
+// owed.
+func (hr *hostsRun) checkWithin(timeout time.Duration) ledgerReport {
+	hr.t.Helper()
 	to := time.Now().Add(-2 * time.Second).UnixMilli()
-	return hr.check(hr.jobs(), to, time.Minute)
+	return hr.check(hr.jobs(), to, timeout)
 }
 
 // victim is a host other than the leader running the most tasks.
@@ -510,7 +517,10 @@ func hostsRandomized(t *testing.T, env *hostsEnv, rng *rand.Rand, d time.Duratio
 	}
 	hr.waitLeader(2 * time.Minute)
 	time.Sleep(st + 3*time.Second)
-	rep := hr.checkAll()
+	// After a burst of faults the new leader first marks the lost
+	// workers' placements LOST, one fenced write each (about 200 after
+	// 90 s of faults), then relaunches: give the catch-up longer.
+	rep := hr.checkWithin(90 * time.Second)
 	hr.figure("randomized_relaunches", rep.Relaunches)
 	hr.figure("randomized_min_slack", rep.Slack)
 	hr.figure("randomized_thaw_window_max", rep.ThawWindow)

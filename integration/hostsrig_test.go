@@ -943,15 +943,27 @@ func (r *hostsRig) waitRuns(j *rigJob, n int, timeout time.Duration) {
 func (r *hostsRig) check(jobs []*rigJob, toMs int64, timeout time.Duration) ledgerReport {
 	r.t.Helper()
 	var rep ledgerReport
-	var runs []ledgerRun
+	began := time.Now()
+	lastLog := began
 	haEventually(r.t, "every fire up to "+ledgerMsTime(toMs)+" ran, none twice at once", timeout, func() error {
-		runs = r.runs()
-		rep = analyzeLedger(runs, ledgerJobs(jobs, toMs))
+		rep = analyzeLedger(r.runs(), ledgerJobs(jobs, toMs))
 		if len(rep.Problems)+len(rep.Duplicates)+len(rep.Overlaps)+len(rep.Unknown) > 0 {
 			return wait.Stop(rep.Err())
 		}
-		return rep.Err()
+		if err := rep.Err(); err != nil {
+			// Fires still missing: say which now and then, so a slow
+			// catch-up shows in the log.
+			if time.Since(lastLog) > 10*time.Second {
+				lastLog = time.Now()
+				r.logf("still waiting for fires: %v", err)
+			}
+			return err
+		}
+		return nil
 	})
+	if took := time.Since(began); took > 5*time.Second {
+		r.logf("the missing fires ran within %v", took.Round(time.Millisecond))
+	}
 	r.logf("ledger: %s", rep.Summary())
 	return rep
 }
