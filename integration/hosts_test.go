@@ -422,11 +422,7 @@ func hostsHostDrained(t *testing.T, env *hostsEnv) {
 	}
 	hr.logf("%d tasks were running on %s at the SIGTERM, %d of them daemon shards", len(live), victim.name, daemons)
 	if daemons > 0 {
-		delays, missing := ledgerRelaunchDelays(runs, hr.ledgerJobs(), victim.name, termed.UnixNano(), 2*ledgerBeat)
-		var moved []time.Duration
-		for _, d := range delays {
-			moved = append(moved, d)
-		}
+		moved, missing := ledgerRelaunchDelays(runs, hr.ledgerJobs(), victim.name, termed.UnixNano(), 2*ledgerBeat)
 		for _, m := range missing {
 			if strings.Contains(m, hr.daemon.name+"@-@") {
 				t.Errorf("a daemon shard of the drained %s was not moved: %s", victim.name, m)
