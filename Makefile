@@ -23,13 +23,14 @@ FUZZ_TARGETS = \
 	./coord:FuzzValidateNodePath \
 	./coord:FuzzValidateName
 
-.PHONY: help build images test unit fuzz integration zk-server-tests run bench lint clean-containers
+.PHONY: help build images hasched-image test unit fuzz integration zk-server-tests run bench lint clean-containers
 
 help:
 	@echo "make run          start hasched on an embedded etcd (data in ./data)"
 	@echo "make test         build the images, lint, unit tests (-race), fuzz, integration tests"
 	@echo "make build        build $(BIN)"
 	@echo "make images       build the etcd and ZooKeeper test images locally"
+	@echo "make hasched-image build the several-hosts tests' image of this checkout's hasched"
 	@echo "make bench        run the benchmarks against containers"
 	@echo "make lint         gofmt and go vet"
 	@echo "make fuzz         run each fuzz target for FUZZTIME ($(FUZZTIME))"
@@ -40,6 +41,12 @@ build:
 images:
 	bash images/build-etcd.sh
 	bash images/build-zookeeper.sh
+
+# The several-hosts tests' image: this checkout's hasched on the ZooKeeper
+# image's root file system. Rebuilt on every run (the binary changes with
+# every commit; the layer is cheap).
+hasched-image: images
+	GO=$(GO) bash images/build-hasched.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -61,7 +68,7 @@ fuzz:
 # lastZxid field at reconnects (upstream PR #35), which would fail runs for a
 # bug that is not ours. Our own packages get -race in `unit`, the backends
 # included (coord/etcd runs the whole suite there on an embedded server).
-integration: images
+integration: images hasched-image
 	$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) ./integration/...
 
 # Tests that need one ZooKeeper server and read HASCHED_ZK_TEST_SERVERS: the
