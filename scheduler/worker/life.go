@@ -51,11 +51,14 @@ type life struct {
 	tripped  chan struct{}
 
 	// Main loop only.
-	seen     map[string]bool // placements looked at
-	kills    map[string]bool // kill requests listed
-	swept    bool            // the claims are made and the strays killed
-	pending  []*owned        // claimed, launched once swept
-	deadline time.Time       // last stamped
+	seen    map[string]bool // placements looked at
+	kills   map[string]bool // kill requests listed
+	swept   bool            // the claims are made and the strays killed
+	pending []*owned        // claimed, launched once swept
+	// stampMu serializes stamps (the stamper, launches, the end) and
+	// guards deadline.
+	stampMu  sync.Mutex
+	deadline time.Time // last stamped
 }
 
 // life runs one incarnation until ctx ends (ctx's error), it is drained
@@ -134,6 +137,16 @@ func (l *life) serve(ctx context.Context, prev string) error {
 	if err := l.stamp(); err != nil {
 		l.log.Error("cannot stamp the watchdog file", "error", err)
 	}
+	// The stamp goes on in a goroutine of its own, only now that the
+	// previous incarnation's strays are dead (a stamp lists this one's
+	// tasks only), and never waits for the main loop: a loop held up by
+	// a slow coordinator must not let the watchdog kill a live worker's
+	// tasks.
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.stamper()
+	}()
 	for _, o := range l.pending {
 		l.launch(o)
 	}
@@ -449,6 +462,8 @@ func (l *life) stamp() error {
 	if dead {
 		return nil
 	}
+	l.stampMu.Lock()
+	defer l.stampMu.Unlock()
 	until := l.sess.SafeUntil()
 	if err := watchdog.WriteStamp(r.cfg.WorkDir, watchdog.Stamp{
 		Deadline: until, Tasks: ids, Incarnation: l.inc, Pid: os.Getpid(), Written: time.Now().UTC(),
@@ -457,6 +472,24 @@ func (l *life) stamp() error {
 	}
 	l.deadline = until
 	return nil
+}
+
+// stamper renews the stamp every StampInterval until the incarnation ends.
+func (l *life) stamper() {
+	t := time.NewTicker(l.r.cfg.StampInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-l.tripped:
+			return
+		case <-t.C:
+			if err := l.stamp(); err != nil {
+				l.log.Error("cannot stamp the watchdog file", "error", err)
+			}
+		}
+	}
 }
 
 // own makes a placed task this incarnation's and launches it (a claimed

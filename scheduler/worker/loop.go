@@ -14,8 +14,8 @@ import (
 	"github.com/hasched/hasched/scheduler/worker/watchdog"
 )
 
-// loop is the incarnation's main loop: placements, kill requests, the
-// watchdog's stamp and drain.
+// loop is the incarnation's main loop: placements, kill requests and the
+// drain (the watchdog's stamp has a goroutine of its own: see stamper).
 func (l *life) loop(ctx context.Context) error {
 	r := l.r
 	pch, err := l.sess.WatchChildren(l.ctx, store.PlacementsPath(r.cfg.Name))
@@ -28,8 +28,8 @@ func (l *life) loop(ctx context.Context) error {
 		l.trip("watch kills: " + err.Error())
 		return errTripped
 	}
-	stampT := time.NewTicker(r.cfg.StampInterval)
-	defer stampT.Stop()
+	drainT := time.NewTicker(r.cfg.StampInterval)
+	defer drainT.Stop()
 	wdT := time.NewTicker(r.cfg.WatchdogCheck)
 	defer wdT.Stop()
 	var d drainState
@@ -51,10 +51,7 @@ func (l *life) loop(ctx context.Context) error {
 				return l.watchEnded(ctx, "kills", ev.Err)
 			}
 			l.onKills(ev)
-		case <-stampT.C:
-			if err := l.stamp(); err != nil {
-				l.log.Error("cannot stamp the watchdog file", "error", err)
-			}
+		case <-drainT.C:
 			if r.draining {
 				if done := l.drainStep(&d); done {
 					return errDrained
