@@ -8,7 +8,7 @@ UNIT_PKGS  = $(shell $(GO) list ./... | grep -v /integration)
 # remove their own containers) and no guessing the Docker host.
 export TESTCONTAINERS_RYUK_DISABLED ?= true
 export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
-INTEGRATION_TIMEOUT ?= 30m
+INTEGRATION_TIMEOUT ?= 45m
 BENCHTIME ?= 2s
 # Each fuzz target runs this long in `make fuzz` (and so in `make test`):
 # six targets at 8s, plus their builds, keep `make fuzz` near one minute.
