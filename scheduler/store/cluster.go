@@ -1,5 +1,7 @@
 package store
 
+import "fmt"
+
 // The cluster's layout: workers, placements, kill requests and the workers'
 // outboxes. It is the protocol between the leader's cluster executor
 // (package scheduler/executor/cluster) and every process's worker (package
@@ -57,3 +59,9 @@ func KillPath(worker, task string) string { return KillsRoot + "/" + worker + "/
 
 // OutboxPath is a worker incarnation's outbox, id being name~inc.
 func OutboxPath(id string) string { return OutboxRoot + "/" + id }
+
+// ReportPath is report seq of incarnation id's outbox: zero-padded, so
+// that the names sort in the order written.
+func ReportPath(id string, seq uint64) string {
+	return fmt.Sprintf("%s/%s%020d", OutboxPath(id), ReportPrefix, seq)
+}

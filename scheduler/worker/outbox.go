@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -14,12 +13,6 @@ import (
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
 )
-
-// ReportPath is report seq of incarnation id's outbox (id being name~inc):
-// zero-padded, so that the names sort in the order written.
-func ReportPath(id string, seq uint64) string {
-	return fmt.Sprintf("%s/%s%020d", store.OutboxPath(id), store.ReportPrefix, seq)
-}
 
 // outbox appends an incarnation's reports, in the order pushed, in batches
 // behind the fence. Its counter starts at 0 per incarnation and moves on
@@ -126,7 +119,7 @@ func (o *outbox) nextLocked() ([]model.Report, []coord.Op) {
 			break
 		}
 		budget -= len(b)
-		ops = append(ops, coord.CreateOp(ReportPath(o.id, o.seq+uint64(n)), b))
+		ops = append(ops, coord.CreateOp(store.ReportPath(o.id, o.seq+uint64(n)), b))
 		n++
 	}
 	return o.queue[:n], ops
