@@ -34,6 +34,13 @@ type StoredReport struct {
 // EncodePlacement is a placement's node value.
 func EncodePlacement(p model.Placement) []byte { return encode(p) }
 
+// DecodePlacement reads a placement node (ErrUndecodable if it is not one).
+func DecodePlacement(n coord.Node) (model.Placement, error) {
+	var p model.Placement
+	err := decodeNode(n, &p)
+	return p, err
+}
+
 // CreatePlacementOp creates a placement; its parent, PlacementsPath of the
 // worker's name, must exist (EnsurePlacementsParent).
 func CreatePlacementOp(p model.Placement) coord.Op {

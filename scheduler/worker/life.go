@@ -342,7 +342,7 @@ func (l *life) claimOne(prev, taskID string) error {
 			return nil
 		}
 		p.Incarnation = l.inc
-		err = l.write(l.ctx, nil, coord.SetOp(path, placementValue(p), n.Version))
+		err = l.write(l.ctx, nil, coord.SetOp(path, store.EncodePlacement(p), n.Version))
 		var oe *coord.OpError
 		switch {
 		case err == nil:
@@ -374,7 +374,7 @@ func (l *life) placement(path string) (coord.Node, model.Placement, error) {
 		cancel()
 		switch {
 		case err == nil:
-			p, err := decodePlacement(n)
+			p, err := store.DecodePlacement(n)
 			if err != nil {
 				l.log.Error("ignoring an undecodable placement", "path", path, "error", err)
 				return coord.Node{}, p, nil

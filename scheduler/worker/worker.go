@@ -39,11 +39,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/executor/local"
 	"github.com/hasched/hasched/scheduler/model"
-	"github.com/hasched/hasched/scheduler/store"
 	"github.com/hasched/hasched/scheduler/worker/watchdog"
 )
 
@@ -355,21 +353,4 @@ func sortedIDs[V any](m map[string]V) []string {
 	}
 	sort.Strings(ids)
 	return ids
-}
-
-// placementValue encodes a placement as the store does.
-func placementValue(p model.Placement) []byte {
-	b, err := json.Marshal(p)
-	if err != nil {
-		panic(fmt.Sprintf("worker: encode placement: %v", err))
-	}
-	return b
-}
-
-func decodePlacement(n coord.Node) (model.Placement, error) {
-	var p model.Placement
-	if err := json.Unmarshal(n.Value, &p); err != nil {
-		return p, fmt.Errorf("decode %s: %w: %w", n.Path, store.ErrUndecodable, err)
-	}
-	return p, nil
 }
