@@ -349,8 +349,8 @@ func (f serveFlags) validate() (serveConfig, error) {
 // is turned on.
 func (f serveFlags) validateWorker(cfg *serveConfig) error {
 	ws := workerSettings{name: f.workerName, cpus: f.workerCPUs, memoryMB: f.workerMemoryMB}
-	if f.drainTimeout < 0 || f.drainTimeout > maxDrainTimeout {
-		return usagef("--drain-timeout %v: give 0 (kill at once) to %v", f.drainTimeout, maxDrainTimeout)
+	if f.drainTimeout <= 0 || f.drainTimeout > maxDrainTimeout {
+		return usagef("--drain-timeout %v: give a positive duration up to %v (1ms: kill at once)", f.drainTimeout, maxDrainTimeout)
 	}
 	if ws.cpus < 0 || ws.cpus > model.MaxWorkerCPUs || math.IsNaN(ws.cpus) {
 		return usagef("--worker-cpus %v: give more than 0, at most %v (0: the host's)", f.workerCPUs, model.MaxWorkerCPUs)

@@ -37,6 +37,7 @@ func TestServeWorkerFlags(t *testing.T) {
 		{"huge memory", func(f *serveFlags) { f.workerMemoryMB = 1e12 }, "--worker-memory-mb"},
 		{"bad labels", func(f *serveFlags) { f.workerLabels = "zone" }, "--worker-labels"},
 		{"negative drain", func(f *serveFlags) { f.drainTimeout = -time.Second }, "--drain-timeout"},
+		{"zero drain", func(f *serveFlags) { f.drainTimeout = 0 }, "--drain-timeout"},
 		{"year-long drain", func(f *serveFlags) { f.drainTimeout = 365 * 24 * time.Hour }, "--drain-timeout"},
 		{"bad flags with the worker off", func(f *serveFlags) { f.worker = false; f.workerLabels = "=a" }, "--worker-labels"},
 		{"--worker with the local executor", func(f *serveFlags) { f.executor = "local"; f.workerChanged = true }, "--worker runs tasks placed by --executor cluster"},
