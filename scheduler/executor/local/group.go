@@ -56,17 +56,11 @@ func (e *Executor) KillNow(ctx context.Context, taskID string) error {
 		return fmt.Errorf("kill %s: %w", taskID, err)
 	}
 	if !j.terminal() {
-		now := time.Now().UTC()
-		if _, err := writeExclusive(filepath.Join(dir, fileKilled), []byte(now.Format(time.RFC3339Nano)+"\n")); err != nil {
-			if notExist(err) {
-				return nil // removed meanwhile (retention)
+		if gone, err := e.markKilled(dir, time.Now().UTC()); gone || err != nil {
+			if err != nil {
+				err = fmt.Errorf("kill %s: %w", taskID, err)
 			}
-			return fmt.Errorf("kill %s: %w", taskID, err)
-		}
-		if _, err := readPidFile(dir); notExist(err) {
-			if _, err := e.markNeverStarted(dir, "killed before start"); err != nil {
-				return fmt.Errorf("kill %s: %w", taskID, err)
-			}
+			return err
 		}
 	}
 	if p, err := readPidFile(dir); err == nil && !p.NeverStarted {

@@ -184,20 +184,12 @@ func (e *Executor) Kill(ctx context.Context, taskID string) error {
 		return nil
 	}
 
-	// The marker's first write is the kill's time; a second Kill keeps it.
 	now := time.Now().UTC()
-	if _, err := writeExclusive(filepath.Join(dir, fileKilled), []byte(now.Format(time.RFC3339Nano)+"\n")); err != nil {
-		if notExist(err) {
-			return nil // removed meanwhile (retention)
+	if gone, err := e.markKilled(dir, now); gone || err != nil {
+		if err != nil {
+			err = fmt.Errorf("kill %s: %w", taskID, err)
 		}
-		return fmt.Errorf("kill %s: %w", taskID, err)
-	}
-	if _, err := readPidFile(dir); notExist(err) {
-		// Not started yet: forbid the start. If the launcher was first,
-		// the pid file is there now and the signal below reaches it.
-		if _, err := e.markNeverStarted(dir, "killed before start"); err != nil {
-			return fmt.Errorf("kill %s: %w", taskID, err)
-		}
+		return err
 	}
 	j, err := e.judge(dir)
 	if err != nil {
@@ -210,6 +202,26 @@ func (e *Executor) Kill(ctx context.Context, taskID string) error {
 	e.report(rec, j, false, false)
 	e.poke()
 	return nil
+}
+
+// markKilled writes the killed marker of the task in dir (its first write
+// is the kill's time; a later kill keeps it) and forbids the start of a task
+// not started yet: if the launcher was first, the pid file is there and the
+// caller's signal reaches it. gone: the directory was removed meanwhile
+// (retention), nothing to kill.
+func (e *Executor) markKilled(dir string, now time.Time) (gone bool, err error) {
+	if _, err := writeExclusive(filepath.Join(dir, fileKilled), []byte(now.Format(time.RFC3339Nano)+"\n")); err != nil {
+		if notExist(err) {
+			return true, nil
+		}
+		return false, err
+	}
+	if _, err := readPidFile(dir); notExist(err) {
+		if _, err := e.markNeverStarted(dir, "killed before start"); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 // terminate sends SIGTERM to the task's group and schedules SIGKILL at
