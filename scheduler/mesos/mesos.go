@@ -278,7 +278,6 @@ type Executor struct {
 
 	// mu guards the fields below.
 	mu             sync.Mutex
-	closed         bool
 	frameworkID    string
 	storedID       string // the id in the term's state store
 	connected      bool
@@ -308,7 +307,7 @@ type Executor struct {
 	wantReconcile map[string]bool
 	wantKill      map[string]bool
 
-	ops       sync.WaitGroup // Launch, Kill and Reconcile calls in flight
+	calls     executor.Gate  // Launch, Kill and Reconcile calls in flight
 	wg        sync.WaitGroup // controller loop, tokens, watchdogs, detector
 	done      chan struct{}  // closed by Close after wg: ends the drainer
 	drained   chan struct{}
@@ -419,11 +418,9 @@ func (e *Executor) Statuses() <-chan executor.Status { return e.out }
 // In-flight Launch, Kill and Reconcile calls are cancelled and waited for.
 func (e *Executor) Close() error {
 	e.closeOnce.Do(func() {
-		e.mu.Lock()
-		e.closed = true
-		e.mu.Unlock()
+		e.calls.Shut()
 		e.cancel()
-		e.ops.Wait()
+		e.calls.Wait()
 		e.wg.Wait()
 		if e.zk != nil {
 			e.zk.close()
@@ -437,15 +434,7 @@ func (e *Executor) Close() error {
 }
 
 // begin registers a call; the returned func ends it.
-func (e *Executor) begin() (func(), error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil, ErrClosed
-	}
-	e.ops.Add(1)
-	return e.ops.Done, nil
-}
+func (e *Executor) begin() (func(), error) { return e.calls.Enter(ErrClosed) }
 
 // opContext is ctx, cancelled by Close too.
 func (e *Executor) opContext(ctx context.Context) (context.Context, context.CancelFunc) {

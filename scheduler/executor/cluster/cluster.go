@@ -166,14 +166,13 @@ type Executor struct {
 	// with the index change they report, so that the order of a task's
 	// statuses is the order of its writes.
 	mu      sync.Mutex
-	closed  bool
 	index   map[string]store.StoredPlacement // by task id
 	workers map[string]*workerState          // by worker id (name~inc)
 
-	ops  sync.WaitGroup // Launch, Kill and Reconcile calls in flight
-	wg   sync.WaitGroup // watchers and the sweeper
-	done chan struct{}  // closed by Close, after wg: ends the drainer
-	drWG sync.WaitGroup // the status drainer
+	calls executor.Gate  // Launch, Kill and Reconcile calls in flight
+	wg    sync.WaitGroup // watchers and the sweeper
+	done  chan struct{}  // closed by Close, after wg: ends the drainer
+	drWG  sync.WaitGroup // the status drainer
 
 	closeOnce sync.Once
 }
@@ -361,11 +360,13 @@ func (e *Executor) Statuses() <-chan executor.Status { return e.out }
 // term's executor finds their placements.
 func (e *Executor) Close() error {
 	e.closeOnce.Do(func() {
+		// Under mu: startWorkerLocked checks it there before it adds
+		// to wg, which Close waits for below.
 		e.mu.Lock()
-		e.closed = true
+		e.calls.Shut()
 		e.mu.Unlock()
 		e.cancel()
-		e.ops.Wait()
+		e.calls.Wait()
 		e.wg.Wait()
 		close(e.done)
 		e.drWG.Wait()
@@ -375,15 +376,7 @@ func (e *Executor) Close() error {
 }
 
 // begin registers a call; the returned func ends it.
-func (e *Executor) begin() (func(), error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil, ErrClosed
-	}
-	e.ops.Add(1)
-	return e.ops.Done, nil
-}
+func (e *Executor) begin() (func(), error) { return e.calls.Enter(ErrClosed) }
 
 // Describe says how many worker incarnations are registered (workers),
 // how many of them take placements (live) or are draining, and how many

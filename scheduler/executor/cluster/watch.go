@@ -43,7 +43,7 @@ func (e *Executor) watchWorkers() {
 // (adding its state if it has none yet: not live until its registration is
 // read).
 func (e *Executor) startWorkerLocked(id string) {
-	if e.closed || e.ctx.Err() != nil {
+	if e.calls.Closed() || e.ctx.Err() != nil {
 		return
 	}
 	ws := e.workers[id]

@@ -259,15 +259,14 @@ type Executor struct {
 
 	// mu guards the fields below. Lock order: a taskRecord's mu, then
 	// this one, never the other way round.
-	mu     sync.Mutex
-	closed bool
+	mu sync.Mutex
 	// tasks are the tasks this executor reported on.
 	tasks map[string]*taskRecord
 	// watched are the tasks the monitor judges: reported, not terminal.
 	watched map[string]*taskRecord
 	// kills are the SIGKILLs due KillGrace after a SIGTERM.
 	kills map[string]pendingKill
-	ops   sync.WaitGroup // Launch, Kill and Reconcile calls in flight
+	calls executor.Gate // Launch, Kill and Reconcile calls in flight
 
 	// wake nudges the monitor (a child exited, a kill was requested); it is
 	// never closed, so late senders (reapers) are safe after Close.
@@ -352,11 +351,9 @@ func (e *Executor) Statuses() <-chan executor.Status { return e.out }
 // Launch, Kill and Reconcile calls are cancelled and waited for.
 func (e *Executor) Close() error {
 	e.closeOnce.Do(func() {
-		e.mu.Lock()
-		e.closed = true
-		e.mu.Unlock()
+		e.calls.Shut()
 		e.cancel()
-		e.ops.Wait()
+		e.calls.Wait()
 		close(e.done)
 		e.wg.Wait()
 		e.log.Debug("closed")
@@ -365,15 +362,7 @@ func (e *Executor) Close() error {
 }
 
 // begin registers a call; the returned func ends it.
-func (e *Executor) begin() (func(), error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil, ErrClosed
-	}
-	e.ops.Add(1)
-	return e.ops.Done, nil
-}
+func (e *Executor) begin() (func(), error) { return e.calls.Enter(ErrClosed) }
 
 // poke wakes the monitor without blocking.
 func (e *Executor) poke() {
