@@ -37,6 +37,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/mesos/mesos-go/api/v1/lib/scheduler/calls"
 
+	"github.com/hasched/hasched/internal/defaults"
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
@@ -178,26 +179,17 @@ func (cfg Config) withDefaults() (Config, masterSource, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"RefuseSeconds", &cfg.RefuseSeconds, DefaultRefuseSeconds},
-		{"DialTimeout", &cfg.DialTimeout, DefaultDialTimeout},
-		{"ResponseHeaderTimeout", &cfg.ResponseHeaderTimeout, DefaultResponseHeaderTimeout},
-		{"CallTimeout", &cfg.CallTimeout, DefaultCallTimeout},
-		{"ZooKeeperTimeout", &cfg.ZooKeeperTimeout, DefaultZooKeeperTimeout},
-		{"MinResubscribeWait", &cfg.MinResubscribeWait, DefaultMinResubscribeWait},
-		{"MaxResubscribeWait", &cfg.MaxResubscribeWait, DefaultMaxResubscribeWait},
-		{"FailedOverWait", &cfg.FailedOverWait, DefaultFailedOverWait},
-	} {
-		if *d.v < 0 {
-			return cfg, src, fmt.Errorf("%w: %s is negative (%v)", ErrInvalidConfig, d.name, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
+	if err := defaults.Durations(ErrInvalidConfig, []defaults.Duration{
+		{Name: "RefuseSeconds", V: &cfg.RefuseSeconds, Default: DefaultRefuseSeconds},
+		{Name: "DialTimeout", V: &cfg.DialTimeout, Default: DefaultDialTimeout},
+		{Name: "ResponseHeaderTimeout", V: &cfg.ResponseHeaderTimeout, Default: DefaultResponseHeaderTimeout},
+		{Name: "CallTimeout", V: &cfg.CallTimeout, Default: DefaultCallTimeout},
+		{Name: "ZooKeeperTimeout", V: &cfg.ZooKeeperTimeout, Default: DefaultZooKeeperTimeout},
+		{Name: "MinResubscribeWait", V: &cfg.MinResubscribeWait, Default: DefaultMinResubscribeWait},
+		{Name: "MaxResubscribeWait", V: &cfg.MaxResubscribeWait, Default: DefaultMaxResubscribeWait},
+		{Name: "FailedOverWait", V: &cfg.FailedOverWait, Default: DefaultFailedOverWait},
+	}...); err != nil {
+		return cfg, src, err
 	}
 	if cfg.MaxResubscribeWait < cfg.MinResubscribeWait {
 		return cfg, src, fmt.Errorf("%w: MaxResubscribeWait %v is below MinResubscribeWait %v", ErrInvalidConfig, cfg.MaxResubscribeWait, cfg.MinResubscribeWait)

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/internal/defaults"
 	"github.com/hasched/hasched/scheduler/executor/local"
 	"github.com/hasched/hasched/scheduler/model"
 )
@@ -133,26 +134,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	if err := check.Check(); err != nil {
 		return cfg, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"DrainTimeout", &cfg.DrainTimeout, DefaultDrainTimeout},
-		{"StampInterval", &cfg.StampInterval, DefaultStampInterval},
-		{"OpTimeout", &cfg.OpTimeout, DefaultOpTimeout},
-		{"RetryInterval", &cfg.RetryInterval, DefaultRetryInterval},
-		{"WatchdogCheck", &cfg.WatchdogCheck, DefaultWatchdogCheck},
-	} {
-		if *d.v < 0 {
-			return cfg, fmt.Errorf("%w: %s is negative (%v)", ErrInvalidConfig, d.name, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-	}
-	if cfg.DrainTimeout > maxDrainTimeout {
-		return cfg, fmt.Errorf("%w: DrainTimeout %v is more than %v", ErrInvalidConfig, cfg.DrainTimeout, maxDrainTimeout)
+	if err := defaults.Durations(ErrInvalidConfig, []defaults.Duration{
+		{Name: "DrainTimeout", V: &cfg.DrainTimeout, Default: DefaultDrainTimeout, Max: maxDrainTimeout},
+		{Name: "StampInterval", V: &cfg.StampInterval, Default: DefaultStampInterval},
+		{Name: "OpTimeout", V: &cfg.OpTimeout, Default: DefaultOpTimeout},
+		{Name: "RetryInterval", V: &cfg.RetryInterval, Default: DefaultRetryInterval},
+		{Name: "WatchdogCheck", V: &cfg.WatchdogCheck, Default: DefaultWatchdogCheck},
+	}...); err != nil {
+		return cfg, err
 	}
 	if len(cfg.WatchdogCommand) == 0 {
 		exe, err := os.Executable()

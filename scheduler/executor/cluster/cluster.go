@@ -32,6 +32,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/internal/defaults"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
@@ -94,24 +95,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	for _, d := range []struct {
-		name     string
-		v        *time.Duration
-		def, max time.Duration
-	}{
-		{"Retention", &cfg.Retention, DefaultRetention, maxRetention},
-		{"OpTimeout", &cfg.OpTimeout, DefaultOpTimeout, maxOpTimeout},
-		{"RetryInterval", &cfg.RetryInterval, DefaultRetryInterval, maxRetryInterval},
-	} {
-		if *d.v < 0 {
-			return cfg, fmt.Errorf("%w: %s is negative (%v)", ErrInvalidConfig, d.name, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-		if *d.v > d.max {
-			return cfg, fmt.Errorf("%w: %s is %v, at most %v", ErrInvalidConfig, d.name, *d.v, d.max)
-		}
+	if err := defaults.Durations(ErrInvalidConfig, []defaults.Duration{
+		{Name: "Retention", V: &cfg.Retention, Default: DefaultRetention, Max: maxRetention},
+		{Name: "OpTimeout", V: &cfg.OpTimeout, Default: DefaultOpTimeout, Max: maxOpTimeout},
+		{Name: "RetryInterval", V: &cfg.RetryInterval, Default: DefaultRetryInterval, Max: maxRetryInterval},
+	}...); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

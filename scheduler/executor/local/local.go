@@ -39,6 +39,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hasched/hasched/internal/defaults"
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
@@ -181,24 +182,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"PollInterval", &cfg.PollInterval, DefaultPollInterval},
-		{"KillGrace", &cfg.KillGrace, DefaultKillGrace},
-		{"StartGrace", &cfg.StartGrace, DefaultStartGrace},
-		{"Retention", &cfg.Retention, DefaultRetention},
-		{"FetchTimeout", &cfg.FetchTimeout, DefaultFetchTimeout},
-		{"AppCacheMaxAge", &cfg.AppCacheMaxAge, DefaultAppCacheMaxAge},
-	} {
-		if *d.v < 0 {
-			return cfg, fmt.Errorf("%w: %s is negative (%v)", ErrInvalidConfig, d.name, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
+	if err := defaults.Durations(ErrInvalidConfig, []defaults.Duration{
+		{Name: "PollInterval", V: &cfg.PollInterval, Default: DefaultPollInterval},
+		{Name: "KillGrace", V: &cfg.KillGrace, Default: DefaultKillGrace},
+		{Name: "StartGrace", V: &cfg.StartGrace, Default: DefaultStartGrace},
+		{Name: "Retention", V: &cfg.Retention, Default: DefaultRetention},
+		{Name: "FetchTimeout", V: &cfg.FetchTimeout, Default: DefaultFetchTimeout},
+		{Name: "AppCacheMaxAge", V: &cfg.AppCacheMaxAge, Default: DefaultAppCacheMaxAge},
+	}...); err != nil {
+		return cfg, err
 	}
 	if cfg.AppCacheMaxAge > maxAppCacheMaxAge {
 		return cfg, fmt.Errorf("%w: AppCacheMaxAge %v is more than %v", ErrInvalidConfig, cfg.AppCacheMaxAge, maxAppCacheMaxAge)
