@@ -1002,35 +1002,56 @@ func (c *haCluster) waitLeader(timeout time.Duration) *haProc {
 	c.t.Helper()
 	var leader *haProc
 	haEventually(c.t, "one leader that all follow", timeout, func() error {
-		leader = nil
-		sts := map[*haProc]haStatus{}
+		var running []*haProc
 		for _, p := range c.procs {
-			if p.exited() {
-				continue
+			if !p.exited() {
+				running = append(running, p)
 			}
-			st, err := c.status(p, 2*time.Second)
-			if err != nil {
-				return err
-			}
-			sts[p] = st
-			if st.Leader {
-				if leader != nil {
-					return fmt.Errorf("both %s and %s lead", leader.name, p.name)
+		}
+		var err error
+		leader, err = agreedLeader(running, func(p *haProc) string { return p.name },
+			func(p *haProc) (haStatus, error) { return c.status(p, 2*time.Second) },
+			func(st haStatus) *haProc {
+				for _, p := range c.procs {
+					if p.addr == st.LeaderAddress {
+						return p
+					}
 				}
-				leader = p
-			}
-		}
-		if leader == nil {
-			return errors.New("nobody leads")
-		}
-		for p, st := range sts {
-			if st.LeaderAddress != leader.addr {
-				return fmt.Errorf("%s follows %q, not %s at %s", p.name, st.LeaderAddress, leader.name, leader.addr)
-			}
-		}
-		return nil
+				return nil
+			})
+		return err
 	})
 	return leader
+}
+
+// agreedLeader asks every process of procs for its status and returns the
+// one that leads, if exactly one does and every other names it (leaderOf
+// maps a status's leader address to its process).
+func agreedLeader[P comparable](procs []P, name func(P) string, status func(P) (haStatus, error), leaderOf func(haStatus) P) (P, error) {
+	var none, leader P
+	sts := map[P]haStatus{}
+	for _, p := range procs {
+		st, err := status(p)
+		if err != nil {
+			return none, err
+		}
+		sts[p] = st
+		if st.Leader {
+			if leader != none {
+				return none, fmt.Errorf("both %s and %s lead", name(leader), name(p))
+			}
+			leader = p
+		}
+	}
+	if leader == none {
+		return none, errors.New("nobody leads")
+	}
+	for p, st := range sts {
+		if leaderOf(st) != leader {
+			return none, fmt.Errorf("%s follows %q, not %s", name(p), st.LeaderAddress, name(leader))
+		}
+	}
+	return leader, nil
 }
 
 // waitAgreed waits until every one of ps names leader as the leader, and

@@ -613,13 +613,6 @@ func (r *hostsRig) restartCoord(down time.Duration) {
 
 // REST API.
 
-// apiStatus is GET /api/leader.
-type apiStatus struct {
-	Self          string `json:"self"`
-	Leader        bool   `json:"leader"`
-	LeaderAddress string `json:"leaderAddress"`
-}
-
 // apiWorker is one entry of GET /api/workers.
 type apiWorker struct {
 	Name        string `json:"name"`
@@ -695,7 +688,7 @@ func (r *hostsRig) currentLeader() *rigHost {
 		if h.getState() != hostUp {
 			continue
 		}
-		var st apiStatus
+		var st haStatus
 		if err := r.get(h, "/api/leader", 2*time.Second, &st); err == nil && st.Leader {
 			return h
 		}
@@ -717,33 +710,20 @@ func (r *hostsRig) waitLeader(timeout time.Duration) *rigHost {
 	r.t.Helper()
 	var leader *rigHost
 	haEventually(r.t, "one leader that all hosts follow", timeout, func() error {
-		leader = nil
-		sts := map[*rigHost]apiStatus{}
+		var up []*rigHost
 		for _, h := range r.reachable() {
-			if h.getState() != hostUp {
-				continue
-			}
-			var st apiStatus
-			if err := r.get(h, "/api/leader", 2*time.Second, &st); err != nil {
-				return err
-			}
-			sts[h] = st
-			if st.Leader {
-				if leader != nil {
-					return fmt.Errorf("both %s and %s lead", leader.name, h.name)
-				}
-				leader = h
+			if h.getState() == hostUp {
+				up = append(up, h)
 			}
 		}
-		if leader == nil {
-			return errors.New("nobody leads")
-		}
-		for h, st := range sts {
-			if r.byAddress(st.LeaderAddress) != leader {
-				return fmt.Errorf("%s follows %q, not %s", h.name, st.LeaderAddress, leader.name)
-			}
-		}
-		return nil
+		var err error
+		leader, err = agreedLeader(up, func(h *rigHost) string { return h.name },
+			func(h *rigHost) (st haStatus, err error) {
+				err = r.get(h, "/api/leader", 2*time.Second, &st)
+				return st, err
+			},
+			func(st haStatus) *rigHost { return r.byAddress(st.LeaderAddress) })
+		return err
 	})
 	return leader
 }

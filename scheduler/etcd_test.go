@@ -3,10 +3,8 @@ package scheduler
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,66 +12,21 @@ import (
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/coord/etcd"
+	"github.com/hasched/hasched/internal/etcdtest"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/schedtest"
 	"github.com/hasched/hasched/scheduler/store"
 )
 
-// One embedded etcd server serves every lifecycle test of the package,
-// started on first use; tests keep apart by namespace.
-var (
-	etcdOnce   sync.Once
-	etcdServer *etcd.Embedded
-	etcdDir    string
-	etcdErr    error
-	etcdNS     atomic.Int64
-)
-
-func stopEmbeddedEtcd() {
-	if etcdServer != nil {
-		_ = etcdServer.Close()
-	}
-	if etcdDir != "" {
-		_ = os.RemoveAll(etcdDir)
-	}
-}
+// etcdServer serves every lifecycle test of the package.
+var etcdServer etcdtest.Shared
 
 // etcdOpen returns an Open function for sessions in a namespace of the
 // test's own on the shared embedded server.
 func etcdOpen(t *testing.T) func(context.Context) (coord.Coordinator, error) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: starts an embedded etcd server (make test runs it)")
-	}
-	etcdOnce.Do(func() {
-		etcdDir, etcdErr = os.MkdirTemp("", "hasched-scheduler-etcd-")
-		if etcdErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		etcdServer, etcdErr = etcd.StartEmbedded(ctx, etcd.EmbeddedConfig{
-			Dir:       etcdDir,
-			ClientURL: "http://127.0.0.1:0",
-			PeerURL:   "http://127.0.0.1:0",
-		})
-	})
-	if etcdErr != nil {
-		t.Fatalf("start the embedded etcd server: %v", etcdErr)
-	}
-	cfg := etcd.Config{
-		Endpoints:  etcdServer.Endpoints(),
-		Namespace:  fmt.Sprintf("sched-%d", etcdNS.Add(1)),
-		SessionTTL: 2 * time.Second,
-	}
-	return func(ctx context.Context) (coord.Coordinator, error) {
-		c, err := etcd.New(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	}
+	return etcdtest.Opener(etcdServer.Config(t, "sched", 2*time.Second))
 }
 
 func TestOnlyTheLeaderLaunchesAndHandOverRunsEveryFireOnce(t *testing.T) {

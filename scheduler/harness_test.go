@@ -29,7 +29,7 @@ import (
 func TestMain(m *testing.M) {
 	watchdogtest.Main()
 	code := m.Run()
-	stopEmbeddedEtcd()
+	etcdServer.Stop()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)

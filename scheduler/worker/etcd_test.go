@@ -2,78 +2,28 @@ package worker_test
 
 import (
 	"context"
-	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/coord/etcd"
+	"github.com/hasched/hasched/internal/etcdtest"
 	"github.com/hasched/hasched/internal/netproxy"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/store"
 	"github.com/hasched/hasched/scheduler/worker"
 )
 
-// One embedded etcd server, started on first use; tests keep apart by
-// namespace.
-var (
-	etcdOnce   sync.Once
-	etcdServer *etcd.Embedded
-	etcdDir    string
-	etcdErr    error
-	etcdNS     atomic.Int64
-)
-
-func stopEmbeddedEtcd() {
-	if etcdServer != nil {
-		_ = etcdServer.Close()
-	}
-	if etcdDir != "" {
-		_ = os.RemoveAll(etcdDir)
-	}
-}
+// etcdServer serves the package's etcd tests.
+var etcdServer etcdtest.Shared
 
 // etcdConfig is a session config for a namespace of the test's own on the
 // shared embedded server.
 func etcdConfig(t *testing.T) etcd.Config {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: starts an embedded etcd server (make test runs it)")
-	}
-	etcdOnce.Do(func() {
-		etcdDir, etcdErr = os.MkdirTemp("", "hasched-worker-etcd-")
-		if etcdErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		etcdServer, etcdErr = etcd.StartEmbedded(ctx, etcd.EmbeddedConfig{
-			Dir: etcdDir, ClientURL: "http://127.0.0.1:0", PeerURL: "http://127.0.0.1:0",
-		})
-	})
-	if etcdErr != nil {
-		t.Fatalf("start the embedded etcd server: %v", etcdErr)
-	}
-	return etcd.Config{
-		Endpoints:  etcdServer.Endpoints(),
-		Namespace:  fmt.Sprintf("worker-%d", etcdNS.Add(1)),
-		SessionTTL: 3 * time.Second,
-	}
-}
-
-func opener(cfg etcd.Config) func(context.Context) (coord.Coordinator, error) {
-	return func(ctx context.Context) (coord.Coordinator, error) {
-		c, err := etcd.New(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	}
+	return etcdServer.Config(t, "worker", 3*time.Second)
 }
 
 // A worker cut off from etcd kills its tasks before the cluster can expire
@@ -92,8 +42,8 @@ func TestCutOffWorkerKillsItsTasksBeforeItsLeaseExpires(t *testing.T) {
 	viaProxy := cfg
 	viaProxy.Endpoints = []string{proxy.Addr()}
 
-	r := newRigOn(t, opener(cfg), nil)
-	r.open = opener(viaProxy)
+	r := newRigOn(t, etcdtest.Opener(cfg), nil)
+	r.open = etcdtest.Opener(viaProxy)
 	dir := t.TempDir()
 	// No watchdog: this is the worker's own safety clock at work.
 	rn := r.start("w1", dir, func(c *worker.Config) { c.WatchdogCommand = []string{"/bin/true"} })
