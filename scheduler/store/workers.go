@@ -9,8 +9,9 @@ import (
 )
 
 // Workers lists the registered workers with the tasks placed on them that
-// have not ended, for GET /api/workers. A registration or placement that
-// does not decode is left out (it is nobody's to fix here); one that went
+// have not ended, for GET /api/workers. A registration that does not decode
+// or validate (as the leader reads it: Registration), or a placement that
+// does not decode, is left out (it is nobody's to fix here); one that went
 // between the listing and its read is skipped.
 func (r Reader) Workers(ctx context.Context) ([]model.WorkerView, error) {
 	ids, err := r.children(ctx, WorkersRoot)
@@ -21,8 +22,7 @@ func (r Reader) Workers(ctx context.Context) ([]model.WorkerView, error) {
 	byIncarnation := map[string]int{}
 	names := map[string]bool{}
 	for _, id := range ids {
-		var w model.Worker
-		_, ok, err := r.get(ctx, WorkerPath(id), &w)
+		w, _, ok, err := r.Registration(ctx, id)
 		if errors.Is(err, ErrUndecodable) || !ok {
 			continue
 		}

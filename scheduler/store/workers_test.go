@@ -41,6 +41,8 @@ func TestWorkersListsLiveRegistrationsAndTheirOpenPlacements(t *testing.T) {
 	create(store.WorkerPath(a.ID()), mustJSON(a), coord.Ephemeral())
 	create(store.WorkerPath(b.ID()), mustJSON(b), coord.Ephemeral())
 	create(store.WorkerPath("junk~00000000000000ff"), []byte("{not json"), coord.Ephemeral())
+	bad := model.Worker{Name: "bad", Incarnation: "00000000000000bb", Host: "hx", CPUs: 0, MemoryMB: 1}
+	create(store.WorkerPath(bad.ID()), mustJSON(bad), coord.Ephemeral()) // no capacity: invalid
 	place := func(worker, inc, id string, state executor.State) {
 		p := model.Placement{Task: executor.Task{ID: id, Job: "j", CPUs: 1, MemoryMB: 100}, Worker: worker, Incarnation: inc, State: state}
 		create(store.PlacementPath(worker, id), mustJSON(p))
