@@ -34,6 +34,22 @@ type StoredReport struct {
 // EncodePlacement is a placement's node value.
 func EncodePlacement(p model.Placement) []byte { return encode(p) }
 
+// EncodeRegistration is a worker registration's node value.
+func EncodeRegistration(w model.Worker) []byte { return encode(w) }
+
+// MaxReportMessage bounds a report's message (a task's stderr excerpt, a
+// fetch error): one report must fit a batch whatever a task printed.
+const MaxReportMessage = 4 << 10
+
+// EncodeReport is an outbox report's node value, its message cut to
+// MaxReportMessage.
+func EncodeReport(r model.Report) []byte {
+	if len(r.Message) > MaxReportMessage {
+		r.Message = strings.ToValidUTF8(r.Message[:MaxReportMessage], "") + "…"
+	}
+	return encode(r)
+}
+
 // DecodePlacement reads a placement node (ErrUndecodable if it is not one).
 func DecodePlacement(n coord.Node) (model.Placement, error) {
 	var p model.Placement

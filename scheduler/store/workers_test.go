@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
@@ -65,5 +67,23 @@ func TestWorkersListsLiveRegistrationsAndTheirOpenPlacements(t *testing.T) {
 	}
 	if got := ws[1]; !got.Draining || len(got.Tasks) != 0 || got.Tasks == nil {
 		t.Fatalf("worker b = %+v, want draining, no tasks (an empty list)", got)
+	}
+}
+
+// A report whose message is a task's whole stderr still fits a batch: the
+// message is cut, on a character boundary.
+func TestEncodeReportBoundsTheMessage(t *testing.T) {
+	long := "x" + strings.Repeat("é", store.MaxReportMessage) // the cut falls inside an é
+	b := store.EncodeReport(model.Report{Incarnation: "0123456789abcdef", Status: executor.Status{TaskID: "t", State: executor.StateFailed, Message: long}})
+	var got model.Report
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Message) > store.MaxReportMessage+len("…") || !utf8.ValidString(got.Message) || !strings.HasSuffix(got.Message, "…") {
+		t.Fatalf("message of %d bytes (valid UTF-8 %v), want at most %d and cut", len(got.Message), utf8.ValidString(got.Message), store.MaxReportMessage)
+	}
+	short := store.EncodeReport(model.Report{Status: executor.Status{TaskID: "t", Message: "exit 3"}})
+	if err := json.Unmarshal(short, &got); err != nil || got.Message != "exit 3" {
+		t.Fatalf("a short message = %q, %v", got.Message, err)
 	}
 }

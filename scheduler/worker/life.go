@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -158,11 +157,9 @@ func (l *life) serve(ctx context.Context, prev string) error {
 func (l *life) register(ctx context.Context) error {
 	r := l.r
 	info := r.w.registration(l.inc, r.draining)
-	val, err := json.Marshal(info)
-	if err != nil {
-		return err
-	}
+	val := store.EncodeRegistration(info)
 	var node coord.Node
+	var err error
 	for {
 		cctx, cancel := context.WithTimeout(ctx, r.cfg.OpTimeout)
 		node, err = l.sess.Create(cctx, store.WorkerPath(l.id), val, coord.Ephemeral())

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -148,12 +147,10 @@ func (l *life) startDrain(d *drainState) {
 	d.deadline = time.Now().Add(r.cfg.DrainTimeout)
 	info := r.w.Info()
 	info.Draining = true
-	if val, err := json.Marshal(info); err == nil {
-		if err := l.write(l.ctx, val); err == nil {
-			r.w.setInfo(info)
-		} else {
-			l.log.Error("cannot register as draining", "error", err)
-		}
+	if err := l.write(l.ctx, store.EncodeRegistration(info)); err == nil {
+		r.w.setInfo(info)
+	} else {
+		l.log.Error("cannot register as draining", "error", err)
 	}
 	for _, id := range l.liveOwned(func(o *owned) bool { return o.task.Daemon }) {
 		l.requestKill(id)

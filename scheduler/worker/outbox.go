@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -108,13 +107,7 @@ func (o *outbox) nextLocked() ([]model.Report, []coord.Op) {
 		if n == coord.MaxBatchOps-1 {
 			break
 		}
-		b, err := json.Marshal(r)
-		if err != nil {
-			// A Report always marshals; were it not to, skipping it
-			// would break the order less than blocking every other.
-			o.log.Error("cannot encode a report", "error", err)
-			b = []byte("{}")
-		}
+		b := store.EncodeReport(r)
 		if len(b) > budget && n > 0 {
 			break
 		}
