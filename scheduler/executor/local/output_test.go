@@ -16,14 +16,21 @@ func TestTaskOutputIsCappedAndRotated(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.MaxOutputBytes = minMaxOutputBytes
 	e := newTestExec(t, cfg)
-	release := filepath.Join(t.TempDir(), "release")
-	// About 1 MiB on each stream, sixteen times the cap, then it stays.
+	tmp := t.TempDir()
+	looped, resume, release := filepath.Join(tmp, "looped"), filepath.Join(tmp, "resume"), filepath.Join(tmp, "release")
+	// About 1 MiB on each stream, sixteen times the cap; then, once the
+	// rotation has settled, one last line each, then it stays. The last
+	// lines wait because bytes written between a rotation's copy and its
+	// truncation are lost by design (output.go): a line written then would
+	// be in neither generation.
 	tk := task("t-chatty", `i=0
 while [ $i -lt 16384 ]; do
 	echo "line $i 0123456789012345678901234567890123456789012345678901234567"
 	echo "err $i 0123456789012345678901234567890123456789012345678901234567" >&2
 	i=$((i+1))
 done
+: > `+shellQuote(looped)+`
+`+waitForFile(resume)+`
 echo END; echo ERR-END >&2
 `+waitForFile(release))
 	tk.Daemon = true
@@ -36,15 +43,20 @@ echo END; echo ERR-END >&2
 		}
 		return fi.Size()
 	}
+	eventually(t, "output rotated within its cap", func() bool {
+		_, err := os.Stat(looped)
+		return err == nil && size("stdout") <= cfg.MaxOutputBytes && size("stderr") <= cfg.MaxOutputBytes &&
+			size("stdout.1") > 0 && size("stderr.1") > 0
+	})
+	touch(t, resume)
 	latest := func(stream, last string) bool {
 		cur, _ := os.ReadFile(filepath.Join(dir, stream))
 		prev, _ := os.ReadFile(filepath.Join(dir, stream+".1"))
 		return strings.HasSuffix(string(cur), last) || (len(cur) == 0 && strings.HasSuffix(string(prev), last))
 	}
-	eventually(t, "output rotated within its cap", func() bool {
+	eventually(t, "the last lines kept", func() bool {
 		return latest("stdout", "END\n") && latest("stderr", "ERR-END\n") &&
-			size("stdout") <= cfg.MaxOutputBytes && size("stderr") <= cfg.MaxOutputBytes &&
-			size("stdout.1") > 0 && size("stderr.1") > 0
+			size("stdout") <= cfg.MaxOutputBytes && size("stderr") <= cfg.MaxOutputBytes
 	})
 	for _, name := range []string{"stdout.1", "stderr.1"} {
 		if n := size(name); n > cfg.MaxOutputBytes {
