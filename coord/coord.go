@@ -83,6 +83,16 @@ type Coordinator interface {
 	// Children returns the names of the node's direct children, sorted.
 	// ErrNotFound if the node is missing. "/" lists the namespace's root.
 	Children(ctx context.Context, path string) ([]string, error)
+	// List returns the node's direct children with their values, sorted
+	// by name: what Children and a Get of each return, in as few round
+	// trips as the backend allows, so a caller reads thousands of nodes
+	// without a request per node. On etcd the list is one revision (a
+	// range read in pages at the first page's revision); on ZooKeeper it
+	// is the children, then their reads pipelined on the connection, so a
+	// child deleted meanwhile is left out and each value is as fresh as
+	// its own read. ErrNotFound if the node is missing; "/" lists the
+	// namespace's root.
+	List(ctx context.Context, path string) ([]Node, error)
 	// Campaign blocks until this session leads the election, ctx ends
 	// (ctx.Err(), and the candidacy is withdrawn) or the session ends
 	// (ErrSessionLost). Candidates are children of the election node. A

@@ -26,7 +26,16 @@ import (
 type rawOps struct {
 	get, set, create func(ctx context.Context, i int) error
 	children         func(ctx context.Context) (int, error)
+	// list reads listChildren children with their values.
+	list func(ctx context.Context) (int, error)
 }
+
+// listChildren nodes of listValueSize bytes (a job configuration's size)
+// are what List reads in the benchmarks.
+const (
+	listChildren  = 10_000
+	listValueSize = 600
+)
 
 func BenchmarkEtcd(b *testing.B) {
 	endpoint := startEtcd(b)
@@ -61,6 +70,19 @@ func BenchmarkEtcd(b *testing.B) {
 			}
 			return len(r.Kvs), nil
 		},
+		list: func(ctx context.Context) (int, error) {
+			r, err := cli.Get(ctx, rawPrefix+"list/", clientv3.WithPrefix())
+			if err != nil {
+				return 0, err
+			}
+			return len(r.Kvs), nil
+		},
+	}
+	rawValue := string(make([]byte, listValueSize))
+	for i := range listChildren {
+		if _, err := cli.Put(ctx, fmt.Sprintf("%slist/child-%05d", rawPrefix, i), rawValue); err != nil {
+			b.Fatal(err)
+		}
 	}
 	benchCoordinator(b, c, raw)
 }
@@ -75,7 +97,7 @@ func BenchmarkZooKeeper(b *testing.B) {
 	defer c.Close()
 	conn := c.Conn()
 	acl := gozk.WorldACL(gozk.PermAll)
-	for _, p := range []string{"/raw-bench", "/raw-bench/node", "/raw-bench/dir", "/raw-bench/create"} {
+	for _, p := range []string{"/raw-bench", "/raw-bench/node", "/raw-bench/dir", "/raw-bench/create", "/raw-bench/list"} {
 		if _, err := conn.Create(p, []byte("v"), 0, acl); err != nil && err != gozk.ErrNodeExists {
 			b.Fatal(err)
 		}
@@ -99,6 +121,23 @@ func BenchmarkZooKeeper(b *testing.B) {
 			names, _, err := conn.Children("/raw-bench/dir")
 			return len(names), err
 		},
+		// The raw client's plain way: the names, then one Get each.
+		list: func(context.Context) (int, error) {
+			names, _, err := conn.Children("/raw-bench/list")
+			for _, n := range names {
+				if err != nil {
+					break
+				}
+				_, _, err = conn.Get("/raw-bench/list/" + n)
+			}
+			return len(names), err
+		},
+	}
+	rawValue := make([]byte, listValueSize)
+	for i := range listChildren {
+		if _, err := conn.Create(fmt.Sprintf("/raw-bench/list/child-%05d", i), rawValue, 0, acl); err != nil && err != gozk.ErrNodeExists {
+			b.Fatal(err)
+		}
 	}
 	benchCoordinator(b, c, raw)
 }
@@ -153,6 +192,26 @@ func benchCoordinator(b *testing.B, c coord.Coordinator, raw rawOps) {
 		n, err := raw.children(ctx)
 		if err == nil && n != 10 {
 			err = fmt.Errorf("raw children = %d, want 10", n)
+		}
+		return err
+	})
+	value := make([]byte, listValueSize)
+	for i := range listChildren {
+		if _, err := c.Create(ctx, fmt.Sprintf("/list/child-%05d", i), value); err != nil {
+			b.Fatal(err)
+		}
+	}
+	run("List10000/coord", func(ctx context.Context, _ int) error {
+		nodes, err := c.List(ctx, "/list")
+		if err == nil && len(nodes) != listChildren {
+			err = fmt.Errorf("List = %d nodes, want %d", len(nodes), listChildren)
+		}
+		return err
+	})
+	run("List10000/raw", func(ctx context.Context, _ int) error {
+		n, err := raw.list(ctx)
+		if err == nil && n != listChildren {
+			err = fmt.Errorf("raw list = %d nodes, want %d", n, listChildren)
 		}
 		return err
 	})

@@ -59,6 +59,8 @@ func scenarios() []scenario {
 		{"SequentialNamesAreTenDigitsAndIncrease", testSequentialNamesAreTenDigitsAndIncrease},
 		{"ChildrenAreDirectOnlyAndSorted", testChildrenAreDirectOnlyAndSorted},
 		{"ChildrenOfMissingIsNotFound", testChildrenOfMissingIsNotFound},
+		{"ListReadsDirectChildrenWithValues", testListReadsDirectChildrenWithValues},
+		{"ListOfMissingIsNotFound", testListOfMissingIsNotFound},
 		{"DeepPathsWork", testDeepPathsWork},
 		{"InvalidPathsAreRefusedAndNothingWritten", testInvalidPathsAreRefusedAndNothingWritten},
 		{"BinaryValuesRoundTrip", testBinaryValuesRoundTrip},
@@ -568,6 +570,61 @@ func testChildrenOfMissingIsNotFound(t *testing.T, e *env) {
 	wantErr(t, "Children of a missing node whose name prefixes another", err, coord.ErrNotFound)
 }
 
+// List is Children with each child's Get: direct children only, sorted,
+// each with the value and version a Get returns.
+func testListReadsDirectChildrenWithValues(t *testing.T, e *env) {
+	c := e.open(t)
+	for _, p := range []string{"/a/c", "/a/b", "/a/b/grandchild", "/a/B", "/a/a1", "/ab", "/ab/x", "/a-b"} {
+		mustCreate(t, e.ctx, c, p, []byte("value of "+p))
+	}
+	mustCreate(t, e.ctx, c, "/a/empty", nil)
+	if _, err := c.Set(e.ctx, "/a/b", []byte("changed"), coord.AnyVersion); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	want := func(what, path string, names ...string) {
+		t.Helper()
+		nodes, err := c.List(e.ctx, path)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if nodes == nil {
+			t.Fatalf("%s: nil, want an empty list", what)
+		}
+		base := strings.TrimSuffix(path, "/")
+		if len(nodes) != len(names) {
+			t.Fatalf("%s: %d nodes, want %v", what, len(nodes), names)
+		}
+		for i, n := range nodes {
+			if n.Path != base+"/"+names[i] {
+				t.Fatalf("%s: node %d is %s, want %s", what, i, n.Path, base+"/"+names[i])
+			}
+			g := mustGet(t, e.ctx, c, n.Path)
+			if !bytes.Equal(n.Value, g.Value) || n.Version != g.Version || n.Value == nil {
+				t.Fatalf("%s: %s listed as %q@%d, Get says %q@%d", what, n.Path, n.Value, n.Version, g.Value, g.Version)
+			}
+		}
+	}
+	want("List(/a)", "/a", "B", "a1", "b", "c", "empty")
+	want("List(/)", "/", "a", "a-b", "ab")
+	want("List of a leaf", "/a/c")
+	if n := mustGet(t, e.ctx, c, "/a/b"); string(n.Value) != "changed" {
+		t.Fatalf("/a/b is %q", n.Value)
+	}
+	if err := c.Delete(e.ctx, "/a/c", coord.AnyVersion); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	want("List(/a) after a delete", "/a", "B", "a1", "b", "empty")
+}
+
+func testListOfMissingIsNotFound(t *testing.T, e *env) {
+	c := e.open(t)
+	mustCreate(t, e.ctx, c, "/ab/x", nil)
+	_, err := c.List(e.ctx, "/a")
+	wantErr(t, "List of a missing node whose name prefixes another", err, coord.ErrNotFound)
+	_, err = c.List(e.ctx, "no/slash")
+	wantErr(t, "List of an invalid path", err, coord.ErrInvalidPath)
+}
+
 func testDeepPathsWork(t *testing.T, e *env) {
 	c := e.open(t)
 	var b strings.Builder
@@ -724,7 +781,7 @@ func testTenThousandChildren(t *testing.T, e *env) {
 				if i >= n {
 					return
 				}
-				if _, err := c.Create(e.ctx, fmt.Sprintf("/many/child-%05d", i), nil); err != nil {
+				if _, err := c.Create(e.ctx, fmt.Sprintf("/many/child-%05d", i), []byte(strconv.FormatInt(i, 10))); err != nil {
 					errs <- fmt.Errorf("child %d: %w", i, err)
 					return
 				}
@@ -743,6 +800,19 @@ func testTenThousandChildren(t *testing.T, e *env) {
 	for i, name := range names {
 		if want := fmt.Sprintf("child-%05d", i); name != want {
 			t.Fatalf("name %d is %q, want %q (sorted)", i, name, want)
+		}
+	}
+	// List reads them all, in pages where the backend pages.
+	nodes, err := sessions[1].List(e.ctx, "/many")
+	if err != nil {
+		t.Fatalf("List of 10,000 children: %v", err)
+	}
+	if len(nodes) != n {
+		t.Fatalf("List returned %d nodes, want %d", len(nodes), n)
+	}
+	for i, node := range nodes {
+		if want := fmt.Sprintf("/many/child-%05d", i); node.Path != want || string(node.Value) != strconv.Itoa(i) {
+			t.Fatalf("node %d is %s=%q, want %s=%q (sorted)", i, node.Path, node.Value, want, strconv.Itoa(i))
 		}
 	}
 	if err := sessions[0].DeleteTree(e.ctx, "/many"); err != nil {
@@ -827,6 +897,8 @@ func allCallsFail(t *testing.T, ctx context.Context, c coord.Coordinator, want e
 	wantErr(t, "DeleteTree", c.DeleteTree(ctx, "/a"), want)
 	_, err = c.Children(ctx, "/")
 	wantErr(t, "Children", err, want)
+	_, err = c.List(ctx, "/")
+	wantErr(t, "List", err, want)
 	_, err = c.Campaign(ctx, election, nil)
 	wantErr(t, "Campaign", err, want)
 	_, err = c.Leader(ctx, election)

@@ -321,7 +321,7 @@ func (c *Coordinator) Get(ctx context.Context, path string) (coord.Node, error) 
 	if err != nil {
 		return coord.Node{}, c.fail("get", path, err)
 	}
-	return coord.Node{Path: path, Value: n.data, Version: coord.Version(n.stat.Mzxid)}, nil
+	return coord.Node{Path: path, Value: nonNil(n.data), Version: coord.Version(n.stat.Mzxid)}, nil
 }
 
 // Set replaces a node's value. A version check reads the node's mzxid and

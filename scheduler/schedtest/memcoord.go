@@ -456,6 +456,31 @@ func (s *Session) Children(ctx context.Context, path string) ([]string, error) {
 	return s.childrenLocked(path), nil
 }
 
+// List reads the children with their values under the store's lock: one
+// state, as etcd's.
+func (s *Session) List(ctx context.Context, path string) ([]coord.Node, error) {
+	if err := coord.ValidatePath(path); err != nil {
+		return nil, err
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := s.stateLocked(); err != nil {
+		return nil, err
+	}
+	if _, ok := st.nodes[path]; !ok && path != "/" {
+		return nil, fmt.Errorf("list %s: %w", path, coord.ErrNotFound)
+	}
+	base := strings.TrimSuffix(path, "/")
+	out := []coord.Node{}
+	for _, name := range s.childrenLocked(path) {
+		p := base + "/" + name
+		n := st.nodes[p]
+		out = append(out, coord.Node{Path: p, Value: append([]byte{}, n.value...), Version: coord.Version(n.version)})
+	}
+	return out, nil
+}
+
 // Campaign makes the session's candidate node, an ephemeral sequential child
 // of the election node, and waits until it is the first candidate.
 func (s *Session) Campaign(ctx context.Context, election string, value []byte) (coord.Leadership, error) {

@@ -91,18 +91,33 @@ func EnsurePlacementsParent(ctx context.Context, w coord.Writer, worker string) 
 // name~inc; found is false once it is gone. A registration whose content
 // is not the incarnation its node names is ErrUndecodable.
 func (r Reader) Registration(ctx context.Context, id string) (model.Worker, coord.Version, bool, error) {
+	n, err := r.c.Get(ctx, WorkerPath(id))
+	if errors.Is(err, coord.ErrNotFound) {
+		return model.Worker{}, 0, false, nil
+	}
+	if err != nil {
+		return model.Worker{}, 0, false, unavailable(fmt.Errorf("read %s: %w", WorkerPath(id), err))
+	}
+	w, err := registrationFrom(n)
+	if err != nil {
+		return model.Worker{}, 0, false, err
+	}
+	return w, n.Version, true, nil
+}
+
+// registrationFrom decodes and checks a registration node.
+func registrationFrom(n coord.Node) (model.Worker, error) {
 	var w model.Worker
-	v, ok, err := r.get(ctx, WorkerPath(id), &w)
-	if err != nil || !ok {
-		return model.Worker{}, 0, ok, err
+	if err := decodeNode(n, &w); err != nil {
+		return model.Worker{}, err
 	}
 	if err := w.Check(); err != nil {
-		return model.Worker{}, 0, false, fmt.Errorf("%s: %w: %w", WorkerPath(id), ErrUndecodable, err)
+		return model.Worker{}, fmt.Errorf("%s: %w: %w", n.Path, ErrUndecodable, err)
 	}
-	if w.ID() != id {
-		return model.Worker{}, 0, false, fmt.Errorf("%s: %w: it registers %s", WorkerPath(id), ErrUndecodable, w.ID())
+	if id := coord.Base(n.Path); w.ID() != id {
+		return model.Worker{}, fmt.Errorf("%s: %w: it registers %s", n.Path, ErrUndecodable, w.ID())
 	}
-	return w, v, true, nil
+	return w, nil
 }
 
 // WorkerIDs lists the registered worker incarnations (name~inc), sorted;
@@ -128,38 +143,46 @@ func (r Reader) PlacementWorkers(ctx context.Context) ([]string, error) {
 
 // Placement reads one placement; found is false if it is missing.
 func (r Reader) Placement(ctx context.Context, worker, task string) (StoredPlacement, bool, error) {
-	var p StoredPlacement
-	v, ok, err := r.get(ctx, PlacementPath(worker, task), &p.Placement)
-	if err != nil || !ok {
-		return StoredPlacement{}, ok, err
+	n, err := r.c.Get(ctx, PlacementPath(worker, task))
+	if errors.Is(err, coord.ErrNotFound) {
+		return StoredPlacement{}, false, nil
 	}
-	if p.Worker != worker || p.Task.ID != task {
-		return StoredPlacement{}, false, fmt.Errorf("%s: %w: it places %s on %s", PlacementPath(worker, task), ErrUndecodable, p.Task.ID, p.Worker)
+	if err != nil {
+		return StoredPlacement{}, false, unavailable(fmt.Errorf("read %s: %w", PlacementPath(worker, task), err))
 	}
-	p.Version = v
-	return p, true, nil
+	p, err := placementFrom(worker, n)
+	return p, err == nil, err
 }
 
-// PlacementsOf reads every placement on one worker name, by task id. It
-// skips (and names in bad) the nodes that do not decode: one damaged node
-// must not hide the others.
+// placementFrom decodes a placement node of worker and checks that it
+// places the task it is named for on that worker.
+func placementFrom(worker string, n coord.Node) (StoredPlacement, error) {
+	var p StoredPlacement
+	if err := decodeNode(n, &p.Placement); err != nil {
+		return StoredPlacement{}, err
+	}
+	if task := coord.Base(n.Path); p.Worker != worker || p.Task.ID != task {
+		return StoredPlacement{}, fmt.Errorf("%s: %w: it places %s on %s", n.Path, ErrUndecodable, p.Task.ID, p.Worker)
+	}
+	p.Version = n.Version
+	return p, nil
+}
+
+// PlacementsOf reads every placement on one worker name, by task id, in
+// one List. It skips (and names in bad) the nodes that do not decode: one
+// damaged node must not hide the others.
 func (r Reader) PlacementsOf(ctx context.Context, worker string) (out []StoredPlacement, bad []string, err error) {
-	ids, err := r.children(ctx, PlacementsPath(worker))
+	nodes, err := r.nodes(ctx, PlacementsPath(worker))
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, id := range ids {
-		p, ok, err := r.Placement(ctx, worker, id)
-		if errors.Is(err, ErrUndecodable) {
+	for _, n := range nodes {
+		p, err := placementFrom(worker, n)
+		if err != nil {
 			bad = append(bad, err.Error())
 			continue
 		}
-		if err != nil {
-			return nil, nil, err
-		}
-		if ok {
-			out = append(out, p)
-		}
+		out = append(out, p)
 	}
 	return out, bad, nil
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/hasched/hasched/coord"
@@ -153,6 +154,45 @@ func (r Reader) children(ctx context.Context, path string) ([]string, error) {
 	return names, nil
 }
 
+// nodes reads a node's children with their values in one List; a missing
+// node has none.
+func (r Reader) nodes(ctx context.Context, path string) ([]coord.Node, error) {
+	nodes, err := r.c.List(ctx, path)
+	if errors.Is(err, coord.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("list %s: %w", path, err))
+	}
+	return nodes, nil
+}
+
+// listInFlight bounds the Lists a Reader keeps outstanding when it reads
+// the children of many parents (the running tasks of every job).
+const listInFlight = 16
+
+// nodesOf lists the children of each parent, listInFlight at a time; out[i]
+// holds parents[i]'s.
+func (r Reader) nodesOf(ctx context.Context, parents []string) ([][]coord.Node, error) {
+	out := make([][]coord.Node, len(parents))
+	errs := make([]error, len(parents))
+	sem := make(chan struct{}, listInFlight)
+	var wg sync.WaitGroup
+	for i, p := range parents {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i], errs[i] = r.nodes(ctx, p)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // get reads and decodes one node; found is false if it is missing.
 func (r Reader) get(ctx context.Context, path string, v any) (coord.Version, bool, error) {
 	n, err := r.c.Get(ctx, path)
@@ -219,40 +259,36 @@ func (r Reader) Jobs(ctx context.Context) ([]model.Job, error) {
 // hide the others, nor stop a leader from loading them. The reports have
 // no SeenAt; the caller knows the time.
 func (r Reader) AppConfigs(ctx context.Context) ([]model.App, []model.QuarantinedConfig, error) {
-	return list(ctx, r, model.KindApp, AppConfigRoot, r.App, func(a model.App) string { return a.AppName })
+	return list(ctx, r, model.KindApp, AppConfigRoot, func(a model.App) string { return a.AppName })
 }
 
 // JobConfigs reads every job, like AppConfigs.
 func (r Reader) JobConfigs(ctx context.Context) ([]model.Job, []model.QuarantinedConfig, error) {
-	return list(ctx, r, model.KindJob, JobConfigRoot, r.Job, func(j model.Job) string { return j.JobName })
+	return list(ctx, r, model.KindJob, JobConfigRoot, func(j model.Job) string { return j.JobName })
 }
 
 // list reads every configuration under root. One that names another app or
 // job than the node it is stored under is reported too: the scheduler keys
 // its state by the name inside.
-func list[T any](ctx context.Context, r Reader, kind model.ConfigKind, root string, read func(context.Context, string) (T, bool, error), name func(T) string) ([]T, []model.QuarantinedConfig, error) {
-	names, err := r.children(ctx, root)
+func list[T any](ctx context.Context, r Reader, kind model.ConfigKind, root string, name func(T) string) ([]T, []model.QuarantinedConfig, error) {
+	nodes, err := r.nodes(ctx, root)
 	if err != nil {
 		return nil, nil, err
 	}
-	out := make([]T, 0, len(names))
+	out := make([]T, 0, len(nodes))
 	var bad []model.QuarantinedConfig
-	for _, n := range names {
-		v, ok, err := read(ctx, n)
-		if errors.Is(err, ErrUndecodable) {
-			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: n, Error: err.Error()})
+	for _, n := range nodes {
+		base := coord.Base(n.Path)
+		var v T
+		if err := decodeNode(n, &v); err != nil {
+			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: base, Error: err.Error()})
 			continue
 		}
-		if err != nil {
-			return nil, nil, err
-		}
-		if ok && name(v) != n {
-			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: n, Error: fmt.Sprintf("%s/%s names %s %q", root, n, kind, name(v))})
+		if name(v) != base {
+			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: base, Error: fmt.Sprintf("%s/%s names %s %q", root, base, kind, name(v))})
 			continue
 		}
-		if ok {
-			out = append(out, v)
-		}
+		out = append(out, v)
 	}
 	return out, bad, nil
 }
@@ -306,22 +342,23 @@ func (r Reader) tasks(ctx context.Context, root string) (map[string][]model.Task
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]model.TaskRecord{}
-	for _, job := range jobs {
-		ids, err := r.children(ctx, root+"/"+job)
-		if err != nil {
-			return nil, err
-		}
+	parents := make([]string, len(jobs))
+	for i, job := range jobs {
+		parents[i] = root + "/" + job
+	}
+	lists, err := r.nodesOf(ctx, parents)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]model.TaskRecord, len(jobs))
+	for i, job := range jobs {
 		out[job] = nil // an empty parent is still worth knowing of
-		for _, id := range ids {
+		for _, n := range lists[i] {
 			var rec model.TaskRecord
-			_, ok, err := r.get(ctx, root+"/"+job+"/"+id, &rec)
-			if err != nil {
+			if err := decodeNode(n, &rec); err != nil {
 				return nil, err
 			}
-			if ok {
-				out[job] = append(out[job], rec)
-			}
+			out[job] = append(out[job], rec)
 		}
 	}
 	return out, nil
@@ -339,21 +376,18 @@ func Flatten(m map[string][]model.TaskRecord) []model.TaskRecord {
 
 // Ready reads every job's ready node, by job.
 func (r Reader) Ready(ctx context.Context) (map[string]Ready, error) {
-	jobs, err := r.children(ctx, ReadyRoot)
+	nodes, err := r.nodes(ctx, ReadyRoot)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]Ready{}
-	for _, job := range jobs {
+	out := make(map[string]Ready, len(nodes))
+	for _, n := range nodes {
 		var rn Ready
-		v, ok, err := r.get(ctx, ReadyPath(job), &rn)
-		if err != nil {
+		if err := decodeNode(n, &rn); err != nil {
 			return nil, err
 		}
-		if ok {
-			rn.Version = v
-			out[job] = rn
-		}
+		rn.Version = n.Version
+		out[coord.Base(n.Path)] = rn
 	}
 	return out, nil
 }

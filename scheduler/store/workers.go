@@ -2,7 +2,7 @@ package store
 
 import (
 	"context"
-	"errors"
+	"slices"
 	"sort"
 
 	"github.com/hasched/hasched/scheduler/model"
@@ -14,39 +14,30 @@ import (
 // does not decode, is left out (it is nobody's to fix here); one that went
 // between the listing and its read is skipped.
 func (r Reader) Workers(ctx context.Context) ([]model.WorkerView, error) {
-	ids, err := r.children(ctx, WorkersRoot)
+	regs, err := r.nodes(ctx, WorkersRoot)
 	if err != nil {
 		return nil, err
 	}
-	views := make([]model.WorkerView, 0, len(ids))
+	views := make([]model.WorkerView, 0, len(regs))
 	byIncarnation := map[string]int{}
-	names := map[string]bool{}
-	for _, id := range ids {
-		w, _, ok, err := r.Registration(ctx, id)
-		if errors.Is(err, ErrUndecodable) || !ok {
+	var names []string
+	for _, n := range regs {
+		w, err := registrationFrom(n)
+		if err != nil {
 			continue
 		}
-		if err != nil {
-			return nil, err
-		}
 		byIncarnation[w.Incarnation] = len(views)
-		names[w.Name] = true
+		if !slices.Contains(names, w.Name) {
+			names = append(names, w.Name)
+		}
 		views = append(views, model.WorkerView{Worker: w, Tasks: []model.PlacedTask{}})
 	}
-	for name := range names {
-		tasks, err := r.children(ctx, PlacementsPath(name))
+	for _, name := range names {
+		placed, _, err := r.PlacementsOf(ctx, name)
 		if err != nil {
 			return nil, err
 		}
-		for _, task := range tasks {
-			var p model.Placement
-			_, ok, err := r.get(ctx, PlacementPath(name, task), &p)
-			if errors.Is(err, ErrUndecodable) || !ok {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
+		for _, p := range placed {
 			i, live := byIncarnation[p.Incarnation]
 			if !live || p.State.Terminal() {
 				continue

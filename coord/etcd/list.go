@@ -1,0 +1,117 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hasched/hasched/coord"
+)
+
+// listPageSize is how many children one range request returns. A page
+// bounds the response a server builds and a client holds at once (values
+// are up to coord.MaxValueSize, but the scheduler's are about a kilobyte);
+// etcd serves a range in time proportional to what it returns, so larger
+// pages save little.
+const listPageSize = 1000
+
+// listAttempts bounds the restarts of a list whose revision was compacted
+// between two of its pages.
+const listAttempts = 3
+
+// List reads the direct children of path with their values: the first page
+// with the node's existence in one transaction, then further pages at that
+// transaction's revision, so the list is one consistent state even while
+// the children change.
+func (c *Coordinator) List(ctx context.Context, path string) ([]coord.Node, error) {
+	if err := coord.ValidatePath(path); err != nil {
+		return nil, fmt.Errorf("list %s: %w", path, err)
+	}
+	if err := c.state(); err != nil {
+		return nil, fmt.Errorf("list %s: %w", path, err)
+	}
+	for attempt := 1; ; attempt++ {
+		nodes, err := c.list(ctx, path, listPageSize, nil)
+		if errors.Is(err, rpctypes.ErrCompacted) && attempt < listAttempts {
+			c.log.Debug("list outlived its revision's compaction; reading again", "path", path, "attempt", attempt)
+			continue
+		}
+		if err != nil && !errors.Is(err, coord.ErrNotFound) {
+			return nil, c.fail("list", path, err)
+		}
+		return nodes, err
+	}
+}
+
+// list reads pages of pageSize; betweenPages, if set, runs before each
+// page after the first (tests change the children there).
+func (c *Coordinator) list(ctx context.Context, path string, pageSize int64, betweenPages func()) ([]coord.Node, error) {
+	prefix := c.keys.children(path)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	page := func(from string, opts ...clientv3.OpOption) clientv3.Op {
+		return clientv3.OpGet(from, append(opts, clientv3.WithRange(end), clientv3.WithLimit(pageSize),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))...)
+	}
+	var (
+		rng *clientv3.GetResponse
+		rev int64
+	)
+	if path == "/" {
+		// The root always exists.
+		resp, err := c.cli.Get(ctx, prefix, clientv3.WithRange(end), clientv3.WithLimit(pageSize),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+		if err != nil {
+			return nil, err
+		}
+		rng, rev = resp, resp.Header.Revision
+	} else {
+		resp, err := c.cli.Txn(ctx).
+			Then(clientv3.OpGet(c.keys.node(path), clientv3.WithCountOnly()), page(prefix)).
+			Commit()
+		if err != nil {
+			return nil, err
+		}
+		if resp.Responses[0].GetResponseRange().Count == 0 {
+			return nil, fmt.Errorf("list %s: %w", path, coord.ErrNotFound)
+		}
+		rng = (*clientv3.GetResponse)(resp.Responses[1].GetResponseRange())
+		rev = resp.Header.Revision
+	}
+	nodes := make([]coord.Node, 0, rng.Count)
+	for {
+		nodes = appendChildren(nodes, path, prefix, rng.Kvs)
+		if !rng.More || len(rng.Kvs) == 0 {
+			return nodes, nil
+		}
+		if betweenPages != nil {
+			betweenPages()
+		}
+		// The next page starts just after the last key read.
+		next, err := c.cli.Do(ctx, page(string(rng.Kvs[len(rng.Kvs)-1].Key)+"\x00", clientv3.WithRev(rev)))
+		if err != nil {
+			return nil, err
+		}
+		rng = next.Get()
+	}
+}
+
+func appendChildren(nodes []coord.Node, path, prefix string, kvs []*mvccpb.KeyValue) []coord.Node {
+	base := path
+	if base == "/" {
+		base = ""
+	}
+	for _, kv := range kvs {
+		value := kv.Value
+		if value == nil {
+			value = []byte{}
+		}
+		name := strings.TrimPrefix(string(kv.Key), prefix)
+		nodes = append(nodes, coord.Node{Path: base + "/" + name, Value: value, Version: coord.Version(kv.ModRevision)})
+	}
+	return nodes
+}
