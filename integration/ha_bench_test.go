@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,8 +38,12 @@ const (
 	haLatencyWarmup = 3 * time.Second
 	haLatencySpan   = 30 * time.Second
 
+	// The takeover's store; HASCHED_BENCH_TAKEOVER_JOBS and
+	// HASCHED_BENCH_TAKEOVER_RUNNING override them (issue 11 measures
+	// 100,000 and 10,000).
 	haTakeoverJobs    = 10000
 	haTakeoverRunning = 1000
+	haTakeoverMax     = 1_000_000
 	// haSeedWorkers write the store in parallel.
 	haSeedWorkers = 16
 )
@@ -96,18 +101,26 @@ func BenchmarkHATakeover(b *testing.B) {
 			sleeper := haStartSleeper(b)
 			c := haPrepareCluster(b, url, 3)
 			c.logLevel = "info"
+			jobs := haBenchCount(b, "HASCHED_BENCH_TAKEOVER_JOBS", haTakeoverJobs)
+			running := min(jobs, haBenchCount(b, "HASCHED_BENCH_TAKEOVER_RUNNING", haTakeoverRunning))
 			seeded := time.Now()
-			haSeedStore(b, url, c.workDir, sleeper, haTakeoverJobs, haTakeoverRunning)
+			haSeedStore(b, url, c.workDir, sleeper, jobs, running)
 			b.Logf("%s: store seeded with %d jobs (their ready nodes) and %d running tasks in %v",
-				be.name, haTakeoverJobs, haTakeoverRunning, time.Since(seeded).Round(time.Millisecond))
+				be.name, jobs, running, time.Since(seeded).Round(time.Millisecond))
 
 			started := time.Now()
 			c.startAll()
 			leader := c.waitLeader(10 * time.Minute)
 			b.Logf("%s: first leader %s established %v after the processes started", be.name, leader.name, time.Since(started).Round(time.Millisecond))
-			list := haWaitJobList(b, c, leader, haTakeoverJobs)
-			b.Logf("%s: the job list (%d jobs) takes %v", be.name, haTakeoverJobs, list.Round(time.Millisecond))
-			haCheckRunning(b, c, leader, haTakeoverRunning)
+			list := haWaitJobList(b, c, leader, jobs)
+			b.Logf("%s: the job list (%d jobs) takes %v", be.name, jobs, list.Round(time.Millisecond))
+			haCheckRunning(b, c, leader, running)
+			if rss, err := leader.rss(); err == nil {
+				b.Logf("%s: the leader's resident memory with %d jobs: %d MiB", be.name, jobs, rss>>20)
+				b.ReportMetric(float64(rss>>20), "leader-rss-MiB")
+			} else {
+				b.Logf("%s: the leader's resident memory: %v", be.name, err)
+			}
 
 			metrics := map[string][]time.Duration{}
 			for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGKILL, syscall.SIGTERM} {
@@ -115,7 +128,7 @@ func BenchmarkHATakeover(b *testing.B) {
 				at := time.Now()
 				leader.signal(sig)
 				next, leads := c.firstLeader(c.others(leader), at, 10*time.Minute)
-				haWaitJobList(b, c, next, haTakeoverJobs)
+				haWaitJobList(b, c, next, jobs)
 				answers := time.Since(at)
 				b.Logf("%s: %s of the leader %s: %s leads after %v (of which establishing the term: %v), its job list answers after %v",
 					be.name, haSignalName(sig), leader.name, next.name, leads.Round(time.Millisecond),
@@ -130,7 +143,7 @@ func BenchmarkHATakeover(b *testing.B) {
 				leader.start()
 				c.waitAnswers(leader, time.Minute)
 			}
-			haCheckRunning(b, c, c.waitLeader(10*time.Minute), haTakeoverRunning)
+			haCheckRunning(b, c, c.waitLeader(10*time.Minute), running)
 			for _, name := range slices.Sorted(maps.Keys(metrics)) {
 				var sum time.Duration
 				for _, d := range metrics[name] {
@@ -140,6 +153,41 @@ func BenchmarkHATakeover(b *testing.B) {
 			}
 		})
 	}
+}
+
+// haBenchCount reads a count from the environment, def if unset.
+func haBenchCount(t testing.TB, env string, def int) int {
+	t.Helper()
+	v := os.Getenv(env)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > haTakeoverMax {
+		t.Fatalf("%s=%q: want a count from 1 to %d", env, v, haTakeoverMax)
+	}
+	return n
+}
+
+// rss is the process's resident memory in bytes, from /proc.
+func (p *haProc) rss() (int64, error) {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return 0, errors.New("not running")
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
 }
 
 func haMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -221,7 +269,7 @@ func haSeedStore(t testing.TB, url, workDir string, sleeper, jobs, running int) 
 	}
 
 	seed := func(i int) error {
-		name := fmt.Sprintf("bench-%05d", i)
+		name := fmt.Sprintf("bench-%07d", i)
 		job := model.Job{
 			JobName: name, AppName: "bench", Cron: "0 0 0 1 1 ?", ShardingTotalCount: 1,
 			CPUCount: 0.1, MemoryMB: 16, JobExecutionType: model.Transient, Misfire: true,
