@@ -96,8 +96,9 @@ func (w writer) usable() error {
 
 // tryCreate makes one attempt: the optimistic transaction and, when what it
 // assumed does not hold, the guarded one. done is false when a concurrent
-// change invalidated what the first read and the attempt should be
-// repeated. rev is the revision of the transaction that made the node.
+// change invalidated what the optimistic transaction read and the attempt
+// should be repeated. rev is the revision of the transaction that made the
+// node.
 func (w writer) tryCreate(ctx context.Context, path string, value []byte, o coord.CreateOptions) (made string, rev int64, done bool, err error) {
 	made, rev, snap, err := w.createOptimistic(ctx, path, value, o)
 	if err != nil {
@@ -121,10 +122,9 @@ type createSnapshot struct {
 // case holds, and otherwise reads, at the revision its compares saw, what
 // the guarded create needs. snap is nil when the node was made.
 //
-// Its compares: every ancestor exists (any incarnation will do, as the
-// transaction is atomic); the parent has no lease (an ancestor further up
-// cannot be ephemeral, since an ephemeral node gets no children, which is
-// why the guarded create also checks only the nearest one); the node's key is
+// Its compares: every ancestor exists (any incarnation will do: the
+// transaction is atomic); the parent has no lease (no ancestor above it can
+// have one, as an ephemeral node gets no children); the node's key is
 // absent; with Sequential, the counter gives the number seqHints expects;
 // and a fenced writer's fence. At MaxPathDepth that is 99 + 4 compares and
 // 99 + 2 reads, within etcd's limit of 128 each.
