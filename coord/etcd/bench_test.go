@@ -22,6 +22,8 @@ func BenchmarkCreateVersusRaw(b *testing.B) {
 		opts   []coord.CreateOption
 	}{
 		{name: "Child", parent: "/create"},
+		// A task's node under /state/running/{job}: three ancestors.
+		{name: "Task", parent: "/state/running/job"},
 		{name: "Deep", parent: "/a/b/c/d/e/f/g/h"},
 		{name: "Ephemeral", parent: "/create", opts: []coord.CreateOption{coord.Ephemeral()}},
 		{name: "Sequential", parent: "/create", opts: []coord.CreateOption{coord.Sequential()}},
