@@ -112,6 +112,9 @@ type Coordinator struct {
 	keys    keyspace
 	log     hclog.Logger
 	ttl     time.Duration // the TTL the cluster granted
+	// seqs lets a Sequential create name its node without reading the
+	// counter first.
+	seqs seqHints
 	// lastSent is when the last renewal that was answered was sent
 	// (UnixNano): see renew and SafeUntil.
 	lastSent atomic.Int64
