@@ -13,12 +13,14 @@ import (
 	"github.com/hasched/hasched/coord"
 )
 
-// listPageSize is how many children one range request returns. A page
-// bounds the response a server builds and a client holds at once (values
-// are up to coord.MaxValueSize, but the scheduler's are about a kilobyte);
-// etcd serves a range in time proportional to what it returns, so larger
-// pages save little.
-const listPageSize = 1000
+// listPageSize is how many children one range request returns. etcd
+// counts the whole rest of the range for every page (a range reports its
+// total), so each page costs what is left of the range, not what it
+// returns: on the embedded server, 100,000 children of about 600 bytes
+// took 2.9 s in pages of 1,000, 0.86 s in pages of 10,000 and 0.65 s in
+// one. A page still bounds what one response holds: 100,000 of the
+// scheduler's values, about 60 MB.
+const listPageSize = 100000
 
 // listAttempts bounds the restarts of a list whose revision was compacted
 // between two of its pages.

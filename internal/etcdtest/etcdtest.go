@@ -38,7 +38,7 @@ type Shared struct {
 // Config is a session config for a fresh namespace (prefix-N) on the
 // server, with the given lease TTL. Under -short the test is skipped: the
 // server takes seconds to start, so make test runs it.
-func (s *Shared) Config(t *testing.T, prefix string, ttl time.Duration) etcd.Config {
+func (s *Shared) Config(t testing.TB, prefix string, ttl time.Duration) etcd.Config {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: starts an embedded etcd server (make test runs it)")
