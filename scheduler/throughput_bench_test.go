@@ -16,7 +16,9 @@ import (
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/coord/etcd"
+	"github.com/hasched/hasched/coord/zk"
 	"github.com/hasched/hasched/internal/etcdtest"
+	"github.com/hasched/hasched/internal/zktest"
 	"github.com/hasched/hasched/scheduler/api"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/schedtest"
@@ -27,34 +29,46 @@ import (
 const benchClients = 8
 
 // BenchmarkRegisterJobs registers b.N jobs with benchClients concurrent
-// clients on one embedded etcd server and reports registrations per second
-// (regs/s) and the leader's fenced store writes per registration
-// (writes/reg: calls of the term's coord.Writer, each at least one
-// round trip). "rest" goes through the REST API over HTTP, the figure that
-// counts; "service" calls the Service directly, which shows what the HTTP
-// layer costs.
+// clients and reports registrations per second (regs/s) and the leader's
+// fenced store writes per registration (writes/reg: calls of the term's
+// coord.Writer, each one or two round trips). "rest" goes through the REST
+// API over HTTP, the figure that counts; "service" calls the Service
+// directly, which shows what the HTTP layer costs. "etcd" runs on an
+// embedded etcd server of its own; "zookeeper" on the server
+// HASCHED_ZK_TEST_SERVERS names (skipped without it; see
+// integration/with-zookeeper.sh).
 //
 //	go test ./scheduler -run '^$' -bench RegisterJobs -benchtime 2000x
 func BenchmarkRegisterJobs(b *testing.B) {
-	server := startBenchEtcd(b)
-	b.Run("rest", func(b *testing.B) {
-		benchRegistrations(b, server, func(b *testing.B, s *Scheduler) func(context.Context, model.Job) error {
-			return restRegistrar(b, s)
-		})
+	b.Run("etcd", func(b *testing.B) {
+		server := startBenchEtcd(b)
+		open := func() func(context.Context) (coord.Coordinator, error) {
+			ns := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+			return etcdtest.Opener(etcd.Config{Endpoints: server.Endpoints(), Namespace: ns, SessionTTL: 5 * time.Second})
+		}
+		b.Run("rest", func(b *testing.B) { benchRegistrations(b, open(), restRegistrar) })
+		b.Run("service", func(b *testing.B) { benchRegistrations(b, open(), serviceRegistrar) })
 	})
-	b.Run("service", func(b *testing.B) {
-		benchRegistrations(b, server, func(_ *testing.B, s *Scheduler) func(context.Context, model.Job) error {
-			return s.RegisterJob
-		})
+	b.Run("zookeeper", func(b *testing.B) {
+		servers := zktest.Servers(b)
+		open := func() func(context.Context) (coord.Coordinator, error) {
+			cfg := zk.Config{Servers: servers, Namespace: fmt.Sprintf("bench-%d", time.Now().UnixNano()), SessionTimeout: 6 * time.Second}
+			return func(ctx context.Context) (coord.Coordinator, error) { return zk.New(ctx, cfg) }
+		}
+		b.Run("rest", func(b *testing.B) { benchRegistrations(b, open(), restRegistrar) })
+		b.Run("service", func(b *testing.B) { benchRegistrations(b, open(), serviceRegistrar) })
 	})
 }
 
-// benchRegistrations runs one scheduler in a fresh namespace and times
+func serviceRegistrar(_ *testing.B, s *Scheduler) func(context.Context, model.Job) error {
+	return s.RegisterJob
+}
+
+// benchRegistrations runs one scheduler on sessions open opens and times
 // b.N registrations made through the registrar client gives.
-func benchRegistrations(b *testing.B, server *etcd.Embedded, client func(*testing.B, *Scheduler) func(context.Context, model.Job) error) {
+func benchRegistrations(b *testing.B, open func(context.Context) (coord.Coordinator, error), client func(*testing.B, *Scheduler) func(context.Context, model.Job) error) {
 	b.Helper()
-	ns := fmt.Sprintf("bench-%d", time.Now().UnixNano())
-	writes := &countingOpen{open: etcdtest.Opener(etcd.Config{Endpoints: server.Endpoints(), Namespace: ns, SessionTTL: 5 * time.Second})}
+	writes := &countingOpen{open: open}
 	s, stop := runBenchScheduler(b, writes.Open)
 	defer stop()
 	register := client(b, s)
