@@ -23,8 +23,9 @@ import (
 // of scheduling state in memory, and all of it is gone when the term ends.
 //
 // One goroutine, the term's loop, runs the producer (cron timers), the
-// launcher, status handling and the API's writes, one event at a time. So
-// there is a single writer to the store per term, and the order that makes a
+// launcher, status handling and the API's writes, one event at a time (the
+// writes queued together are one event: group.go). So there is a single
+// writer to the store per term, and the order that makes a
 // crash anywhere recoverable — running nodes created, then the fire taken
 // off the ready queue, then the executor told — is never interleaved with
 // status handling. The loop reads the executor's statuses itself (the
