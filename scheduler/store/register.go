@@ -145,7 +145,8 @@ func (b *jobBatch) ops(i int) []coord.Op {
 // job something else is in the way of is handed back to be registered
 // alone, and the batch is tried again without it. Each try makes a parent
 // or takes a job out, so it ends.
-func (b *jobBatch) commit(ctx context.Context, live []int) (alone []int, err error) {
+func (b *jobBatch) commit(ctx context.Context, live []int) ([]int, error) {
+	var alone []int
 	live = append([]int(nil), live...)
 	for len(live) > 0 {
 		ops := make([]coord.Op, 0, len(live)*jobOps)
