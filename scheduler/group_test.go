@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/coord/zk"
+	"github.com/hasched/hasched/internal/zktest"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/schedtest"
 	"github.com/hasched/hasched/scheduler/store"
@@ -196,8 +198,32 @@ func TestABatchCutByALostTermWritesNothing(t *testing.T) {
 	register(t, e.svc(), testJob("x", yearly), testJob("y", yearly))
 }
 
+func TestConcurrentRegistrationsEachGetTheirOwnAnswerOnZooKeeper(t *testing.T) {
+	cluster := schedtest.NewCluster()
+	n := startNode(t, Config{Open: zkOpen(t), Executor: cluster.Factory("a"), ExecutorName: "fake"})
+	eventually(t, "the scheduler leads", n.leading)
+	concurrentRegistrations(t, n.s, cluster)
+}
+
 func TestRegistrationsReplaceLeftoversOfEarlierJobsOnEtcd(t *testing.T) {
-	open := etcdOpen(t)
+	registrationsReplaceLeftovers(t, etcdOpen(t))
+}
+
+func TestRegistrationsReplaceLeftoversOfEarlierJobsOnZooKeeper(t *testing.T) {
+	registrationsReplaceLeftovers(t, zkOpen(t))
+}
+
+// zkOpen returns an Open function for sessions in a namespace of the
+// test's own on the ZooKeeper server HASCHED_ZK_TEST_SERVERS names; the
+// test is skipped without one (integration/with-zookeeper.sh runs it).
+func zkOpen(t *testing.T) func(context.Context) (coord.Coordinator, error) {
+	cfg := zk.Config{Servers: zktest.Servers(t), Namespace: fmt.Sprintf("sched-%d", time.Now().UnixNano()), SessionTimeout: 4 * time.Second}
+	return func(ctx context.Context) (coord.Coordinator, error) { return zk.New(ctx, cfg) }
+}
+
+// registrationsReplaceLeftovers registers, concurrently, jobs that meet
+// what interrupted deregistrations of earlier jobs of their names left.
+func registrationsReplaceLeftovers(t *testing.T, open func(context.Context) (coord.Coordinator, error)) {
 	n := startNode(t, Config{Open: open, Executor: schedtest.NewCluster().Factory("a"), ExecutorName: "fake"})
 	eventually(t, "the scheduler leads", n.leading)
 	register(t, n.s, testJob("warm-up", yearly))
