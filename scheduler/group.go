@@ -15,11 +15,12 @@ import (
 // registrations that come one after another among them are served
 // together: each is checked on its own against the term's state and the
 // registrations before it, and those that pass are written in one fenced
-// batch (store.Writer.CreateJobs), and enter the term's state only once it
-// is written. A refusal is its own request's answer; only a failure of the
-// store, which ends the term, fails the batch, and then nothing of it may
-// be written (the fence) or all is, for the next term to load. The
-// launcher then runs once for the group, not once per request.
+// batch (store.Writer.CreateJobs; more than 25 take several), and enter the
+// term's state only once written. A refusal is its own request's answer.
+// Only a failure of the store, which ends the term, fails the requests of
+// a batch together; a batch is atomic, so it is then written whole (the
+// next term loads it) or not at all (a lost term's fence refuses it). The
+// launcher runs once for the group, not once per request.
 
 // maxGroup bounds the requests served in one turn of the loop, so that
 // statuses and fires are not held up behind a flood of writes.
