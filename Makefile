@@ -74,10 +74,13 @@ integration: images hasched-image
 # Tests that need one ZooKeeper server and read HASCHED_ZK_TEST_SERVERS: the
 # ZooKeeper backend's own server tests (the suite itself runs in
 # integration), master detection through ZooKeeper, and the fake master's
-# registration there.
+# registration there; and the scheduler's tests named OnZooKeeper (the rest
+# of its package runs in `unit`).
 zk-server-tests: images
 	bash integration/with-zookeeper.sh $(GO) test -count=1 -timeout 15m \
 	  -skip '^TestConformance$$' ./coord/zk/... ./scheduler/mesos/... ./integration/mesosfake/...
+	bash integration/with-zookeeper.sh $(GO) test -count=1 -timeout 15m \
+	  -run 'OnZooKeeper$$' ./scheduler
 
 test: lint unit fuzz integration zk-server-tests
 

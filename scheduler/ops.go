@@ -57,12 +57,14 @@ func (s *Scheduler) EnableApp(ctx context.Context, name string) error {
 	return s.onApp(ctx, name, func(ctx context.Context, t *term) error { return t.setAppDisabled(ctx, name, false) })
 }
 
+// RegisterJob is served by the loop with the registrations queued with it
+// (term.registerJobs), their store writes in one batch.
 func (s *Scheduler) RegisterJob(ctx context.Context, job model.Job) error {
 	spec, err := job.Check()
 	if err != nil {
 		return err
 	}
-	return s.write(ctx, func(ctx context.Context, t *term) error { return t.registerJob(ctx, spec) })
+	return s.submit(ctx, request{register: &spec})
 }
 
 // UpdateJob applies the update to the stored job in the leader's loop, like
@@ -264,27 +266,15 @@ func (t *term) resume(ctx context.Context, js *jobState) error {
 	return nil
 }
 
-func (t *term) registerJob(ctx context.Context, spec model.JobSpec) error {
-	job := spec.Job
-	if _, ok := t.jobs[job.JobName]; ok {
+// checkNewJob refuses a registration that the term's state rules out: the
+// job exists, or is taken by a registration served before it in the same
+// group, or its app does not have it.
+func (t *term) checkNewJob(job model.Job, taken map[string]bool) error {
+	if _, ok := t.jobs[job.JobName]; ok || taken[job.JobName] {
 		return fmt.Errorf("%w: job %q", model.ErrExists, job.JobName)
 	}
 	app, ok := t.apps[job.AppName]
-	if err := model.ValidateAgainstApp(job, app, ok); err != nil {
-		return err
-	}
-	if _, bad := t.badJobs[job.JobName]; bad {
-		return t.replaceQuarantinedJob(ctx, spec, true)
-	}
-	js := newJobState(spec)
-	rn, err := t.st.CreateJob(ctx, job, t.now())
-	if err != nil {
-		return err
-	}
-	js.ready = rn
-	t.jobs[job.JobName] = js
-	t.schedule(js, t.now())
-	return nil
+	return model.ValidateAgainstApp(job, app, ok)
 }
 
 // updateJob replaces a job's configuration and reschedules it at once. If

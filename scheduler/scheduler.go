@@ -284,11 +284,16 @@ func (s *Scheduler) notLeader(ctx context.Context) error {
 	return fmt.Errorf("%w: the leader is %s", model.ErrNotLeader, v)
 }
 
-// write runs op in the current term's loop, or refuses it: with
+// write runs op in the current term's loop, or refuses it (see submit).
+func (s *Scheduler) write(ctx context.Context, op func(ctx context.Context, t *term) error) error {
+	return s.submit(ctx, request{op: op})
+}
+
+// submit has req served by the current term's loop, or refuses it: with
 // model.ErrNotLeader if another process leads (the API forwards it there),
 // with model.ErrNoLeader if none does within LeaderWait. A write that
 // arrives during an election so waits for it rather than failing.
-func (s *Scheduler) write(ctx context.Context, op func(ctx context.Context, t *term) error) error {
+func (s *Scheduler) submit(ctx context.Context, req request) error {
 	var deadline <-chan time.Time
 	if s.cfg.LeaderWait > 0 {
 		tm := time.NewTimer(s.cfg.LeaderWait)
@@ -299,7 +304,7 @@ func (s *Scheduler) write(ctx context.Context, op func(ctx context.Context, t *t
 	defer poll.Stop()
 	for {
 		if t := s.currentTerm(); t != nil {
-			return t.do(ctx, op)
+			return t.do(ctx, req)
 		}
 		err := s.notLeader(ctx)
 		if !errors.Is(err, model.ErrNoLeader) || deadline == nil {

@@ -23,8 +23,9 @@ import (
 // of scheduling state in memory, and all of it is gone when the term ends.
 //
 // One goroutine, the term's loop, runs the producer (cron timers), the
-// launcher, status handling and the API's writes, one event at a time. So
-// there is a single writer to the store per term, and the order that makes a
+// launcher, status handling and the API's writes, one event at a time (the
+// writes queued together are one event: group.go). So there is a single
+// writer to the store per term, and the order that makes a
 // crash anywhere recoverable — running nodes created, then the fire taken
 // off the ready queue, then the executor told — is never interleaved with
 // status handling. The loop reads the executor's statuses itself (the
@@ -89,9 +90,13 @@ func (js *jobState) setSpec(spec model.JobSpec) {
 	js.job, js.sched, js.params = spec.Job, spec.Schedule, spec.ShardParams
 }
 
+// request is one of the Service's writes to the loop: op, or, if register
+// is set, the registration of that job, which the loop serves together with
+// the registrations queued with it (see serveGroup).
 type request struct {
-	op    func(ctx context.Context, t *term) error
-	reply chan error
+	op       func(ctx context.Context, t *term) error
+	register *model.JobSpec
+	reply    chan error
 }
 
 func newTerm(s *Scheduler, c coord.Coordinator, l coord.Leadership) *term {
@@ -177,10 +182,10 @@ func (t *term) revoke() {
 	t.log.Info("leadership revoked")
 }
 
-// do runs op on the loop and returns its error; ErrNotLeader if the term
-// ends first.
-func (t *term) do(ctx context.Context, op func(ctx context.Context, t *term) error) error {
-	req := request{op: op, reply: make(chan error, 1)}
+// do serves req on the loop and returns its error; ErrNotLeader if the
+// term ends first.
+func (t *term) do(ctx context.Context, req request) error {
+	req.reply = make(chan error, 1)
 	select {
 	case t.reqs <- req:
 	case <-t.done:
@@ -235,14 +240,9 @@ func (t *term) loop(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case req := <-t.reqs:
-			opCtx, cancel := context.WithTimeout(ctx, opTimeout)
-			err := req.op(opCtx, t)
-			cancel()
-			req.reply <- userError(err)
-			if fatal(err) {
+			if err := t.serveGroup(ctx, req); err != nil {
 				return err
 			}
-			t.launchDue = true
 		case st, ok := <-statuses:
 			if !ok {
 				return errors.New("the executor closed its status stream")
