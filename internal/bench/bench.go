@@ -84,12 +84,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	r := &run{
 		cfg:   cfg,
 		url:   u,
+		ns:    ns,
 		log:   cfg.Logger.Named("bench"),
 		lags:  &lagRecorder{},
 		httpc: newHTTPClient(cfg.Concurrency),
 		report: Report{
 			Coordinator: cfg.Display,
-			Namespace:   ns,
 			Jobs:        cfg.Jobs,
 			Concurrency: cfg.Concurrency,
 			FireJobs:    cfg.FireJobs,
@@ -106,6 +106,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 type run struct {
 	cfg   Config
 	url   string // the bench namespace's URL, credentials and all
+	ns    string // the bench's namespace
 	log   hclog.Logger
 	lags  *lagRecorder
 	world *noopWorld
@@ -131,9 +132,11 @@ func (r *run) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("open the coordinator %s: %w", r.cfg.Display, err)
 	}
-	r.admin = admin
+	// From here the namespace may hold something: the report names it,
+	// and teardown removes it.
+	r.admin, r.report.Namespace = admin, r.ns
 	defer func() { err = errors.Join(err, r.teardown()) }()
-	if r.raw, err = newRawClient(admin, r.report.Namespace); err != nil {
+	if r.raw, err = newRawClient(admin, r.ns); err != nil {
 		return err
 	}
 	r.report.Backend = backendName(r.url)

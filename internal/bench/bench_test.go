@@ -119,7 +119,9 @@ func TestRunRemovesItsNamespaceWhenInterrupted(t *testing.T) {
 	// second or two on a fresh namespace.
 	time.AfterFunc(1500*time.Millisecond, cancel)
 	defer cancel()
-	rep, err := Run(ctx, Config{URL: u, Jobs: 200000, FireJobs: 1, Duration: time.Second})
+	cfg := Defaults(u)
+	cfg.Jobs = 200000
+	rep, err := Run(ctx, cfg)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v, want context.Canceled", err)
 	}
@@ -136,7 +138,11 @@ func TestRunRefusesOutOfBoundsConfigsAndWritesNothing(t *testing.T) {
 	u, base, cli := etcdURL(t)
 	good := Config{URL: u, Jobs: 10, Concurrency: 2, FireJobs: 1, Duration: time.Second}
 	cases := map[string]func(*Config){
+		"zero jobs":            func(c *Config) { c.Jobs = 0 },
 		"negative jobs":        func(c *Config) { c.Jobs = -1 },
+		"zero concurrency":     func(c *Config) { c.Concurrency = 0 },
+		"zero fire jobs":       func(c *Config) { c.FireJobs = 0 },
+		"zero duration":        func(c *Config) { c.Duration = 0 },
 		"too many jobs":        func(c *Config) { c.Jobs = MaxJobs + 1 },
 		"negative concurrency": func(c *Config) { c.Concurrency = -3 },
 		"too much concurrency": func(c *Config) { c.Concurrency = MaxConcurrency + 1 },
@@ -157,8 +163,9 @@ func TestRunRefusesOutOfBoundsConfigsAndWritesNothing(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			_, err := Run(ctx, cfg)
-			if !errors.Is(err, ErrInvalidConfig) {
-				t.Fatalf("Run(%+v): %v, want ErrInvalidConfig", cfg, err)
+			var ce *ConfigError
+			if !errors.Is(err, ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field == "" {
+				t.Fatalf("Run(%+v): %v, want a ConfigError (ErrInvalidConfig) naming the field", cfg, err)
 			}
 		})
 	}

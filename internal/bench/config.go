@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,10 +36,29 @@ const (
 // have it.
 const defaultNamespace = "hasched"
 
-// ErrInvalidConfig is a Config the bench refuses; nothing was written.
+// ErrInvalidConfig is a Config the bench refuses; nothing was written. The
+// error is a *ConfigError naming the field.
 var ErrInvalidConfig = errors.New("bench: invalid configuration")
 
-// Config configures Run.
+// ConfigError is one field of a Config refused, for a caller that names it
+// its own way (a command line's flag).
+type ConfigError struct {
+	Field  string // the Config field: "Jobs", "Concurrency", "FireJobs", "Duration" or "URL"
+	Value  string // as given (a URL without credentials)
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%v: %s %s: %s", ErrInvalidConfig, e.Field, e.Value, e.Reason)
+}
+
+func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
+
+func invalid(field, value, reason string, args ...any) error {
+	return &ConfigError{Field: field, Value: value, Reason: fmt.Sprintf(reason, args...)}
+}
+
+// Config configures Run; start from Defaults.
 type Config struct {
 	// URL is the coordinator, etcd://… or zk://… with its TLS and auth
 	// parameters. The bench works in a namespace of its own: the URL's
@@ -47,45 +67,37 @@ type Config struct {
 	// Display is URL without credentials, for the report (URL's redacted
 	// form if empty).
 	Display string
-	// Jobs is how many jobs are registered (DefaultJobs if zero).
+	// Jobs is how many jobs are registered.
 	Jobs int
 	// Concurrency is how many HTTP clients register them at once, and how
-	// many raw clients create their nodes (DefaultConcurrency if zero).
+	// many raw clients create their nodes.
 	Concurrency int
-	// FireJobs is how many jobs fire every second during Duration
-	// (DefaultFireJobs if zero).
+	// FireJobs is how many jobs fire every second during Duration.
 	FireJobs int
-	// Duration is how long the fires are measured (DefaultDuration if
-	// zero).
+	// Duration is how long the fires are measured.
 	Duration time.Duration
 	// Logger receives the schedulers' and the bench's events (null if nil).
 	Logger hclog.Logger
 }
 
-// Validate fills in the defaults and checks every field; it touches
-// nothing on the network.
+// Defaults is a Config with every number at its default, for url.
+func Defaults(url string) Config {
+	return Config{URL: url, Jobs: DefaultJobs, Concurrency: DefaultConcurrency, FireJobs: DefaultFireJobs, Duration: DefaultDuration}
+}
+
+// Validate checks every field, with a *ConfigError wrapping
+// ErrInvalidConfig; it touches nothing on the network. A zero number is
+// refused like any other out of bounds: it is a mistake, not a default.
 func (cfg Config) Validate() (Config, error) {
-	if cfg.Jobs == 0 {
-		cfg.Jobs = DefaultJobs
-	}
-	if cfg.Concurrency == 0 {
-		cfg.Concurrency = DefaultConcurrency
-	}
-	if cfg.FireJobs == 0 {
-		cfg.FireJobs = DefaultFireJobs
-	}
-	if cfg.Duration == 0 {
-		cfg.Duration = DefaultDuration
-	}
 	switch {
 	case cfg.Jobs < 1 || cfg.Jobs > MaxJobs:
-		return cfg, fmt.Errorf("%w: jobs %d: give 1 to %d", ErrInvalidConfig, cfg.Jobs, MaxJobs)
+		return cfg, invalid("Jobs", strconv.Itoa(cfg.Jobs), "give 1 to %d", MaxJobs)
 	case cfg.Concurrency < 1 || cfg.Concurrency > MaxConcurrency:
-		return cfg, fmt.Errorf("%w: concurrency %d: give 1 to %d", ErrInvalidConfig, cfg.Concurrency, MaxConcurrency)
+		return cfg, invalid("Concurrency", strconv.Itoa(cfg.Concurrency), "give 1 to %d", MaxConcurrency)
 	case cfg.FireJobs < 1 || cfg.FireJobs > MaxFireJobs:
-		return cfg, fmt.Errorf("%w: fire jobs %d: give 1 to %d", ErrInvalidConfig, cfg.FireJobs, MaxFireJobs)
+		return cfg, invalid("FireJobs", strconv.Itoa(cfg.FireJobs), "give 1 to %d", MaxFireJobs)
 	case cfg.Duration < MinDuration || cfg.Duration > MaxDuration:
-		return cfg, fmt.Errorf("%w: duration %v: give %v to %v", ErrInvalidConfig, cfg.Duration, MinDuration, MaxDuration)
+		return cfg, invalid("Duration", cfg.Duration.String(), "give %v to %v", MinDuration, MaxDuration)
 	}
 	if _, _, err := benchURL(cfg.URL, "check"); err != nil {
 		return cfg, err
@@ -105,22 +117,22 @@ func (cfg Config) Validate() (Config, error) {
 func benchURL(raw, suffix string) (string, string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: coordinator URL %s does not parse", ErrInvalidConfig, coord.RedactURL(raw))
+		return "", "", invalid("URL", coord.RedactURL(raw), "does not parse as a URL")
 	}
 	scheme := strings.ToLower(u.Scheme)
 	if scheme != "etcd" && scheme != "zk" {
-		return "", "", fmt.Errorf("%w: coordinator URL %s: give etcd://host:2379/namespace or zk://host:2181/namespace", ErrInvalidConfig, coord.RedactURL(raw))
+		return "", "", invalid("URL", coord.RedactURL(raw), "give etcd://host:2379/namespace or zk://host:2181/namespace")
 	}
 	if u.Host == "" {
-		return "", "", fmt.Errorf("%w: coordinator URL %s names no servers", ErrInvalidConfig, coord.RedactURL(raw))
+		return "", "", invalid("URL", coord.RedactURL(raw), "names no servers")
 	}
 	base, err := coord.URLNamespace(u, defaultNamespace)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: coordinator URL %s: %v", ErrInvalidConfig, coord.RedactURL(raw), err)
+		return "", "", invalid("URL", coord.RedactURL(raw), "%v", err)
 	}
 	ns := base + "-bench-" + suffix
 	if err := coord.ValidateNamespace(ns); err != nil {
-		return "", "", fmt.Errorf("%w: namespace %q: %v", ErrInvalidConfig, ns, err)
+		return "", "", invalid("URL", coord.RedactURL(raw), "namespace %q: %v", ns, err)
 	}
 	u.Path, u.RawPath = "/"+ns, ""
 	return u.String(), ns, nil
