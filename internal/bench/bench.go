@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -38,8 +39,11 @@ const (
 	// leaderTimeout bounds the wait for the first leader, and for the
 	// standby's takeover (which loads every job first).
 	leaderTimeout = 5 * time.Minute
-	// listTimeout bounds one read of every job (or raw node).
-	listTimeout = 5 * time.Minute
+	// listTimeout, plus listTimeoutPerNode for each node, bounds one read
+	// of every job (or raw node): a plain ZooKeeper client reads a node per
+	// round trip.
+	listTimeout        = 5 * time.Minute
+	listTimeoutPerNode = time.Millisecond
 	// cleanupTimeout bounds stopping the schedulers and removing the
 	// namespace, which runs after ctx may have ended.
 	cleanupTimeout = 5 * time.Minute
@@ -87,7 +91,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		ns:    ns,
 		log:   cfg.Logger.Named("bench"),
 		lags:  &lagRecorder{},
-		httpc: newHTTPClient(cfg.Concurrency),
+		httpc: newHTTPClient(cfg.Concurrency, listTimeoutFor(cfg.Jobs)),
 		report: Report{
 			Coordinator: cfg.Display,
 			Jobs:        cfg.Jobs,
@@ -269,14 +273,19 @@ func (r *run) removeNamespace(ctx context.Context) error {
 	return nil
 }
 
+// listTimeoutFor bounds one read of n nodes.
+func listTimeoutFor(n int) time.Duration { return listTimeout + time.Duration(n)*listTimeoutPerNode }
+
 // newHTTPClient keeps one connection per concurrent client, so that the
-// registrations measure requests, not connection set-ups.
-func newHTTPClient(concurrency int) *http.Client {
+// registrations measure requests, not connection set-ups; timeout bounds
+// every request (each also has a context of its own).
+func newHTTPClient(concurrency int, timeout time.Duration) *http.Client {
 	return &http.Client{
-		Timeout: listTimeout,
+		Timeout: timeout,
 		Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 			MaxIdleConnsPerHost:   concurrency,
-			ResponseHeaderTimeout: listTimeout,
+			ResponseHeaderTimeout: timeout,
 			IdleConnTimeout:       time.Minute,
 		},
 	}
@@ -400,7 +409,8 @@ func (r *run) rawCreates(ctx context.Context) error {
 // listJobs times GET /api/job/jobs on the leader and on the standby, and
 // the raw client's read of as many nodes, each the median of listRounds.
 func (r *run) listJobs(ctx context.Context) error {
-	rawMs, err := median(ctx, func(ctx context.Context) error {
+	timeout := listTimeoutFor(r.cfg.Jobs)
+	rawMs, err := median(ctx, timeout, func(ctx context.Context) error {
 		n, err := r.raw.readAll(ctx)
 		if err == nil && n != r.cfg.Jobs {
 			err = fmt.Errorf("%w: the raw client read %d nodes, want %d", ErrListMismatch, n, r.cfg.Jobs)
@@ -414,7 +424,7 @@ func (r *run) listJobs(ctx context.Context) error {
 		key, name string
 		p         *proc
 	}{{RowListLeader, "leader", r.leader}, {RowListStandby, "standby", r.standby}} {
-		ms, err := median(ctx, func(ctx context.Context) error { return r.getJobs(ctx, side.p, r.cfg.Jobs) })
+		ms, err := median(ctx, timeout, func(ctx context.Context) error { return r.getJobs(ctx, side.p, r.cfg.Jobs) })
 		if err != nil {
 			return fmt.Errorf("on the %s: %w", side.name, err)
 		}
@@ -431,12 +441,12 @@ func (r *run) listJobs(ctx context.Context) error {
 	return nil
 }
 
-// median runs f listRounds times, each within listTimeout, and returns the
+// median runs f listRounds times, each within timeout, and returns the
 // median time in milliseconds.
-func median(ctx context.Context, f func(context.Context) error) (float64, error) {
+func median(ctx context.Context, timeout time.Duration, f func(context.Context) error) (float64, error) {
 	var took [listRounds]time.Duration
 	for i := range took {
-		lctx, cancel := context.WithTimeout(ctx, listTimeout)
+		lctx, cancel := context.WithTimeout(ctx, timeout)
 		start := time.Now()
 		err := f(lctx)
 		took[i] = time.Since(start)

@@ -91,8 +91,8 @@ func (r Report) WriteJSON(w io.Writer) error {
 // methods and the notes below it.
 func (r Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "hasched bench on %s (namespace %s, removed: %s)\n", r.Coordinator, r.Namespace, yesNo(r.NamespaceRemoved))
-	fmt.Fprintf(w, "%d jobs of %d bytes, %d clients; %d jobs firing every second for %s\n\n",
-		r.Jobs, r.NodeBytes, r.Concurrency, r.FireJobs, strconv.FormatFloat(r.DurationSec, 'f', -1, 64)+"s")
+	fmt.Fprintf(w, "%s jobs of %d bytes, %d clients; %s jobs firing every second for %ss\n\n",
+		thousands(int64(r.Jobs)), r.NodeBytes, r.Concurrency, thousands(int64(r.FireJobs)), strconv.FormatFloat(r.DurationSec, 'f', -1, 64))
 	// Figures left-aligned, numbers right-aligned: the figure cells are
 	// padded to one width before the right-aligning writer sees them.
 	width := len("figure")
