@@ -27,13 +27,21 @@ type benchFlags struct {
 	logJSON     bool
 }
 
-// benchFlagOf names, for each field of bench.Config, the flag that sets it.
-var benchFlagOf = map[string]string{
-	"URL":         "--coord",
-	"Jobs":        "--jobs",
-	"Concurrency": "--concurrency",
-	"FireJobs":    "--fire-jobs",
-	"Duration":    "--duration",
+// benchFlag names the flag that sets a field of bench.Config.
+func benchFlag(field string) string {
+	switch field {
+	case "URL":
+		return "--coord"
+	case "Jobs":
+		return "--jobs"
+	case "Concurrency":
+		return "--concurrency"
+	case "FireJobs":
+		return "--fire-jobs"
+	case "Duration":
+		return "--duration"
+	}
+	return field
 }
 
 func newBenchCmd() *cobra.Command {
@@ -123,7 +131,7 @@ func (f benchFlags) validate() (bench.Config, error) {
 	cfg, err = cfg.Validate()
 	var ce *bench.ConfigError
 	if errors.As(err, &ce) {
-		return cfg, usagef("%s %s: %s", benchFlagOf[ce.Field], ce.Value, ce.Reason)
+		return cfg, usagef("%s %s: %s", benchFlag(ce.Field), ce.Value, ce.Reason)
 	}
 	return cfg, err
 }
