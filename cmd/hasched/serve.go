@@ -219,24 +219,9 @@ func (f serveFlags) validate() (serveConfig, error) {
 	case f.coord == "":
 		return cfg, usagef("--coord is empty: use embedded, etcd://host:2379/namespace or zk://host:2181/namespace")
 	default:
-		u, err := url.Parse(f.coord)
+		display, err := checkCoordURL(f.coord, "embedded, ")
 		if err != nil {
-			// url's error quotes the URL, credentials and all.
-			return cfg, usagef("--coord %s does not parse as a URL", coord.RedactURL(f.coord))
-		}
-		// Only this form of the URL reaches logs, errors and the status:
-		// the password of user:password@ and secret-looking parameters
-		// are replaced (secrets belong in files or the environment).
-		display := coord.RedactURL(f.coord)
-		scheme := strings.ToLower(u.Scheme)
-		if scheme == "" {
-			return cfg, usagef("--coord %q is not a URL: use embedded, etcd://host:2379/namespace or zk://host:2181/namespace", display)
-		}
-		if !slices.Contains(coord.Schemes(), scheme) {
-			return cfg, usagef("--coord %q: unsupported scheme %q: use embedded, or one of %s", display, u.Scheme, schemeList())
-		}
-		if u.Host == "" {
-			return cfg, usagef("--coord %q names no servers: %s://host:port[,host:port…]/namespace", display, scheme)
+			return cfg, err
 		}
 		cfg.coordURL, cfg.coordDisplay = f.coord, display
 	}
@@ -376,6 +361,31 @@ func (f serveFlags) validateWorker(cfg *serveConfig) error {
 // maxDrainTimeout bounds --drain-timeout: a drain longer than this is a
 // unit slip, and process supervisors kill long before.
 const maxDrainTimeout = 24 * time.Hour
+
+// checkCoordURL checks a --coord URL of a registered backend and returns
+// its display form; also names what else the command accepts ("embedded,
+// " for serve). Only the display form reaches logs, errors and the status:
+// the password of user:password@ and secret-looking parameters are
+// replaced (secrets belong in files or the environment).
+func checkCoordURL(raw, also string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url's error quotes the URL, credentials and all.
+		return "", usagef("--coord %s does not parse as a URL", coord.RedactURL(raw))
+	}
+	display := coord.RedactURL(raw)
+	scheme := strings.ToLower(u.Scheme)
+	if scheme == "" {
+		return "", usagef("--coord %q is not a URL: use %setcd://host:2379/namespace or zk://host:2181/namespace", display, also)
+	}
+	if !slices.Contains(coord.Schemes(), scheme) {
+		return "", usagef("--coord %q: unsupported scheme %q: use %sone of %s", display, u.Scheme, also, schemeList())
+	}
+	if u.Host == "" {
+		return "", usagef("--coord %q names no servers: %s://host:port[,host:port…]/namespace", display, scheme)
+	}
+	return display, nil
+}
 
 func schemeList() string {
 	var out []string
