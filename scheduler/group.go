@@ -79,7 +79,7 @@ func (t *term) serveOne(ctx context.Context, req request) error {
 	if fatal(err) {
 		return err
 	}
-	t.launchDue = true
+	t.launchAll = true
 	return nil
 }
 
@@ -156,6 +156,6 @@ func (t *term) addJob(spec model.JobSpec, rn store.Ready, now time.Time) {
 	t.jobs[spec.Job.JobName] = js
 	t.schedule(js, now)
 	if spec.Job.JobExecutionType == model.Daemon {
-		t.launchDue = true
+		t.launchJobs[spec.Job.JobName] = true
 	}
 }

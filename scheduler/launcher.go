@@ -14,7 +14,28 @@ import (
 	"github.com/hasched/hasched/scheduler/store"
 )
 
-// launch runs the launcher once: first the running tasks whose launch was
+// dueForLaunch names the jobs the launcher looks at now, sorted, and
+// clears the requests: every job after launchAll, else those asked for
+// that are still there.
+func (t *term) dueForLaunch() []string {
+	defer func() {
+		t.launchAll = false
+		clear(t.launchJobs)
+	}()
+	if t.launchAll {
+		return sortedKeys(t.jobs)
+	}
+	names := make([]string, 0, len(t.launchJobs))
+	for name := range t.launchJobs {
+		if t.jobs[name] != nil {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// launch runs the launcher once over the named jobs: first the running tasks whose launch was
 // never confirmed (a crash, or an executor error, between creating their
 // running node and the executor accepting them), then the failover queue,
 // then the ready fires of active TRANSIENT jobs under their concurrency
@@ -26,9 +47,11 @@ import (
 // is still ready and its running nodes exist (created again: ErrExists);
 // after (b) the running nodes are unconfirmed and are launched again, which
 // the executor treats as a no-op if (c) had happened.
-func (t *term) launch(ctx context.Context) error {
+func (t *term) launch(ctx context.Context, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
 	now := t.now()
-	names := sortedKeys(t.jobs)
 	for _, name := range names {
 		js := t.jobs[name]
 		if err := t.launchUnconfirmed(ctx, js); err != nil {
@@ -57,6 +80,9 @@ func (t *term) launch(ctx context.Context) error {
 // not confirmed, unless their fire is still ready (launchReady completes
 // those). Launch is idempotent per task ID.
 func (t *term) launchUnconfirmed(ctx context.Context, js *jobState) error {
+	if len(js.running) == 0 {
+		return nil
+	}
 	var recs []*model.TaskRecord
 	for _, id := range sortedKeys(js.running) {
 		r := js.running[id]

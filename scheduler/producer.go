@@ -78,7 +78,7 @@ func (t *term) produce(ctx context.Context, js *jobState, now time.Time) error {
 		}
 		if added > 0 {
 			t.log.Debug("fires queued", "job", js.job.JobName, "added", added, "last_fire", rn.LastFire)
-			t.launchDue = true
+			t.launchJobs[js.job.JobName] = true
 		}
 	}
 	from = js.ready.ProducedThrough()

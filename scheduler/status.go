@@ -63,7 +63,7 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 		}
 		return t.setRunning(ctx, js, &u)
 	}
-	t.launchDue = true
+	t.launchJobs[js.job.JobName] = true
 	ended := *rec
 	ended.State, ended.Message, ended.UpdatedAt = st.State, st.Message, now
 	if st.Host != "" {

@@ -54,7 +54,12 @@ type term struct {
 	disabledApps map[string]bool
 	jobs         map[string]*jobState
 	timers       fireHeap
-	launchDue    bool
+	// What the loop looks at for launches before it waits again: every
+	// job (the first pass, the safety tick, a write that may touch any
+	// job) or the jobs an event concerned (a fire produced, a task ended),
+	// so that an event's launch does not cost a pass over every idle job.
+	launchAll  bool
+	launchJobs map[string]bool
 	inflight     map[string]bool // task IDs handed to the launch worker
 
 	// Quarantined configurations, by name: stored, but failing validation.
@@ -114,6 +119,7 @@ func newTerm(s *Scheduler, c coord.Coordinator, l coord.Leadership) *term {
 		disabledApps: map[string]bool{},
 		jobs:         map[string]*jobState{},
 		inflight:     map[string]bool{},
+		launchJobs:   map[string]bool{},
 		badApps:      map[string]*model.App{},
 		badJobs:      map[string]*model.Job{},
 	}
@@ -224,14 +230,13 @@ func (t *term) loop(ctx context.Context) error {
 	fireTimer := time.NewTimer(time.Hour)
 	defer fireTimer.Stop()
 	statuses := t.ex.Statuses()
-	t.launchDue = true
+	t.launchAll = true
 	for {
 		if err := t.produceDue(ctx); err != nil {
 			return err
 		}
-		if t.launchDue {
-			t.launchDue = false
-			if err := t.launch(ctx); err != nil {
+		if names := t.dueForLaunch(); len(names) > 0 {
+			if err := t.launch(ctx, names); err != nil {
 				return err
 			}
 		}
@@ -256,7 +261,7 @@ func (t *term) loop(ctx context.Context) error {
 			}
 		case <-fireTimer.C:
 		case <-launchTick.C:
-			t.launchDue = true
+			t.launchAll = true
 		case <-reconcileC:
 			if err := t.reconcile(ctx, true); err != nil {
 				return err
