@@ -60,7 +60,7 @@ type term struct {
 	// so that an event's launch does not cost a pass over every idle job.
 	launchAll  bool
 	launchJobs map[string]bool
-	inflight     map[string]bool // task IDs handed to the launch worker
+	inflight   map[string]bool // task IDs handed to the launch worker
 
 	// Quarantined configurations, by name: stored, but failing validation.
 	// The value is the stored configuration if it decoded (an update is
