@@ -369,6 +369,12 @@ func (cd *candidacy) explain(err error) error {
 		if cd.c.leaseExpired() {
 			return fmt.Errorf("%w: %v", coord.ErrSessionLost, errCandidateDeleted)
 		}
+		// The session may have ended while its lease was asked about:
+		// the question is then cancelled with it, and the answer is the
+		// session's end, not a deposition.
+		if st := cd.c.state(); st != nil {
+			return fmt.Errorf("%w (%v)", st, errCandidateDeleted)
+		}
 		return fmt.Errorf("%w: %v", coord.ErrNotLeader, errCandidateDeleted)
 	case cd.caller.Err() != nil:
 		return cd.caller.Err()
