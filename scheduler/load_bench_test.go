@@ -25,6 +25,35 @@ func BenchmarkLoadEtcd(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
+	populateScale(b, c, loadJobs, loadRunning)
+	r := store.NewReader(c)
+	b.ResetTimer()
+	for range b.N {
+		for _, read := range []struct {
+			name string
+			do   func() error
+		}{
+			{"jobs", func() error { _, _, err := r.JobConfigs(ctx); return err }},
+			{"ready", func() error { _, err := r.Ready(ctx); return err }},
+			{"running", func() error { _, err := r.Running(ctx); return err }},
+		} {
+			start := time.Now()
+			if err := read.do(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(time.Since(start).Milliseconds()), read.name+"-ms")
+		}
+	}
+}
+
+// scaleJobName names the i-th job of populateScale.
+func scaleJobName(i int) string { return fmt.Sprintf("job-%06d", i) }
+
+// populateScale writes the app "app", jobs jobs that fire once a year and
+// their ready nodes, and a running record (RUNNING, launched) of the first
+// running jobs, straight into the store in large batches.
+func populateScale(b *testing.B, c coord.Coordinator, jobs, running int) {
+	ctx := context.Background()
 	mustJSON := func(v any) []byte {
 		out, err := json.Marshal(v)
 		if err != nil {
@@ -45,11 +74,11 @@ func BenchmarkLoadEtcd(b *testing.B) {
 		}
 		ops = ops[:0]
 	}
-	for i := range loadJobs {
-		name := fmt.Sprintf("job-%06d", i)
+	for i := range jobs {
+		name := scaleJobName(i)
 		ops = append(ops, coord.CreateOp(store.JobPath(name), mustJSON(testJob(name, "0 0 0 1 1 ?"))),
 			coord.CreateOp(store.ReadyPath(name), ready))
-		if i < loadRunning {
+		if i < running {
 			rec := model.TaskRecord{ID: model.TaskID(name, t0, 0, 0), Job: name, FireTime: t0, State: executor.StateRunning, LaunchedAt: t0, UpdatedAt: t0}
 			ops = append(ops, coord.CreateOp(store.RunningJobPath(name), nil), coord.CreateOp(store.RunningPath(name, rec.ID), mustJSON(rec)))
 		}
@@ -58,22 +87,4 @@ func BenchmarkLoadEtcd(b *testing.B) {
 		}
 	}
 	flush()
-	r := store.NewReader(c)
-	b.ResetTimer()
-	for range b.N {
-		for _, read := range []struct {
-			name string
-			do   func() error
-		}{
-			{"jobs", func() error { _, _, err := r.JobConfigs(ctx); return err }},
-			{"ready", func() error { _, err := r.Ready(ctx); return err }},
-			{"running", func() error { _, err := r.Running(ctx); return err }},
-		} {
-			start := time.Now()
-			if err := read.do(); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(time.Since(start).Milliseconds()), read.name+"-ms")
-		}
-	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/internal/parallel"
 	"github.com/hasched/hasched/scheduler/cron"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
@@ -315,15 +316,15 @@ func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 // never fail a term (every process would fail on it in turn) nor reach the
 // launcher unchecked.
 func (t *term) load(ctx context.Context) error {
-	apps, badApps, err := t.st.AppConfigs(ctx)
+	st, err := t.readState(ctx)
 	if err != nil {
 		return err
 	}
-	for _, b := range badApps {
+	for _, b := range st.badApps {
 		t.log.Error("app configuration quarantined: it is not used until it is registered or updated again", "app", b.Name, "error", b.Error)
 		t.badApps[b.Name] = nil
 	}
-	for _, a := range apps {
+	for _, a := range st.apps {
 		checked, err := a.Check()
 		if err != nil {
 			t.log.Error("app configuration quarantined: it is not used until it is registered or updated again", "app", a.AppName, "error", err)
@@ -332,49 +333,75 @@ func (t *term) load(ctx context.Context) error {
 		}
 		t.apps[a.AppName] = checked
 	}
-	if t.disabledApps, err = t.st.DisabledApps(ctx); err != nil {
-		return err
-	}
-	jobs, badJobs, err := t.st.JobConfigs(ctx)
-	if err != nil {
-		return err
-	}
-	for _, b := range badJobs {
+	t.disabledApps = st.disabledApps
+	for _, b := range st.badJobs {
 		t.log.Error("job configuration quarantined: it is not scheduled until it is registered or updated again", "job", b.Name, "error", b.Error)
 		t.badJobs[b.Name] = nil
 	}
-	disabledJobs, err := t.st.DisabledJobs(ctx)
-	if err != nil {
-		return err
-	}
-	ready, err := t.st.Ready(ctx)
-	if err != nil {
-		return err
-	}
-	running, err := t.st.Running(ctx)
-	if err != nil {
-		return err
-	}
-	failover, err := t.st.Failover(ctx)
-	if err != nil {
-		return err
-	}
-	for _, j := range jobs {
-		spec, err := j.Check()
-		if err != nil {
+	// Validation parses every cron and shard parameter: spread over the
+	// cores, as the store spreads the decoding.
+	specs := make([]model.JobSpec, len(st.jobs))
+	errs := make([]error, len(st.jobs))
+	parallel.Each(len(st.jobs), func(i int) { specs[i], errs[i] = st.jobs[i].Check() })
+	for i, j := range st.jobs {
+		if err := errs[i]; err != nil {
 			t.log.Error("job configuration quarantined: it is not scheduled until it is registered or updated again", "job", j.JobName, "error", err)
 			t.badJobs[j.JobName] = &j
 			continue
 		}
-		rn, ok := ready[j.JobName]
+		rn, ok := st.ready[j.JobName]
 		if !ok {
 			if rn, err = t.st.CreateReady(ctx, j.JobName, t.now()); err != nil {
 				return err
 			}
 		}
-		t.jobs[j.JobName] = t.newLoadedJob(spec, rn, disabledJobs[j.JobName], running[j.JobName], failover[j.JobName])
+		t.jobs[j.JobName] = t.newLoadedJob(specs[i], rn, st.disabledJobs[j.JobName], st.running[j.JobName], st.failover[j.JobName])
 	}
-	return t.removeOrphans(ctx, ready, running, failover, disabledJobs)
+	return t.removeOrphans(ctx, st.ready, st.running, st.failover, st.disabledJobs)
+}
+
+// storedState is everything a term reads when it starts.
+type storedState struct {
+	apps                       []model.App
+	badApps, badJobs           []model.QuarantinedConfig
+	jobs                       []model.Job
+	disabledApps, disabledJobs map[string]bool
+	ready                      map[string]store.Ready
+	running, failover          map[string][]model.TaskRecord
+}
+
+// readState makes the term's reads of the store at once rather than one
+// after another: with 100,000 jobs each takes a few hundred milliseconds,
+// mostly waiting for the servers. Nothing is written meanwhile (the term's
+// loop has not started, and the previous term's writes are fenced off), so
+// reading the parts concurrently sees what reading them in turn would.
+func (t *term) readState(ctx context.Context) (storedState, error) {
+	var st storedState
+	reads := []func() error{
+		func() (err error) { st.apps, st.badApps, err = t.st.AppConfigs(ctx); return err },
+		func() (err error) { st.disabledApps, err = t.st.DisabledApps(ctx); return err },
+		func() (err error) { st.jobs, st.badJobs, err = t.st.JobConfigs(ctx); return err },
+		func() (err error) { st.disabledJobs, err = t.st.DisabledJobs(ctx); return err },
+		func() (err error) { st.ready, err = t.st.Ready(ctx); return err },
+		func() (err error) { st.running, err = t.st.Running(ctx); return err },
+		func() (err error) { st.failover, err = t.st.Failover(ctx); return err },
+	}
+	errs := make([]error, len(reads))
+	var wg sync.WaitGroup
+	for i, read := range reads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = read()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return storedState{}, err
+		}
+	}
+	return st, nil
 }
 
 // newLoadedJob is a job's state as the store has it.

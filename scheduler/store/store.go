@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/internal/parallel"
 	"github.com/hasched/hasched/scheduler/model"
 )
 
@@ -277,20 +278,22 @@ func list[T any](ctx context.Context, r Reader, kind model.ConfigKind, root stri
 	if err != nil {
 		return nil, nil, err
 	}
-	out := make([]T, 0, len(nodes))
+	vals := make([]T, len(nodes))
+	errs := make([]error, len(nodes))
+	parallel.Each(len(nodes), func(i int) { errs[i] = decodeNode(nodes[i], &vals[i]) })
+	out := vals[:0]
 	var bad []model.QuarantinedConfig
-	for _, n := range nodes {
+	for i, n := range nodes {
 		base := coord.Base(n.Path)
-		var v T
-		if err := decodeNode(n, &v); err != nil {
-			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: base, Error: err.Error()})
+		if errs[i] != nil {
+			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: base, Error: errs[i].Error()})
 			continue
 		}
-		if name(v) != base {
+		if v := vals[i]; name(v) != base {
 			bad = append(bad, model.QuarantinedConfig{Kind: kind, Name: base, Error: fmt.Sprintf("%s/%s names %s %q", root, base, kind, name(v))})
 			continue
 		}
-		out = append(out, v)
+		out = append(out, vals[i]) // in place: out never passes i
 	}
 	return out, bad, nil
 }
@@ -352,16 +355,24 @@ func (r Reader) tasks(ctx context.Context, root string) (map[string][]model.Task
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string][]model.TaskRecord, len(jobs))
-	for i, job := range jobs {
-		out[job] = nil // an empty parent is still worth knowing of
+	recs := make([][]model.TaskRecord, len(jobs))
+	errs := make([]error, len(jobs))
+	parallel.Each(len(jobs), func(i int) {
 		for _, n := range lists[i] {
 			var rec model.TaskRecord
 			if err := decodeNode(n, &rec); err != nil {
-				return nil, err
+				errs[i] = err
+				return
 			}
-			out[job] = append(out[job], rec)
+			recs[i] = append(recs[i], rec)
 		}
+	})
+	if err := firstError(errs); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]model.TaskRecord, len(jobs))
+	for i, job := range jobs {
+		out[job] = recs[i] // an empty parent is still worth knowing of
 	}
 	return out, nil
 }
@@ -382,14 +393,16 @@ func (r Reader) Ready(ctx context.Context) (map[string]Ready, error) {
 	if err != nil {
 		return nil, err
 	}
+	vals := make([]Ready, len(nodes))
+	errs := make([]error, len(nodes))
+	parallel.Each(len(nodes), func(i int) { errs[i] = decodeNode(nodes[i], &vals[i]) })
+	if err := firstError(errs); err != nil {
+		return nil, err
+	}
 	out := make(map[string]Ready, len(nodes))
-	for _, n := range nodes {
-		var rn Ready
-		if err := decodeNode(n, &rn); err != nil {
-			return nil, err
-		}
-		rn.Version = n.Version
-		out[coord.Base(n.Path)] = rn
+	for i, n := range nodes {
+		vals[i].Version = n.Version
+		out[coord.Base(n.Path)] = vals[i]
 	}
 	return out, nil
 }
