@@ -255,7 +255,10 @@ func haSeedStore(t testing.TB, url, workDir string, sleeper, jobs, running int) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	pidJSON := haFakePidFile(t, sleeper, host)
+	var pidJSON []byte
+	if running > 0 {
+		pidJSON = haFakePidFile(t, sleeper, host)
+	}
 
 	app := model.App{AppName: "bench", BootstrapScript: "true", CPUCount: 1, MemoryMB: 128, AppCacheEnable: true}
 	if _, err := co.Create(ctx, "/config/app/bench", haJSON(t, app)); err != nil {

@@ -525,8 +525,24 @@ type haProc struct {
 func newHACluster(t testing.TB, coordURL string, n int) *haCluster {
 	t.Helper()
 	c := haPrepareCluster(t, coordURL, n)
+	if jobs := haExtraJobs(t); jobs > 0 {
+		seeded := time.Now()
+		haSeedStore(t, coordURL, c.workDir, 0, jobs, 0)
+		t.Logf("%d idle jobs seeded in %v (HASCHED_HA_JOBS)", jobs, time.Since(seeded).Round(time.Millisecond))
+	}
 	c.startAll()
 	return c
+}
+
+// haExtraJobs is HASCHED_HA_JOBS: idle jobs (firing once a year) seeded
+// into the store before an HA cluster starts, so that the HA tests run
+// with a leader that loads, schedules and lists that many besides their
+// own (issue 11 asks for a run at 10,000). None by default.
+func haExtraJobs(t testing.TB) int {
+	if os.Getenv("HASCHED_HA_JOBS") == "" {
+		return 0
+	}
+	return haBenchCount(t, "HASCHED_HA_JOBS", 0)
 }
 
 // haPrepareCluster sets up n processes on coordURL without starting them.
