@@ -302,9 +302,17 @@ func (s *Scheduler) submit(ctx context.Context, req request) error {
 	}
 	poll := time.NewTicker(leaderPoll)
 	defer poll.Stop()
+	var ended *term
 	for {
-		if t := s.currentTerm(); t != nil {
-			return t.do(ctx, req)
+		if t := s.currentTerm(); t != nil && t != ended {
+			err := t.do(ctx, req)
+			if !errors.Is(err, errTermEnded) {
+				return err
+			}
+			// The term ended before it took the request, but lead has
+			// not yet cleared it: wait for the next one as for an
+			// election.
+			ended = t
 		}
 		err := s.notLeader(ctx)
 		if !errors.Is(err, model.ErrNoLeader) || deadline == nil {

@@ -189,14 +189,18 @@ func (t *term) revoke() {
 	t.log.Info("leadership revoked")
 }
 
-// do serves req on the loop and returns its error; ErrNotLeader if the
-// term ends first.
+// errTermEnded says a term ended before its loop took a request: nothing
+// of the request was done, so the next term may serve it.
+var errTermEnded = errors.New("scheduler: the term ended before it took the request")
+
+// do serves req on the loop and returns its error; errTermEnded if the
+// term ends before the loop takes it, ErrNotLeader if it ends during it.
 func (t *term) do(ctx context.Context, req request) error {
 	req.reply = make(chan error, 1)
 	select {
 	case t.reqs <- req:
 	case <-t.done:
-		return t.s.notLeader(ctx)
+		return errTermEnded
 	case <-ctx.Done():
 		return ctx.Err()
 	}
