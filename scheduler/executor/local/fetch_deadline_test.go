@@ -223,3 +223,40 @@ func TestSlowFetchOfOneAppDoesNotDelayAnother(t *testing.T) {
 	}
 	e.waitState(a.ID, executor.StateFinished, false)
 }
+
+// The tasks of one Launch start together, not one after another: the
+// second task's package is asked for while the first's is still held, and
+// a task whose package is there runs before the held one is released.
+// (A fire's shards come in one Launch; one by one, the last started some
+// 40 ms after the first.)
+func TestTasksOfOneLaunchStartTogether(t *testing.T) {
+	srv := newHeldServer(t, appTarball(t), "/first.tar.gz", "/second.tar.gz")
+	cfg := testConfig(t, t.TempDir())
+	cfg.FetchTimeout = time.Minute // a held fetch must not fail and free the next
+	e := newTestExec(t, cfg)
+	first, second, free := task("t-together-1", "./bin/start.sh"), task("t-together-2", "./bin/start.sh"), task("t-together-3", "./bin/start.sh")
+	first.AppURL, second.AppURL, free.AppURL = srv.URL+"/first.tar.gz", srv.URL+"/second.tar.gz", srv.URL+"/free.tar.gz"
+
+	done := launchAsync(t, e, context.Background(), first, second, free)
+	srv.waitArrived(t, "/first.tar.gz")
+	srv.waitArrived(t, "/second.tar.gz")
+	e.waitState(free.ID, executor.StateFinished, false)
+	srv.release("/first.tar.gz")
+	srv.release("/second.tar.gz")
+	if err := waitLaunch(t, done); err != nil {
+		t.Fatalf("Launch: %v", err)
+	}
+	e.waitState(first.ID, executor.StateFinished, false)
+	e.waitState(second.ID, executor.StateFinished, false)
+}
+
+// A task named twice in one Launch is started once.
+func TestATaskNamedTwiceInOneLaunchStartsOnce(t *testing.T) {
+	e := newTestExec(t, testConfig(t, t.TempDir()))
+	tk := task("t-twice", "true")
+	e.launch(tk, tk)
+	e.waitState(tk.ID, executor.StateFinished, false)
+	if n := countState(e.forTask(tk.ID), executor.StateStaging); n != 1 {
+		t.Fatalf("%d STAGING statuses, want 1 (one start)", n)
+	}
+}
