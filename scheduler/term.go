@@ -68,6 +68,10 @@ type term struct {
 	// is left alone until the API replaces or deregisters them.
 	badApps map[string]*model.App
 	badJobs map[string]*model.Job
+
+	// index is what the API's reads of configurations see while the
+	// term serves; the loop updates it (index.go).
+	index configIndex
 }
 
 // jobState is what a term knows of one job.
@@ -374,6 +378,7 @@ func (t *term) load(ctx context.Context) error {
 		}
 		t.jobs[j.JobName] = t.newLoadedJob(spec, rn, disabledJobs[j.JobName], running[j.JobName], failover[j.JobName])
 	}
+	t.index.load(apps, badApps, t.disabledApps, jobs, badJobs, disabledJobs)
 	return t.removeOrphans(ctx, ready, running, failover, disabledJobs)
 }
 

@@ -2,11 +2,14 @@
 // (/api/app, /api/job/…, /api/operate/…) on a Service, so its
 // users' scripts keep working.
 //
-// Every process serves the API. Reads are answered locally from the store.
-// Writes are served by the leader; a standby's Service refuses them with
-// model.ErrNotLeader and the API forwards them, body and credentials
-// unchanged, to the leader's advertised address, marking the request with
-// HeaderForwarded so that it is forwarded at most once.
+// Every process serves the API. Writes are served by the leader; a
+// standby's Service refuses them with model.ErrNotLeader and the API
+// forwards them, body unchanged, to the leader's advertised address,
+// marking the request with HeaderForwarded so that it is forwarded at most
+// once. Reads of configurations (apps, jobs, their disable flags) are
+// forwarded by a standby too, as the leader answers them from memory; if
+// that fails they are served locally, from the store, as are the other
+// reads (forward.go).
 package api
 
 import (
@@ -322,6 +325,9 @@ func (s *server) serve(w http.ResponseWriter, c *call) {
 			return
 		}
 		c.body = body
+	}
+	if rt.leaderRead && s.forwardRead(w, c) {
+		return
 	}
 	res, err := rt.handle(c)
 	switch {
