@@ -87,8 +87,9 @@ type Config struct {
 
 // Scheduler is one `hasched serve` process's scheduler: it takes part in the
 // election and, while it leads, runs the scheduling services. It implements
-// Service: reads are served from the store on every process, writes only by
-// the leader.
+// Service: reads are served by every process, from the store or, for the
+// configurations, from the leader's memory (see leaderIndex); writes only
+// by the leader.
 type Scheduler struct {
 	cfg Config
 	log hclog.Logger
