@@ -229,4 +229,3 @@ func waitBench(b *testing.B, what string, timeout time.Duration, cond func() boo
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
