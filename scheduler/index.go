@@ -80,10 +80,10 @@ func (ix *configIndex) load(apps []model.App, badApps []model.QuarantinedConfig,
 		ix.jobs.putBad(b.Name, b.Error)
 	}
 	for name, on := range disabledApps {
-		ix.apps.disabled[name] = on
+		ix.apps.setDisabled(name, on)
 	}
 	for name, on := range disabledJobs {
-		ix.jobs.disabled[name] = on
+		ix.jobs.setDisabled(name, on)
 	}
 }
 
@@ -106,7 +106,7 @@ func (ix *configIndex) removeApp(name string) {
 func (ix *configIndex) setAppDisabled(name string, disabled bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ix.apps.disabled[name] = disabled
+	ix.apps.setDisabled(name, disabled)
 }
 
 // setJob records a job's configuration as written, and its disable flag.
@@ -115,7 +115,7 @@ func (ix *configIndex) setJob(job model.Job, disabled bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	ix.jobs.put(job.JobName, b)
-	ix.jobs.disabled[job.JobName] = disabled
+	ix.jobs.setDisabled(job.JobName, disabled)
 }
 
 // removeJob records a job's deregistration: its configuration and its
@@ -129,7 +129,7 @@ func (ix *configIndex) removeJob(name string) {
 func (ix *configIndex) setJobDisabled(name string, disabled bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ix.jobs.disabled[name] = disabled
+	ix.jobs.setDisabled(name, disabled)
 }
 
 // app returns one app as stored: model.ErrNotFound if there is none,
@@ -246,6 +246,14 @@ func (set *configSet) putBad(name, why string) {
 		set.members++
 	}
 	set.bad[name] = why
+}
+
+func (set *configSet) setDisabled(name string, disabled bool) {
+	if disabled {
+		set.disabled[name] = true
+	} else {
+		delete(set.disabled, name)
+	}
 }
 
 func (set *configSet) remove(name string) {

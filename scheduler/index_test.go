@@ -325,3 +325,59 @@ func TestStandbyReadsSeeAcknowledgedWrites(t *testing.T) {
 		t.Fatalf("the standby's store list\n%s\ndiffers from the leader's\n%s", body, fromLeader)
 	}
 }
+
+// TestIndexListsWhileTheLoopWrites: lists taken while the loop registers
+// are each in order and never shrink, and each registration is read back
+// the moment it is acknowledged (run with -race: the API's goroutines and
+// the loop share the index).
+func TestIndexListsWhileTheLoopWrites(t *testing.T) {
+	e := newMemEnv(t)
+	s := e.start().s
+	register(t, s)
+	ctx := ctxT(t)
+	const n = 200
+	done := make(chan error, 1)
+	go func() {
+		defer close(done)
+		for i := range n {
+			name := fmt.Sprintf("job-%03d", n-i) // in reverse: each goes first
+			if err := s.RegisterJob(ctx, testJob(name, "0 0 0 1 1 ?")); err != nil {
+				done <- err
+				return
+			}
+			if _, err := s.Job(ctx, name); err != nil {
+				done <- fmt.Errorf("Job(%s) right after its registration: %w", name, err)
+				return
+			}
+		}
+	}()
+	last := 0
+	for finished := false; !finished; {
+		select {
+		case err, ok := <-done:
+			if ok {
+				t.Fatal(err)
+			}
+			finished = true
+		default:
+		}
+		items, err := s.JobsJSON(ctx)
+		mustDo(t, err)
+		if len(items) < last {
+			t.Fatalf("the list shrank from %d to %d jobs", last, len(items))
+		}
+		last = len(items)
+		prev := ""
+		for _, b := range items {
+			var j model.Job
+			mustDo(t, json.Unmarshal(b, &j))
+			if j.JobName <= prev {
+				t.Fatalf("the list has %s after %s", j.JobName, prev)
+			}
+			prev = j.JobName
+		}
+	}
+	if last != n {
+		t.Fatalf("the last list has %d jobs, want %d", last, n)
+	}
+}
