@@ -16,6 +16,7 @@ import (
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/api"
+	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
 )
@@ -379,5 +380,31 @@ func TestIndexListsWhileTheLoopWrites(t *testing.T) {
 	}
 	if last != n {
 		t.Fatalf("the last list has %d jobs, want %d", last, n)
+	}
+}
+
+// TestReadsWithoutALeaderComeFromTheStore: a process that cannot serve a
+// term (its executor does not open) and sees no other leader answers the
+// reads of configurations from the store.
+func TestReadsWithoutALeaderComeFromTheStore(t *testing.T) {
+	e := newMemEnv(t)
+	e.writeRaw(store.AppPath("app"), mustJSON(t, testApp("app")))
+	e.writeRaw(store.JobPath("stored"), mustJSON(t, testJob("stored", "0 0 0 1 1 ?")))
+	cfg := e.config()
+	cfg.Executor = func(context.Context, executor.Term) (executor.Executor, error) {
+		return nil, errors.New("no executor in this test")
+	}
+	n := startAPINode(t, cfg)
+	eventually(t, "the read session is open", func() bool { _, err := n.s.Apps(context.Background()); return err == nil })
+	if n.leading() {
+		t.Fatal("a process without an executor leads")
+	}
+	code, hdr, body := httpDo(t, "GET", n.url+"/api/job/jobs", "")
+	var jobs []model.Job
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &jobs) != nil || len(jobs) != 1 || jobs[0].JobName != "stored" {
+		t.Fatalf("GET /api/job/jobs without a leader: %d %s, want the stored job", code, body)
+	}
+	if by := hdr.Get(api.HeaderLeader); by != "" {
+		t.Fatalf("the list was answered by %q, want this process", by)
 	}
 }
