@@ -239,6 +239,8 @@ type server struct {
 
 	// now is the clock of the reconciliation limit (time.Now; tests set it).
 	now func() time.Time
+	// readHeaderWait is forwardRead's (the constant; tests shorten it).
+	readHeaderWait time.Duration
 	// reconcileMu guards lastReconcile, the time of the last reconciliation
 	// this process accepted (or is carrying out).
 	reconcileMu   sync.Mutex
@@ -262,6 +264,8 @@ func New(cfg Config) (http.Handler, error) {
 		cfg:     cfg,
 		forward: cfg.HTTPClient,
 		now:     time.Now,
+
+		readHeaderWait: readHeaderWait,
 	}
 	now := func() time.Time { return s.now() } // tests replace s.now
 	s.tokens = newTokenStore(cfg.TokenTTL, cfg.MaxTokens, now)

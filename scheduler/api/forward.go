@@ -2,12 +2,14 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // maxForwardedResponse caps what is relayed of a leader's answer.
@@ -106,8 +108,13 @@ func (s *server) relay(w http.ResponseWriter, resp *http.Response, leader string
 	}
 }
 
+// readHeaderWait bounds how long a standby waits for the leader's answer
+// to a forwarded read to begin, so that a leader that takes the request
+// but does not answer leaves the standby time to read the store.
+const readHeaderWait = 10 * time.Second
+
 // maxForwardedRead caps what is relayed of the leader's answer to a
-// read: far above any list's (100,000 jobs are some 50 MB), so that it
+// read: far above any list's (100,000 jobs are some 35 MB), so that it
 // only bounds a peer gone wrong.
 const maxForwardedRead = 1 << 30
 
@@ -143,12 +150,25 @@ func (s *server) forwardRead(w http.ResponseWriter, c *call) bool {
 			return false
 		}
 	}
-	req, err := s.leaderRequest(c, base, creds)
+	// The answer must begin within s.readHeaderWait; the body then has the
+	// request's time.
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	late := time.AfterFunc(s.readHeaderWait, cancel)
+	fc := *c
+	fc.ctx = ctx
+	req, err := s.leaderRequest(&fc, base, creds)
 	if err != nil {
+		late.Stop()
 		s.log.Debug("serving a read from the store: the leader's address is not usable", "leader", leader, "error", err)
 		return false
 	}
 	resp, err := s.forward.Do(req)
+	if !late.Stop() && err == nil {
+		// The timer fired as the answer came: the body would be cut.
+		resp.Body.Close()
+		err = fmt.Errorf("no answer within %v", s.readHeaderWait)
+	}
 	if err != nil {
 		s.log.Warn("forwarding a read to the leader failed; serving it from the store", "path", r.URL.Path, "leader", leader, "error", redactText(err.Error()))
 		return false

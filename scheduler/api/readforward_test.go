@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hasched/hasched/scheduler/api/apitest"
 	"github.com/hasched/hasched/scheduler/model"
 )
 
@@ -101,6 +104,29 @@ func TestStandbyReadFallsBackToItself(t *testing.T) {
 		want(t, send(t, "GET", c.standby.URL+"/api/job/jobs", ""), http.StatusOK)
 		if c.leaderHits.Load() != 0 {
 			t.Fatal("a read was forwarded with no leader known")
+		}
+	})
+	t.Run("leader hangs", func(t *testing.T) {
+		hung := make(chan struct{})
+		leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-hung:
+			case <-r.Context().Done():
+			}
+		}))
+		defer leader.Close()
+		defer close(hung)
+		svc := apitest.NewService(model.Status{})
+		svc.SetLeader(false, strings.TrimPrefix(leader.URL, "http://"))
+		h := newHandler(t, svc, nil)
+		h.readHeaderWait = 50 * time.Millisecond
+		start := time.Now()
+		want(t, do(t, h, "GET", "/api/job/jobs", ""), http.StatusOK)
+		if !slices.Contains(svc.Calls(), "JobsJSON") {
+			t.Fatal("the standby did not serve the read itself")
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("the fallback took %v", d)
 		}
 	})
 	t.Run("forwarded already", func(t *testing.T) {
