@@ -154,6 +154,7 @@ func (t *term) addJob(spec model.JobSpec, rn store.Ready, now time.Time) {
 	js := newJobState(spec)
 	js.ready = rn
 	t.jobs[spec.Job.JobName] = js
+	t.index.setJob(spec.Job, false)
 	t.schedule(js, now)
 	if spec.Job.JobExecutionType == model.Daemon {
 		t.launchJobs[spec.Job.JobName] = true

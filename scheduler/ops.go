@@ -108,6 +108,7 @@ func (t *term) registerApp(ctx context.Context, app model.App) error {
 		return err
 	}
 	t.apps[app.AppName] = app
+	t.index.setApp(app)
 	now := t.now()
 	for _, js := range t.jobs {
 		if js.job.AppName == app.AppName {
@@ -148,6 +149,7 @@ func (t *term) updateApp(ctx context.Context, u model.AppUpdate) error {
 		return err
 	}
 	t.apps[app.AppName] = app
+	t.index.setApp(app)
 	if quarantined {
 		delete(t.badApps, app.AppName)
 		now := t.now()
@@ -178,6 +180,7 @@ func (t *term) deregisterApp(ctx context.Context, name string) error {
 	delete(t.apps, name)
 	delete(t.badApps, name)
 	delete(t.disabledApps, name)
+	t.index.removeApp(name)
 	return nil
 }
 
@@ -195,6 +198,7 @@ func (t *term) setAppDisabled(ctx context.Context, name string, disabled bool) e
 		return err
 	}
 	t.disabledApps[name] = disabled
+	t.index.setAppDisabled(name, disabled)
 	for _, job := range sortedKeys(t.jobs) {
 		js := t.jobs[job]
 		if js.job.AppName != name {
@@ -228,6 +232,7 @@ func (t *term) setJobDisabled(ctx context.Context, name string, disabled bool) e
 		return err
 	}
 	js.disabled = disabled
+	t.index.setJobDisabled(name, disabled)
 	if disabled {
 		return t.deactivate(ctx, js)
 	}
@@ -310,6 +315,7 @@ func (t *term) updateJob(ctx context.Context, u model.JobUpdate) error {
 	}
 	old := js.job
 	js.setSpec(spec)
+	t.index.setJob(job, js.disabled)
 	rn := js.ready
 	changed := false
 	if job.JobExecutionType == model.Daemon && len(rn.FireTimes) > 0 {
@@ -349,6 +355,7 @@ func (t *term) deregisterJob(ctx context.Context, name string) error {
 		return err
 	}
 	delete(t.jobs, name)
+	t.index.removeJob(name)
 	return nil
 }
 
@@ -438,6 +445,7 @@ func (t *term) replaceQuarantinedJob(ctx context.Context, spec model.JobSpec, re
 	}
 	js := t.newLoadedJob(spec, rn, disabled, running[name], failover[name])
 	t.jobs[name] = js
+	t.index.setJob(spec.Job, disabled)
 	if !t.active(js) {
 		return t.deactivate(ctx, js)
 	}
@@ -459,5 +467,6 @@ func (t *term) deregisterQuarantinedJob(ctx context.Context, name string) error 
 		return err
 	}
 	delete(t.badJobs, name)
+	t.index.removeJob(name)
 	return nil
 }

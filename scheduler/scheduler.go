@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -86,8 +87,9 @@ type Config struct {
 
 // Scheduler is one `hasched serve` process's scheduler: it takes part in the
 // election and, while it leads, runs the scheduling services. It implements
-// Service: reads are served from the store on every process, writes only by
-// the leader.
+// Service: reads are served by every process, from the store or, for the
+// configurations, from the leader's memory (see leaderIndex); writes only
+// by the leader.
 type Scheduler struct {
 	cfg Config
 	log hclog.Logger
@@ -356,11 +358,30 @@ func (s *Scheduler) Status(ctx context.Context) (model.Status, error) {
 	return st, nil
 }
 
-// Reads, served from the store.
+// Reads of the configurations: the leader serves them from its term's
+// read index (index.go), without a store request, and sees every write it
+// has acknowledged; every other process, and the leader before its term
+// serves, reads the store, which has every acknowledged write too (the
+// leader writes the store before it acknowledges). A leader deposed
+// without knowing it yet may answer from its index what its successor has
+// since changed, for as long as it takes it to notice (the session's TTL
+// at worst), as it would answer a store read it made just before.
+// The API forwards a standby's reads to the leader (api/forward.go).
+
+// leaderIndex is the read index of the term this process leads, or nil.
+func (s *Scheduler) leaderIndex() *configIndex {
+	if t := s.currentTerm(); t != nil && t.serving.Load() {
+		return &t.index
+	}
+	return nil
+}
 
 func (s *Scheduler) App(ctx context.Context, name string) (model.App, error) {
 	if err := model.ValidateName("appName", name, false); err != nil {
 		return model.App{}, err
+	}
+	if ix := s.leaderIndex(); ix != nil {
+		return ix.app(name)
 	}
 	r, err := s.reader()
 	if err != nil {
@@ -377,6 +398,9 @@ func (s *Scheduler) App(ctx context.Context, name string) (model.App, error) {
 }
 
 func (s *Scheduler) Apps(ctx context.Context) ([]model.App, error) {
+	if ix := s.leaderIndex(); ix != nil {
+		return decodeAll[model.App](ix.appsJSON())
+	}
 	r, err := s.reader()
 	if err != nil {
 		return nil, err
@@ -385,6 +409,12 @@ func (s *Scheduler) Apps(ctx context.Context) ([]model.App, error) {
 }
 
 func (s *Scheduler) AppDisabled(ctx context.Context, name string) (bool, error) {
+	if err := model.ValidateName("appName", name, false); err != nil {
+		return false, err
+	}
+	if ix := s.leaderIndex(); ix != nil {
+		return ix.appDisabled(name)
+	}
 	if _, err := s.App(ctx, name); err != nil {
 		return false, err
 	}
@@ -398,6 +428,9 @@ func (s *Scheduler) AppDisabled(ctx context.Context, name string) (bool, error) 
 func (s *Scheduler) Job(ctx context.Context, name string) (model.Job, error) {
 	if err := model.ValidateName("jobName", name, true); err != nil {
 		return model.Job{}, err
+	}
+	if ix := s.leaderIndex(); ix != nil {
+		return ix.job(name)
 	}
 	r, err := s.reader()
 	if err != nil {
@@ -414,6 +447,9 @@ func (s *Scheduler) Job(ctx context.Context, name string) (model.Job, error) {
 }
 
 func (s *Scheduler) Jobs(ctx context.Context) ([]model.Job, error) {
+	if ix := s.leaderIndex(); ix != nil {
+		return decodeAll[model.Job](ix.jobsJSON())
+	}
 	r, err := s.reader()
 	if err != nil {
 		return nil, err
@@ -421,7 +457,44 @@ func (s *Scheduler) Jobs(ctx context.Context) ([]model.Job, error) {
 	return r.Jobs(ctx)
 }
 
+// JobsJSON is Jobs with each job encoded: on the leader the encodings its
+// index keeps, so a list of 100,000 jobs costs no store request and no
+// encoding (issue 11); elsewhere the store's jobs, encoded.
+func (s *Scheduler) JobsJSON(ctx context.Context) ([]json.RawMessage, error) {
+	if ix := s.leaderIndex(); ix != nil {
+		return ix.jobsJSON(), nil
+	}
+	jobs, err := s.Jobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(jobs))
+	for i, j := range jobs {
+		if out[i], err = json.Marshal(j); err != nil {
+			return nil, fmt.Errorf("encode job %q: %w", j.JobName, err)
+		}
+	}
+	return out, nil
+}
+
+// decodeAll decodes the encodings of an index's list.
+func decodeAll[T any](items []json.RawMessage) ([]T, error) {
+	out := make([]T, len(items))
+	for i, b := range items {
+		if err := json.Unmarshal(b, &out[i]); err != nil {
+			return nil, fmt.Errorf("decode the read index: %w", err)
+		}
+	}
+	return out, nil
+}
+
 func (s *Scheduler) JobDisabled(ctx context.Context, name string) (bool, error) {
+	if err := model.ValidateName("jobName", name, true); err != nil {
+		return false, err
+	}
+	if ix := s.leaderIndex(); ix != nil {
+		return ix.jobDisabled(name)
+	}
 	if _, err := s.Job(ctx, name); err != nil {
 		return false, err
 	}

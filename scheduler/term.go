@@ -69,6 +69,10 @@ type term struct {
 	// is left alone until the API replaces or deregisters them.
 	badApps map[string]*model.App
 	badJobs map[string]*model.Job
+
+	// index is what the API's reads of configurations see while the
+	// term serves; the loop updates it (index.go).
+	index configIndex
 }
 
 // jobState is what a term knows of one job.
@@ -361,6 +365,7 @@ func (t *term) load(ctx context.Context) error {
 		}
 		t.jobs[j.JobName] = t.newLoadedJob(specs[i], rn, st.disabledJobs[j.JobName], st.running[j.JobName], st.failover[j.JobName])
 	}
+	t.index.load(st.apps, st.badApps, t.disabledApps, st.jobs, st.badJobs, st.disabledJobs)
 	return t.removeOrphans(ctx, st.ready, st.running, st.failover, st.disabledJobs)
 }
 

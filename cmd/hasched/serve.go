@@ -134,9 +134,11 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run a scheduler process",
 		Long: `Run a scheduler process. Every process of a cluster joins one leader election
-on the coordinator: the leader schedules and launches jobs; standbys answer
-reads and forward writes to the leader. The REST API listens on --listen for
-the life of the process, whether it leads or not.
+on the coordinator: the leader schedules and launches jobs; standbys forward
+writes to the leader, and the reads of apps and jobs too (the leader answers
+those from memory; a standby answers them from the store when the leader does
+not), and answer the other reads themselves. The REST API listens on --listen
+for the life of the process, whether it leads or not.
 
 The API listens on 127.0.0.1:8899 unless told otherwise. An address other
 hosts can reach needs an account (--auth-user, its password from

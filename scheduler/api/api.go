@@ -2,11 +2,14 @@
 // (/api/app, /api/job/…, /api/operate/…) on a Service, so its
 // users' scripts keep working.
 //
-// Every process serves the API. Reads are answered locally from the store.
-// Writes are served by the leader; a standby's Service refuses them with
-// model.ErrNotLeader and the API forwards them, body and credentials
-// unchanged, to the leader's advertised address, marking the request with
-// HeaderForwarded so that it is forwarded at most once.
+// Every process serves the API. Writes are served by the leader; a
+// standby's Service refuses them with model.ErrNotLeader and the API
+// forwards them, body unchanged, to the leader's advertised address,
+// marking the request with HeaderForwarded so that it is forwarded at most
+// once. Reads of configurations (apps, jobs, their disable flags) are
+// forwarded by a standby too, as the leader answers them from memory; if
+// that fails they are served locally, from the store, as are the other
+// reads (forward.go).
 package api
 
 import (
@@ -236,6 +239,8 @@ type server struct {
 
 	// now is the clock of the reconciliation limit (time.Now; tests set it).
 	now func() time.Time
+	// readHeaderWait is forwardRead's (the constant; tests shorten it).
+	readHeaderWait time.Duration
 	// reconcileMu guards lastReconcile, the time of the last reconciliation
 	// this process accepted (or is carrying out).
 	reconcileMu   sync.Mutex
@@ -259,6 +264,8 @@ func New(cfg Config) (http.Handler, error) {
 		cfg:     cfg,
 		forward: cfg.HTTPClient,
 		now:     time.Now,
+
+		readHeaderWait: readHeaderWait,
 	}
 	now := func() time.Time { return s.now() } // tests replace s.now
 	s.tokens = newTokenStore(cfg.TokenTTL, cfg.MaxTokens, now)
@@ -322,6 +329,9 @@ func (s *server) serve(w http.ResponseWriter, c *call) {
 			return
 		}
 		c.body = body
+	}
+	if rt.leaderRead && s.forwardRead(w, c) {
+		return
 	}
 	res, err := rt.handle(c)
 	switch {

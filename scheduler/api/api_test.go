@@ -417,7 +417,7 @@ func TestServiceErrorsMapToStatusCodes(t *testing.T) {
 	} {
 		svc := apitest.NewService(model.Status{})
 		h := newHandler(t, svc, nil)
-		svc.Fail("Jobs", c.err)
+		svc.Fail("JobsJSON", c.err)
 		svc.Fail("RegisterApp", c.err)
 		for _, r := range []response{do(t, h, "GET", "/api/job/jobs", ""), do(t, h, "POST", "/api/app", appJSON)} {
 			if r.code != c.code {
@@ -438,7 +438,7 @@ func TestServiceErrorsMapToStatusCodes(t *testing.T) {
 func TestPanicIsRecoveredAs500(t *testing.T) {
 	svc := apitest.NewService(model.Status{})
 	h := newHandler(t, svc, nil)
-	svc.PanicOn("Jobs")
+	svc.PanicOn("JobsJSON")
 	r := do(t, h, "GET", "/api/job/jobs", "")
 	want(t, r, http.StatusInternalServerError)
 	r.errorBody(t)
@@ -485,7 +485,9 @@ func TestAuthGuardsWritesOnly(t *testing.T) {
 	} {
 		want(t, do(t, h, w[0], w[1], "x"), http.StatusUnauthorized)
 	}
-	if n := len(svc.Calls()); n != 1+6 { // one register, six reads
+	// One register, six reads, and a Status for each of the three reads a
+	// standby would forward.
+	if n := len(svc.Calls()); n != 1+6+3 {
 		t.Fatalf("service calls = %v, want the refused writes not to reach it", svc.Calls())
 	}
 }
@@ -618,9 +620,9 @@ func TestStandbyForwardsWritesToTheLeader(t *testing.T) {
 	}
 }
 
-func TestStandbyAnswersReadsItself(t *testing.T) {
+func TestStandbyAnswersOtherReadsItself(t *testing.T) {
 	c := newCluster(t, nil)
-	for _, p := range []string{"/api/app/list", "/api/job/jobs", "/api/job/tasks/ready", "/api/leader", "/healthz"} {
+	for _, p := range []string{"/api/job/tasks/ready", "/api/job/tasks/running", "/api/quarantine", "/api/leader", "/healthz"} {
 		want(t, send(t, "GET", c.standby.URL+p, ""), http.StatusOK)
 	}
 	if n := c.leaderHits.Load(); n != 0 {

@@ -112,6 +112,10 @@ func setRetryAfter(w http.ResponseWriter, d time.Duration) {
 
 // writeJSON answers with v as JSON.
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	if l, ok := v.(jsonList); ok {
+		writeJSONList(w, code, l)
+		return
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		code = http.StatusInternalServerError

@@ -40,10 +40,10 @@ func (s *server) routeTable() []route {
 		// Apps (CloudAppRestfulApi).
 		newRoute(post, "/api/app", s.registerApp),
 		newRoute(put, "/api/app", s.updateApp),
-		newRoute(get, "/api/app/list", s.listApps),
-		newRoute(get, "/api/app/{app}", s.getApp),
+		newRoute(get, "/api/app/list", s.listApps).readFromLeader(),
+		newRoute(get, "/api/app/{app}", s.getApp).readFromLeader(),
 		newRoute(del, "/api/app/{app}", s.deregisterApp),
-		newRoute(get, "/api/app/{app}/disable", s.appDisabled),
+		newRoute(get, "/api/app/{app}/disable", s.appDisabled).readFromLeader(),
 		newRoute(post, "/api/app/{app}/disable", s.disableApp),
 		newRoute(post, "/api/app/{app}/enable", s.enableApp),
 
@@ -53,9 +53,9 @@ func (s *server) routeTable() []route {
 		newRoute(del, "/api/job/deregister", s.deregisterJobBody),
 		newRoute(del, "/api/job/{job}/deregister", s.deregisterJobPath),
 		newRoute(post, "/api/job/trigger", s.triggerJob),
-		newRoute(get, "/api/job/jobs", s.listJobs),
-		newRoute(get, "/api/job/jobs/{job}", s.getJob),
-		newRoute(get, "/api/job/{job}/disable", s.jobDisabled),
+		newRoute(get, "/api/job/jobs", s.listJobs).readFromLeader(),
+		newRoute(get, "/api/job/jobs/{job}", s.getJob).readFromLeader(),
+		newRoute(get, "/api/job/{job}/disable", s.jobDisabled).readFromLeader(),
 		newRoute(post, "/api/job/{job}/disable", s.disableJob),
 		newRoute(post, "/api/job/{job}/enable", s.enableJob),
 		newRoute(get, "/api/job/tasks/running", s.runningTasks),
@@ -199,8 +199,8 @@ func (s *server) triggerJob(c *call) (any, error) {
 }
 
 func (s *server) listJobs(c *call) (any, error) {
-	jobs, err := s.svc.Jobs(c.ctx)
-	return nonNil(jobs), err
+	jobs, err := s.svc.JobsJSON(c.ctx)
+	return jsonList(jobs), err
 }
 
 func (s *server) getJob(c *call) (any, error) {

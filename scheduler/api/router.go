@@ -23,9 +23,12 @@ type route struct {
 	write bool
 	// local routes are writes served by every process, never forwarded
 	// (POST /api/login: tokens are per process).
-	local  bool
-	access access
-	handle func(*call) (any, error)
+	local bool
+	// leaderRead routes are reads a standby forwards to the leader,
+	// serving them itself if it cannot (forwardRead).
+	leaderRead bool
+	access     access
+	handle     func(*call) (any, error)
 }
 
 func newRoute(method, pattern string, handle func(*call) (any, error)) route {
@@ -45,6 +48,12 @@ func newRoute(method, pattern string, handle func(*call) (any, error)) route {
 // withAccess returns the route needing a in place of its method's default.
 func (rt route) withAccess(a access) route {
 	rt.access = a
+	return rt
+}
+
+// readFromLeader returns the route marked leaderRead.
+func (rt route) readFromLeader() route {
+	rt.leaderRead = true
 	return rt
 }
 

@@ -2,19 +2,26 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/hasched/hasched/scheduler/model"
 )
 
 // Service is what the REST API sees of a scheduler process. Reads are served
-// by every process from the store. Writes are served by the leader only;
-// elsewhere they fail with model.ErrNotLeader (or model.ErrNoLeader).
+// by every process: the leader's from its memory where it keeps what they
+// read, the others' from the store (the API forwards a standby's reads of
+// configurations to the leader, falling back to them). Writes are served
+// by the leader only; elsewhere they fail with model.ErrNotLeader (or
+// model.ErrNoLeader).
 type Service interface {
 	App(ctx context.Context, name string) (model.App, error)
 	Apps(ctx context.Context) ([]model.App, error)
 	AppDisabled(ctx context.Context, name string) (bool, error)
 	Job(ctx context.Context, name string) (model.Job, error)
-	Jobs(ctx context.Context) ([]model.Job, error)
+	// JobsJSON lists every job, by name, each as encoding/json encodes
+	// its model.Job: the API writes them out as they are, so a list of
+	// 100,000 jobs is no 100,000 encodings.
+	JobsJSON(ctx context.Context) ([]json.RawMessage, error)
 	JobDisabled(ctx context.Context, name string) (bool, error)
 	RunningTasks(ctx context.Context) ([]model.TaskRecord, error)
 	ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error)

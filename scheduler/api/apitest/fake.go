@@ -4,6 +4,7 @@ package apitest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -61,7 +62,7 @@ func (s *Service) SetLeader(leader bool, leaderAddr string) {
 	}
 }
 
-// Fail makes every later call of method (e.g. "Jobs") fail with err; a nil
+// Fail makes every later call of method (e.g. "JobsJSON") fail with err; a nil
 // err clears it.
 func (s *Service) Fail(method string, err error) {
 	s.mu.Lock()
@@ -191,16 +192,20 @@ func (s *Service) Job(_ context.Context, name string) (model.Job, error) {
 	return job, nil
 }
 
-// Jobs implements api.Service.
-func (s *Service) Jobs(context.Context) ([]model.Job, error) {
+// JobsJSON implements api.Service.
+func (s *Service) JobsJSON(context.Context) ([]json.RawMessage, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.begin("Jobs"); err != nil {
+	if err := s.begin("JobsJSON"); err != nil {
 		return nil, err
 	}
-	var out []model.Job
+	var out []json.RawMessage
 	for _, name := range sortedKeys(s.jobs) {
-		out = append(out, s.jobs[name])
+		b, err := json.Marshal(s.jobs[name])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
 	}
 	return out, nil
 }
