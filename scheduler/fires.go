@@ -1,0 +1,111 @@
+package scheduler
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
+)
+
+// Batched fires. One pass of the loop's producer (produceDue) and launcher
+// (launch) may touch many jobs at once: with 1,000 jobs firing every
+// second, every pass produces and launches 1,000 fires. Written one job at
+// a time, each fire cost two store round trips on the loop before the next
+// job's turn. Instead the pass stages its ready-queue writes and its moves
+// of fires from ready to running, in memory, and flushFires writes them
+// all at the end of the pass with store.Writer.WriteFires: one job's share
+// (its running nodes and its ready node) is always one atomic batch, and
+// the shares of many jobs share a batch, up to coord.MaxBatchOps ops.
+//
+// What the pass stages is only in the term's memory until flushFires has
+// written it, and nothing outside the loop sees it before: the pass runs
+// without serving a request or a status in between, and the tasks of the
+// fires it moved are handed to the launch workers only after the write
+// (start, in flushFires). If the write fails, the term ends and its memory
+// is dropped; the next term loads the store, where each job's share is
+// either wholly written or not at all, and produces again what was not
+// written (its LastFire did not move).
+//
+// The order that makes a crash recoverable (launch's comment) holds per
+// job: a fire produced and launched in the same pass goes from "not
+// produced" to "running, not ready" in one atomic batch, which is the state
+// after step (b); a fire that was ready already moves as LaunchFire moves
+// it; Launch comes after either.
+
+// firePass is what the current pass staged, by job, in staging order.
+type firePass struct {
+	jobs  map[string]*stagedFires
+	order []string
+}
+
+// stagedFires is one job's staged share: its ready node is the job's
+// js.ready (whose Version is still the stored node's), plus the running
+// nodes to create and the fires they belong to, whose tasks are started
+// once written.
+type stagedFires struct {
+	running []*model.TaskRecord
+	fires   []time.Time
+}
+
+// staged returns job's share of the pass, adding it if it has none.
+func (t *term) staged(job string) *stagedFires {
+	if t.pass.jobs == nil {
+		t.pass.jobs = map[string]*stagedFires{}
+	}
+	sf := t.pass.jobs[job]
+	if sf == nil {
+		sf = &stagedFires{}
+		t.pass.jobs[job] = sf
+		t.pass.order = append(t.pass.order, job)
+	}
+	return sf
+}
+
+// stageReady makes rn the ready node of js, to be written by flushFires
+// at the version js.ready has in the store.
+func (t *term) stageReady(js *jobState, rn store.Ready) {
+	rn.Version = js.ready.Version
+	js.ready = rn
+	t.staged(js.job.JobName)
+}
+
+// flushFires writes what the pass staged and then starts the tasks of the
+// fires it moved to running.
+func (t *term) flushFires(ctx context.Context) error {
+	if len(t.pass.order) == 0 {
+		return nil
+	}
+	pass := t.pass
+	t.pass = firePass{}
+	// Nothing removes a job during a pass; the check only keeps a slip
+	// from writing the state of a job that is gone.
+	names := slices.DeleteFunc(pass.order, func(name string) bool { return t.jobs[name] == nil })
+	writes := make([]store.FireWrite, len(names))
+	for i, name := range names {
+		writes[i] = store.FireWrite{Job: name, Running: pass.jobs[name].running, Ready: t.jobs[name].ready}
+	}
+	out, err := t.st.WriteFires(ctx, writes)
+	if err != nil {
+		return err
+	}
+	for i, name := range names {
+		js := t.jobs[name]
+		js.ready = out[i].Ready
+		for _, rec := range out[i].Running {
+			js.running[rec.ID] = rec
+		}
+	}
+	for _, name := range names {
+		js := t.jobs[name]
+		var recs []*model.TaskRecord
+		for _, f := range pass.jobs[name].fires {
+			recs = append(recs, t.unlaunched(js, f)...)
+		}
+		if err := t.start(ctx, js, recs); err != nil {
+			return err
+		}
+	}
+	return nil
+}

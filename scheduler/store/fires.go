@@ -1,0 +1,227 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/model"
+)
+
+// FireWrite is one job's share of WriteFires: the running nodes of the
+// fires it moves to running, and its ready node as it is to be written (the
+// fires produced added, those moved taken off), expected at Ready.Version.
+type FireWrite struct {
+	Job     string
+	Running []*model.TaskRecord
+	Ready   Ready
+}
+
+// FireWritten is what WriteFires wrote of one FireWrite.
+type FireWritten struct {
+	// Running are the records of the running nodes, as stored: one that
+	// existed already (an earlier term got this far) is kept as it was.
+	Running []*model.TaskRecord
+	// Ready is the ready node at its new version.
+	Ready Ready
+}
+
+// WriteFires writes what one pass of the producer and the launcher did to
+// many jobs, in as few fenced batches as coord.MaxBatchOps and
+// coord.MaxValueSize allow, instead of a round trip per job: each job's
+// share is what LaunchFire writes for it, and it never straddles two
+// batches, so every job's running nodes and ready node are written
+// atomically together, as LaunchFire writes them. A share too large for a
+// batch of its own is written by LaunchFire, running nodes first and ready
+// node last. Batches hold different jobs and are independent: a failure
+// between two leaves every job either wholly written or not at all.
+//
+// A batch that fails on one job's op (a running node that exists, a ready
+// node at another version) is written again without it, and that job is
+// written alone by LaunchFire, which keeps existing running nodes and
+// fails on a version conflict. The running nodes' parents a batch cannot
+// make on its own are learnt with one read of the running root, and then
+// made in the batches. Job names must be distinct; the error is the
+// store's failure (a lost term among them), after which any share may be
+// written or not.
+func (s *Writer) WriteFires(ctx context.Context, writes []FireWrite) ([]FireWritten, error) {
+	b := &fireBatch{
+		s:      s,
+		writes: writes,
+		out:    make([]FireWritten, len(writes)),
+		done:   make([]bool, len(writes)),
+		recs:   make([][][]byte, len(writes)),
+		ready:  make([][]byte, len(writes)),
+		made:   map[string]bool{},
+	}
+	for i, w := range writes {
+		b.ready[i] = encode(w.Ready)
+		for _, r := range w.Running {
+			b.recs[i] = append(b.recs[i], encode(r))
+		}
+	}
+	todo := make([]int, len(writes))
+	for i := range todo {
+		todo[i] = i
+	}
+	for {
+		todo = slices.DeleteFunc(todo, func(i int) bool { return b.done[i] })
+		if len(todo) == 0 {
+			return b.out, nil
+		}
+		n := b.fits(todo)
+		if n == 0 {
+			if err := b.alone(ctx, todo[0]); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := b.commit(ctx, todo[:n]); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// fireBatch is one call of WriteFires.
+type fireBatch struct {
+	s      *Writer
+	writes []FireWrite
+	out    []FireWritten
+	done   []bool // the share is written and its outcome in out
+	recs   [][][]byte
+	ready  [][]byte
+	// parents are the jobs whose running parent exists; nil until a batch
+	// missed one, when one read of the running root fills it.
+	parents map[string]bool
+	made    map[string]bool // parents made one at a time after a batch missed them
+}
+
+// needsParent says whether share i's batch makes its running parent.
+func (b *fireBatch) needsParent(i int) bool {
+	return len(b.writes[i].Running) > 0 && b.parents != nil && !b.parents[b.writes[i].Job]
+}
+
+// ops are share i's writes: its running parent if it is known to be
+// missing, its running nodes, its ready node last.
+func (b *fireBatch) ops(i int) []coord.Op {
+	w := b.writes[i]
+	ops := make([]coord.Op, 0, len(w.Running)+2)
+	if b.needsParent(i) {
+		ops = append(ops, coord.CreateOp(RunningJobPath(w.Job), nil))
+	}
+	for k, r := range w.Running {
+		ops = append(ops, coord.CreateOp(RunningPath(w.Job, r.ID), b.recs[i][k]))
+	}
+	return append(ops, coord.SetOp(ReadyPath(w.Job), b.ready[i], w.Ready.Version))
+}
+
+func (b *fireBatch) size(i int) int {
+	n := len(b.ready[i])
+	for _, v := range b.recs[i] {
+		n += len(v)
+	}
+	return n
+}
+
+// fits is how many shares of todo, from the first, one batch holds; 0 if
+// the first is too large for a batch of its own.
+func (b *fireBatch) fits(todo []int) int {
+	ops, size := 0, 0
+	for k, i := range todo {
+		n := len(b.writes[i].Running) + 1
+		if b.needsParent(i) {
+			n++
+		}
+		if ops+n > coord.MaxBatchOps || size+b.size(i) > coord.MaxValueSize {
+			return k
+		}
+		ops, size = ops+n, size+b.size(i)
+	}
+	return len(todo)
+}
+
+// commit makes one attempt at writing the shares of chunk in one batch.
+// When it fails on an op, nothing was written: a missing parent is learnt
+// or made, or the share the op belongs to is written alone; the rest are
+// left for the next attempt. Every attempt so writes a share, learns the
+// parents (once) or makes a parent (once each), so WriteFires ends.
+func (b *fireBatch) commit(ctx context.Context, chunk []int) error {
+	var ops []coord.Op
+	owner := make([]int, 0, coord.MaxBatchOps) // op index → share
+	for _, i := range chunk {
+		for _, op := range b.ops(i) {
+			ops = append(ops, op)
+			owner = append(owner, i)
+		}
+	}
+	actx, cancel := b.s.bound(ctx)
+	res, err := b.s.w.Apply(actx, ops...)
+	cancel()
+	var oe *coord.OpError
+	switch {
+	case err == nil:
+		for k, i := range owner {
+			if k+1 < len(owner) && owner[k+1] == i {
+				continue
+			}
+			// k is share i's last op: its ready node.
+			w := b.writes[i]
+			b.out[i] = FireWritten{Running: w.Running, Ready: w.Ready}
+			b.out[i].Ready.Version = res[k].Version
+			b.written(i)
+		}
+		return nil
+	case !errors.As(err, &oe) || oe.Index >= len(owner):
+		return fmt.Errorf("write the fires of %d jobs: %w", len(chunk), err)
+	}
+	if oe.Op.Kind() == coord.OpCreate && errors.Is(oe, coord.ErrNotFound) {
+		if b.parents == nil {
+			return b.learnParents(ctx)
+		}
+		if parent := parentOf(oe.Op.Path); !b.made[parent] {
+			b.made[parent] = true
+			cctx, cancel := b.s.bound(ctx)
+			defer cancel()
+			if _, err := b.s.w.Create(cctx, parent, nil); err != nil && !errors.Is(err, coord.ErrExists) {
+				return fmt.Errorf("create %s: %w", parent, err)
+			}
+			return nil
+		}
+	}
+	return b.alone(ctx, owner[oe.Index])
+}
+
+// learnParents reads which jobs have a running parent, in one request.
+func (b *fireBatch) learnParents(ctx context.Context) error {
+	names, err := b.s.children(ctx, RunningRoot)
+	if err != nil {
+		return err
+	}
+	b.parents = make(map[string]bool, len(names))
+	for _, n := range names {
+		b.parents[n] = true
+	}
+	return nil
+}
+
+// alone writes share i by LaunchFire, which keeps running nodes that exist
+// and splits a share too large for one batch.
+func (b *fireBatch) alone(ctx context.Context, i int) error {
+	w := b.writes[i]
+	made, rn, err := b.s.LaunchFire(ctx, w.Job, w.Running, w.Ready)
+	if err != nil {
+		return err
+	}
+	b.out[i] = FireWritten{Running: made, Ready: rn}
+	b.written(i)
+	return nil
+}
+
+func (b *fireBatch) written(i int) {
+	b.done[i] = true
+	if b.parents != nil && len(b.writes[i].Running) > 0 {
+		b.parents[b.writes[i].Job] = true
+	}
+}
