@@ -161,8 +161,8 @@ func TestLaunchesOfFiresDueTogetherShareFences(t *testing.T) {
 	}
 }
 
-// The status writes of many tasks reported together take few batches: a
-// RUNNING and a FINISHED of each of 120 tasks, 240 writes one at a time.
+// The status writes of many tasks reported together take few batches: the
+// FINISHED of each of 120 tasks, 120 writes one at a time.
 func TestStatusesReportedTogetherAreWrittenInFewBatches(t *testing.T) {
 	e := newMemEnv(t)
 	writes := &pathCountingOpen{open: e.store.Open, prefix: store.RunningRoot + "/"}
@@ -210,9 +210,10 @@ func TestStatusesReportedTogetherAreWrittenInFewBatches(t *testing.T) {
 
 // A term that ends between the batches of a pass's fires (the write of
 // the second fails) leaves every job's share written or not: the next
-// term launches each fire exactly once, those whose share was written
-// (running, no longer ready) as unconfirmed tasks, the others produced
-// again.
+// term starts each fire exactly once, those whose share was written
+// (running, no longer ready) as unconfirmed tasks, launched again (a no-op
+// for the executor if the first term's worker launched them), the others
+// produced again.
 func TestCrashBetweenTheBatchesOfFiresDueTogether(t *testing.T) {
 	e := newMemEnv(t)
 	e.start()
@@ -230,8 +231,8 @@ func TestCrashBetweenTheBatchesOfFiresDueTogether(t *testing.T) {
 	for _, name := range names {
 		id := model.TaskID(name, fire, 0, 0)
 		wantStarted(t, e.cluster, name, []string{id})
-		if n := e.cluster.LaunchCalls(id); n != 1 {
-			t.Fatalf("%s was handed to the executor %d times, want once", id, n)
+		if n := e.cluster.LaunchCalls(id); n > 2 {
+			t.Fatalf("%s was handed to the executor %d times, want at most twice", id, n)
 		}
 		if rn := readyNodeOf(t, e.store, name); len(rn.FireTimes) != 0 || !rn.LastFire.Equal(fire) {
 			t.Fatalf("%s's ready node %+v, want its fire taken and LastFire at it", name, rn)

@@ -21,12 +21,15 @@ import (
 //
 // What the pass stages is only in the term's memory until flushFires has
 // written it, and nothing outside the loop sees it before: the pass runs
-// without serving a request or a status in between, and the tasks of the
-// fires it moved are handed to the launch workers only after the write
-// (start, in flushFires). If the write fails, the term ends and its memory
-// is dropped; the next term loads the store, where each job's share is
+// without serving a request or a status in between, and the tasks of a
+// job's fires are handed to the launch workers only after the job's share
+// is written (start, called by flushFires as each batch is written, while
+// the next ones are). If a write fails, the term ends and its memory is
+// dropped; the next term loads the store, where each job's share is
 // either wholly written or not at all, and produces again what was not
-// written (its LastFire did not move).
+// written (its LastFire did not move); the tasks of the shares written
+// are unconfirmed running tasks, launched again (Launch is idempotent per
+// task ID), whether or not this term's worker launched them.
 //
 // The order that makes a crash recoverable (launch's comment) holds per
 // job: a fire produced and launched in the same pass goes from "not
@@ -86,26 +89,26 @@ func (t *term) flushFires(ctx context.Context) error {
 	for i, name := range names {
 		writes[i] = store.FireWrite{Job: name, Running: pass.jobs[name].running, Ready: t.jobs[name].ready}
 	}
-	out, err := t.st.WriteFires(ctx, writes)
-	if err != nil {
-		return err
-	}
-	for i, name := range names {
+	// Each job's tasks are handed to its launch worker as soon as its
+	// share is written, while the batches after it are written.
+	var startErr error
+	_, err := t.st.WriteFires(ctx, writes, func(i int, out store.FireWritten) {
+		name := names[i]
 		js := t.jobs[name]
-		js.ready = out[i].Ready
-		for _, rec := range out[i].Running {
+		js.ready = out.Ready
+		for _, rec := range out.Running {
 			js.running[rec.ID] = rec
 		}
-	}
-	for _, name := range names {
-		js := t.jobs[name]
 		var recs []*model.TaskRecord
 		for _, f := range pass.jobs[name].fires {
 			recs = append(recs, t.unlaunched(js, f)...)
 		}
-		if err := t.start(ctx, js, recs); err != nil {
-			return err
+		if err := t.start(ctx, js, recs); err != nil && startErr == nil {
+			startErr = err
 		}
+	})
+	if err != nil {
+		return err
 	}
-	return nil
+	return startErr
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
@@ -143,13 +144,15 @@ func (t *term) toFailover(js *jobState, rec *model.TaskRecord, ended model.TaskR
 // instead of a round trip each. Nothing outside the loop acts on the
 // staged memory before the write: the loop flushes before it does
 // anything else, and a failed write ends the term, whose memory is
-// dropped. What a crash leaves is a prefix of the writes in their order,
-// as when they were written one at a time: the next term reconciles the
-// rest, as it always did.
+// dropped. What a crash leaves of each task's record is what a crash
+// between its writes made one at a time could leave (a set a later write
+// replaces is left out: nobody reads it in between): the next term
+// reconciles the rest, as it always did.
 
 // maxStatuses bounds the statuses handled in one turn of the loop, so that
-// fires and requests are not held up behind a flood of statuses.
-const maxStatuses = 1024
+// fires and requests are not held up behind a flood of statuses: their
+// writes are about two batches, a few milliseconds.
+const maxStatuses = 2 * coord.MaxBatchOps
 
 // handleStatuses handles first and the statuses queued behind it, then
 // writes what they changed.

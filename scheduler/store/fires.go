@@ -46,9 +46,14 @@ type FireWritten struct {
 // made in the batches. Job names must be distinct; the error is the
 // store's failure (a lost term among them), after which any share may be
 // written or not.
-func (s *Writer) WriteFires(ctx context.Context, writes []FireWrite) ([]FireWritten, error) {
+//
+// written, if not nil, is called with each share as soon as it is
+// written, on the caller's goroutine, so that the caller can act on the
+// first batch's shares (launch their tasks) while the next are written.
+func (s *Writer) WriteFires(ctx context.Context, writes []FireWrite, written func(int, FireWritten)) ([]FireWritten, error) {
 	b := &fireBatch{
 		s:      s,
+		notify: written,
 		writes: writes,
 		out:    make([]FireWritten, len(writes)),
 		done:   make([]bool, len(writes)),
@@ -87,6 +92,7 @@ func (s *Writer) WriteFires(ctx context.Context, writes []FireWrite) ([]FireWrit
 // fireBatch is one call of WriteFires.
 type fireBatch struct {
 	s      *Writer
+	notify func(int, FireWritten)
 	writes []FireWrite
 	out    []FireWritten
 	done   []bool // the share is written and its outcome in out
@@ -221,6 +227,9 @@ func (b *fireBatch) alone(ctx context.Context, i int) error {
 
 func (b *fireBatch) written(i int) {
 	b.done[i] = true
+	if b.notify != nil {
+		b.notify(i, b.out[i])
+	}
 	if b.parents != nil && len(b.writes[i].Running) > 0 {
 		b.parents[b.writes[i].Job] = true
 	}

@@ -44,6 +44,9 @@ func MoveToFailoverWrite(running, failover *model.TaskRecord) TaskWrite {
 // ops are the write's ops; a move's two stay in one batch, as
 // MoveToFailover writes them.
 func (w TaskWrite) ops() []coord.Op {
+	if w.running == nil || (w.kind == moveToFailover && w.failover == nil) {
+		return nil
+	}
 	run := RunningPath(w.running.Job, w.running.ID)
 	switch w.kind {
 	case setRunning:
@@ -77,20 +80,27 @@ func (s *Writer) writeTask(ctx context.Context, w TaskWrite) error {
 // errBadTaskWrite is the error of a zero TaskWrite.
 var errBadTaskWrite = errors.New("store: invalid task write")
 
-// WriteTasks makes writes in their order, in as few fenced batches as
+// WriteTasks makes writes, in their order, in as few fenced batches as
 // coord.MaxBatchOps and coord.MaxValueSize allow, instead of a round trip
 // each: the task records' writes of the statuses or launches the loop
-// handles together. Each write is within one batch and batches go in
-// order, so a failure between two leaves a prefix of the writes made,
-// which is what a crash between the same writes made one at a time
-// leaves: every recovery that holds for those holds here.
+// handles together. A set of a running node that a later write of the
+// list replaces or removes is left out: nobody reads the node in between.
+// Each write is within one batch and batches go one after another, so a
+// failure leaves each task's record as it was or as a prefix of its writes
+// leaves it (without the sets left out), each task on its own: what a
+// crash between the same writes made one at a time may leave, so every
+// recovery that holds for those holds here. The batches are not sent at
+// once: on etcd, batches that create or delete nodes under the same parent
+// conflict with each other and are retried.
 //
 // A batch that fails on an op (a running node gone already, a failover
 // parent a batch cannot make) wrote nothing; its writes are then made one
 // at a time, in order, by the methods they stand for, which deal with
-// those cases. The error is the store's failure (a lost term among them),
-// after which a prefix of the writes is made.
+// those cases. The error is the store's failure (a lost term among them).
 func (s *Writer) WriteTasks(ctx context.Context, writes []TaskWrite) error {
+	writes = coalesce(writes)
+	var chunks [][]TaskWrite
+	var chunkOps [][]coord.Op
 	for len(writes) > 0 {
 		var ops []coord.Op
 		n, size := 0, 0
@@ -108,12 +118,44 @@ func (s *Writer) WriteTasks(ctx context.Context, writes []TaskWrite) error {
 			}
 			ops, size, n = append(ops, wops...), size+wsize, n+1
 		}
-		if err := s.writeTaskBatch(ctx, writes[:n], ops); err != nil {
-			return err
-		}
+		chunks, chunkOps = append(chunks, writes[:n]), append(chunkOps, ops)
 		writes = writes[n:]
 	}
+	for k := range chunks {
+		if err := s.writeTaskBatch(ctx, chunks[k], chunkOps[k]); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// coalesce leaves out the sets of running nodes that a later write of the
+// list replaces or removes.
+func coalesce(writes []TaskWrite) []TaskWrite {
+	later := make(map[string]bool, len(writes))
+	keep := make([]bool, len(writes))
+	n := 0
+	for i := len(writes) - 1; i >= 0; i-- {
+		w := writes[i]
+		if w.running == nil {
+			keep[i] = true // refused by WriteTasks
+			n++
+			continue
+		}
+		path := RunningPath(w.running.Job, w.running.ID)
+		if w.kind != setRunning || !later[path] {
+			keep[i] = true
+			n++
+		}
+		later[path] = true
+	}
+	out := make([]TaskWrite, 0, n)
+	for i, w := range writes {
+		if keep[i] {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // writeTaskBatch writes ops, the ops of writes, in one batch, or writes
