@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/schedtest"
 	"github.com/hasched/hasched/scheduler/store"
 )
 
@@ -271,4 +273,110 @@ func TestCrashBetweenTheBatchesOfStatusesReportedTogether(t *testing.T) {
 
 func isSetPrefix(prefix string) func(op, p string) bool {
 	return func(op, p string) bool { return op == "set" && strings.HasPrefix(p, prefix) }
+}
+
+func TestFiresAndStatusesOfManyJobsInBatchesOnEtcd(t *testing.T) {
+	firesAndStatusesInBatches(t, etcdOpen(t))
+}
+
+func TestFiresAndStatusesOfManyJobsInBatchesOnZooKeeper(t *testing.T) {
+	firesAndStatusesInBatches(t, zkOpen(t))
+}
+
+// firesAndStatusesInBatches runs the batched writes on a real backend:
+// the first fires of 120 new jobs due together (whose running parents the
+// batches make), their statuses, and their second fires in few batches;
+// every fire starts once.
+func firesAndStatusesInBatches(t *testing.T, open func(context.Context) (coord.Coordinator, error)) {
+	cluster := schedtest.NewCluster()
+	clock := newClock(t0)
+	writes := &pathCountingOpen{open: open, prefix: store.ReadyRoot + "/"}
+	n := startNode(t, Config{Open: writes.Open, Executor: cluster.Factory("a"), ExecutorName: "fake", Clock: clock.Now})
+	eventually(t, "the scheduler leads", n.leading)
+	const jobs = 120
+	names := make([]string, jobs)
+	specs := make([]model.Job, jobs)
+	for i := range names {
+		names[i] = fmt.Sprintf("j%03d", i)
+		specs[i] = testJob(names[i], "0 0 11 * * ?")
+	}
+	register(t, n.s, specs...)
+	fire := t0.Add(time.Hour)
+	clock.Advance(time.Hour)
+	eventually(t, "every job's first fire runs", func() bool { return len(cluster.Running()) == jobs })
+	for _, name := range names {
+		cluster.Report(model.TaskID(name, fire, 0, 0), executor.StateFinished, "")
+	}
+	eventually(t, "the first fires' records go", func() bool { return len(runningIDs(t, n.s)) == 0 })
+	settle(cluster)
+
+	before := writes.n.Load()
+	next := fire.Add(24 * time.Hour)
+	clock.Advance(24 * time.Hour)
+	eventually(t, "every job's second fire runs", func() bool { return len(cluster.Running()) == jobs })
+	settle(cluster)
+	if got, want := writes.n.Load()-before, int64((2*jobs+coord.MaxBatchOps-1)/coord.MaxBatchOps); got > want {
+		t.Fatalf("the fires of %d jobs due together took %d writes of ready nodes, want at most %d", jobs, got, want)
+	}
+	for _, name := range names {
+		wantStarted(t, cluster, name, ids(name, fire, next))
+	}
+	ready, err := n.s.ReadyTasks(ctxT(t))
+	mustDo(t, err)
+	if len(ready) != 0 {
+		t.Fatalf("ready fires %+v, want none", ready)
+	}
+}
+
+// A launch worker takes every batch queued for its app at once: one call
+// (one fence) for them, each batch still its own result, in order.
+func TestALaunchWorkerTakesTheQueuedBatchesTogether(t *testing.T) {
+	release := make(chan struct{})
+	var calls [][]string // each call's batches' jobs
+	var mu sync.Mutex
+	l := newLaunchers(func(_ context.Context, batches [][]executor.Task) []error {
+		mu.Lock()
+		first := len(calls) == 0
+		var jobs []string
+		for _, b := range batches {
+			jobs = append(jobs, b[0].Job)
+		}
+		calls = append(calls, jobs)
+		mu.Unlock()
+		if first {
+			<-release
+		}
+		errs := make([]error, len(batches))
+		for i, b := range batches {
+			if b[0].Job == "bad" {
+				errs[i] = errInjected
+			}
+		}
+		return errs
+	})
+	defer l.stop()
+	batch := func(job string) launchBatch {
+		return launchBatch{job: job, tasks: []executor.Task{{ID: model.TaskID(job, t0, 0, 0), Job: job}}}
+	}
+	l.push("app", batch("a"))
+	eventually(t, "the worker launches a", func() bool { mu.Lock(); defer mu.Unlock(); return len(calls) == 1 })
+	for _, job := range []string{"b", "bad", "c"} {
+		l.push("app", batch(job))
+	}
+	close(release)
+	var results []launchResult
+	eventually(t, "every batch has its result", func() bool {
+		results = append(results, l.results.drain()...)
+		return len(results) == 4
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 || strings.Join(calls[1], ",") != "b,bad,c" {
+		t.Fatalf("launch calls %v, want [a] then [b bad c]", calls)
+	}
+	for i, job := range []string{"a", "b", "bad", "c"} {
+		if results[i].job != job || (results[i].err != nil) != (job == "bad") {
+			t.Fatalf("result %d: %s %v, want %s (failed only if bad)", i, results[i].job, results[i].err, job)
+		}
+	}
 }

@@ -24,7 +24,9 @@ import (
 //
 // One goroutine, the term's loop, runs the producer (cron timers), the
 // launcher, status handling and the API's writes, one event at a time (the
-// writes queued together are one event: group.go). So there is a single
+// writes queued together are one event: group.go; so are the fires of one
+// pass of the producer and the launcher, fires.go, and the statuses read
+// together, status.go, whose store writes are batched). So there is a single
 // writer to the store per term, and the order that makes a
 // crash anywhere recoverable — running nodes created, then the fire taken
 // off the ready queue, then the executor told — is never interleaved with
