@@ -463,10 +463,11 @@ func (l *launchers) stop() {
 	l.wg.Wait()
 }
 
-// handleLaunched records the tasks the executor accepted as launched. A
-// failed Launch is logged; its tasks stay unconfirmed and are launched again
-// on the next tick (Launch is idempotent per task ID).
-func (t *term) handleLaunched(ctx context.Context) error {
+// handleLaunched records the tasks the executor accepted as launched, in
+// the writes the loop stages (handleExecutor writes them). A failed Launch
+// is logged; its tasks stay unconfirmed and are launched again on the next
+// tick (Launch is idempotent per task ID).
+func (t *term) handleLaunched() error {
 	for _, res := range t.launchers.results.drain() {
 		for _, task := range res.tasks {
 			delete(t.inflight, task.ID)
@@ -495,8 +496,7 @@ func (t *term) handleLaunched(ctx context.Context) error {
 		}
 		t.log.Debug("launched", "job", res.job, "tasks", len(res.tasks))
 	}
-	// The results drained together are recorded in a few batches.
-	return t.flushTasks(ctx)
+	return nil
 }
 
 // buildTask makes the executor's task of one running record.

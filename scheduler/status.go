@@ -137,8 +137,8 @@ func (t *term) toFailover(js *jobState, rec *model.TaskRecord, ended model.TaskR
 }
 
 // Batched task records. The statuses the executor has queued are handled
-// together (handleStatuses), and so are the launches the workers have
-// confirmed (handleLaunched): each updates the term's memory at once and
+// together, with the launches the workers have confirmed meanwhile
+// (handleExecutor): each updates the term's memory at once and
 // stages its write of the task records, and flushTasks writes them all, in
 // their order, in as few fenced batches as fit (store.Writer.WriteTasks),
 // instead of a round trip each. Nothing outside the loop acts on the
@@ -154,26 +154,37 @@ func (t *term) toFailover(js *jobState, rec *model.TaskRecord, ended model.TaskR
 // writes are about two batches, a few milliseconds.
 const maxStatuses = 2 * coord.MaxBatchOps
 
-// handleStatuses handles first and the statuses queued behind it, then
-// writes what they changed.
-func (t *term) handleStatuses(ctx context.Context, first executor.Status, statuses <-chan executor.Status) error {
-	if err := t.handleStatus(ctx, first); err != nil {
-		return err
+// handleExecutor handles what the executor has queued for the loop: the
+// statuses (first, if not nil, read already by the loop, and those queued
+// behind it) and the launch workers' results, then writes what they
+// changed together. A task's launch confirmation and its statuses may be
+// handled in either order: a confirmation of a task a status has marked
+// launched, or ended, writes nothing, and one followed by the task's end
+// is left out of the writes (WriteTasks).
+func (t *term) handleExecutor(ctx context.Context, first *executor.Status, statuses <-chan executor.Status) error {
+	n := 0
+	if first != nil {
+		if err := t.handleStatus(ctx, *first); err != nil {
+			return err
+		}
+		n++
 	}
-	for range maxStatuses - 1 {
+drain:
+	for ; n < maxStatuses; n++ {
 		select {
 		case st, ok := <-statuses:
 			if !ok {
-				// The loop's next turn sees the stream closed.
-				return t.flushTasks(ctx)
+				break drain // the loop's next turn sees the stream closed
 			}
 			if err := t.handleStatus(ctx, st); err != nil {
 				return err
 			}
-			continue
 		default:
+			break drain
 		}
-		break
+	}
+	if err := t.handleLaunched(); err != nil {
+		return err
 	}
 	return t.flushTasks(ctx)
 }

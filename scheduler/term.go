@@ -261,11 +261,11 @@ func (t *term) loop(ctx context.Context) error {
 			if !ok {
 				return errors.New("the executor closed its status stream")
 			}
-			if err := t.handleStatuses(ctx, st, statuses); err != nil {
+			if err := t.handleExecutor(ctx, &st, statuses); err != nil {
 				return err
 			}
 		case <-t.launchers.results.notify:
-			if err := t.handleLaunched(ctx); err != nil {
+			if err := t.handleExecutor(ctx, nil, statuses); err != nil {
 				return err
 			}
 		case <-fireTimer.C:
