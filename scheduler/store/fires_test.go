@@ -109,10 +109,12 @@ func TestWriteFiresMakesTheMissingParentsInTheBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The attempt that misses a parent, then batches of whole shares of
-	// 3 ops each.
+	// The batches sent at once, of 2 ops a share, all miss a parent; so
+	// does the first one at a time; then batches of whole shares of 3
+	// ops each.
 	perBatch := coord.MaxBatchOps / 3
-	if got, want := n.Load(), int64(1+(len(writes)+perBatch-1)/perBatch); got != want {
+	atOnce := (2*len(writes) + coord.MaxBatchOps - 1) / coord.MaxBatchOps
+	if got, want := n.Load(), int64(atOnce+1+(len(writes)+perBatch-1)/perBatch); got != want {
 		t.Fatalf("WriteFires of %d new jobs took %d writes, want %d", len(writes), got, want)
 	}
 	wantFiresWritten(t, w, writes, out)
@@ -264,5 +266,38 @@ func TestWriteTasksBatchesAndFallsBack(t *testing.T) {
 	}
 	if len(running["j"]) != len(left)-2 || len(failover["j"]) != 1 || failover["j"][0].State != executor.StateFailed {
 		t.Fatalf("after the fallback: %d running (want %d), failover %+v", len(running["j"]), len(left)-2, failover["j"])
+	}
+}
+
+// The batches sent at once that fail on an op (here a running node an
+// earlier term made) leave their shares to the one-at-a-time path; those
+// that succeed are taken as they are.
+func TestWriteFiresBatchesSentAtOnceFallBack(t *testing.T) {
+	ctx := context.Background()
+	st := schedtest.NewStore()
+	w, _, n := countingTerm(t, st)
+	writes := fireWrites(t, w, "job", 230, 1, false) // 5 batches
+	earlier := rec(writes[120].Job, t0, 0, 0)
+	earlier.Host = "earlier-term"
+	if _, err := w.CreateRunning(ctx, earlier.Job, earlier); err != nil {
+		t.Fatal(err)
+	}
+	var notified []int
+	n.Store(0)
+	out, err := w.WriteFires(ctx, writes, func(i int, _ store.FireWritten) { notified = append(notified, i) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 5 at once, one failing; then that one's 50 shares: one failing again,
+	// the share alone (two), the other 49.
+	if got := n.Load(); got != 9 {
+		t.Fatalf("WriteFires took %d writes, want 9", got)
+	}
+	if len(notified) != len(writes) {
+		t.Fatalf("%d shares notified, want %d", len(notified), len(writes))
+	}
+	wantFiresWritten(t, w, writes, out)
+	if got := out[120].Running[0].Host; got != "earlier-term" {
+		t.Fatalf("the running node an earlier term made was returned as %q, want it kept", got)
 	}
 }
