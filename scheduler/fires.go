@@ -16,8 +16,15 @@ import (
 // job's turn. Instead the pass stages its ready-queue writes and its moves
 // of fires from ready to running, in memory, and flushFires writes them
 // all at the end of the pass with store.Writer.WriteFires: one job's share
-// (its running nodes and its ready node) is always one atomic batch, and
-// the shares of many jobs share a batch, up to coord.MaxBatchOps ops.
+// (its running nodes and its ready node) is one atomic batch (a share too
+// large for one is written as LaunchFire writes it, running nodes first),
+// and the shares of many jobs share a batch, up to coord.MaxBatchOps ops.
+//
+// A staged ready node is the job's js.ready, ahead of the store in its
+// content but never in its Version, which stays the stored node's: the
+// staged write expects it, and a write of the ready node made at once
+// during the pass (completeFire's) writes the staged content too and moves
+// the Version on, which the staged write then expects instead.
 //
 // What the pass stages is only in the term's memory until flushFires has
 // written it, and nothing outside the loop sees it before: the pass runs

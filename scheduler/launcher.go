@@ -264,8 +264,8 @@ func (t *term) launchFire(js *jobState, f time.Time, drop []time.Time) {
 		return x.Equal(f) || slices.ContainsFunc(drop, x.Equal)
 	})
 	// Staged: flushFires writes the running nodes and the ready node of
-	// the job in one batch at the end of the pass, then starts the fire's
-	// tasks (fires.go).
+	// the job in one batch at the end of the pass, and starts the fire's
+	// tasks once that batch is written (fires.go).
 	t.stageReady(js, rn)
 	sf := t.staged(js.job.JobName)
 	sf.running = append(sf.running, want...)

@@ -27,8 +27,9 @@ func (t *term) produceDue() {
 
 // produce appends the fires of js due by now to its ready queue and
 // advances its LastFire in the same versioned write (staged for the pass's
-// flushFires), then arms its next timer. With misfire on, every due fire is queued, up to QueueLimit; with
-// misfire off, only the latest, and only if none is pending. After a time
+// flushFires), then arms its next timer. With misfire on, every due fire
+// is queued, up to QueueLimit; with misfire off, only the latest, and only
+// if none is pending. After a time
 // without a leader this is the catch-up: the due fires are those since the
 // stored LastFire.
 func (t *term) produce(js *jobState, now time.Time) {
