@@ -380,3 +380,34 @@ func TestALaunchWorkerTakesTheQueuedBatchesTogether(t *testing.T) {
 		}
 	}
 }
+
+// A job whose fire has more shards than a batch holds, due with many
+// others: its share is written alone (running nodes first, in batches,
+// then its ready node), the others in shared batches, and every shard of
+// every fire starts once.
+func TestAFireTooLargeForABatchAmongFiresDueTogether(t *testing.T) {
+	e := newMemEnv(t)
+	e.start()
+	names := togetherJobs(t, e, 60)
+	big := testJob("big", "0 0 11 * * ?")
+	big.ShardingTotalCount = coord.MaxBatchOps + 30
+	register(t, e.svc(), big)
+	fire := t0.Add(time.Hour)
+	e.clock.Advance(time.Hour)
+	want := len(names) + big.ShardingTotalCount
+	eventually(t, "every shard of every fire runs", func() bool { return len(e.cluster.Running()) == want })
+	settle(e.cluster)
+	for _, id := range e.cluster.Started() {
+		if n := e.cluster.LaunchCalls(id); n != 1 {
+			t.Fatalf("%s was handed to the executor %d times, want once", id, n)
+		}
+	}
+	if got := len(startedOf(e.cluster, "big")); got != big.ShardingTotalCount {
+		t.Fatalf("%d shards of big started, want %d", got, big.ShardingTotalCount)
+	}
+	for _, name := range append(names, "big") {
+		if rn := readyNodeOf(t, e.store, name); len(rn.FireTimes) != 0 || !rn.LastFire.Equal(fire) {
+			t.Fatalf("%s's ready node %+v, want its fire taken and LastFire at it", name, rn)
+		}
+	}
+}
