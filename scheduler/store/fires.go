@@ -36,8 +36,10 @@ type FireWritten struct {
 // batches, so every job's running nodes and ready node are written
 // atomically together, as LaunchFire writes them. A share too large for a
 // batch of its own is written by LaunchFire, running nodes first and ready
-// node last. Batches hold different jobs and are independent: a failure
-// between two leaves every job either wholly written or not at all.
+// node last. Batches hold different jobs and are independent, so they are
+// first sent up to writesInFlight at a time (tryAtOnce): a failure leaves
+// every job either wholly written or not at all, whichever batches were
+// written.
 //
 // A batch that fails on one job's op (a running node that exists, a ready
 // node at another version) is written again without it, and that job is
