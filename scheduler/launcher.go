@@ -47,6 +47,14 @@ func (t *term) dueForLaunch() []string {
 // is still ready and its running nodes exist (created again: ErrExists);
 // after (b) the running nodes are unconfirmed and are launched again, which
 // the executor treats as a no-op if (c) had happened.
+//
+// The ready fires' moves are staged and written by the loop's flushFires
+// after the pass, many jobs to a batch (fires.go). Each job's (a) and (b)
+// stay one atomic batch, or (a) before (b) where the job's share is too
+// large for one, so the states above are still the only ones a crash can
+// leave; and (c) comes after the write, as before. A fire produced in the
+// same pass is written straight to running: the store never holds it as
+// ready, which is the state after (b).
 func (t *term) launch(ctx context.Context, names []string) error {
 	if len(names) == 0 {
 		return nil
@@ -150,7 +158,7 @@ func (t *term) launchReady(ctx context.Context, js *jobState) error {
 	}
 	for _, f := range slices.Clone(js.ready.FireTimes) {
 		if hasFire(js, f) {
-			if err := t.launchFire(ctx, js, f, nil); err != nil {
+			if err := t.completeFire(ctx, js, f); err != nil {
 				return err
 			}
 		}
@@ -162,9 +170,7 @@ func (t *term) launchReady(ctx context.Context, js *jobState) error {
 	switch js.job.ConcurrencyPolicy {
 	case model.ConcurrencyAllow:
 		for _, f := range pending {
-			if err := t.launchFire(ctx, js, f, nil); err != nil {
-				return err
-			}
+			t.launchFire(js, f, nil)
 		}
 	case model.ConcurrencyReplace:
 		for _, id := range sortedKeys(js.running) {
@@ -179,12 +185,14 @@ func (t *term) launchReady(ctx context.Context, js *jobState) error {
 		if len(pending) > 1 {
 			t.log.Info("older pending fires dropped (REPLACE)", "job", js.job.JobName, "dropped", len(pending)-1)
 		}
-		return t.launchFire(ctx, js, newest, pending[:len(pending)-1])
+		t.launchFire(js, newest, pending[:len(pending)-1])
+		return nil
 	default: // FORBID
 		if len(js.running) > 0 {
 			return nil
 		}
-		return t.launchFire(ctx, js, pending[0], nil)
+		t.launchFire(js, pending[0], nil)
+		return nil
 	}
 	return nil
 }
@@ -199,21 +207,16 @@ func hasFire(js *jobState, f time.Time) bool {
 	return false
 }
 
-// launchFire moves fire f of js from ready to running: (a) every shard's
-// running node made and f (and drop) taken off the ready node, in one batch
-// where the fire's shards fit into one, (b) Launch.
-func (t *term) launchFire(ctx context.Context, js *jobState, f time.Time, drop []time.Time) error {
-	var want []*model.TaskRecord
-	for shard := range shards(js) {
-		id := model.TaskID(js.job.JobName, f, shard, 0)
-		if js.running[id] == nil {
-			want = append(want, t.newRecord(js.job.JobName, f, shard, 0))
-		}
-	}
+// completeFire moves fire f of js, some of whose running nodes exist (a
+// term ended between its batches), from ready to running at once, as
+// launchFire does but without staging it: its tasks are then running
+// tasks of js, which the policy below sees (REPLACE kills them). It is
+// rare, and keeps js.ready's version the stored one, which is all a staged
+// ready node needs.
+func (t *term) completeFire(ctx context.Context, js *jobState, f time.Time) error {
+	want := t.missingShards(js, f)
 	rn := js.ready
-	rn.FireTimes = slices.DeleteFunc(slices.Clone(rn.FireTimes), func(x time.Time) bool {
-		return x.Equal(f) || slices.ContainsFunc(drop, x.Equal)
-	})
+	rn.FireTimes = slices.DeleteFunc(slices.Clone(rn.FireTimes), func(x time.Time) bool { return x.Equal(f) })
 	made, rn, err := t.st.LaunchFire(ctx, js.job.JobName, want, rn)
 	if err != nil {
 		return err
@@ -222,6 +225,24 @@ func (t *term) launchFire(ctx context.Context, js *jobState, f time.Time, drop [
 	for _, rec := range made {
 		js.running[rec.ID] = rec
 	}
+	return t.start(ctx, js, t.unlaunched(js, f))
+}
+
+// missingShards are the running records fire f of js lacks.
+func (t *term) missingShards(js *jobState, f time.Time) []*model.TaskRecord {
+	var want []*model.TaskRecord
+	for shard := range shards(js) {
+		id := model.TaskID(js.job.JobName, f, shard, 0)
+		if js.running[id] == nil {
+			want = append(want, t.newRecord(js.job.JobName, f, shard, 0))
+		}
+	}
+	return want
+}
+
+// unlaunched are the running tasks of fire f of js to hand to the
+// executor: not confirmed launched, not killed.
+func (t *term) unlaunched(js *jobState, f time.Time) []*model.TaskRecord {
 	var recs []*model.TaskRecord
 	for shard := range shards(js) {
 		rec := js.running[model.TaskID(js.job.JobName, f, shard, 0)]
@@ -229,7 +250,26 @@ func (t *term) launchFire(ctx context.Context, js *jobState, f time.Time, drop [
 			recs = append(recs, rec)
 		}
 	}
-	return t.start(ctx, js, recs)
+	return recs
+}
+
+// launchFire moves fire f of js from ready to running: (a) every shard's
+// running node made and f (and drop) taken off the ready node, in one batch
+// where the fire's shards fit into one, (b) Launch. Both are the pass's
+// flushFires': launchFire stages them.
+func (t *term) launchFire(js *jobState, f time.Time, drop []time.Time) {
+	want := t.missingShards(js, f)
+	rn := js.ready
+	rn.FireTimes = slices.DeleteFunc(slices.Clone(rn.FireTimes), func(x time.Time) bool {
+		return x.Equal(f) || slices.ContainsFunc(drop, x.Equal)
+	})
+	// Staged: flushFires writes the running nodes and the ready node of
+	// the job in one batch at the end of the pass, and starts the fire's
+	// tasks once that batch is written (fires.go).
+	t.stageReady(js, rn)
+	sf := t.staged(js.job.JobName)
+	sf.running = append(sf.running, want...)
+	sf.fires = append(sf.fires, f)
 }
 
 // keepDaemon starts every shard of an active DAEMON job that has neither a
@@ -326,32 +366,56 @@ type launchResult struct {
 // launches nothing, and its tasks stay unconfirmed for the loop to retry,
 // which it never will, as the term is over.
 func fencedLaunch(st *store.Writer, token int64, ex executor.Executor) func(context.Context, []executor.Task) error {
+	launch := fencedLaunches(st, token, ex)
 	return func(ctx context.Context, tasks []executor.Task) error {
+		return launch(ctx, [][]executor.Task{tasks})[0]
+	}
+}
+
+// fencedLaunches launches several batches, one Launch each and in order,
+// after one fenced write: what fencedLaunch does for one. The fence proves
+// that the term led after the loop handed over every one of them, which is
+// all a fence right before each Launch proved: between the fence and a
+// Launch the loop changes nothing these tasks depend on, whether one batch
+// or several follow. Each batch keeps its own Launch, so a batch the
+// executor refuses (ErrInvalidTask) fails alone. The errors are per batch;
+// a failed fence is every batch's.
+func fencedLaunches(st *store.Writer, token int64, ex executor.Executor) func(context.Context, [][]executor.Task) []error {
+	return func(ctx context.Context, batches [][]executor.Task) []error {
+		errs := make([]error, len(batches))
 		if err := st.Fence(ctx, token); err != nil {
-			return err
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs
 		}
-		return ex.Launch(ctx, tasks)
+		for i, tasks := range batches {
+			errs[i] = ex.Launch(ctx, tasks)
+		}
+		return errs
 	}
 }
 
 // launchers make the executor's Launch calls off the loop, one worker per
 // app with work, so that an app whose package is slow to fetch holds up only
-// its own launches. A Launch's context ends with the term, not sooner: the
-// executor bounds its own work (the local executor's FetchTimeout), and a
-// shorter deadline here would cancel a slow fetch as "nothing launched" and
-// retry it forever.
+// its own launches. A worker takes every batch queued for its app at once
+// and makes one fence for them (fencedLaunches), so a pass that starts
+// 1,000 jobs' fires costs the app's worker a fence or two, not 1,000. A
+// Launch's context ends with the term, not sooner: the executor bounds its
+// own work (the local executor's FetchTimeout), and a shorter deadline here
+// would cancel a slow fetch as "nothing launched" and retry it forever.
 type launchers struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	launch  func(context.Context, []executor.Task) error
+	launch  func(context.Context, [][]executor.Task) []error
 	results *queue[launchResult]
 
 	mu      sync.Mutex
 	pending map[string][]launchBatch // by app; present while its worker runs
 }
 
-func newLaunchers(launch func(context.Context, []executor.Task) error) *launchers {
+func newLaunchers(launch func(context.Context, [][]executor.Task) []error) *launchers {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &launchers{ctx: ctx, cancel: cancel, launch: launch, results: newQueue[launchResult](), pending: map[string][]launchBatch{}}
 }
@@ -368,7 +432,8 @@ func (l *launchers) push(app string, b launchBatch) {
 	}
 }
 
-// work launches app's batches in order until none is left.
+// work launches app's batches in order, all that are queued at a time,
+// until none is left.
 func (l *launchers) work(app string) {
 	defer l.wg.Done()
 	for {
@@ -379,11 +444,16 @@ func (l *launchers) work(app string) {
 			l.mu.Unlock()
 			return
 		}
-		b := q[0]
-		l.pending[app] = q[1:]
+		l.pending[app] = nil // present: the worker runs
 		l.mu.Unlock()
-		err := l.launch(l.ctx, b.tasks)
-		l.results.push(launchResult{b, err})
+		tasks := make([][]executor.Task, len(q))
+		for i, b := range q {
+			tasks[i] = b.tasks
+		}
+		errs := l.launch(l.ctx, tasks)
+		for i, b := range q {
+			l.results.push(launchResult{b, errs[i]})
+		}
 	}
 }
 
@@ -393,10 +463,11 @@ func (l *launchers) stop() {
 	l.wg.Wait()
 }
 
-// handleLaunched records the tasks the executor accepted as launched. A
-// failed Launch is logged; its tasks stay unconfirmed and are launched again
-// on the next tick (Launch is idempotent per task ID).
-func (t *term) handleLaunched(ctx context.Context) error {
+// handleLaunched records the tasks the executor accepted as launched, in
+// the writes the loop stages (handleExecutor writes them). A failed Launch
+// is logged; its tasks stay unconfirmed and are launched again on the next
+// tick (Launch is idempotent per task ID).
+func (t *term) handleLaunched() error {
 	for _, res := range t.launchers.results.drain() {
 		for _, task := range res.tasks {
 			delete(t.inflight, task.ID)
@@ -421,9 +492,7 @@ func (t *term) handleLaunched(ctx context.Context) error {
 			u := *r
 			u.LaunchedAt = now
 			u.UpdatedAt = now
-			if err := t.setRunning(ctx, js, &u); err != nil {
-				return err
-			}
+			t.stageSetRunning(js, &u)
 		}
 		t.log.Debug("launched", "job", res.job, "tasks", len(res.tasks))
 	}

@@ -11,8 +11,9 @@ import (
 	"github.com/hasched/hasched/scheduler/store"
 )
 
-// produceDue hands every due fire to the ready queues.
-func (t *term) produceDue(ctx context.Context) error {
+// produceDue hands every due fire to the ready queues; the loop writes
+// them, with the launcher's moves of the same pass, in flushFires.
+func (t *term) produceDue() {
 	now := t.now()
 	for len(t.timers) > 0 && !t.timers[0].at.After(now) {
 		e := heap.Pop(&t.timers).(fireEntry)
@@ -20,22 +21,20 @@ func (t *term) produceDue(ctx context.Context) error {
 		if js == nil || js.gen != e.gen {
 			continue
 		}
-		if err := t.produce(ctx, js, now); err != nil {
-			return err
-		}
+		t.produce(js, now)
 	}
-	return nil
 }
 
 // produce appends the fires of js due by now to its ready queue and
-// advances its LastFire in the same versioned write, then arms its next
-// timer. With misfire on, every due fire is queued, up to QueueLimit; with
-// misfire off, only the latest, and only if none is pending. After a time
+// advances its LastFire in the same versioned write (staged for the pass's
+// flushFires), then arms its next timer. With misfire on, every due fire
+// is queued, up to QueueLimit; with misfire off, only the latest, and only
+// if none is pending. After a time
 // without a leader this is the catch-up: the due fires are those since the
 // stored LastFire.
-func (t *term) produce(ctx context.Context, js *jobState, now time.Time) error {
+func (t *term) produce(js *jobState, now time.Time) {
 	if js.sched == nil || js.job.JobExecutionType != model.Transient || !t.active(js) {
-		return nil
+		return
 	}
 	from := js.ready.ProducedThrough()
 	first := js.sched.Next(from)
@@ -70,9 +69,9 @@ func (t *term) produce(ctx context.Context, js *jobState, now time.Time) error {
 			}
 			rn.LastFire = latest.UTC()
 		}
-		if err := t.setReady(ctx, js, rn); err != nil {
-			return err
-		}
+		// Written by flushFires at the end of the pass, with the fires the
+		// launcher moves to running meanwhile (fires.go).
+		t.stageReady(js, rn)
 		if dropped > 0 {
 			t.log.Warn("fires dropped", "job", js.job.JobName, "misfire", js.job.Misfire, "pending", len(rn.FireTimes), "queue_limit", t.cfg.QueueLimit)
 		}
@@ -88,7 +87,6 @@ func (t *term) produce(ctx context.Context, js *jobState, now time.Time) error {
 	if next := js.sched.Next(from); !next.IsZero() {
 		heap.Push(&t.timers, fireEntry{at: next, job: js.job.JobName, gen: js.gen})
 	}
-	return nil
 }
 
 // latestFire finds the last fire at or before now, given that first is a

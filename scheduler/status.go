@@ -4,8 +4,10 @@ import (
 	"context"
 	"time"
 
+	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // handleStatus applies one status update to the task's running record:
@@ -61,7 +63,8 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 		if u.LaunchedAt.IsZero() {
 			u.LaunchedAt = now // the executor knows it: it was launched
 		}
-		return t.setRunning(ctx, js, &u)
+		t.stageSetRunning(js, &u)
+		return nil
 	}
 	t.launchJobs[js.job.JobName] = true
 	ended := *rec
@@ -73,33 +76,34 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 	switch {
 	case rec.KillRequested:
 		log.Debug("task killed as asked")
-		return t.deleteRunning(ctx, js, rec)
+		t.stageDeleteRunning(js, rec)
 	case st.State == executor.StateFinished && daemon && t.active(js):
 		log.Info("daemon task ended; relaunching it")
-		return t.toFailover(ctx, js, rec, ended, now.Add(t.cfg.RetryBackoff))
+		t.toFailover(js, rec, ended, now.Add(t.cfg.RetryBackoff))
 	case st.State == executor.StateFinished:
-		return t.deleteRunning(ctx, js, rec)
+		t.stageDeleteRunning(js, rec)
 	case st.State == executor.StateKilled && !t.active(js):
 		// Killed by an earlier term's disable, before it could record so.
-		return t.deleteRunning(ctx, js, rec)
+		t.stageDeleteRunning(js, rec)
 	case st.State == executor.StateFailed && rec.Attempt < js.job.Retries && t.active(js):
 		// Through the failover queue, whose NotBefore is stored: the
 		// back-off holds across a leader failover, and a task that fails at
 		// once cannot start processes as fast as the executor reports.
 		delay := retryDelay(t.cfg.RetryBackoff, rec.Attempt)
 		log.Info("task failed; retrying after a back-off", "attempt", rec.Attempt+1, "retries", js.job.Retries, "backoff", delay, "message", st.Message)
-		return t.toFailover(ctx, js, rec, ended, now.Add(delay))
+		t.toFailover(js, rec, ended, now.Add(delay))
 	case failover:
 		var notBefore = now
 		if st.State == executor.StateFailed {
 			notBefore = now.Add(retryDelay(t.cfg.RetryBackoff, rec.Attempt))
 		}
 		log.Warn("task ended; to the failover queue", "message", st.Message)
-		return t.toFailover(ctx, js, rec, ended, notBefore)
+		t.toFailover(js, rec, ended, notBefore)
 	default:
 		log.Warn("task ended and is given up", "message", st.Message)
-		return t.deleteRunning(ctx, js, rec)
+		t.stageDeleteRunning(js, rec)
 	}
+	return nil
 }
 
 // retryDelay is how long the relaunch of a task that failed in attempt
@@ -119,17 +123,91 @@ func retryDelay(base time.Duration, attempt int) time.Duration {
 
 // toFailover moves a task from running to the failover queue, in one
 // batch. A full failover queue drops the task.
-func (t *term) toFailover(ctx context.Context, js *jobState, rec *model.TaskRecord, ended model.TaskRecord, notBefore time.Time) error {
+func (t *term) toFailover(js *jobState, rec *model.TaskRecord, ended model.TaskRecord, notBefore time.Time) {
 	if len(js.failover) >= t.cfg.QueueLimit {
 		t.log.Error("failover queue full; task dropped", "job", js.job.JobName, "task", rec.ID, "queue_limit", t.cfg.QueueLimit)
-		return t.deleteRunning(ctx, js, rec)
+		t.stageDeleteRunning(js, rec)
+		return
 	}
 	ended.NotBefore = notBefore
 	ended.LaunchedAt = rec.LaunchedAt
-	if err := t.st.MoveToFailover(ctx, rec, &ended); err != nil {
-		return err
-	}
+	t.stage(store.MoveToFailoverWrite(rec, &ended))
 	delete(js.running, rec.ID)
 	js.failover[ended.ID] = &ended
-	return nil
+}
+
+// Batched task records. The statuses the executor has queued are handled
+// together, with the launches the workers have confirmed meanwhile
+// (handleExecutor): each updates the term's memory at once and
+// stages its write of the task records, and flushTasks writes them all, in
+// their order, in as few fenced batches as fit (store.Writer.WriteTasks),
+// instead of a round trip each. Nothing outside the loop acts on the
+// staged memory before the write: the loop flushes before it does
+// anything else, and a failed write ends the term, whose memory is
+// dropped. What a crash leaves of each task's record is what a crash
+// between its writes made one at a time could leave (a set a later write
+// replaces is left out: nobody reads it in between): the next term
+// reconciles the rest, as it always did.
+
+// maxStatuses bounds the statuses handled in one turn of the loop, so that
+// fires and requests are not held up behind a flood of statuses: their
+// writes are about two batches, a few milliseconds.
+const maxStatuses = 2 * coord.MaxBatchOps
+
+// handleExecutor handles what the executor has queued for the loop: the
+// statuses (first, if not nil, read already by the loop, and those queued
+// behind it) and the launch workers' results, then writes what they
+// changed together. A task's launch confirmation and its statuses may be
+// handled in either order: a confirmation of a task a status has marked
+// launched, or ended, writes nothing, and one followed by the task's end
+// is left out of the writes (WriteTasks).
+func (t *term) handleExecutor(ctx context.Context, first *executor.Status, statuses <-chan executor.Status) error {
+	n := 0
+	if first != nil {
+		if err := t.handleStatus(ctx, *first); err != nil {
+			return err
+		}
+		n++
+	}
+drain:
+	for ; n < maxStatuses; n++ {
+		select {
+		case st, ok := <-statuses:
+			if !ok {
+				break drain // the loop's next turn sees the stream closed
+			}
+			if err := t.handleStatus(ctx, st); err != nil {
+				return err
+			}
+		default:
+			break drain
+		}
+	}
+	if err := t.handleLaunched(); err != nil {
+		return err
+	}
+	return t.flushTasks(ctx)
+}
+
+// stage queues a task record write for flushTasks.
+func (t *term) stage(w store.TaskWrite) { t.taskWrites = append(t.taskWrites, w) }
+
+func (t *term) stageSetRunning(js *jobState, rec *model.TaskRecord) {
+	t.stage(store.SetRunningWrite(rec))
+	js.running[rec.ID] = rec
+}
+
+func (t *term) stageDeleteRunning(js *jobState, rec *model.TaskRecord) {
+	t.stage(store.DeleteRunningWrite(rec))
+	delete(js.running, rec.ID)
+}
+
+// flushTasks writes the staged task record writes.
+func (t *term) flushTasks(ctx context.Context) error {
+	if len(t.taskWrites) == 0 {
+		return nil
+	}
+	writes := t.taskWrites
+	t.taskWrites = nil
+	return t.st.WriteTasks(ctx, writes)
 }

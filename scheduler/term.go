@@ -25,7 +25,9 @@ import (
 //
 // One goroutine, the term's loop, runs the producer (cron timers), the
 // launcher, status handling and the API's writes, one event at a time (the
-// writes queued together are one event: group.go). So there is a single
+// writes queued together are one event: group.go; so are the fires of one
+// pass of the producer and the launcher, fires.go, and the statuses read
+// together, status.go, whose store writes are batched). So there is a single
 // writer to the store per term, and the order that makes a
 // crash anywhere recoverable — running nodes created, then the fire taken
 // off the ready queue, then the executor told — is never interleaved with
@@ -62,6 +64,12 @@ type term struct {
 	launchAll  bool
 	launchJobs map[string]bool
 	inflight   map[string]bool // task IDs handed to the launch worker
+	// pass is what the producer and the launcher staged in this turn of
+	// the loop, written by flushFires before the loop waits (fires.go).
+	pass firePass
+	// taskWrites are the task record writes of the statuses or launches
+	// the loop handles together, written by flushTasks (status.go).
+	taskWrites []store.TaskWrite
 
 	// Quarantined configurations, by name: stored, but failing validation.
 	// The value is the stored configuration if it decoded (an update is
@@ -160,7 +168,7 @@ func (t *term) establish(ctx context.Context) error {
 		return fmt.Errorf("open the executor: %w", err)
 	}
 	t.ex = ex
-	t.launchers = newLaunchers(fencedLaunch(t.st, t.l.Token(), ex))
+	t.launchers = newLaunchers(fencedLaunches(t.st, t.l.Token(), ex))
 	if err := t.load(ctx); err != nil {
 		return err
 	}
@@ -241,13 +249,14 @@ func (t *term) loop(ctx context.Context) error {
 	statuses := t.ex.Statuses()
 	t.launchAll = true
 	for {
-		if err := t.produceDue(ctx); err != nil {
-			return err
-		}
+		t.produceDue()
 		if names := t.dueForLaunch(); len(names) > 0 {
 			if err := t.launch(ctx, names); err != nil {
 				return err
 			}
+		}
+		if err := t.flushFires(ctx); err != nil {
+			return err
 		}
 		fireTimer.Reset(t.untilNextFire())
 		select {
@@ -261,11 +270,11 @@ func (t *term) loop(ctx context.Context) error {
 			if !ok {
 				return errors.New("the executor closed its status stream")
 			}
-			if err := t.handleStatus(ctx, st); err != nil {
+			if err := t.handleExecutor(ctx, &st, statuses); err != nil {
 				return err
 			}
 		case <-t.launchers.results.notify:
-			if err := t.handleLaunched(ctx); err != nil {
+			if err := t.handleExecutor(ctx, nil, statuses); err != nil {
 				return err
 			}
 		case <-fireTimer.C:

@@ -1,0 +1,413 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/schedtest"
+	"github.com/hasched/hasched/scheduler/store"
+)
+
+// pathCountingOpen opens sessions whose leaderships count the fenced
+// writes (calls of the term's coord.Writer, a batch counting once) that
+// touch a path under prefix.
+type pathCountingOpen struct {
+	open   func(context.Context) (coord.Coordinator, error)
+	prefix string
+	n      atomic.Int64
+}
+
+func (o *pathCountingOpen) Open(ctx context.Context) (coord.Coordinator, error) {
+	c, err := o.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return pathCountingCoordinator{Coordinator: c, o: o}, nil
+}
+
+type pathCountingCoordinator struct {
+	coord.Coordinator
+	o *pathCountingOpen
+}
+
+func (c pathCountingCoordinator) Campaign(ctx context.Context, election string, value []byte) (coord.Leadership, error) {
+	l, err := c.Coordinator.Campaign(ctx, election, value)
+	if err != nil {
+		return nil, err
+	}
+	return pathCountingLeadership{Leadership: l, o: c.o}, nil
+}
+
+type pathCountingLeadership struct {
+	coord.Leadership
+	o *pathCountingOpen
+}
+
+func (l pathCountingLeadership) Writer() coord.Writer {
+	return pathCountingWriter{Writer: l.Leadership.Writer(), o: l.o}
+}
+
+type pathCountingWriter struct {
+	coord.Writer
+	o *pathCountingOpen
+}
+
+func (w pathCountingWriter) count(paths ...string) {
+	for _, p := range paths {
+		if strings.HasPrefix(p, w.o.prefix) {
+			w.o.n.Add(1)
+			return
+		}
+	}
+}
+
+func (w pathCountingWriter) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
+	w.count(path)
+	return w.Writer.Create(ctx, path, value, opts...)
+}
+
+func (w pathCountingWriter) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+	w.count(path)
+	return w.Writer.Set(ctx, path, value, expected)
+}
+
+func (w pathCountingWriter) Delete(ctx context.Context, path string, expected coord.Version) error {
+	w.count(path)
+	return w.Writer.Delete(ctx, path, expected)
+}
+
+func (w pathCountingWriter) Apply(ctx context.Context, ops ...coord.Op) ([]coord.OpResult, error) {
+	paths := make([]string, len(ops))
+	for i, op := range ops {
+		paths[i] = op.Path
+	}
+	w.count(paths...)
+	return w.Writer.Apply(ctx, ops...)
+}
+
+// togetherJobs registers n single-shard jobs that all fire at 11:00 (the
+// fake clock stands at 10:00), after one fire of each has run (so their
+// running parents exist, as they do for every job after its first fire).
+func togetherJobs(t *testing.T, e *memEnv, n int) []string {
+	t.Helper()
+	names := make([]string, n)
+	jobs := make([]model.Job, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("j%03d", i)
+		jobs[i] = testJob(names[i], "0 0 11 * * ?")
+	}
+	register(t, e.svc(), jobs...)
+	return names
+}
+
+// The fires of many jobs due in the same second are written, ready nodes
+// and running nodes, in ceil(2 ops a job / MaxBatchOps) fenced writes, not
+// two per job (a SetReady, then a LaunchFire), and each is launched once.
+func TestFiresDueTogetherAreWrittenInFewBatches(t *testing.T) {
+	e := newMemEnv(t)
+	writes := &pathCountingOpen{open: e.store.Open, prefix: store.ReadyRoot + "/"}
+	e.start(func(c *Config) { c.Open = writes.Open })
+	const jobs = 120
+	names := togetherJobs(t, e, jobs)
+	// Each job's first fire, so that its running parent exists.
+	fire := t0.Add(time.Hour)
+	e.clock.Advance(time.Hour)
+	eventually(t, "every job's first fire runs", func() bool { return len(e.cluster.Running()) == jobs })
+	for _, name := range names {
+		e.cluster.Report(model.TaskID(name, fire, 0, 0), executor.StateFinished, "")
+	}
+	eventually(t, "the first fires' records go", func() bool { return len(runningIDs(t, e.svc())) == 0 })
+	settle(e.cluster)
+
+	before := writes.n.Load()
+	next := fire.Add(24 * time.Hour)
+	e.clock.Advance(24 * time.Hour)
+	eventually(t, "every job's second fire runs", func() bool { return len(e.cluster.Running()) == jobs })
+	settle(e.cluster)
+	got := writes.n.Load() - before
+	if want := int64((2*jobs + coord.MaxBatchOps - 1) / coord.MaxBatchOps); got > want {
+		t.Fatalf("the fires of %d jobs due together took %d writes of ready nodes, want at most %d", jobs, got, want)
+	}
+	for _, name := range names {
+		wantStarted(t, e.cluster, name, ids(name, fire, next))
+		if n := e.cluster.LaunchCalls(model.TaskID(name, next, 0, 0)); n != 1 {
+			t.Fatalf("%s's fire was handed to the executor %d times, want once", name, n)
+		}
+	}
+}
+
+// The launches of many jobs' fires are fenced together: one fence per
+// worker's turn, not one per job.
+func TestLaunchesOfFiresDueTogetherShareFences(t *testing.T) {
+	e := newMemEnv(t)
+	fences := &pathCountingOpen{open: e.store.Open, prefix: "/ha/term"}
+	e.start(func(c *Config) { c.Open = fences.Open })
+	const jobs = 120
+	togetherJobs(t, e, jobs)
+	before := fences.n.Load()
+	e.clock.Advance(time.Hour)
+	eventually(t, "every job's fire runs", func() bool { return len(e.cluster.Running()) == jobs })
+	settle(e.cluster)
+	// The worker takes every batch queued when it turns: the first
+	// batch's turn may be alone, the rest come in a few more.
+	if got := fences.n.Load() - before; got > jobs/4 {
+		t.Fatalf("the launches of %d jobs' fires took %d fences, want at most %d", jobs, got, jobs/4)
+	}
+}
+
+// The status writes of many tasks reported together take few batches: the
+// FINISHED of each of 120 tasks, 120 writes one at a time.
+func TestStatusesReportedTogetherAreWrittenInFewBatches(t *testing.T) {
+	e := newMemEnv(t)
+	writes := &pathCountingOpen{open: e.store.Open, prefix: store.RunningRoot + "/"}
+	e.start(func(c *Config) { c.Open = writes.Open })
+	const jobs = 120
+	names := togetherJobs(t, e, jobs)
+	fire := t0.Add(time.Hour)
+	e.clock.Advance(time.Hour)
+	eventually(t, "every job's fire runs", func() bool { return len(e.cluster.Running()) == jobs })
+	eventually(t, "every launch is recorded", func() bool {
+		recs, err := e.svc().RunningTasks(ctxT(t))
+		if err != nil || len(recs) != jobs {
+			return false
+		}
+		for _, r := range recs {
+			if r.LaunchedAt.IsZero() {
+				return false
+			}
+		}
+		return true
+	})
+	settle(e.cluster)
+	before := writes.n.Load()
+	// The loop is held while the statuses queue, so that it reads them
+	// together, as it does when an executor reports faster than the loop
+	// writes.
+	held, hold := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = e.svc().write(context.Background(), func(context.Context, *term) error {
+			close(held)
+			<-hold
+			return nil
+		})
+	}()
+	<-held
+	for _, name := range names {
+		e.cluster.Report(model.TaskID(name, fire, 0, 0), executor.StateFinished, "")
+	}
+	close(hold)
+	eventually(t, "every record goes", func() bool { return len(runningIDs(t, e.svc())) == 0 })
+	if got, most := writes.n.Load()-before, int64(jobs/10); got > most {
+		t.Fatalf("%d statuses reported together took %d writes of running nodes, want at most %d", jobs, got, most)
+	}
+}
+
+// A term that ends between the batches of a pass's fires (the write of
+// the second fails) leaves every job's share written or not: the next
+// term starts each fire exactly once, those whose share was written
+// (running, no longer ready) as unconfirmed tasks, launched again (a no-op
+// for the executor if the first term's worker launched them), the others
+// produced again.
+func TestCrashBetweenTheBatchesOfFiresDueTogether(t *testing.T) {
+	e := newMemEnv(t)
+	e.start()
+	const jobs = 120
+	names := togetherJobs(t, e, jobs)
+	perBatch := coord.MaxBatchOps / 2
+	failOnce(e.store, perBatch+1, isSetPrefix(store.ReadyRoot+"/"))
+	fire := t0.Add(time.Hour)
+	e.clock.Advance(time.Hour)
+	eventually(t, "every job's fire runs", func() bool { return len(e.cluster.Running()) == jobs })
+	settle(e.cluster)
+	if e.cluster.Opened() < 2 {
+		t.Fatalf("the failed write did not end the term (executors opened: %d)", e.cluster.Opened())
+	}
+	for _, name := range names {
+		id := model.TaskID(name, fire, 0, 0)
+		wantStarted(t, e.cluster, name, []string{id})
+		if n := e.cluster.LaunchCalls(id); n > 2 {
+			t.Fatalf("%s was handed to the executor %d times, want at most twice", id, n)
+		}
+		if rn := readyNodeOf(t, e.store, name); len(rn.FireTimes) != 0 || !rn.LastFire.Equal(fire) {
+			t.Fatalf("%s's ready node %+v, want its fire taken and LastFire at it", name, rn)
+		}
+	}
+}
+
+// A term that ends between the batches of the statuses it read together
+// leaves a prefix of their writes: the next term reconciles the rest, and
+// no finished task runs again.
+func TestCrashBetweenTheBatchesOfStatusesReportedTogether(t *testing.T) {
+	e := newMemEnv(t)
+	e.start()
+	const jobs = 120
+	names := togetherJobs(t, e, jobs)
+	fire := t0.Add(time.Hour)
+	e.clock.Advance(time.Hour)
+	eventually(t, "every job's fire runs", func() bool { return len(e.cluster.Running()) == jobs })
+	settle(e.cluster)
+	// The second batch of deletes fails (or, if the loop reads the
+	// statuses in smaller groups, some later write).
+	failOnce(e.store, coord.MaxBatchOps+1, func(op, p string) bool { return op == "delete" && strings.HasPrefix(p, store.RunningRoot+"/") })
+	for _, name := range names {
+		e.cluster.Report(model.TaskID(name, fire, 0, 0), executor.StateFinished, "")
+	}
+	eventually(t, "every record goes", func() bool { return len(runningIDs(t, e.svc())) == 0 })
+	settle(e.cluster)
+	for _, name := range names {
+		id := model.TaskID(name, fire, 0, 0)
+		wantStarted(t, e.cluster, name, []string{id})
+		if n := e.cluster.LaunchCalls(id); n > 2 {
+			t.Fatalf("%s was handed to the executor %d times, want at most twice", id, n)
+		}
+	}
+}
+
+func isSetPrefix(prefix string) func(op, p string) bool {
+	return func(op, p string) bool { return op == "set" && strings.HasPrefix(p, prefix) }
+}
+
+func TestFiresAndStatusesOfManyJobsInBatchesOnEtcd(t *testing.T) {
+	firesAndStatusesInBatches(t, etcdOpen(t))
+}
+
+func TestFiresAndStatusesOfManyJobsInBatchesOnZooKeeper(t *testing.T) {
+	firesAndStatusesInBatches(t, zkOpen(t))
+}
+
+// firesAndStatusesInBatches runs the batched writes on a real backend:
+// the first fires of 120 new jobs due together (whose running parents the
+// batches make), their statuses, and their second fires in few batches;
+// every fire starts once.
+func firesAndStatusesInBatches(t *testing.T, open func(context.Context) (coord.Coordinator, error)) {
+	cluster := schedtest.NewCluster()
+	clock := newClock(t0)
+	writes := &pathCountingOpen{open: open, prefix: store.ReadyRoot + "/"}
+	n := startNode(t, Config{Open: writes.Open, Executor: cluster.Factory("a"), ExecutorName: "fake", Clock: clock.Now})
+	eventually(t, "the scheduler leads", n.leading)
+	const jobs = 120
+	names := make([]string, jobs)
+	specs := make([]model.Job, jobs)
+	for i := range names {
+		names[i] = fmt.Sprintf("j%03d", i)
+		specs[i] = testJob(names[i], "0 0 11 * * ?")
+	}
+	register(t, n.s, specs...)
+	fire := t0.Add(time.Hour)
+	clock.Advance(time.Hour)
+	eventually(t, "every job's first fire runs", func() bool { return len(cluster.Running()) == jobs })
+	for _, name := range names {
+		cluster.Report(model.TaskID(name, fire, 0, 0), executor.StateFinished, "")
+	}
+	eventually(t, "the first fires' records go", func() bool { return len(runningIDs(t, n.s)) == 0 })
+	settle(cluster)
+
+	before := writes.n.Load()
+	next := fire.Add(24 * time.Hour)
+	clock.Advance(24 * time.Hour)
+	eventually(t, "every job's second fire runs", func() bool { return len(cluster.Running()) == jobs })
+	settle(cluster)
+	if got, want := writes.n.Load()-before, int64((2*jobs+coord.MaxBatchOps-1)/coord.MaxBatchOps); got > want {
+		t.Fatalf("the fires of %d jobs due together took %d writes of ready nodes, want at most %d", jobs, got, want)
+	}
+	for _, name := range names {
+		wantStarted(t, cluster, name, ids(name, fire, next))
+	}
+	ready, err := n.s.ReadyTasks(ctxT(t))
+	mustDo(t, err)
+	if len(ready) != 0 {
+		t.Fatalf("ready fires %+v, want none", ready)
+	}
+}
+
+// A launch worker takes every batch queued for its app at once: one call
+// (one fence) for them, each batch still its own result, in order.
+func TestALaunchWorkerTakesTheQueuedBatchesTogether(t *testing.T) {
+	release := make(chan struct{})
+	var calls [][]string // each call's batches' jobs
+	var mu sync.Mutex
+	l := newLaunchers(func(_ context.Context, batches [][]executor.Task) []error {
+		mu.Lock()
+		first := len(calls) == 0
+		var jobs []string
+		for _, b := range batches {
+			jobs = append(jobs, b[0].Job)
+		}
+		calls = append(calls, jobs)
+		mu.Unlock()
+		if first {
+			<-release
+		}
+		errs := make([]error, len(batches))
+		for i, b := range batches {
+			if b[0].Job == "bad" {
+				errs[i] = errInjected
+			}
+		}
+		return errs
+	})
+	defer l.stop()
+	batch := func(job string) launchBatch {
+		return launchBatch{job: job, tasks: []executor.Task{{ID: model.TaskID(job, t0, 0, 0), Job: job}}}
+	}
+	l.push("app", batch("a"))
+	eventually(t, "the worker launches a", func() bool { mu.Lock(); defer mu.Unlock(); return len(calls) == 1 })
+	for _, job := range []string{"b", "bad", "c"} {
+		l.push("app", batch(job))
+	}
+	close(release)
+	var results []launchResult
+	eventually(t, "every batch has its result", func() bool {
+		results = append(results, l.results.drain()...)
+		return len(results) == 4
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 || strings.Join(calls[1], ",") != "b,bad,c" {
+		t.Fatalf("launch calls %v, want [a] then [b bad c]", calls)
+	}
+	for i, job := range []string{"a", "b", "bad", "c"} {
+		if results[i].job != job || (results[i].err != nil) != (job == "bad") {
+			t.Fatalf("result %d: %s %v, want %s (failed only if bad)", i, results[i].job, results[i].err, job)
+		}
+	}
+}
+
+// A job whose fire has more shards than a batch holds, due with many
+// others: its share is written alone (running nodes first, in batches,
+// then its ready node), the others in shared batches, and every shard of
+// every fire starts once.
+func TestAFireTooLargeForABatchAmongFiresDueTogether(t *testing.T) {
+	e := newMemEnv(t)
+	e.start()
+	names := togetherJobs(t, e, 60)
+	big := testJob("big", "0 0 11 * * ?")
+	big.ShardingTotalCount = coord.MaxBatchOps + 30
+	register(t, e.svc(), big)
+	fire := t0.Add(time.Hour)
+	e.clock.Advance(time.Hour)
+	want := len(names) + big.ShardingTotalCount
+	eventually(t, "every shard of every fire runs", func() bool { return len(e.cluster.Running()) == want })
+	settle(e.cluster)
+	for _, id := range e.cluster.Started() {
+		if n := e.cluster.LaunchCalls(id); n != 1 {
+			t.Fatalf("%s was handed to the executor %d times, want once", id, n)
+		}
+	}
+	if got := len(startedOf(e.cluster, "big")); got != big.ShardingTotalCount {
+		t.Fatalf("%d shards of big started, want %d", got, big.ShardingTotalCount)
+	}
+	for _, name := range append(names, "big") {
+		if rn := readyNodeOf(t, e.store, name); len(rn.FireTimes) != 0 || !rn.LastFire.Equal(fire) {
+			t.Fatalf("%s's ready node %+v, want its fire taken and LastFire at it", name, rn)
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package scheduler
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
+)
+
+// Batched fires. One pass of the loop's producer (produceDue) and launcher
+// (launch) may touch many jobs at once: with 1,000 jobs firing every
+// second, every pass produces and launches 1,000 fires. Written one job at
+// a time, each fire cost two store round trips on the loop before the next
+// job's turn. Instead the pass stages its ready-queue writes and its moves
+// of fires from ready to running, in memory, and flushFires writes them
+// all at the end of the pass with store.Writer.WriteFires: one job's share
+// (its running nodes and its ready node) is one atomic batch (a share too
+// large for one is written as LaunchFire writes it, running nodes first),
+// and the shares of many jobs share a batch, up to coord.MaxBatchOps ops.
+//
+// A staged ready node is the job's js.ready, ahead of the store in its
+// content but never in its Version, which stays the stored node's: the
+// staged write expects it, and a write of the ready node made at once
+// during the pass (completeFire's) writes the staged content too and moves
+// the Version on, which the staged write then expects instead.
+//
+// What the pass stages is only in the term's memory until flushFires has
+// written it, and nothing outside the loop sees it before: the pass runs
+// without serving a request or a status in between, and the tasks of a
+// job's fires are handed to the launch workers only after the job's share
+// is written (start, called by flushFires as each batch is written, while
+// the next ones are). If a write fails, the term ends and its memory is
+// dropped; the next term loads the store, where each job's share is
+// either wholly written or not at all, and produces again what was not
+// written (its LastFire did not move); the tasks of the shares written
+// are unconfirmed running tasks, launched again (Launch is idempotent per
+// task ID), whether or not this term's worker launched them.
+//
+// The order that makes a crash recoverable (launch's comment) holds per
+// job: a fire produced and launched in the same pass goes from "not
+// produced" to "running, not ready" in one atomic batch, which is the state
+// after step (b); a fire that was ready already moves as LaunchFire moves
+// it; Launch comes after either.
+
+// firePass is what the current pass staged, by job, in staging order.
+type firePass struct {
+	jobs  map[string]*stagedFires
+	order []string
+}
+
+// stagedFires is one job's staged share: its ready node is the job's
+// js.ready (whose Version is still the stored node's), plus the running
+// nodes to create and the fires they belong to, whose tasks are started
+// once written.
+type stagedFires struct {
+	running []*model.TaskRecord
+	fires   []time.Time
+}
+
+// staged returns job's share of the pass, adding it if it has none.
+func (t *term) staged(job string) *stagedFires {
+	if t.pass.jobs == nil {
+		t.pass.jobs = map[string]*stagedFires{}
+	}
+	sf := t.pass.jobs[job]
+	if sf == nil {
+		sf = &stagedFires{}
+		t.pass.jobs[job] = sf
+		t.pass.order = append(t.pass.order, job)
+	}
+	return sf
+}
+
+// stageReady makes rn the ready node of js, to be written by flushFires
+// at the version js.ready has in the store.
+func (t *term) stageReady(js *jobState, rn store.Ready) {
+	rn.Version = js.ready.Version
+	js.ready = rn
+	t.staged(js.job.JobName)
+}
+
+// flushFires writes what the pass staged and then starts the tasks of the
+// fires it moved to running.
+func (t *term) flushFires(ctx context.Context) error {
+	if len(t.pass.order) == 0 {
+		return nil
+	}
+	pass := t.pass
+	t.pass = firePass{}
+	// Nothing removes a job during a pass; the check only keeps a slip
+	// from writing the state of a job that is gone.
+	names := slices.DeleteFunc(pass.order, func(name string) bool { return t.jobs[name] == nil })
+	writes := make([]store.FireWrite, len(names))
+	for i, name := range names {
+		writes[i] = store.FireWrite{Job: name, Running: pass.jobs[name].running, Ready: t.jobs[name].ready}
+	}
+	// Each job's tasks are handed to its launch worker as soon as its
+	// share is written, while the batches after it are written.
+	var startErr error
+	_, err := t.st.WriteFires(ctx, writes, func(i int, out store.FireWritten) {
+		name := names[i]
+		js := t.jobs[name]
+		js.ready = out.Ready
+		for _, rec := range out.Running {
+			js.running[rec.ID] = rec
+		}
+		var recs []*model.TaskRecord
+		for _, f := range pass.jobs[name].fires {
+			recs = append(recs, t.unlaunched(js, f)...)
+		}
+		if err := t.start(ctx, js, recs); err != nil && startErr == nil {
+			startErr = err
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return startErr
+}

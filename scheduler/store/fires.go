@@ -1,0 +1,333 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/model"
+)
+
+// FireWrite is one job's share of WriteFires: the running nodes of the
+// fires it moves to running, and its ready node as it is to be written (the
+// fires produced added, those moved taken off), expected at Ready.Version.
+type FireWrite struct {
+	Job     string
+	Running []*model.TaskRecord
+	Ready   Ready
+}
+
+// FireWritten is what WriteFires wrote of one FireWrite.
+type FireWritten struct {
+	// Running are the records of the running nodes, as stored: one that
+	// existed already (an earlier term got this far) is kept as it was.
+	Running []*model.TaskRecord
+	// Ready is the ready node at its new version.
+	Ready Ready
+}
+
+// WriteFires writes what one pass of the producer and the launcher did to
+// many jobs, in as few fenced batches as coord.MaxBatchOps and
+// coord.MaxValueSize allow, instead of a round trip per job: each job's
+// share is what LaunchFire writes for it, and it never straddles two
+// batches, so every job's running nodes and ready node are written
+// atomically together, as LaunchFire writes them. A share too large for a
+// batch of its own is written by LaunchFire, running nodes first and ready
+// node last. Batches hold different jobs and are independent, so they are
+// first sent up to writesInFlight at a time (tryAtOnce): a failure leaves
+// every job either wholly written or not at all, whichever batches were
+// written.
+//
+// A batch that fails on one job's op (a running node that exists, a ready
+// node at another version) is written again without it, and that job is
+// written alone by LaunchFire, which keeps existing running nodes and
+// fails on a version conflict. The running nodes' parents a batch cannot
+// make on its own are learnt with one read of the running root, and then
+// made in the batches. Job names must be distinct; the error is the
+// store's failure (a lost term among them), after which any share may be
+// written or not.
+//
+// written, if not nil, is called with each share as soon as it is
+// written, on the caller's goroutine, so that the caller can act on the
+// first batch's shares (launch their tasks) while the next are written.
+func (s *Writer) WriteFires(ctx context.Context, writes []FireWrite, written func(int, FireWritten)) ([]FireWritten, error) {
+	b := &fireBatch{
+		s:      s,
+		notify: written,
+		writes: writes,
+		out:    make([]FireWritten, len(writes)),
+		done:   make([]bool, len(writes)),
+		recs:   make([][][]byte, len(writes)),
+		ready:  make([][]byte, len(writes)),
+		made:   map[string]bool{},
+	}
+	for i, w := range writes {
+		b.ready[i] = encode(w.Ready)
+		for _, r := range w.Running {
+			b.recs[i] = append(b.recs[i], encode(r))
+		}
+	}
+	todo := make([]int, len(writes))
+	for i := range todo {
+		todo[i] = i
+	}
+	if err := b.tryAtOnce(ctx, todo); err != nil {
+		return nil, err
+	}
+	for {
+		todo = slices.DeleteFunc(todo, func(i int) bool { return b.done[i] })
+		if len(todo) == 0 {
+			return b.out, nil
+		}
+		n := b.fits(todo)
+		if n == 0 {
+			if err := b.alone(ctx, todo[0]); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := b.commit(ctx, todo[:n]); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// writesInFlight bounds the batches tryAtOnce keeps outstanding.
+const writesInFlight = 8
+
+// tryAtOnce is WriteFires' fast path: the shares cut into batches, sorted
+// by their running nodes' keys, and the batches sent up to writesInFlight
+// at a time rather than one after another, which took most of the lag of
+// 1,000 fires a second. Batches of different jobs are independent, so any
+// of them may be written and not another; sorted, the batches of one call
+// touch disjoint ranges of nodes, so that a backend that guards a batch by
+// a range of keys (etcd's compares over the nodes a batch creates) does
+// not see them conflict. The batches that succeed are taken in, in their
+// order, each as soon as it and those before it are done; those that fail
+// on an op are left to the one-batch-at-a-time path, which deals with
+// every such case. Only the store's failure is returned.
+func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
+	sorted := slices.Clone(todo)
+	slices.SortStableFunc(sorted, func(i, j int) int {
+		return strings.Compare(RunningJobPath(b.writes[i].Job)+"/", RunningJobPath(b.writes[j].Job)+"/")
+	})
+	var chunks [][]int
+	for rest := sorted; len(rest) > 0; {
+		n := b.fits(rest)
+		if n == 0 {
+			rest = rest[1:] // too large for a batch: LaunchFire writes it
+			continue
+		}
+		chunks, rest = append(chunks, rest[:n]), rest[n:]
+	}
+	if len(chunks) < 2 {
+		return nil // the one-batch-at-a-time path costs no more
+	}
+	type try struct {
+		chunk []int
+		res   []coord.OpResult
+		err   error
+		done  chan struct{}
+	}
+	tries := make([]*try, len(chunks))
+	for k := range chunks {
+		tries[k] = &try{chunk: chunks[k], done: make(chan struct{})}
+	}
+	// Every attempt is made, then waited for, whatever the others' outcome:
+	// none may outlive the call.
+	sem := make(chan struct{}, writesInFlight)
+	go func() {
+		for _, t := range tries {
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; close(t.done) }()
+				actx, cancel := b.s.bound(ctx)
+				defer cancel()
+				t.res, t.err = b.s.w.Apply(actx, b.chunkOps(t.chunk)...)
+			}()
+		}
+	}()
+	var failed error
+	for _, t := range tries {
+		<-t.done
+		var oe *coord.OpError
+		switch {
+		case t.err == nil:
+			b.took(t.chunk, t.res)
+		case !errors.As(t.err, &oe) && failed == nil:
+			failed = fmt.Errorf("write the fires of %d jobs: %w", len(t.chunk), t.err)
+		}
+	}
+	return failed
+}
+
+// chunkOps are the ops of the shares of chunk, in order.
+func (b *fireBatch) chunkOps(chunk []int) []coord.Op {
+	var ops []coord.Op
+	for _, i := range chunk {
+		ops = append(ops, b.ops(i)...)
+	}
+	return ops
+}
+
+// took takes in the results of the batch that wrote the shares of chunk.
+func (b *fireBatch) took(chunk []int, res []coord.OpResult) {
+	k := 0
+	for _, i := range chunk {
+		k += len(b.ops(i))
+		// k-1 is share i's last op: its ready node.
+		w := b.writes[i]
+		b.out[i] = FireWritten{Running: w.Running, Ready: w.Ready}
+		b.out[i].Ready.Version = res[k-1].Version
+		b.written(i)
+	}
+}
+
+// fireBatch is one call of WriteFires.
+type fireBatch struct {
+	s      *Writer
+	notify func(int, FireWritten)
+	writes []FireWrite
+	out    []FireWritten
+	done   []bool // the share is written and its outcome in out
+	recs   [][][]byte
+	ready  [][]byte
+	// parents are the jobs whose running parent exists; nil until a batch
+	// missed one, when one read of the running root fills it.
+	parents map[string]bool
+	made    map[string]bool // parents made one at a time after a batch missed them
+}
+
+// needsParent says whether share i's batch makes its running parent.
+func (b *fireBatch) needsParent(i int) bool {
+	return len(b.writes[i].Running) > 0 && b.parents != nil && !b.parents[b.writes[i].Job]
+}
+
+// ops are share i's writes: its running parent if it is known to be
+// missing, its running nodes, its ready node last.
+func (b *fireBatch) ops(i int) []coord.Op {
+	w := b.writes[i]
+	ops := make([]coord.Op, 0, len(w.Running)+2)
+	if b.needsParent(i) {
+		ops = append(ops, coord.CreateOp(RunningJobPath(w.Job), nil))
+	}
+	for k, r := range w.Running {
+		ops = append(ops, coord.CreateOp(RunningPath(w.Job, r.ID), b.recs[i][k]))
+	}
+	return append(ops, coord.SetOp(ReadyPath(w.Job), b.ready[i], w.Ready.Version))
+}
+
+func (b *fireBatch) size(i int) int {
+	n := len(b.ready[i])
+	for _, v := range b.recs[i] {
+		n += len(v)
+	}
+	return n
+}
+
+// fits is how many shares of todo, from the first, one batch holds; 0 if
+// the first is too large for a batch of its own.
+func (b *fireBatch) fits(todo []int) int {
+	ops, size := 0, 0
+	for k, i := range todo {
+		n := len(b.writes[i].Running) + 1
+		if b.needsParent(i) {
+			n++
+		}
+		if ops+n > coord.MaxBatchOps || size+b.size(i) > coord.MaxValueSize {
+			return k
+		}
+		ops, size = ops+n, size+b.size(i)
+	}
+	return len(todo)
+}
+
+// commit makes one attempt at writing the shares of chunk in one batch.
+// When it fails on an op, nothing was written: a missing parent is learnt
+// or made, or the share the op belongs to is written alone; the rest are
+// left for the next attempt. Every attempt so writes a share, learns the
+// parents (once) or makes a parent (once each), so WriteFires ends.
+func (b *fireBatch) commit(ctx context.Context, chunk []int) error {
+	var ops []coord.Op
+	owner := make([]int, 0, coord.MaxBatchOps) // op index → share
+	for _, i := range chunk {
+		for _, op := range b.ops(i) {
+			ops = append(ops, op)
+			owner = append(owner, i)
+		}
+	}
+	actx, cancel := b.s.bound(ctx)
+	res, err := b.s.w.Apply(actx, ops...)
+	cancel()
+	var oe *coord.OpError
+	switch {
+	case err == nil:
+		for k, i := range owner {
+			if k+1 < len(owner) && owner[k+1] == i {
+				continue
+			}
+			// k is share i's last op: its ready node.
+			w := b.writes[i]
+			b.out[i] = FireWritten{Running: w.Running, Ready: w.Ready}
+			b.out[i].Ready.Version = res[k].Version
+			b.written(i)
+		}
+		return nil
+	case !errors.As(err, &oe) || oe.Index >= len(owner):
+		return fmt.Errorf("write the fires of %d jobs: %w", len(chunk), err)
+	}
+	if oe.Op.Kind() == coord.OpCreate && errors.Is(oe, coord.ErrNotFound) {
+		if b.parents == nil {
+			return b.learnParents(ctx)
+		}
+		if parent := parentOf(oe.Op.Path); !b.made[parent] {
+			b.made[parent] = true
+			cctx, cancel := b.s.bound(ctx)
+			defer cancel()
+			if _, err := b.s.w.Create(cctx, parent, nil); err != nil && !errors.Is(err, coord.ErrExists) {
+				return fmt.Errorf("create %s: %w", parent, err)
+			}
+			return nil
+		}
+	}
+	return b.alone(ctx, owner[oe.Index])
+}
+
+// learnParents reads which jobs have a running parent, in one request.
+func (b *fireBatch) learnParents(ctx context.Context) error {
+	names, err := b.s.children(ctx, RunningRoot)
+	if err != nil {
+		return err
+	}
+	b.parents = make(map[string]bool, len(names))
+	for _, n := range names {
+		b.parents[n] = true
+	}
+	return nil
+}
+
+// alone writes share i by LaunchFire, which keeps running nodes that exist
+// and splits a share too large for one batch.
+func (b *fireBatch) alone(ctx context.Context, i int) error {
+	w := b.writes[i]
+	made, rn, err := b.s.LaunchFire(ctx, w.Job, w.Running, w.Ready)
+	if err != nil {
+		return err
+	}
+	b.out[i] = FireWritten{Running: made, Ready: rn}
+	b.written(i)
+	return nil
+}
+
+func (b *fireBatch) written(i int) {
+	b.done[i] = true
+	if b.notify != nil {
+		b.notify(i, b.out[i])
+	}
+	if b.parents != nil && len(b.writes[i].Running) > 0 {
+		b.parents[b.writes[i].Job] = true
+	}
+}

@@ -1,0 +1,303 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/schedtest"
+	"github.com/hasched/hasched/scheduler/store"
+)
+
+// fireWrites registers n jobs, each with a running parent (one task ran
+// before) unless fresh, and returns the share of each that moves its fire
+// at t0, of shards shards, from ready to running.
+func fireWrites(t *testing.T, w *store.Writer, prefix string, n, shards int, fresh bool) []store.FireWrite {
+	t.Helper()
+	ctx := context.Background()
+	out := make([]store.FireWrite, n)
+	for i := range out {
+		name := fmt.Sprintf("%s-%03d", prefix, i)
+		rn := registerJob(t, w, name)
+		if !fresh {
+			old := rec(name, t0.Add(-time.Hour), 0, 0)
+			if _, err := w.CreateRunning(ctx, name, old); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.DeleteRunning(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rn.LastFire = t0
+		var recs []*model.TaskRecord
+		for s := range shards {
+			recs = append(recs, rec(name, t0, s, 0))
+		}
+		out[i] = store.FireWrite{Job: name, Running: recs, Ready: rn}
+	}
+	return out
+}
+
+// wantFiresWritten checks that every share is stored: its running nodes
+// and its ready node at the version WriteFires returned.
+func wantFiresWritten(t *testing.T, w *store.Writer, writes []store.FireWrite, out []store.FireWritten) {
+	t.Helper()
+	ctx := context.Background()
+	ready, err := w.Ready(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, err := w.Running(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(writes) {
+		t.Fatalf("WriteFires returned %d shares, want %d", len(out), len(writes))
+	}
+	for i, wr := range writes {
+		r := ready[wr.Job]
+		if !r.LastFire.Equal(t0) || r.Version != out[i].Ready.Version || out[i].Ready.Version == wr.Ready.Version {
+			t.Fatalf("%s: stored ready node %+v, returned %+v", wr.Job, r, out[i].Ready)
+		}
+		if len(running[wr.Job]) != len(wr.Running) || len(out[i].Running) != len(wr.Running) {
+			t.Fatalf("%s: %d running nodes stored, %d returned; want %d", wr.Job, len(running[wr.Job]), len(out[i].Running), len(wr.Running))
+		}
+		// The returned version is the one the next versioned write needs.
+		if _, err := w.SetReady(ctx, wr.Job, out[i].Ready); err != nil {
+			t.Fatalf("%s: SetReady at WriteFires' version: %v", wr.Job, err)
+		}
+	}
+}
+
+// The fires of many jobs due together take ceil(ops / MaxBatchOps) fenced
+// writes, not two per job as SetReady and LaunchFire took (issue 11).
+func TestWriteFiresWritesManyJobsInFewBatches(t *testing.T) {
+	st := schedtest.NewStore()
+	w, _, n := countingTerm(t, st)
+	const jobs = 230 // two ops each: 460 ops, 5 batches
+	writes := fireWrites(t, w, "job", jobs, 1, false)
+	n.Store(0)
+	out, err := w.WriteFires(context.Background(), writes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64((2*jobs + coord.MaxBatchOps - 1) / coord.MaxBatchOps)
+	if got := n.Load(); got != want {
+		t.Fatalf("WriteFires of %d jobs took %d writes, want %d", jobs, got, want)
+	}
+	wantFiresWritten(t, w, writes, out)
+}
+
+// Jobs that never had a running task have no running parent, which a
+// batch cannot make by itself: one read learns which are missing, and the
+// batches make them, so the first fire of many new jobs is not a write per
+// job either.
+func TestWriteFiresMakesTheMissingParentsInTheBatches(t *testing.T) {
+	st := schedtest.NewStore()
+	w, _, n := countingTerm(t, st)
+	// A job that ran a task before: the running root exists.
+	fireWrites(t, w, "old", 1, 1, false)
+	const jobs = 120
+	writes := fireWrites(t, w, "new", jobs, 1, true)
+	n.Store(0)
+	out, err := w.WriteFires(context.Background(), writes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The batches sent at once, of 2 ops a share, all miss a parent; so
+	// does the first one at a time; then batches of whole shares of 3
+	// ops each.
+	perBatch := coord.MaxBatchOps / 3
+	atOnce := (2*len(writes) + coord.MaxBatchOps - 1) / coord.MaxBatchOps
+	if got, want := n.Load(), int64(atOnce+1+(len(writes)+perBatch-1)/perBatch); got != want {
+		t.Fatalf("WriteFires of %d new jobs took %d writes, want %d", len(writes), got, want)
+	}
+	wantFiresWritten(t, w, writes, out)
+}
+
+// A share too large for one batch is written alone, running nodes first;
+// one whose running node exists already (an earlier term got this far)
+// keeps it; the others still share batches.
+func TestWriteFiresFallsBackForSharesThatDoNotFit(t *testing.T) {
+	ctx := context.Background()
+	st := schedtest.NewStore()
+	w, _, n := countingTerm(t, st)
+	writes := fireWrites(t, w, "job", 41, 1, false)
+	big := writes[40]
+	writes = writes[:40]
+	for s := 1; s < coord.MaxBatchOps+20; s++ {
+		big.Running = append(big.Running, rec(big.Job, t0, s, 0))
+	}
+	writes = append(writes[:10], append([]store.FireWrite{big}, writes[10:]...)...)
+	earlier := rec(writes[30].Job, t0, 0, 0)
+	earlier.Host = "earlier-term"
+	if _, err := w.CreateRunning(ctx, earlier.Job, earlier); err != nil {
+		t.Fatal(err)
+	}
+	n.Store(0)
+	out, err := w.WriteFires(ctx, writes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The 10 shares before the big one in a batch; the big one alone, in
+	// two batches of running nodes and then its ready node; the 30 after
+	// it in a batch that fails on the existing node, then that share
+	// alone (a batch that fails on the node again, and one without it),
+	// then the 29 others in one.
+	if got := n.Load(); got != 8 {
+		t.Fatalf("WriteFires took %d writes, want 8", got)
+	}
+	wantFiresWritten(t, w, writes, out)
+	if got := out[30].Running[0].Host; got != "earlier-term" {
+		t.Fatalf("the running node an earlier term made was returned as %q, want it kept", got)
+	}
+}
+
+// A share whose ready node moved on since (a version conflict) is the
+// store's failure: the term's memory is out of step with it.
+func TestWriteFiresFailsOnAStaleReadyNode(t *testing.T) {
+	ctx := context.Background()
+	st := schedtest.NewStore()
+	w, _ := term(t, st)
+	writes := fireWrites(t, w, "job", 3, 1, false)
+	if _, err := w.SetReady(ctx, writes[1].Job, writes[1].Ready); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteFires(ctx, writes, nil); !errors.Is(err, coord.ErrVersionConflict) {
+		t.Fatalf("WriteFires with a stale ready node = %v, want ErrVersionConflict", err)
+	}
+	running, err := w.Running(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(running[writes[1].Job]) != 0 {
+		t.Fatalf("the stale share's running nodes were written: %v", running[writes[1].Job])
+	}
+}
+
+// A lost term's WriteFires writes nothing.
+func TestWriteFiresOfALostTermWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	st := schedtest.NewStore()
+	w, l := term(t, st)
+	writes := fireWrites(t, w, "job", 60, 1, false)
+	if err := l.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteFires(ctx, writes, nil); !errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("WriteFires of a lost term = %v, want ErrNotLeader", err)
+	}
+	if got := below(st, store.RunningRoot); len(got) != len(writes) { // the parents only
+		t.Fatalf("a lost term's WriteFires left %v", got)
+	}
+}
+
+// The task record writes of many statuses take a batch per MaxBatchOps
+// ops, a set followed by a delete of the same node only the delete; a batch that fails on an op (a running node gone, a
+// failover parent missing) is written one write at a time as before.
+func TestWriteTasksBatchesAndFallsBack(t *testing.T) {
+	ctx := context.Background()
+	st := schedtest.NewStore()
+	w, _, n := countingTerm(t, st)
+	registerJob(t, w, "j")
+	const tasks = 150
+	recs := make([]*model.TaskRecord, tasks)
+	for i := range recs {
+		recs[i] = rec("j", t0, i, 0)
+	}
+	if _, err := w.CreateRunning(ctx, "j", recs...); err != nil {
+		t.Fatal(err)
+	}
+	var writes []store.TaskWrite
+	for _, r := range recs {
+		u := *r
+		u.State = executor.StateRunning
+		writes = append(writes, store.SetRunningWrite(&u))
+	}
+	for _, r := range recs[:tasks/2] {
+		writes = append(writes, store.DeleteRunningWrite(r))
+	}
+	n.Store(0)
+	if err := w.WriteTasks(ctx, writes); err != nil {
+		t.Fatal(err)
+	}
+	// The sets of the nodes deleted after are left out: 150 ops.
+	if got, want := n.Load(), int64((tasks+coord.MaxBatchOps-1)/coord.MaxBatchOps); got != want {
+		t.Fatalf("WriteTasks of %d writes took %d writes, want %d", len(writes), got, want)
+	}
+	running, err := w.Running(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(running["j"]) != tasks-tasks/2 {
+		t.Fatalf("%d running nodes left, want %d", len(running["j"]), tasks-tasks/2)
+	}
+	for _, r := range running["j"] {
+		if r.State != executor.StateRunning {
+			t.Fatalf("%s stored as %s, want RUNNING", r.ID, r.State)
+		}
+	}
+
+	// A delete of a node gone already and a move to a failover queue
+	// without its parent: the batch fails, the writes go one at a time.
+	left := running["j"]
+	failed := left[0]
+	failed.State = executor.StateFailed
+	writes = []store.TaskWrite{
+		store.DeleteRunningWrite(recs[0]), // gone already
+		store.MoveToFailoverWrite(&left[0], &failed),
+		store.DeleteRunningWrite(&left[1]),
+	}
+	if err := w.WriteTasks(ctx, writes); err != nil {
+		t.Fatal(err)
+	}
+	running, err = w.Running(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failover, err := w.Failover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(running["j"]) != len(left)-2 || len(failover["j"]) != 1 || failover["j"][0].State != executor.StateFailed {
+		t.Fatalf("after the fallback: %d running (want %d), failover %+v", len(running["j"]), len(left)-2, failover["j"])
+	}
+}
+
+// The batches sent at once that fail on an op (here a running node an
+// earlier term made) leave their shares to the one-at-a-time path; those
+// that succeed are taken as they are.
+func TestWriteFiresBatchesSentAtOnceFallBack(t *testing.T) {
+	ctx := context.Background()
+	st := schedtest.NewStore()
+	w, _, n := countingTerm(t, st)
+	writes := fireWrites(t, w, "job", 230, 1, false) // 5 batches
+	earlier := rec(writes[120].Job, t0, 0, 0)
+	earlier.Host = "earlier-term"
+	if _, err := w.CreateRunning(ctx, earlier.Job, earlier); err != nil {
+		t.Fatal(err)
+	}
+	var notified []int
+	n.Store(0)
+	out, err := w.WriteFires(ctx, writes, func(i int, _ store.FireWritten) { notified = append(notified, i) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 5 at once, one failing; then that one's 50 shares: one failing again,
+	// the share alone (two), the other 49.
+	if got := n.Load(); got != 9 {
+		t.Fatalf("WriteFires took %d writes, want 9", got)
+	}
+	if len(notified) != len(writes) {
+		t.Fatalf("%d shares notified, want %d", len(notified), len(writes))
+	}
+	wantFiresWritten(t, w, writes, out)
+	if got := out[120].Running[0].Host; got != "earlier-term" {
+		t.Fatalf("the running node an earlier term made was returned as %q, want it kept", got)
+	}
+}
