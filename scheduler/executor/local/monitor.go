@@ -254,14 +254,9 @@ func (e *Executor) Reconcile(ctx context.Context, taskIDs []string) error {
 	if len(taskIDs) == 0 {
 		errs = e.reconcileAll(ctx)
 	} else {
-		for _, id := range taskIDs {
-			if err := ctx.Err(); err != nil {
-				return e.closedOr(err)
-			}
-			if err := e.reconcileOne(id, e.taskDir(id), false); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = reconcileEach(ctx, len(taskIDs), func(i int) error {
+			return e.reconcileOne(taskIDs[i], e.taskDir(taskIDs[i]), false)
+		})
 	}
 	if err := ctx.Err(); err != nil {
 		return e.closedOr(err)
@@ -293,13 +288,10 @@ func (e *Executor) reconcileAll(ctx context.Context) []error {
 	if err != nil {
 		return []error{fmt.Errorf("reconcile: %w", err)}
 	}
-	var errs []error
-	for _, de := range entries {
-		if ctx.Err() != nil {
-			return errs
-		}
+	return reconcileEach(ctx, len(entries), func(i int) error {
+		de := entries[i]
 		if !de.IsDir() {
-			continue
+			return nil
 		}
 		dir := filepath.Join(e.cfg.tasksDir(), de.Name())
 		id, ok := taskIDOf(dir)
@@ -308,12 +300,48 @@ func (e *Executor) reconcileAll(ctx context.Context) []error {
 			// launcher died right after the claim): nobody can ask for it
 			// by ID; the janitor removes it in time.
 			e.log.Debug("task dir without a readable ID", "task_dir", dir)
-			continue
+			return nil
 		}
-		if err := e.reconcileOne(id, dir, true); err != nil {
-			errs = append(errs, err)
+		return e.reconcileOne(id, dir, true)
+	})
+}
+
+// reconcileInFlight is how many tasks a reconciliation judges at once.
+// Judging a task is a dozen small reads of its directory and of /proc; a
+// new leader reconciles every running task (twice: explicitly, then
+// implicitly) before it serves, so with 10,000 tasks one after another it
+// waited seconds for the file system.
+const reconcileInFlight = 16
+
+// reconcileEach calls f(i) for each i in [0, n), reconcileInFlight at a
+// time, until ctx ends, and returns the errors. Each task's statuses stay
+// in order: its record's lock is held while it is judged and reported.
+func reconcileEach(ctx context.Context, n int, f func(i int) error) []error {
+	var (
+		mu    sync.Mutex
+		errs  []error
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, reconcileInFlight)
+	)
+	for i := range n {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
 		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if err := f(i); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	return errs
 }
 
