@@ -89,7 +89,7 @@ func TestBenchRefusesBadFlagsAndWritesNothing(t *testing.T) {
 		{"jobs from env", []string{"--coord", u}, map[string]string{"HASCHED_JOBS": "-5"}, []string{"--jobs -5"}},
 		{"too much concurrency", []string{"--coord", u, "--concurrency", "257"}, nil, []string{"--concurrency 257", "1 to 256"}},
 		{"zero fire jobs", []string{"--coord", u, "--fire-jobs", "0"}, nil, []string{"--fire-jobs 0"}},
-		{"too many fire jobs", []string{"--coord", u, "--fire-jobs", "1001"}, nil, []string{"--fire-jobs 1001", "1 to 1000"}},
+		{"too many fire jobs", []string{"--coord", u, "--fire-jobs", "5001"}, nil, []string{"--fire-jobs 5001", "1 to 5000"}},
 		{"too short", []string{"--coord", u, "--duration", "500ms"}, nil, []string{"--duration 500ms", "1s to 10m0s"}},
 		{"too long", []string{"--coord", u, "--duration", "11m"}, nil, []string{"--duration 11m0s"}},
 		{"not a duration", []string{"--coord", u, "--duration", "ten"}, nil, []string{"--duration"}},
