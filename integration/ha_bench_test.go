@@ -130,9 +130,9 @@ func BenchmarkHATakeover(b *testing.B) {
 				next, leads := c.firstLeader(c.others(leader), at, 10*time.Minute)
 				haWaitJobList(b, c, next, jobs)
 				answers := time.Since(at)
-				b.Logf("%s: %s of the leader %s: %s leads after %v (of which establishing the term: %v), its job list answers after %v",
+				b.Logf("%s: %s of the leader %s: %s leads after %v (of which establishing the term: %v; %s), its job list answers after %v",
 					be.name, haSignalName(sig), leader.name, next.name, leads.Round(time.Millisecond),
-					haEstablishTime(next.logPath), answers.Round(time.Millisecond))
+					haEstablishTime(next.logPath), haEstablishPhases(next.logPath), answers.Round(time.Millisecond))
 				name := "kill9"
 				if sig == syscall.SIGTERM {
 					name = "sigterm"
@@ -396,6 +396,22 @@ func haEscapeName(s string) string {
 // haEstablishTime reads from a process's log how long its last term took
 // to establish (from "establishing leadership" to "leadership
 // established"), or 0 if it cannot tell.
+// haEstablishPhases is what the last "leadership established" line of the
+// log at logPath says after its message: the time of each phase.
+func haEstablishPhases(logPath string) string {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return ""
+	}
+	var phases string
+	for _, line := range strings.Split(string(b), "\n") {
+		if _, rest, ok := strings.Cut(line, "leadership established"); ok {
+			phases = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), ":"))
+		}
+	}
+	return phases
+}
+
 func haEstablishTime(logPath string) time.Duration {
 	b, err := os.ReadFile(logPath)
 	if err != nil {
