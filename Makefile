@@ -96,7 +96,7 @@ bench: images
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 30m ./integration/...
 	$(GO) test -run '^$$' -bench 'CreateVersusRaw|Handover' -benchtime 200x ./coord/etcd/
 	$(GO) test -run '^$$' -bench 'RegisterJobs' -benchtime 10000x ./scheduler/
-	$(GO) test -run '^$$' -bench 'LoadEtcd' -benchtime 1x -timeout 30m ./scheduler/
+	$(GO) test -run '^$$' -bench 'LoadEtcd|EstablishEtcd|ListJobs' -benchtime 1x -timeout 30m ./scheduler/
 
 # Removes containers a killed test run left behind.
 clean-containers:

@@ -104,7 +104,7 @@ func (t *term) flushFires(ctx context.Context) error {
 		js := t.jobs[name]
 		js.ready = out.Ready
 		for _, rec := range out.Running {
-			js.running[rec.ID] = rec
+			js.addRunning(rec)
 		}
 		var recs []*model.TaskRecord
 		for _, f := range pass.jobs[name].fires {

@@ -139,7 +139,7 @@ func (t *term) launchFailover(ctx context.Context, js *jobState, now time.Time) 
 			return err
 		}
 		delete(js.failover, old.ID)
-		js.running[rec.ID] = rec
+		js.addRunning(rec)
 		if rec.LaunchedAt.IsZero() && !rec.KillRequested {
 			recs = append(recs, rec)
 		}
@@ -223,7 +223,7 @@ func (t *term) completeFire(ctx context.Context, js *jobState, f time.Time) erro
 	}
 	js.ready = rn
 	for _, rec := range made {
-		js.running[rec.ID] = rec
+		js.addRunning(rec)
 	}
 	return t.start(ctx, js, t.unlaunched(js, f))
 }
@@ -310,7 +310,7 @@ func (t *term) keepDaemon(ctx context.Context, js *jobState, now time.Time) erro
 		return err
 	}
 	for _, rec := range recs {
-		js.running[rec.ID] = rec
+		js.addRunning(rec)
 	}
 	return t.start(ctx, js, recs)
 }
@@ -531,7 +531,7 @@ func (t *term) setRunning(ctx context.Context, js *jobState, rec *model.TaskReco
 	if err := t.st.SetRunning(ctx, rec); err != nil {
 		return err
 	}
-	js.running[rec.ID] = rec
+	js.addRunning(rec)
 	return nil
 }
 

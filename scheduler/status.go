@@ -133,7 +133,7 @@ func (t *term) toFailover(js *jobState, rec *model.TaskRecord, ended model.TaskR
 	ended.LaunchedAt = rec.LaunchedAt
 	t.stage(store.MoveToFailoverWrite(rec, &ended))
 	delete(js.running, rec.ID)
-	js.failover[ended.ID] = &ended
+	js.addFailover(&ended)
 }
 
 // Batched task records. The statuses the executor has queued are handled
@@ -194,7 +194,7 @@ func (t *term) stage(w store.TaskWrite) { t.taskWrites = append(t.taskWrites, w)
 
 func (t *term) stageSetRunning(js *jobState, rec *model.TaskRecord) {
 	t.stage(store.SetRunningWrite(rec))
-	js.running[rec.ID] = rec
+	js.addRunning(rec)
 }
 
 func (t *term) stageDeleteRunning(js *jobState, rec *model.TaskRecord) {
