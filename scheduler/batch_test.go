@@ -411,3 +411,49 @@ func TestAFireTooLargeForABatchAmongFiresDueTogether(t *testing.T) {
 		}
 	}
 }
+
+// concurrentLaunches is an executor whose Launch calls wait until two are
+// in flight at once (or a deadline passes) and count the most in flight.
+type concurrentLaunches struct {
+	inFlight, most atomic.Int32
+	deadline       time.Time
+}
+
+func (e *concurrentLaunches) Launch(context.Context, []executor.Task) error {
+	n := e.inFlight.Add(1)
+	defer e.inFlight.Add(-1)
+	for m := e.most.Load(); n > m && !e.most.CompareAndSwap(m, n); m = e.most.Load() {
+	}
+	for e.most.Load() < 2 && time.Now().Before(e.deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+func (e *concurrentLaunches) Kill(context.Context, string) error        { return nil }
+func (e *concurrentLaunches) Reconcile(context.Context, []string) error { return nil }
+func (e *concurrentLaunches) Statuses() <-chan executor.Status          { return nil }
+func (e *concurrentLaunches) Close() error                              { return nil }
+
+// The batches a launch worker takes together (different jobs' fires) are
+// launched at once after their one fence, not one Launch after another:
+// the last job of a pass does not wait for every other job's Launch.
+func TestTheBatchesOfOneFenceLaunchAtOnce(t *testing.T) {
+	ctx := ctxT(t)
+	st := schedtest.NewStore()
+	c, err := st.Open(ctx)
+	mustDo(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	l, err := c.Campaign(ctx, store.ElectionPath, []byte("me"))
+	mustDo(t, err)
+	ex := &concurrentLaunches{deadline: time.Now().Add(5 * time.Second)}
+	launch := fencedLaunches(store.NewWriter(c, l.Writer(), time.Minute), l.Token(), ex)
+	errs := launch(ctx, [][]executor.Task{{{ID: "a"}}, {{ID: "b"}}, {{ID: "c"}}})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+	}
+	if got := ex.most.Load(); got < 2 {
+		t.Fatalf("at most %d Launch calls in flight, want the batches launched at once", got)
+	}
+}
