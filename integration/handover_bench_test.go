@@ -11,14 +11,9 @@ import (
 
 	gozk "github.com/go-zookeeper/zk"
 
-	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/coord/coordtest"
 	"github.com/hasched/hasched/coord/zk"
 )
-
-// zkHandoverSettle is how long the follower waits in the election before
-// the leader resigns: long enough for its watch to be in place, as a
-// standby's is in practice.
-const zkHandoverSettle = 200 * time.Millisecond
 
 // BenchmarkHandoverZooKeeper measures a graceful Resign until the next
 // leader's first fenced write on the ZooKeeper container, beside ZooKeeper's
@@ -41,36 +36,15 @@ func BenchmarkHandoverZooKeeper(b *testing.B) {
 		for i := range b.N {
 			ns := fmt.Sprintf("handover-%d-%d", time.Now().UnixNano(), i)
 			a, f := open(ns), open(ns)
-			la, err := a.Campaign(ctx, "/ha/election", []byte("a"))
+			d, err := coordtest.Handover(ctx, a, f)
 			if err != nil {
 				b.Fatal(err)
 			}
-			won := make(chan coord.Leadership, 1)
-			go func() {
-				l, err := f.Campaign(ctx, "/ha/election", []byte("f"))
-				if err != nil {
-					b.Error(err)
-				}
-				won <- l
-			}()
-			time.Sleep(zkHandoverSettle)
-			start := time.Now()
-			if err := la.Resign(ctx); err != nil {
-				b.Fatal(err)
-			}
-			lf := <-won
-			if lf == nil {
-				b.FailNow()
-			}
-			if _, err := lf.Writer().Create(ctx, "/written", nil); err != nil {
-				b.Fatal(err)
-			}
-			took = append(took, time.Since(start))
-			_ = lf.Resign(ctx)
+			took = append(took, d)
 			_ = a.Close()
 			_ = f.Close()
 		}
-		reportHandoverMedian(b, took)
+		coordtest.ReportMedian(b, took)
 	})
 	b.Run("raw", func(b *testing.B) {
 		c := open("raw-handover")
@@ -94,7 +68,7 @@ func BenchmarkHandoverZooKeeper(b *testing.B) {
 				mine, err = rawZKCampaign(conn, root, acl)
 				won <- err
 			}()
-			time.Sleep(zkHandoverSettle)
+			time.Sleep(coordtest.HandoverSettle)
 			start := time.Now()
 			if err := conn.Delete(a, -1); err != nil {
 				b.Fatal(err)
@@ -108,7 +82,7 @@ func BenchmarkHandoverZooKeeper(b *testing.B) {
 			took = append(took, time.Since(start))
 			_ = conn.Delete(mine, -1)
 		}
-		reportHandoverMedian(b, took)
+		coordtest.ReportMedian(b, took)
 	})
 }
 
@@ -142,10 +116,4 @@ func rawZKCampaign(conn *gozk.Conn, root string, acl []gozk.ACL) (string, error)
 			<-ch
 		}
 	}
-}
-
-// reportHandoverMedian reports the median hand-over in ms.
-func reportHandoverMedian(b *testing.B, took []time.Duration) {
-	slices.Sort(took)
-	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
 }

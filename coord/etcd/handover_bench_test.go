@@ -2,20 +2,14 @@ package etcd
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
-	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/coord/coordtest"
 )
-
-// handoverSettle is how long the follower waits in the election before the
-// leader resigns: long enough for its watch to be in place, as a standby's
-// is in practice.
-const handoverSettle = 200 * time.Millisecond
 
 // BenchmarkHandover measures a graceful Resign until the next leader's
 // first fenced write, beside a raw concurrency.Election's resign until the
@@ -27,33 +21,15 @@ func BenchmarkHandover(b *testing.B) {
 		var took []time.Duration
 		for range b.N {
 			a, f := open(b, ns), open(b, ns)
-			la, err := a.Campaign(ctx, "/ha/election", []byte("a"))
+			d, err := coordtest.Handover(ctx, a, f)
 			if err != nil {
 				b.Fatal(err)
 			}
-			won := make(chan coord.Leadership, 1)
-			go func() {
-				l, err := f.Campaign(ctx, "/ha/election", []byte("f"))
-				if err != nil {
-					b.Error(err)
-				}
-				won <- l
-			}()
-			time.Sleep(handoverSettle)
-			start := time.Now()
-			if err := la.Resign(ctx); err != nil {
-				b.Fatal(err)
-			}
-			lf := <-won
-			if _, err := lf.Writer().Create(ctx, "/written-"+time.Now().Format("150405.000000000"), nil); err != nil {
-				b.Fatal(err)
-			}
-			took = append(took, time.Since(start))
-			_ = lf.Resign(ctx)
+			took = append(took, d)
 			_ = a.Close()
 			_ = f.Close()
 		}
-		reportMedian(b, took)
+		coordtest.ReportMedian(b, took)
 	})
 	b.Run("raw", func(b *testing.B) {
 		cli := rawClient(b)
@@ -74,7 +50,7 @@ func BenchmarkHandover(b *testing.B) {
 			}
 			won := make(chan error, 1)
 			go func() { won <- ef.Campaign(ctx, "f") }()
-			time.Sleep(handoverSettle)
+			time.Sleep(coordtest.HandoverSettle)
 			start := time.Now()
 			if err := ea.Resign(ctx); err != nil {
 				b.Fatal(err)
@@ -91,13 +67,6 @@ func BenchmarkHandover(b *testing.B) {
 			_ = sa.Close()
 			_ = sf.Close()
 		}
-		reportMedian(b, took)
+		coordtest.ReportMedian(b, took)
 	})
-}
-
-// reportMedian reports the median hand-over in ms: a hand-over now and then
-// waits for a disk sync of the embedded server, which the mean would carry.
-func reportMedian(b *testing.B, took []time.Duration) {
-	slices.Sort(took)
-	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
 }
