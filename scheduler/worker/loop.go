@@ -9,6 +9,7 @@ import (
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor/local"
+	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
 	"github.com/hasched/hasched/scheduler/worker/watchdog"
 )
@@ -100,6 +101,7 @@ func (l *life) onPlacements(ev coord.ChildrenEvent) error {
 		}
 	}
 	r.mu.Unlock()
+	var mine []model.Placement
 	for _, name := range ev.Children {
 		if l.seen[name] {
 			continue
@@ -118,7 +120,24 @@ func (l *life) onPlacements(ev coord.ChildrenEvent) error {
 			l.log.Warn("not launching a task placed while draining", "task_id", name)
 			continue
 		}
-		l.own(p.Task, l.kills[name])
+		mine = append(mine, p)
+	}
+	if len(mine) == 0 {
+		return nil
+	}
+	// The kills watch is a stream of its own: a kill asked before a
+	// placement may reach this loop after it. The kill requests read now,
+	// after the placements, hold every one asked before them.
+	kills, err := l.children(store.KillsPath(r.cfg.Name))
+	if err != nil {
+		return err
+	}
+	asked := make(map[string]bool, len(kills))
+	for _, name := range kills {
+		asked[name] = true
+	}
+	for _, p := range mine {
+		l.own(p.Task, asked[p.Task.ID] || l.kills[p.Task.ID])
 	}
 	return nil
 }

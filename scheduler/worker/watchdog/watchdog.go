@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -30,6 +31,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/hasched/hasched/scheduler/executor/local"
 )
@@ -127,33 +129,44 @@ func (r *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Running tells whether a watchdog holds dir's lock.
+// Running tells whether a watchdog holds dir's lock. It only tests the
+// lock: taking it, even for an instant, would make a watchdog starting at
+// that moment find it held and exit.
 func Running(dir string) (bool, error) {
-	f, err := lockFile(filepath.Join(dir, LockFile))
-	if errors.Is(err, ErrRunning) {
-		return true, nil
-	}
+	path := filepath.Join(dir, LockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
 		return false, err
 	}
-	f.Close()
-	return false, nil
+	defer f.Close()
+	lk := wholeFile(unix.F_WRLCK)
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		return false, fmt.Errorf("test lock %s: %w", path, err)
+	}
+	return lk.Type != unix.F_UNLCK, nil
 }
 
-// lockFile opens path and flocks it exclusively, without waiting.
+// lockFile opens path and takes its exclusive open-file-description lock
+// without waiting: held while the file stays open, in this process or in
+// one it was passed to, and testable without taking it (Running).
 func lockFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	lk := wholeFile(unix.F_WRLCK)
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 			return nil, ErrRunning
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return f, nil
+}
+
+func wholeFile(typ int16) unix.Flock_t {
+	return unix.Flock_t{Type: typ, Whence: io.SeekStart}
 }
 
 // Config configures Run.

@@ -141,3 +141,31 @@ func TestDetachedWatchdogProcessKillsOrphansPastTheDeadlineOnly(t *testing.T) {
 		}
 	})
 }
+
+// Running only tests the lock: a watchdog starting while a worker looks
+// whether one runs must not find the lock held by the look and exit.
+func TestRunningNeverMakesAStartingWatchdogExit(t *testing.T) {
+	dir := t.TempDir()
+	stop := make(chan struct{})
+	looked := make(chan struct{})
+	go func() {
+		defer close(looked)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := watchdog.Running(dir); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-looked }()
+	for i := 0; i < 200; i++ {
+		if err := watchdog.Run(context.Background(), watchdog.Config{Dir: dir, Interval: time.Millisecond, Linger: time.Millisecond}); err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+	}
+}
