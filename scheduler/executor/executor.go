@@ -46,18 +46,26 @@ type Task struct {
 	// Constraints are labels the host must have (the cluster executor
 	// places the task only on a worker whose labels match them all).
 	Constraints map[string]string `json:"constraints,omitempty"`
+	// Timeout, if positive, is how long the task may run: then its whole
+	// process group gets SIGTERM, SIGKILL after the executor's grace, and
+	// it ends TIMED_OUT.
+	Timeout time.Duration `json:"timeout,omitempty"`
 }
 
 // State is where a task is in its life.
 type State string
 
-// Task states. Finished, Failed, Killed and Lost are terminal.
+// Task states. Finished, Failed, TimedOut, Killed, Lost and Unknown are
+// terminal.
 const (
 	StateStaging  State = "STAGING"
 	StateRunning  State = "RUNNING"
 	StateFinished State = "FINISHED"
 	StateFailed   State = "FAILED"
 	StateKilled   State = "KILLED"
+	// StateTimedOut: the task ran past its Timeout and was stopped; the
+	// scheduler treats it as a failure (retries, failover).
+	StateTimedOut State = "TIMED_OUT"
 	// StateLost: the executor cannot tell what became of the task (its
 	// host or agent is gone, or it never started).
 	StateLost State = "LOST"
@@ -69,7 +77,7 @@ const (
 // Terminal says whether a task in state s will never run again.
 func (s State) Terminal() bool {
 	switch s {
-	case StateFinished, StateFailed, StateKilled, StateLost, StateUnknown:
+	case StateFinished, StateFailed, StateTimedOut, StateKilled, StateLost, StateUnknown:
 		return true
 	}
 	return false
