@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/events"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
@@ -83,6 +84,10 @@ type Config struct {
 	// (DefaultLeaderWait if zero; negative: not at all). The request's own
 	// context bounds it too.
 	LeaderWait time.Duration
+	// Events receives what the scheduler does, from the term loop: it
+	// must not block (events.Queue for observers that do I/O). Discarded
+	// if nil.
+	Events events.Sink
 }
 
 // Scheduler is one `hasched serve` process's scheduler: it takes part in the
@@ -136,6 +141,9 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.Events == nil {
+		cfg.Events = events.Discard
 	}
 	if cfg.LaunchInterval == 0 {
 		cfg.LaunchInterval = DefaultLaunchInterval
