@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hasched/hasched/scheduler/events"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
 )
@@ -57,6 +58,12 @@ type firePass struct {
 type stagedFires struct {
 	running []*model.TaskRecord
 	fires   []time.Time
+	// produced are the fires the producer queued, misfired how many times
+	// it skipped some (up to lastMissed): told to the observers once
+	// written.
+	produced   []time.Time
+	misfired   int
+	lastMissed time.Time
 }
 
 // staged returns job's share of the pass, adding it if it has none.
@@ -103,6 +110,7 @@ func (t *term) flushFires(ctx context.Context) error {
 		name := names[i]
 		js := t.jobs[name]
 		js.ready = out.Ready
+		t.emitFires(name, pass.jobs[name])
 		for _, rec := range out.Running {
 			js.addRunning(rec)
 		}
@@ -118,4 +126,21 @@ func (t *term) flushFires(ctx context.Context) error {
 		return err
 	}
 	return startErr
+}
+
+// emitFires tells the observers of the fires a written share produced and
+// of the fires it skipped. Misfired's Count is how many times the producer
+// skipped fires, not how many: after an outage with misfire off, the fires
+// collapsed into the latest are not counted (that could take long).
+func (t *term) emitFires(job string, sf *stagedFires) {
+	if len(sf.produced) == 0 && sf.misfired == 0 {
+		return
+	}
+	now := t.now()
+	for _, f := range sf.produced {
+		t.cfg.Events.Emit(events.Event{Kind: events.Fired, Time: now, Term: t.l.Token(), Job: job, FireTime: f, Lag: now.Sub(f)})
+	}
+	if sf.misfired > 0 {
+		t.cfg.Events.Emit(events.Event{Kind: events.Misfired, Time: now, Term: t.l.Token(), Job: job, FireTime: sf.lastMissed, Count: sf.misfired})
+	}
 }

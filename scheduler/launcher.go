@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/events"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
@@ -504,8 +505,14 @@ func (t *term) handleLaunched() error {
 		now := t.now()
 		for _, task := range res.tasks {
 			r := js.running[task.ID]
-			if r == nil || !r.LaunchedAt.IsZero() {
-				continue // ended, or its status said it runs, meanwhile
+			if r == nil {
+				continue // ended meanwhile
+			}
+			t.cfg.Events.Emit(events.Event{Kind: events.Launched, Time: now, Term: t.l.Token(),
+				Job: task.Job, TaskID: task.ID, Shard: task.Shard, Attempt: task.Attempt, FireTime: task.FireTime,
+				Lag: now.Sub(task.FireTime)})
+			if !r.LaunchedAt.IsZero() {
+				continue // its status said it runs meanwhile
 			}
 			u := *r
 			u.LaunchedAt = now

@@ -42,6 +42,7 @@ func (t *term) produce(js *jobState, now time.Time) {
 		rn := js.ready
 		rn.FireTimes = slices.Clone(rn.FireTimes)
 		var added, dropped int
+		collapsed := false
 		if js.job.Misfire {
 			room := t.cfg.QueueLimit - len(rn.FireTimes)
 			for f := first; !f.IsZero() && !f.After(now); f = js.sched.Next(f) {
@@ -61,6 +62,7 @@ func (t *term) produce(js *jobState, now time.Time) {
 			}
 		} else {
 			latest := latestFire(js.sched, first, now)
+			collapsed = latest.After(first)
 			if len(rn.FireTimes) == 0 {
 				rn.FireTimes = append(rn.FireTimes, latest.UTC())
 				added++
@@ -72,6 +74,12 @@ func (t *term) produce(js *jobState, now time.Time) {
 		// Written by flushFires at the end of the pass, with the fires the
 		// launcher moves to running meanwhile (fires.go).
 		t.stageReady(js, rn)
+		sf := t.staged(js.job.JobName)
+		sf.produced = append(sf.produced, rn.FireTimes[len(rn.FireTimes)-added:]...)
+		if dropped > 0 || collapsed {
+			sf.misfired++
+			sf.lastMissed = rn.LastFire
+		}
 		if dropped > 0 {
 			t.log.Warn("fires dropped", "job", js.job.JobName, "misfire", js.job.Misfire, "pending", len(rn.FireTimes), "queue_limit", t.cfg.QueueLimit)
 		}

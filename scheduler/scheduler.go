@@ -341,6 +341,41 @@ func (s *Scheduler) submit(ctx context.Context, req request) error {
 // leaderPoll is how often a waiting write looks for a leader.
 const leaderPoll = 50 * time.Millisecond
 
+// QueueDepths are the sizes of the leader's queues.
+type QueueDepths struct {
+	// ReadyFires are the fires waiting on the ready queues.
+	ReadyFires int
+	// Running and Failover count tasks.
+	Running, Failover int
+}
+
+// QueueDepths counts what the term this process leads holds in its queues,
+// from its memory, in its loop; ok is false when this process does not
+// lead (a standby's figures would be the store's, read per scrape).
+func (s *Scheduler) QueueDepths(ctx context.Context) (d QueueDepths, ok bool) {
+	t := s.currentTerm()
+	if t == nil {
+		return d, false
+	}
+	// Handed over by channel: the caller may give up (ctx) while the loop
+	// still counts.
+	out := make(chan QueueDepths, 1)
+	err := t.do(ctx, request{op: func(_ context.Context, t *term) error {
+		var c QueueDepths
+		for _, js := range t.jobs {
+			c.ReadyFires += len(js.ready.FireTimes)
+			c.Running += len(js.running)
+			c.Failover += len(js.failover)
+		}
+		out <- c
+		return nil
+	}})
+	if err != nil {
+		return d, false
+	}
+	return <-out, true
+}
+
 // Status says whether this process leads and who does.
 func (s *Scheduler) Status(ctx context.Context) (model.Status, error) {
 	st := model.Status{Self: s.cfg.Advertise, Coordinator: s.cfg.CoordinatorURL, Executor: s.cfg.ExecutorName}

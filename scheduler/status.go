@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/coord"
+	"github.com/hasched/hasched/scheduler/events"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
@@ -15,7 +16,7 @@ import (
 //   - STAGING, RUNNING: the record is updated.
 //   - FINISHED: the record goes; a DAEMON task goes to the failover queue
 //     to be relaunched (after RetryBackoff).
-//   - FAILED: relaunched as the next attempt while attempts < retries;
+//   - FAILED, TIMED_OUT: relaunched as the next attempt while attempts < retries;
 //     then relaunched if the job fails over or is a DAEMON; else the
 //     record goes. Either relaunch waits on the failover queue for
 //     retryDelay: RetryBackoff doubled per attempt, up to MaxRetryBackoff.
@@ -63,6 +64,9 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 		if u.LaunchedAt.IsZero() {
 			u.LaunchedAt = now // the executor knows it: it was launched
 		}
+		if st.State == executor.StateRunning && rec.State != executor.StateRunning {
+			t.emitRun(events.Running, &u, st, now, "")
+		}
 		t.stageSetRunning(js, &u)
 		return nil
 	}
@@ -73,37 +77,60 @@ func (t *term) handleStatus(ctx context.Context, st executor.Status) error {
 		ended.Host = st.Host
 	}
 
+	failed := st.State == executor.StateFailed || st.State == executor.StateTimedOut
+	outcome := events.Done
 	switch {
 	case rec.KillRequested:
 		log.Debug("task killed as asked")
 		t.stageDeleteRunning(js, rec)
 	case st.State == executor.StateFinished && daemon && t.active(js):
 		log.Info("daemon task ended; relaunching it")
-		t.toFailover(js, rec, ended, now.Add(t.cfg.RetryBackoff))
+		outcome = t.toFailover(js, rec, ended, now.Add(t.cfg.RetryBackoff))
 	case st.State == executor.StateFinished:
 		t.stageDeleteRunning(js, rec)
 	case st.State == executor.StateKilled && !t.active(js):
 		// Killed by an earlier term's disable, before it could record so.
 		t.stageDeleteRunning(js, rec)
-	case st.State == executor.StateFailed && rec.Attempt < js.job.Retries && t.active(js):
+	case failed && rec.Attempt < js.job.Retries && t.active(js):
 		// Through the failover queue, whose NotBefore is stored: the
 		// back-off holds across a leader failover, and a task that fails at
-		// once cannot start processes as fast as the executor reports.
+		// once cannot start processes as fast as the executor reports. A
+		// task stopped at its timeout is retried as a failure is.
 		delay := retryDelay(t.cfg.RetryBackoff, rec.Attempt)
 		log.Info("task failed; retrying after a back-off", "attempt", rec.Attempt+1, "retries", js.job.Retries, "backoff", delay, "message", st.Message)
-		t.toFailover(js, rec, ended, now.Add(delay))
+		if outcome = t.toFailover(js, rec, ended, now.Add(delay)); outcome == events.Failover {
+			outcome = events.Retry
+		}
 	case failover:
 		var notBefore = now
-		if st.State == executor.StateFailed {
+		if failed {
 			notBefore = now.Add(retryDelay(t.cfg.RetryBackoff, rec.Attempt))
 		}
 		log.Warn("task ended; to the failover queue", "message", st.Message)
-		t.toFailover(js, rec, ended, notBefore)
+		outcome = t.toFailover(js, rec, ended, notBefore)
 	default:
 		log.Warn("task ended and is given up", "message", st.Message)
 		t.stageDeleteRunning(js, rec)
+		outcome = events.GivenUp
 	}
+	t.emitRun(events.Ended, &ended, st, now, outcome)
 	return nil
+}
+
+// emitRun tells the observers of a task run's start or end.
+func (t *term) emitRun(kind events.Kind, rec *model.TaskRecord, st executor.Status, now time.Time, outcome events.Outcome) {
+	ev := events.Event{
+		Kind: kind, Time: now, Term: t.l.Token(),
+		Job: rec.Job, TaskID: rec.ID, Shard: rec.Shard, Attempt: rec.Attempt, FireTime: rec.FireTime,
+		Host: rec.Host, State: st.State, ExitCode: st.ExitCode, Message: st.Message,
+		StartedAt: rec.LaunchedAt, Outcome: outcome,
+	}
+	if kind == events.Running {
+		ev.Lag = now.Sub(rec.FireTime)
+	} else {
+		ev.EndedAt = now
+	}
+	t.cfg.Events.Emit(ev)
 }
 
 // retryDelay is how long the relaunch of a task that failed in attempt
@@ -122,18 +149,20 @@ func retryDelay(base time.Duration, attempt int) time.Duration {
 }
 
 // toFailover moves a task from running to the failover queue, in one
-// batch. A full failover queue drops the task.
-func (t *term) toFailover(js *jobState, rec *model.TaskRecord, ended model.TaskRecord, notBefore time.Time) {
+// batch, and says so (events.Failover). A full failover queue drops the
+// task (events.GivenUp).
+func (t *term) toFailover(js *jobState, rec *model.TaskRecord, ended model.TaskRecord, notBefore time.Time) events.Outcome {
 	if len(js.failover) >= t.cfg.QueueLimit {
 		t.log.Error("failover queue full; task dropped", "job", js.job.JobName, "task", rec.ID, "queue_limit", t.cfg.QueueLimit)
 		t.stageDeleteRunning(js, rec)
-		return
+		return events.GivenUp
 	}
 	ended.NotBefore = notBefore
 	ended.LaunchedAt = rec.LaunchedAt
 	t.stage(store.MoveToFailoverWrite(rec, &ended))
 	delete(js.running, rec.ID)
 	js.addFailover(&ended)
+	return events.Failover
 }
 
 // Batched task records. The statuses the executor has queued are handled

@@ -15,6 +15,7 @@ import (
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/internal/parallel"
 	"github.com/hasched/hasched/scheduler/cron"
+	"github.com/hasched/hasched/scheduler/events"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
@@ -165,8 +166,10 @@ func (t *term) run(ctx context.Context) error {
 	err := t.establish(ctx)
 	if err == nil {
 		t.serving.Store(true)
+		t.cfg.Events.Emit(events.Event{Kind: events.Leadership, Time: t.now(), Term: t.l.Token(), Leader: true})
 		err = t.loop(ctx)
 		t.serving.Store(false)
+		t.cfg.Events.Emit(events.Event{Kind: events.Leadership, Time: t.now(), Term: t.l.Token()})
 	}
 	t.revoke()
 	if err != nil && ctx.Err() == nil {
