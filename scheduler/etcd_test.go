@@ -130,7 +130,7 @@ func handOver(t *testing.T, down func(t *testing.T, a *node, aSessions *sessions
 			t.Fatalf("%s started by %q while a leads", id, s)
 		}
 	}
-	if err := b.s.TriggerJob(ctx, job.JobName); !errorIs(err, model.ErrNotLeader) {
+	if err := b.s.TriggerJob(ctx, model.Trigger{JobName: job.JobName}); !errorIs(err, model.ErrNotLeader) {
 		t.Fatalf("TriggerJob on the standby = %v, want ErrNotLeader", err)
 	}
 
@@ -193,7 +193,7 @@ func TestNewLeaderRebuildsRunningTasksFromTheStore(t *testing.T) {
 	transient := testJob("transient", "0 0 0 * * ?")
 	transient.Failover = true
 	register(t, a.s, daemon, transient)
-	mustDo(t, a.s.TriggerJob(ctx, "transient"))
+	mustDo(t, a.s.TriggerJob(ctx, model.Trigger{JobName: "transient"}))
 	eventually(t, "three tasks run", func() bool { return len(cluster.Running()) == 3 })
 	eventually(t, "their records are marked launched", func() bool {
 		recs, err := a.s.RunningTasks(ctx)

@@ -115,7 +115,7 @@ func TestQueuedRequestsAreServedInOrderRegistrationsTogether(t *testing.T) {
 
 	orphan := testJob("orphan", yearly)
 	orphan.AppName = "no-such-app"
-	trigger := request{reply: make(chan error, 1), op: func(ctx context.Context, tm *term) error { return tm.triggerJob(ctx, "a") }}
+	trigger := request{reply: make(chan error, 1), op: func(ctx context.Context, tm *term) error { return tm.triggerJob(ctx, model.Trigger{JobName: "a"}) }}
 	group := []request{
 		registration(t, testJob("a", yearly)),
 		registration(t, orphan),

@@ -135,7 +135,9 @@ func (t *term) launchFailover(ctx context.Context, js *jobState, now time.Time) 
 			}
 			continue
 		}
-		rec, err := t.st.Relaunch(ctx, old, t.newRecord(js.job.JobName, old.FireTime, old.Shard, old.Attempt+1))
+		next := t.newRecord(js.job.JobName, old.FireTime, old.Shard, old.Attempt+1)
+		next.JobParameter = old.JobParameter // a trigger's own, for every attempt
+		rec, err := t.st.Relaunch(ctx, old, next)
 		if err != nil {
 			return err
 		}
@@ -229,13 +231,17 @@ func (t *term) completeFire(ctx context.Context, js *jobState, f time.Time) erro
 	return t.start(ctx, js, t.unlaunched(js, f))
 }
 
-// missingShards are the running records fire f of js lacks.
+// missingShards are the running records fire f of js lacks, each with the
+// parameter f was triggered with (f is still on the ready queue).
 func (t *term) missingShards(js *jobState, f time.Time) []*model.TaskRecord {
 	var want []*model.TaskRecord
+	param := js.ready.Parameter(f)
 	for shard := range shards(js) {
 		id := model.TaskID(js.job.JobName, f, shard, 0)
 		if js.running[id] == nil {
-			want = append(want, t.newRecord(js.job.JobName, f, shard, 0))
+			rec := t.newRecord(js.job.JobName, f, shard, 0)
+			rec.JobParameter = param
+			want = append(want, rec)
 		}
 	}
 	return want
@@ -536,7 +542,7 @@ func buildTask(js *jobState, app model.App, r *model.TaskRecord) executor.Task {
 		Attempt:            r.Attempt,
 		ShardingTotalCount: job.ShardingTotalCount,
 		ShardParameter:     js.params[r.Shard],
-		JobParameter:       job.JobParameter,
+		JobParameter:       jobParameter(job, r),
 		Command:            model.Command(job, app),
 		AppURL:             app.AppURL,
 		AppChecksum:        app.AppChecksum,
@@ -548,6 +554,15 @@ func buildTask(js *jobState, app model.App, r *model.TaskRecord) executor.Task {
 		Daemon:             job.JobExecutionType == model.Daemon,
 		Constraints:        job.Constraints,
 	}
+}
+
+// jobParameter is what a task gets as its job parameter: its run's own,
+// if it was triggered with one.
+func jobParameter(job model.Job, r *model.TaskRecord) string {
+	if r.JobParameter != nil {
+		return *r.JobParameter
+	}
+	return job.JobParameter
 }
 
 // Task record writes: the store writes, the term keeps its memory in step.

@@ -33,7 +33,7 @@ func TestRunsJobsOnTheLocalExecutor(t *testing.T) {
 	job.ShardingItemParameters = "0=zero,1=one"
 	job.ScriptCommandLine = `printf '%s' "$1" > "$(mktemp -p ` + out + `)"`
 	mustDo(t, n.s.RegisterJob(ctx, job))
-	mustDo(t, n.s.TriggerJob(ctx, "echo"))
+	mustDo(t, n.s.TriggerJob(ctx, model.Trigger{JobName: "echo"}))
 	eventually(t, "both shards ran and their records went", func() bool {
 		entries, _ := os.ReadDir(out)
 		recs, err := n.s.RunningTasks(ctx)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // The Service's writes: each is a request to the leader's loop (a method
@@ -77,8 +78,13 @@ func (s *Scheduler) DeregisterJob(ctx context.Context, name string) error {
 	return s.onJob(ctx, name, func(ctx context.Context, t *term) error { return t.deregisterJob(ctx, name) })
 }
 
-func (s *Scheduler) TriggerJob(ctx context.Context, name string) error {
-	return s.onJob(ctx, name, func(ctx context.Context, t *term) error { return t.triggerJob(ctx, name) })
+// TriggerJob puts one run of a TRANSIENT job on its ready queue now, with
+// the trigger's own job parameter if it has one.
+func (s *Scheduler) TriggerJob(ctx context.Context, tr model.Trigger) error {
+	if err := tr.Check(); err != nil {
+		return err
+	}
+	return s.onJob(ctx, tr.JobName, func(ctx context.Context, t *term) error { return t.triggerJob(ctx, tr) })
 }
 
 func (s *Scheduler) DisableJob(ctx context.Context, name string) error {
@@ -362,7 +368,8 @@ func (t *term) deregisterJob(ctx context.Context, name string) error {
 // triggerJob queues one run of a TRANSIENT job now. Its fire time is the
 // current millisecond, moved on by a millisecond while another run of the
 // job has it.
-func (t *term) triggerJob(ctx context.Context, name string) error {
+func (t *term) triggerJob(ctx context.Context, tr model.Trigger) error {
+	name := tr.JobName
 	js, ok := t.jobs[name]
 	if _, bad := t.badJobs[name]; bad {
 		return errQuarantined(model.KindJob, name)
@@ -376,11 +383,28 @@ func (t *term) triggerJob(ctx context.Context, name string) error {
 		return fmt.Errorf("%w: job %q or its app is disabled", model.ErrConflict, name)
 	case len(js.ready.FireTimes) >= t.cfg.QueueLimit:
 		return fmt.Errorf("%w: the ready queue of job %q is full (%d)", model.ErrConflict, name, t.cfg.QueueLimit)
+	case tr.JobParameter != nil && pendingParameters(js.ready) >= model.MaxPendingTriggerParameters:
+		return fmt.Errorf("%w: job %q has %d triggered runs with a parameter waiting already", model.ErrConflict, name, model.MaxPendingTriggerParameters)
 	}
 	rn := js.ready
-	rn.FireTimes = append(slices.Clone(rn.FireTimes), uniqueFire(js, t.now()))
+	f := uniqueFire(js, t.now())
+	rn.FireTimes = append(slices.Clone(rn.FireTimes), f)
 	slices.SortFunc(rn.FireTimes, time.Time.Compare)
+	if tr.JobParameter != nil {
+		rn = rn.WithParameter(f, *tr.JobParameter)
+	}
 	return t.setReady(ctx, js, rn)
+}
+
+// pendingParameters counts the pending fires of rn that have a parameter.
+func pendingParameters(rn store.Ready) int {
+	n := 0
+	for _, f := range rn.FireTimes {
+		if rn.Parameter(f) != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // updateQuarantinedJob applies an update to a quarantined job's stored

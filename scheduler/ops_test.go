@@ -74,7 +74,7 @@ func TestDisabledJobStopsAndResumesWithoutBackFill(t *testing.T) {
 	eventually(t, "its task is killed and its record goes", func() bool {
 		return e.cluster.State(first) == executor.StateKilled && len(runningIDs(t, e.svc())) == 0
 	})
-	if err := e.svc().TriggerJob(ctx, "j"); !errors.Is(err, model.ErrConflict) {
+	if err := e.svc().TriggerJob(ctx, model.Trigger{JobName: "j"}); !errors.Is(err, model.ErrConflict) {
 		t.Fatalf("TriggerJob(disabled) = %v, want ErrConflict", err)
 	}
 	e.clock.Advance(time.Minute) // 10:01:10
@@ -190,7 +190,7 @@ func TestStandbyServesReadsAndRefusesWrites(t *testing.T) {
 	if st.Leader || st.LeaderAddress != "leader:8899" || st.Self != "standby:8899" || st.Executor != "fake" {
 		t.Fatalf("standby Status = %+v", st)
 	}
-	if err := standby.s.TriggerJob(ctx, "j"); !errors.Is(err, model.ErrNotLeader) || !strings.Contains(err.Error(), "leader:8899") {
+	if err := standby.s.TriggerJob(ctx, model.Trigger{JobName: "j"}); !errors.Is(err, model.ErrNotLeader) || !strings.Contains(err.Error(), "leader:8899") {
 		t.Fatalf("TriggerJob on the standby = %v, want ErrNotLeader naming the leader", err)
 	}
 	st, err = leader.s.Status(ctx)
@@ -202,7 +202,7 @@ func TestStandbyServesReadsAndRefusesWrites(t *testing.T) {
 	// The leader stops: the standby takes over.
 	leader.stop()
 	eventually(t, "the standby leads", standby.leading)
-	mustDo(t, standby.s.TriggerJob(ctx, "j"))
+	mustDo(t, standby.s.TriggerJob(ctx, model.Trigger{JobName: "j"}))
 	eventually(t, "the standby launches", func() bool { return len(startedOf(e.cluster, "j")) == 1 })
 	if got := e.cluster.Starter(startedOf(e.cluster, "j")[0]); got != "b" {
 		t.Fatalf("started by %q, want the new leader b", got)
@@ -216,7 +216,7 @@ func TestNoProcessRunning(t *testing.T) {
 	if _, err := s.Jobs(ctx); !errors.Is(err, model.ErrUnavailable) {
 		t.Fatalf("Jobs before Run = %v, want ErrUnavailable", err)
 	}
-	if err := s.TriggerJob(ctx, "j"); !errors.Is(err, model.ErrNoLeader) {
+	if err := s.TriggerJob(ctx, model.Trigger{JobName: "j"}); !errors.Is(err, model.ErrNoLeader) {
 		t.Fatalf("TriggerJob before Run = %v, want ErrNoLeader", err)
 	}
 }

@@ -84,7 +84,7 @@ func TestBadStoredConfigsAreQuarantinedNotFatal(t *testing.T) {
 			t.Fatalf("quarantined %v, want %v", got, want)
 		}
 	}
-	if err := a.s.TriggerJob(ctxT(t), "huge"); !errors.Is(err, model.ErrConflict) {
+	if err := a.s.TriggerJob(ctxT(t), model.Trigger{JobName: "huge"}); !errors.Is(err, model.ErrConflict) {
 		t.Fatalf("TriggerJob(huge) = %v, want ErrConflict (quarantined)", err)
 	}
 	if _, err := b.s.Job(ctxT(t), "garbage"); !errors.Is(err, model.ErrConflict) {
@@ -119,7 +119,7 @@ func TestBadStoredConfigsAreQuarantinedNotFatal(t *testing.T) {
 	u, err := model.DecodeJobUpdate(strings.NewReader(`{"jobName":"huge","shardingTotalCount":2}`))
 	mustDo(t, err)
 	mustDo(t, b.s.UpdateJob(ctxT(t), u))
-	mustDo(t, b.s.TriggerJob(ctxT(t), "huge"))
+	mustDo(t, b.s.TriggerJob(ctxT(t), model.Trigger{JobName: "huge"}))
 	eventually(t, "both shards of the fixed job start", func() bool { return len(startedOf(e.cluster, "huge")) >= 2 })
 	settle(e.cluster)
 	if got := startedOf(e.cluster, "huge"); len(got) != 2 {

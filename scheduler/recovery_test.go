@@ -28,7 +28,7 @@ func TestCrashBetweenCreatingRunningNodesAndDequeuingTheFire(t *testing.T) {
 	register(t, e.svc(), job)
 	// Set #1 queues the triggered fire, set #2 would dequeue it (step b).
 	failOnce(e.store, 2, isSetOf(store.ReadyPath("j")))
-	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
+	mustDo(t, e.svc().TriggerJob(ctxT(t), model.Trigger{JobName: "j"}))
 	eventually(t, "both shards run", func() bool { return len(e.cluster.Running()) == 2 })
 	settle(e.cluster)
 	wantStarted(t, e.cluster, "j", []string{model.TaskID("j", t0, 0, 0), model.TaskID("j", t0, 1, 0)})
@@ -47,7 +47,7 @@ func TestCrashBetweenTheShardsRunningNodes(t *testing.T) {
 	job.ShardingTotalCount = 3
 	register(t, e.svc(), job)
 	failOnce(e.store, 1, func(op, p string) bool { return op == "create" && strings.HasSuffix(p, "@-@1@-@0") })
-	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
+	mustDo(t, e.svc().TriggerJob(ctxT(t), model.Trigger{JobName: "j"}))
 	eventually(t, "all shards run", func() bool { return len(e.cluster.Running()) == 3 })
 	settle(e.cluster)
 	wantStarted(t, e.cluster, "j", []string{model.TaskID("j", t0, 0, 0), model.TaskID("j", t0, 1, 0), model.TaskID("j", t0, 2, 0)})
@@ -66,7 +66,7 @@ func TestCrashAfterLaunchBeforeItIsRecorded(t *testing.T) {
 	// The first write to the task's record after Launch (its RUNNING
 	// status, or the launch's confirmation) fails.
 	failOnce(e.store, 1, isSetOf(store.RunningPath("j", id)))
-	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
+	mustDo(t, e.svc().TriggerJob(ctxT(t), model.Trigger{JobName: "j"}))
 	eventually(t, "the next term confirms the launch", func() bool {
 		if e.cluster.Opened() != 2 {
 			return false

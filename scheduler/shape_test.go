@@ -29,8 +29,8 @@ func TestASlowAppDoesNotHoldUpOtherApps(t *testing.T) {
 	}
 	release := e.cluster.GateApp("slow")
 	defer release()
-	mustDo(t, e.svc().TriggerJob(ctx, "slow-job"))
-	mustDo(t, e.svc().TriggerJob(ctx, "fast-job"))
+	mustDo(t, e.svc().TriggerJob(ctx, model.Trigger{JobName: "slow-job"}))
+	mustDo(t, e.svc().TriggerJob(ctx, model.Trigger{JobName: "fast-job"}))
 	eventually(t, "the fast app's task starts while the slow app's Launch waits", func() bool {
 		return len(startedOf(e.cluster, "fast-job")) == 1
 	})
@@ -83,7 +83,7 @@ func TestAWriteDuringAnElectionWaitsForIt(t *testing.T) {
 	lonely, err := New(Config{Open: newMemEnv(t).store.Open, Executor: e.cluster.Factory("x"), Advertise: "h:1", LeaderWait: 200 * time.Millisecond})
 	mustDo(t, err)
 	start := time.Now()
-	if err := lonely.TriggerJob(ctxT(t), "j"); !errors.Is(err, model.ErrNoLeader) {
+	if err := lonely.TriggerJob(ctxT(t), model.Trigger{JobName: "j"}); !errors.Is(err, model.ErrNoLeader) {
 		t.Fatalf("a write with nobody to elect = %v, want ErrNoLeader", err)
 	}
 	if waited := time.Since(start); waited < 200*time.Millisecond {

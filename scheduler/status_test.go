@@ -16,7 +16,7 @@ import (
 func triggerAndStart(t *testing.T, e *memEnv, job string) string {
 	t.Helper()
 	before := startedOf(e.cluster, job)
-	mustDo(t, e.svc().TriggerJob(ctxT(t), job))
+	mustDo(t, e.svc().TriggerJob(ctxT(t), model.Trigger{JobName: job}))
 	eventually(t, "the triggered run starts", func() bool { return len(startedOf(e.cluster, job)) > len(before) })
 	for _, id := range startedOf(e.cluster, job) {
 		if !slices.Contains(before, id) {
@@ -61,7 +61,7 @@ func TestTriggeredTaskIsBuiltFromJobAndApp(t *testing.T) {
 	job.ShardingItemParameters = "0=Beijing,2=Shanghai"
 	job.JobParameter = "p"
 	register(t, e.svc(), job)
-	mustDo(t, e.svc().TriggerJob(ctxT(t), "j"))
+	mustDo(t, e.svc().TriggerJob(ctxT(t), model.Trigger{JobName: "j"}))
 	eventually(t, "three shards start", func() bool { return len(startedOf(e.cluster, "j")) == 3 })
 	for shard, param := range []string{"Beijing", "", "Shanghai"} {
 		id := model.TaskID("j", t0, shard, 0)
@@ -246,7 +246,7 @@ func TestDaemonJobIsKeptRunning(t *testing.T) {
 		t.Fatalf("%d tasks run, want 2", got)
 	}
 
-	if err := e.svc().TriggerJob(ctxT(t), "d"); !errorIs(err, model.ErrConflict) {
+	if err := e.svc().TriggerJob(ctxT(t), model.Trigger{JobName: "d"}); !errorIs(err, model.ErrConflict) {
 		t.Fatalf("TriggerJob(daemon) = %v, want ErrConflict", err)
 	}
 
@@ -299,7 +299,7 @@ func TestASlowLaunchBlocksNeitherFiresNorWrites(t *testing.T) {
 	e.cluster.LaunchGate = make(chan struct{})
 	e.start()
 	register(t, e.svc(), testJob("slow", "0 0 0 * * ?"))
-	mustDo(t, e.svc().TriggerJob(ctxT(t), "slow")) // its Launch hangs
+	mustDo(t, e.svc().TriggerJob(ctxT(t), model.Trigger{JobName: "slow"})) // its Launch hangs
 	eventually(t, "the triggered fire is with the executor", func() bool { return len(runningIDs(t, e.svc())) == 1 })
 
 	// Meanwhile the leader still serves writes and produces fires.

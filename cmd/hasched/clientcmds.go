@@ -292,6 +292,27 @@ func nameCmd(cf *clientFlags, use, short, example string, send func(*client.Clie
 	}
 }
 
+// newJobTriggerCmd is `hasched job trigger NAME [--param P]`.
+func newJobTriggerCmd(cf *clientFlags) *cobra.Command {
+	var param string
+	cmd := &cobra.Command{
+		Use:   "trigger NAME",
+		Short: "Run a TRANSIENT job once, now (with its own job parameter: --param)",
+		Example: `  hasched job trigger foo_job
+  hasched job trigger foo_job --param day=2026-12-01`,
+		Args: exactArgs("NAME"),
+	}
+	cmd.Flags().StringVar(&param, "param", "", "the run's job parameter, in place of the job's (an empty value counts when given)")
+	cmd.RunE = clientRun(cf, func(s *session, args []string) error {
+		tr := model.Trigger{JobName: args[0]}
+		if cmd.Flags().Changed("param") {
+			tr.JobParameter = &param
+		}
+		return s.result(s.c.TriggerJobWith(s.ctx, tr))
+	})
+	return cmd
+}
+
 func newJobCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "job",
@@ -315,8 +336,7 @@ func newJobCmd() *cobra.Command {
 			(*client.Client).UpdateJobJSON),
 		nameCmd(cf, "deregister", "Remove a job (its tasks are killed)",
 			"  hasched job deregister foo_job", (*client.Client).DeregisterJob),
-		nameCmd(cf, "trigger", "Run a TRANSIENT job once, now",
-			"  hasched job trigger foo_job", (*client.Client).TriggerJob),
+		newJobTriggerCmd(cf),
 		nameCmd(cf, "disable", "Disable a job: it is not launched until it is enabled",
 			"  hasched job disable foo_job", (*client.Client).DisableJob),
 		nameCmd(cf, "enable", "Enable a disabled job",

@@ -179,8 +179,11 @@ func TestJobCommands(t *testing.T) {
 
 	cli(t, env, "", "job", "get", "foo_job").ok(t).has(t, "Sharding total count:", "4", "Failover:", "yes", "Script command line:", "echo hi")
 	cli(t, env, "", "job", "trigger", "foo_job").ok(t).has(t, "triggered")
-	if got := svc.Triggered(); len(got) != 1 || got[0] != "foo_job" {
-		t.Fatalf("triggered = %v", got)
+	cli(t, env, "", "job", "trigger", "foo_job", "--param", "").ok(t).has(t, "own job parameter")
+	cli(t, env, "", "job", "trigger", "foo_job", "--param", "day=2026-12-01").ok(t).has(t, "own job parameter")
+	if got := svc.Triggers(); len(got) != 3 || got[0].JobName != "foo_job" || got[0].JobParameter != nil ||
+		got[1].JobParameter == nil || *got[1].JobParameter != "" || got[2].JobParameter == nil || *got[2].JobParameter != "day=2026-12-01" {
+		t.Fatalf("triggered = %+v", got)
 	}
 	cli(t, env, "", "job", "disable", "foo_job").ok(t)
 	cli(t, env, "", "job", "get", "foo_job").ok(t).has(t, "Disabled:", "yes")

@@ -355,6 +355,12 @@ func (c *Client) TriggerJob(ctx context.Context, name string) (api.Result, error
 	return c.writeJSON(ctx, http.MethodPost, "/api/job/trigger", name)
 }
 
+// TriggerJobWith runs a TRANSIENT job once now, with the trigger's own job
+// parameter if it has one.
+func (c *Client) TriggerJobWith(ctx context.Context, tr model.Trigger) (api.Result, error) {
+	return c.writeJSON(ctx, http.MethodPost, "/api/job/trigger", tr)
+}
+
 // Job reads one job.
 func (c *Client) Job(ctx context.Context, name string) (model.Job, error) {
 	var job model.Job

@@ -138,8 +138,11 @@ func TestEveryCallRoundTrips(t *testing.T) {
 	}
 	res(c.EnableJob(x, "j 1?")).must(t)
 	res(c.TriggerJob(x, "j 1?")).must(t)
-	if got := svc.Triggered(); len(got) != 1 || got[0] != "j 1?" {
-		t.Fatalf("triggered = %v", got)
+	param := "day=2026-12-01"
+	res(c.TriggerJobWith(x, model.Trigger{JobName: "j 1?", JobParameter: &param})).must(t)
+	if got := svc.Triggers(); len(got) != 2 || got[0].JobName != "j 1?" || got[0].JobParameter != nil ||
+		got[1].JobName != "j 1?" || got[1].JobParameter == nil || *got[1].JobParameter != param {
+		t.Fatalf("triggered = %+v", got)
 	}
 	res(c.DeregisterJob(x, "j 1?")).must(t)
 	if _, err := c.Job(x, "j 1?"); !errors.Is(err, model.ErrNotFound) {

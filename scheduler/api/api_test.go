@@ -204,6 +204,15 @@ func TestJobEndpoints(t *testing.T) {
 	if e := do(t, h, "POST", "/api/job/trigger", "  ").errorBody(t); e.Field != "jobName" {
 		t.Fatalf("empty trigger body: field = %q, want jobName", e.Field)
 	}
+	// A run with its own job parameter; a bad one writes nothing.
+	want(t, do(t, h, "POST", "/api/job/trigger", `{"jobName":"foo_job","jobParameter":"day=2026-12-01"}`), http.StatusOK)
+	for _, body := range []string{`{"jobName":"foo_job","jobParameter":7}`, `{"jobName":"foo_job","param":"x"}`,
+		`{"jobName":"foo_job","jobParameter":"` + strings.Repeat("x", model.MaxTriggerParameterBytes+1) + `"}`} {
+		want(t, do(t, h, "POST", "/api/job/trigger", body), http.StatusBadRequest)
+	}
+	if got := svc.Triggers(); len(got) != 3 || got[2].JobParameter == nil || *got[2].JobParameter != "day=2026-12-01" {
+		t.Fatalf("triggers = %+v, want the third with its parameter and no more", got)
+	}
 
 	want(t, do(t, h, "DELETE", "/api/job/deregister", "foo_job"), http.StatusOK)
 	want(t, do(t, h, "GET", "/api/job/jobs/foo_job", ""), http.StatusNotFound)

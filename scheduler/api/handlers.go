@@ -186,16 +186,21 @@ func (s *server) deregisterJob(ctx context.Context, name string) (any, error) {
 	return done("job %q deregistered", name), nil
 }
 
+// triggerJob takes Elastic-Job-Cloud's body, the bare job name, or
+// {"jobName": ..., "jobParameter": ...} for a run with its own parameter.
 func (s *server) triggerJob(c *call) (any, error) {
-	name, err := nameFromBody(c.body, "jobName")
+	tr, err := model.DecodeTrigger(c.body)
 	if err != nil {
 		return nil, err
 	}
-	c.job = name
-	if err := s.svc.TriggerJob(c.ctx, name); err != nil {
+	c.job = tr.JobName
+	if err := s.svc.TriggerJob(c.ctx, tr); err != nil {
 		return nil, err
 	}
-	return done("job %q triggered", name), nil
+	if tr.JobParameter != nil {
+		return done("job %q triggered with its own job parameter", tr.JobName), nil
+	}
+	return done("job %q triggered", tr.JobName), nil
 }
 
 func (s *server) listJobs(c *call) (any, error) {

@@ -48,7 +48,8 @@ type Service interface {
 	UpdateJob(ctx context.Context, u model.JobUpdate) error
 	DeregisterJob(ctx context.Context, name string) error
 	// TriggerJob puts one run of a TRANSIENT job on the ready queue now.
-	TriggerJob(ctx context.Context, name string) error
+	// A trigger with a JobParameter runs with it in place of the job's.
+	TriggerJob(ctx context.Context, tr model.Trigger) error
 	DisableJob(ctx context.Context, name string) error
 	EnableJob(ctx context.Context, name string) error
 

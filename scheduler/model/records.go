@@ -72,6 +72,9 @@ type TaskRecord struct {
 	// NotBefore holds a failover task back until then (the retry back-off
 	// after a failure).
 	NotBefore time.Time `json:"notBefore,omitzero"`
+	// JobParameter, if set, replaces the job's jobParameter for this run:
+	// a trigger's own (model.Trigger), kept through retries and failover.
+	JobParameter *string `json:"jobParameter,omitempty"`
 }
 
 // ReadyEntry is one job's pending fires on the ready queue.

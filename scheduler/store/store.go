@@ -15,7 +15,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -69,9 +71,52 @@ type Ready struct {
 	// RegisteredAt is when the job was registered; a job whose LastFire is
 	// zero produces fires after it only, so it never back-fills.
 	RegisteredAt time.Time `json:"registeredAt"`
+	// Parameters are the job parameters of pending fires triggered with
+	// one, by ParameterKey. Only pending fires' are written (MarshalJSON):
+	// a fire that leaves the queue takes its parameter into its task
+	// records.
+	Parameters map[string]string `json:"parameters,omitempty"`
 	// Version is the node's version the Ready was read or written at; the
 	// next write of the queue must name it.
 	Version coord.Version `json:"-"`
+}
+
+// ParameterKey is the key of a fire's parameter: its Unix milliseconds
+// (fires of one job are unique to the millisecond).
+func ParameterKey(fire time.Time) string { return strconv.FormatInt(fire.UnixMilli(), 10) }
+
+// Parameter is the job parameter fire was triggered with, if any.
+func (r Ready) Parameter(fire time.Time) *string {
+	p, ok := r.Parameters[ParameterKey(fire)]
+	if !ok {
+		return nil
+	}
+	return &p
+}
+
+// WithParameter returns r with fire's parameter set, in a map of its own
+// (a Ready is copied by value, its map is not).
+func (r Ready) WithParameter(fire time.Time, p string) Ready {
+	m := make(map[string]string, len(r.Parameters)+1)
+	maps.Copy(m, r.Parameters)
+	m[ParameterKey(fire)] = p
+	r.Parameters = m
+	return r
+}
+
+// MarshalJSON writes the parameters of pending fires only.
+func (r Ready) MarshalJSON() ([]byte, error) {
+	type plain Ready
+	out := plain(r)
+	if len(r.Parameters) > 0 {
+		out.Parameters = map[string]string{}
+		for _, f := range r.FireTimes {
+			if p, ok := r.Parameters[ParameterKey(f)]; ok {
+				out.Parameters[ParameterKey(f)] = p
+			}
+		}
+	}
+	return json.Marshal(out)
 }
 
 // ProducedThrough is the time up to which fires have been produced.

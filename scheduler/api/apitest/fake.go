@@ -31,7 +31,7 @@ type Service struct {
 	failures      map[string]error
 	calls         []string
 	reconciles    []bool
-	triggered     []string
+	triggered     []model.Trigger
 	panicOnMethod string
 }
 
@@ -104,6 +104,17 @@ func (s *Service) Reconciles() []bool {
 
 // Triggered returns the jobs triggered so far.
 func (s *Service) Triggered() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var names []string
+	for _, tr := range s.triggered {
+		names = append(names, tr.JobName)
+	}
+	return names
+}
+
+// Triggers returns the triggers so far, with their parameters.
+func (s *Service) Triggers() []model.Trigger {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.triggered)
@@ -410,7 +421,8 @@ func (s *Service) DeregisterJob(_ context.Context, name string) error {
 }
 
 // TriggerJob implements api.Service.
-func (s *Service) TriggerJob(_ context.Context, name string) error {
+func (s *Service) TriggerJob(_ context.Context, tr model.Trigger) error {
+	name := tr.JobName
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.write("TriggerJob"); err != nil {
@@ -423,7 +435,7 @@ func (s *Service) TriggerJob(_ context.Context, name string) error {
 	if job.JobExecutionType == model.Daemon {
 		return fmt.Errorf("job %q is a DAEMON job and cannot be triggered: %w", name, model.ErrConflict)
 	}
-	s.triggered = append(s.triggered, name)
+	s.triggered = append(s.triggered, tr)
 	return nil
 }
 
