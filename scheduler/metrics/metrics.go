@@ -264,6 +264,13 @@ func (m *Metrics) Emit(ev events.Event) {
 	}
 }
 
+// Leading says whether the last leadership event said this process leads.
+func (m *Metrics) Leading() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.leading
+}
+
 // Forget drops every series of a job and frees its place under
 // Config.MaxJobLabels. Call it when a job is deregistered, or its series
 // would stay, counted against the cap, until the process ends. A job

@@ -195,8 +195,14 @@ func TestLeadershipGaugesFollowTerms(t *testing.T) {
 		wantValue(t, step+": hasched_leadership_changes_total", testutil.ToFloat64(m.leaderChanges), changes)
 	}
 	check("at start", 0, 0, 0)
+	if m.Leading() {
+		t.Error("Leading before any leadership event")
+	}
 	m.Emit(events.Event{Kind: events.Leadership, Leader: true, Term: 41})
 	check("leading term 41", 1, 41, 1)
+	if !m.Leading() {
+		t.Error("not Leading after the event of term 41")
+	}
 	m.Emit(events.Event{Kind: events.Leadership, Leader: true, Term: 41}) // said twice
 	check("term 41 again", 1, 41, 1)
 	m.Emit(events.Event{Kind: events.Leadership, Leader: false, Term: 41})
