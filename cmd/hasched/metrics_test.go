@@ -114,3 +114,21 @@ func TestServeExportsMetrics(t *testing.T) {
 		t.Logf("the scrape:\n%s", text)
 	}
 }
+
+// The backend label is the coordinator's scheme: bounded, and free of the
+// URL's servers and credentials.
+func TestBackendNameIsTheSchemeNeverTheURL(t *testing.T) {
+	for _, c := range []struct {
+		cfg  serveConfig
+		want string
+	}{
+		{serveConfig{embedded: true}, "etcd"},
+		{serveConfig{coordURL: "etcd://user:pw@10.0.0.1:2379/ns?password-file=/x"}, "etcd"},
+		{serveConfig{coordURL: "ZK://h1:2181,h2:2181/ns"}, "zk"},
+		{serveConfig{coordURL: "::not a url"}, "unknown"},
+	} {
+		if got := backendName(c.cfg); got != c.want {
+			t.Errorf("backendName(%+v) = %q, want %q", c.cfg, got, c.want)
+		}
+	}
+}

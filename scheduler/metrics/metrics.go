@@ -57,7 +57,9 @@ type Config struct {
 	// keep (DefaultMaxJobLabels if zero). A job seen once the cap is
 	// reached is counted under job_name=OtherJobs, so a scheduler with
 	// many jobs keeps a bounded number of series (each job costs a few
-	// series per metric); Forget frees a deleted job's place.
+	// series per metric); Forget frees a deleted job's place. A job
+	// counted under OtherJobs gets series of its own once a place is
+	// free; what it counted before stays with OtherJobs.
 	MaxJobLabels int
 	// Depths, if set, is read at every scrape for hasched_queue_tasks. It
 	// must answer from memory, without blocking; ok false (a standby,
