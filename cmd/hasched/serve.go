@@ -533,6 +533,11 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		coordURL := cfg.coordURL
 		open = func(ctx context.Context) (coord.Coordinator, error) { return coord.Open(ctx, coordURL) }
 	}
+	mets, err := newServeMetrics() // metrics.go
+	if err != nil {
+		return err
+	}
+	open = mets.instrument(open, backendName(cfg))
 
 	execLog := log.Named("executor")
 	var (
@@ -580,10 +585,12 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		CoordinatorURL:    cfg.coordDisplay,
 		Logger:            log,
 		ReconcileInterval: scheduler.DefaultReconcileInterval,
+		Events:            mets,
 	})
 	if err != nil {
 		return err
 	}
+	mets.serving(sched)
 	handler, err := api.New(api.Config{
 		Service:      sched,
 		Logger:       log.Named("api"),
@@ -597,6 +604,7 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		ForwardHTTPS:       cfg.apiSec.serverTLS != nil,
 		ForwardTLS:         cfg.apiSec.forwardTLS,
 		InsecureForwarding: cfg.apiSec.insecureForwarding,
+		Metrics:            mets.Handler(),
 	})
 	if err != nil {
 		return err

@@ -127,6 +127,9 @@ type Config struct {
 	// connect, header and overall timeouts is used. It should not follow
 	// redirects, so that the leader's answer is relayed as it is.
 	HTTPClient *http.Client
+	// Metrics, if set, serves GET /metrics (Prometheus' exposition
+	// formats): this process's metrics, with a read's access rules.
+	Metrics http.Handler
 }
 
 func (cfg Config) withDefaults() (Config, error) {
@@ -252,7 +255,8 @@ type server struct {
 }
 
 // New returns the API's handler. It serves Elastic-Job-Cloud's paths under
-// /api and /healthz; anything else is 404.
+// /api, /healthz, /readyz and, with Config.Metrics, /metrics; anything else
+// is 404.
 func New(cfg Config) (http.Handler, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -322,6 +326,10 @@ func (s *server) serve(w http.ResponseWriter, c *call) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
 	c.ctx = ctx
+	if rt.raw != nil {
+		rt.raw.ServeHTTP(w, r.WithContext(ctx))
+		return
+	}
 	if rt.write {
 		body, err := readBody(w, r, s.cfg.MaxBodyBytes)
 		if err != nil {

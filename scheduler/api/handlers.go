@@ -36,7 +36,7 @@ func done(format string, args ...any) Result {
 // /api, plus /api/leader and /healthz.
 func (s *server) routeTable() []route {
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
-	return []route{
+	routes := []route{
 		// Apps (CloudAppRestfulApi).
 		newRoute(post, "/api/app", s.registerApp),
 		newRoute(put, "/api/app", s.updateApp),
@@ -76,6 +76,12 @@ func (s *server) routeTable() []route {
 		newRoute(post, "/api/login", s.login).withAccess(accessPublic).servedLocally(),
 		newRoute(get, "/api/audit", s.auditEntries).withAccess(accessAdmin),
 	}
+	if s.cfg.Metrics != nil {
+		// This process's own metrics: never forwarded, a read like any
+		// other (open, or an account with AuthReads).
+		routes = append(routes, newRawRoute("/metrics", s.cfg.Metrics))
+	}
+	return routes
 }
 
 func (s *server) registerApp(c *call) (any, error) {

@@ -29,6 +29,10 @@ type route struct {
 	leaderRead bool
 	access     access
 	handle     func(*call) (any, error)
+	// raw, if set, writes the response itself in place of handle, in a
+	// format of its own (GET /metrics: Prometheus' text), after the same
+	// access checks.
+	raw http.Handler
 }
 
 func newRoute(method, pattern string, handle func(*call) (any, error)) route {
@@ -42,6 +46,13 @@ func newRoute(method, pattern string, handle func(*call) (any, error)) route {
 	if rt.write {
 		rt.access = accessWrite
 	}
+	return rt
+}
+
+// newRawRoute is a GET route served by h (see route.raw).
+func newRawRoute(pattern string, h http.Handler) route {
+	rt := newRoute(http.MethodGet, pattern, nil)
+	rt.raw = h
 	return rt
 }
 
