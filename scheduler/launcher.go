@@ -504,21 +504,22 @@ func (t *term) handleLaunched() error {
 			t.log.Warn("launch failed; retrying on the next tick", "job", res.job, "tasks", len(res.tasks), "error", res.err)
 			continue
 		}
+		now := t.now()
+		for _, task := range res.tasks {
+			// Told even if the task has ended since (a quick one's end
+			// may be handled before its Launch returns).
+			t.cfg.Events.Emit(events.Event{Kind: events.Launched, Time: now, Term: t.l.Token(),
+				Job: task.Job, TaskID: task.ID, Shard: task.Shard, Attempt: task.Attempt, FireTime: task.FireTime,
+				Lag: now.Sub(task.FireTime)})
+		}
 		js := t.jobs[res.job]
 		if js == nil {
 			continue
 		}
-		now := t.now()
 		for _, task := range res.tasks {
 			r := js.running[task.ID]
-			if r == nil {
-				continue // ended meanwhile
-			}
-			t.cfg.Events.Emit(events.Event{Kind: events.Launched, Time: now, Term: t.l.Token(),
-				Job: task.Job, TaskID: task.ID, Shard: task.Shard, Attempt: task.Attempt, FireTime: task.FireTime,
-				Lag: now.Sub(task.FireTime)})
-			if !r.LaunchedAt.IsZero() {
-				continue // its status said it runs meanwhile
+			if r == nil || !r.LaunchedAt.IsZero() {
+				continue // ended, or its status said it runs, meanwhile
 			}
 			u := *r
 			u.LaunchedAt = now

@@ -393,7 +393,11 @@ func (t *term) triggerJob(ctx context.Context, tr model.Trigger) error {
 	if tr.JobParameter != nil {
 		rn = rn.WithParameter(f, *tr.JobParameter)
 	}
-	return t.setReady(ctx, js, rn)
+	if err := t.setReady(ctx, js, rn); err != nil {
+		return err
+	}
+	t.emitFires(name, &stagedFires{produced: []time.Time{f}})
+	return nil
 }
 
 // pendingParameters counts the pending fires of rn that have a parameter.

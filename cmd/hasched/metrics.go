@@ -31,11 +31,7 @@ const statusTimeout = time.Second
 func newServeMetrics() (*serveMetrics, error) {
 	sm := &serveMetrics{}
 	m, err := metrics.New(metrics.Config{
-		// TODO(integrator): Depths needs a scheduler method that answers
-		// from the leading term's memory, say
-		// (*Scheduler).QueueDepths() (ready, running, failover int, ok bool);
-		// ReadyTasks, RunningTasks and FailoverTasks read the store, too
-		// much for every scrape.
+		Depths:  sm.depths,
 		Workers: sm.workers,
 	})
 	if err != nil {
@@ -71,6 +67,20 @@ func (sm *serveMetrics) instrument(open func(context.Context) (coord.Coordinator
 
 // serving gives the scrapes the scheduler to read.
 func (sm *serveMetrics) serving(s *scheduler.Scheduler) { sm.sched.Store(s) }
+
+// depths counts the queues of the term this process leads, from its
+// memory (a standby exports nothing: its figures would be store reads at
+// every scrape).
+func (sm *serveMetrics) depths() (metrics.Depths, bool) {
+	s := sm.sched.Load()
+	if s == nil {
+		return metrics.Depths{}, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	d, ok := s.QueueDepths(ctx)
+	return metrics.Depths{Ready: d.ReadyFires, Running: d.Running, Failover: d.Failover}, ok
+}
 
 // workers reads the workers and placements of the cluster executor of the
 // term this process leads. A standby, or another executor, exports

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -41,11 +42,8 @@ func scrape(t *testing.T, p *process) string {
 // etcd, the Go runtime's figures are there, and the whole scrape passes
 // promtool's lint.
 //
-// What the term reports as events (hasched_is_leader 1, fires and ends of
-// the job) is asserted by scheduler/metrics' tests on synthetic events;
-// here only that the series exist, as the term's emission is written in
-// parallel (integrator: once it emits, assert hasched_is_leader 1 and
-// hasched_task_runs_ended_total{job_name="job",state="FINISHED",outcome="done"} 2).
+// The term's events reach the metrics: the process leads, the job's two
+// shards ended FINISHED, and the leader's queues are counted.
 func TestServeExportsMetrics(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts an embedded etcd (make test runs it)")
@@ -85,12 +83,23 @@ func TestServeExportsMetrics(t *testing.T) {
 		return nil
 	})
 
-	text := scrape(t, p)
+	// The shards' ends reach the leader a moment after their output.
+	var text string
+	ended := regexp.MustCompile(`\nhasched_task_runs_ended_total\{job_name="job",outcome="done",state="FINISHED"\} 2\n`)
+	eventually(t, "both ends are counted", 30*time.Second, func() error {
+		if text = scrape(t, p); !ended.MatchString(text) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 	for _, re := range []string{
 		// The leader's fenced writes and the reads of its sessions.
 		`\nhasched_coordinator_operation_duration_seconds_count\{backend="etcd",operation="fenced_[a-z_]+",result="ok"\} [1-9]`,
 		`\nhasched_coordinator_operation_duration_seconds_count\{backend="etcd",operation="(get|list|children)",result="[a-z_]+"\} [1-9]`,
-		`\nhasched_is_leader [01]\n`,
+		`\nhasched_is_leader 1\n`,
+		`\nhasched_fires_total\{job_name="job"\} 1\n`,
+		`\nhasched_task_launches_total\{job_name="job"\} 2\n`,
+		`\nhasched_queue_tasks\{queue="running"\} 0\n`,
 		`\nhasched_leader_term [0-9e.+]+\n`,
 		`\n# TYPE hasched_schedule_lag_seconds histogram\n`,
 		`\ngo_goroutines [1-9]`,
