@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hasched/hasched/scheduler"
+	"github.com/hasched/hasched/scheduler/alert"
+	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/schedtest"
+)
+
+func writeFileIn(t *testing.T, dir, name, s string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A bad alerts file stops serve before anything starts, says what is
+// wrong, and never quotes a receiver's URL or secret.
+func TestServeRefusesABadAlertsConfig(t *testing.T) {
+	dir := t.TempDir()
+	writeFileIn(t, dir, "empty.key", "")
+	for _, c := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"not JSON", `receivers:`, []string{"--alerts-config", "invalid character"}},
+		{"unknown field", `{"receivers":[{"name":"x","url":"http://h/SECRETPATH","events":["failure"],"header":"x"}]}`, []string{"--alerts-config", "unknown field"}},
+		{"bad scheme", `{"receivers":[{"name":"x","url":"file:///SECRETPATH","events":["failure"]}]}`, []string{"--alerts-config", `receiver "x"`, "http:// or https://"}},
+		{"unknown event", `{"receivers":[{"name":"x","url":"http://h/SECRETPATH","events":["success"]}]}`, []string{"--alerts-config", `"success" is unknown`}},
+		{"leadership per job", `{"receivers":[{"name":"x","url":"http://h/SECRETPATH","events":["leadership"]}]}`, []string{"--alerts-config", "only a global receiver"}},
+		{"empty secret", `{"receivers":[{"name":"x","url":"http://h/SECRETPATH","events":["failure"],"secretFile":"empty.key"}]}`, []string{"--alerts-config", "secretFile", "empty"}},
+		{"too many attempts", `{"receivers":[{"name":"x","url":"http://h/SECRETPATH","events":["failure"],"maxAttempts":1000}]}`, []string{"--alerts-config", "maxAttempts"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			file := writeFileIn(t, dir, "alerts.json", c.body)
+			serveRefuses(t, nil, []string{"--alerts-config", file}, c.want...)
+			r := cli(t, nil, "", "serve", "--data-dir", filepath.Join(t.TempDir(), "d"), "--alerts-config", file)
+			if strings.Contains(r.stderr, "SECRETPATH") {
+				t.Errorf("the error quotes the URL: %s", r.stderr)
+			}
+		})
+	}
+	serveRefuses(t, nil, []string{"--alerts-config", filepath.Join(dir, "missing.json")}, "--alerts-config", "no such file")
+	serveRefuses(t, map[string]string{"HASCHED_ALERTS_CONFIG": filepath.Join(dir, "missing.json")}, nil, "--alerts-config", "missing.json")
+}
+
+func TestServeReadsTheAlertsConfig(t *testing.T) {
+	dir := t.TempDir()
+	writeFileIn(t, dir, "ops.key", "k3y\n")
+	file := writeFileIn(t, dir, "alerts.json", `{"receivers":[{"name":"ops","url":"https://alerts.example/h","secretFile":"ops.key","events":["failure","leadership"],"global":true}]}`)
+	f := serveFlags{coord: "embedded", dataDir: "d", listen: "127.0.0.1:8899", executor: "local", logLevel: "info",
+		embeddedClientURL: "http://127.0.0.1:2379", embeddedPeerURL: "http://127.0.0.1:2380"}
+	cfg, err := f.validate()
+	if err != nil || cfg.alerts != nil {
+		t.Fatalf("without --alerts-config: alerts %+v, %v; want none", cfg.alerts, err)
+	}
+	f.alerts.file = file
+	if cfg, err = f.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.alerts) != 1 || cfg.alerts[0].Name != "ops" || string(cfg.alerts[0].Secret) != "k3y" || !cfg.alerts[0].Global {
+		t.Fatalf("alerts = %+v", cfg.alerts)
+	}
+	// Without receivers the scheduler gets no sink at all (a nil
+	// *Notifier in the interface would be called).
+	a, err := startAlerts(nil, "h:1", hclog.NewNullLogger())
+	if err != nil || a.events() != nil {
+		t.Fatalf("startAlerts(none) = %v, %v; want a nil sink", a.events(), err)
+	}
+	a.close(hclog.NewNullLogger())
+}
+
+// The notifier reads a job's alertReceivers through the scheduler: from
+// the leader's memory, nothing for a job that is not there.
+func TestAlertsReadAJobsReceiversFromTheScheduler(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cluster := schedtest.NewCluster()
+	sched, err := scheduler.New(scheduler.Config{Open: schedtest.NewStore().Open, Executor: cluster.Factory("test"), Advertise: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- sched.Run(runCtx) }()
+	defer func() { stop(); <-ran }()
+
+	a, err := startAlerts([]alert.Receiver{{Name: "team", URL: "http://127.0.0.1:1/", Events: []alert.Class{alert.Failure}}}, "h:1", hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close(hclog.NewNullLogger())
+	if got := a.jobReceivers("j"); got != nil {
+		t.Fatalf("before the scheduler is set: %q", got)
+	}
+	a.sched.Store(sched)
+	if err := sched.RegisterApp(ctx, model.App{AppName: "app", BootstrapScript: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	job := model.Job{JobName: "j", AppName: "app", Cron: "0 0 0 1 1 ? 2099", AlertReceivers: []string{"team", "elsewhere"}}
+	if err := sched.RegisterJob(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.jobReceivers("j"); !slices.Equal(got, job.AlertReceivers) {
+		t.Fatalf("jobReceivers(j) = %q, want %q", got, job.AlertReceivers)
+	}
+	if got := a.jobReceivers("other"); got != nil {
+		t.Fatalf("jobReceivers(other) = %q, want nil", got)
+	}
+}
