@@ -120,3 +120,47 @@ func TestAlertsReadAJobsReceiversFromTheScheduler(t *testing.T) {
 		t.Fatalf("jobReceivers(other) = %q, want nil", got)
 	}
 }
+
+// A whole serve with --alerts-config: the notifier starts, a job's
+// alertReceivers go through the REST API and the store and come back, a
+// list past the bound is refused with a 4xx and writes nothing, and the
+// process stops cleanly (the notifier closed with it).
+func TestServeWithAlertsKeepsJobsAlertReceivers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts an embedded etcd (make test runs it)")
+	}
+	dir := t.TempDir()
+	file := writeFileIn(t, dir, "alerts.json", `{"receivers":[
+		{"name":"ops","url":"http://127.0.0.1:1/ops","events":["failure","leadership"],"global":true},
+		{"name":"team","url":"http://127.0.0.1:1/team","format":"slack","events":["failure","timeout"]}]}`)
+	p := startProcess(t, "solo", serveFlags{
+		coord: coordEmbedded, embeddedClientURL: "http://127.0.0.1:0", embeddedPeerURL: "http://127.0.0.1:0",
+		alerts: alertFlags{file: file},
+	})
+	if !strings.Contains(p.log.String(), "alerts on") {
+		t.Errorf("the log does not say alerts are on:\n%s", p.log)
+	}
+	eventually(t, "the process leads", 30*time.Second, func() error {
+		_, _, err := leaderOf(t, p)
+		return err
+	})
+	x := ctxT(t)
+	if _, err := p.client.RegisterAppJSON(x, []byte(`{"appName":"app","bootstrapScript":"true"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.client.RegisterJobJSON(x, []byte(`{"jobName":"j","appName":"app","cron":"0 0 0 1 1 ? 2099","alertReceivers":["team","not-here"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	j, err := p.client.Job(x, "j")
+	if err != nil || !slices.Equal(j.AlertReceivers, []string{"team", "not-here"}) {
+		t.Fatalf("job j: alertReceivers %q, %v; want [team not-here]", j.AlertReceivers, err)
+	}
+	_, err = p.client.RegisterJobJSON(x, []byte(`{"jobName":"k","appName":"app","cron":"0 0 0 1 1 ? 2099","alertReceivers":["a","b","c","d","e","f","g","h","i"]}`))
+	if err == nil || !strings.Contains(err.Error(), "alertReceivers") {
+		t.Fatalf("nine receivers: %v, want a refusal naming alertReceivers", err)
+	}
+	if _, err := p.client.Job(x, "k"); err == nil {
+		t.Fatal("a refused job was written")
+	}
+	p.stop(t)
+}
