@@ -33,6 +33,7 @@
 // exponential back-off and jitter (a Retry-After is honoured up to
 // MaxRetryAfter), up to the receiver's maxAttempts; any other status gives
 // it up at once. Redirects are followed only to the same scheme and host.
+// A receiver written in Go can call Verify.
 //
 // # Which runs alert
 //
@@ -359,14 +360,21 @@ func (n *Notifier) unknownReceiver(job, name string) {
 func (n *Notifier) drop(receiver string, c Class) {
 	total := n.dropped.Add(1)
 	n.dropLogMu.Lock()
-	defer n.dropLogMu.Unlock()
-	if now := time.Now(); now.Sub(n.lastDropLog) >= DropLogInterval {
+	now := time.Now()
+	due := now.Sub(n.lastDropLog) >= DropLogInterval
+	if due {
 		n.lastDropLog = now
-		if receiver == "" {
-			n.log.Warn("alert queue full: dropping alerts", "event", c, "dropped_total", total)
-		} else {
-			n.log.Warn("alert receiver's queue full (is it slow or down?): dropping alerts", "receiver", receiver, "event", c, "dropped_total", total)
-		}
+	}
+	n.dropLogMu.Unlock()
+	if !due {
+		return
+	}
+	// Logged outside the lock: Emit's callers must not queue behind a
+	// slow log output.
+	if receiver == "" {
+		n.log.Warn("alert queue full: dropping alerts", "event", c, "dropped_total", total)
+	} else {
+		n.log.Warn("alert receiver's queue full (is it slow or down?): dropping alerts", "receiver", receiver, "event", c, "dropped_total", total)
 	}
 }
 

@@ -172,3 +172,27 @@ func retryAfter(h string) time.Duration {
 	}
 	return -1
 }
+
+// Errors of Verify.
+var (
+	ErrBadSignature = errors.New("alert: signature does not match")
+	ErrStale        = errors.New("alert: timestamp outside the accepted window")
+)
+
+// Verify is a receiver's check of a delivery (in Go; the package doc says
+// it in words): the signature header must be Sign(secret, timestamp,
+// body) and the timestamp within maxAge of now, either way, so that a
+// captured delivery cannot be replayed later.
+func Verify(secret []byte, timestamp, signature string, body []byte, now time.Time, maxAge time.Duration) error {
+	sec, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: %s is not Unix seconds", ErrStale, HeaderTimestamp)
+	}
+	if age := now.Sub(time.Unix(sec, 0)); age > maxAge || age < -maxAge {
+		return fmt.Errorf("%w: %v old", ErrStale, age.Round(time.Second))
+	}
+	if !hmac.Equal([]byte(signature), []byte(Sign(secret, timestamp, body))) {
+		return ErrBadSignature
+	}
+	return nil
+}
