@@ -26,7 +26,9 @@ import (
 	"github.com/hasched/hasched/coord/etcd"
 	_ "github.com/hasched/hasched/coord/zk" // zk:// for --coord
 	"github.com/hasched/hasched/scheduler"
+	"github.com/hasched/hasched/scheduler/alert"
 	"github.com/hasched/hasched/scheduler/api"
+	"github.com/hasched/hasched/scheduler/events"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/executor/cluster"
 	"github.com/hasched/hasched/scheduler/executor/local"
@@ -73,6 +75,8 @@ type serveFlags struct {
 	embeddedPeerURL   string
 	// apiSec: the REST API's other auth and TLS flags (apisecurity.go).
 	apiSec apiSecurityFlags
+	// alerts: --alerts-config (alerts.go).
+	alerts alertFlags
 	// --executor cluster: this process's worker.
 	worker         bool
 	workerChanged  bool // --worker given explicitly
@@ -111,6 +115,8 @@ type serveConfig struct {
 	embeddedPeerURL   string
 	// apiSec: the REST API's accounts and TLS (apisecurity.go).
 	apiSec apiSecurityConfig
+	// alerts are the --alerts-config receivers, their secrets read.
+	alerts []alert.Receiver
 	// mesos configures --executor mesos (its Logger is set by runServe).
 	mesos mesos.Config
 	// worker: run tasks placed on this process (--executor cluster and
@@ -198,6 +204,7 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.authUser, "auth-user", "", "the admin account: if set, every API write needs it (HTTP Basic, or a token from POST /api/login), with --auth-password-file or $HASCHED_AUTH_PASSWORD")
 	fs.StringVar(&f.authPassword, "auth-password", "", "the password of --auth-user; on the command line every user of the host sees it (ps): prefer $HASCHED_AUTH_PASSWORD or --auth-password-file")
 	f.apiSec.register(fs)
+	f.alerts.register(fs)
 	fs.StringVar(&f.embeddedClientURL, "embedded-client-url", "https://127.0.0.1:2379", "client URL of the embedded etcd (with --coord embedded); always TLS, only clients with a certificate from <data-dir>/etcd/tls get in")
 	fs.StringVar(&f.embeddedPeerURL, "embedded-peer-url", "https://127.0.0.1:2380", "peer URL of the embedded etcd (with --coord embedded); always TLS with client certificates")
 	fs.StringVar(&f.mesosMaster, "mesos-master", "", "with --executor mesos: the Mesos masters, http://host:5050[,http://host:5050…] (a standby's redirect to the leader is followed) or zk://host:2181[,host:2181…]/mesos")
@@ -326,6 +333,9 @@ func (f serveFlags) validate() (serveConfig, error) {
 
 	// The REST API's accounts, TLS and exposure (apisecurity.go).
 	if err := validateAPISecurity(f, &cfg); err != nil {
+		return cfg, err
+	}
+	if cfg.alerts, err = f.alerts.validate(); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
@@ -577,6 +587,17 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 			return fmt.Errorf("--work-dir: %w", err)
 		}
 	}
+	alerts, err := startAlerts(cfg.alerts, advertise, log)
+	if err != nil {
+		return err
+	}
+	// Closed after the scheduler has stopped: its last events are sent.
+	defer alerts.close(log)
+	// What the leader's terms do goes to the metrics and the alerts.
+	observers := events.Fanout{mets}
+	if a := alerts.events(); a != nil {
+		observers = append(observers, a)
+	}
 	sched, err := scheduler.New(scheduler.Config{
 		Open:              open,
 		Executor:          factory,
@@ -585,12 +606,13 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		CoordinatorURL:    cfg.coordDisplay,
 		Logger:            log,
 		ReconcileInterval: scheduler.DefaultReconcileInterval,
-		Events:            mets,
+		Events:            observers,
 	})
 	if err != nil {
 		return err
 	}
 	mets.serving(sched)
+	alerts.sched.Store(sched)
 	handler, err := api.New(api.Config{
 		Service:      sched,
 		Logger:       log.Named("api"),

@@ -159,12 +159,20 @@ func (u AppUpdate) Apply(stored App) (App, error) {
 // Apply returns stored with the update's fields; the result is not checked.
 func (u JobUpdate) Apply(stored Job) (Job, error) {
 	// Decoding into a map adds to it: constraints given replace the stored
-	// ones instead.
+	// ones instead. Decoding into a slice writes into its backing array,
+	// which the caller's stored job shares: alertReceivers given get a new
+	// one.
 	var given struct {
-		Constraints json.RawMessage `json:"constraints"`
+		Constraints    json.RawMessage `json:"constraints"`
+		AlertReceivers json.RawMessage `json:"alertReceivers"`
 	}
-	if json.Unmarshal(u.body, &given) == nil && given.Constraints != nil {
-		stored.Constraints = nil
+	if json.Unmarshal(u.body, &given) == nil {
+		if given.Constraints != nil {
+			stored.Constraints = nil
+		}
+		if given.AlertReceivers != nil {
+			stored.AlertReceivers = nil
+		}
 	}
 	err := decodeStrict(bytes.NewReader(u.body), &stored)
 	return stored, err
@@ -415,6 +423,9 @@ func (j Job) validate() (*cron.Schedule, map[int]string, error) {
 		return nil, nil, outOfBounds("retries", j.Retries, MaxRetries)
 	}
 	if err := CheckLabels("constraints", j.Constraints); err != nil {
+		return nil, nil, err
+	}
+	if err := CheckAlertReceivers("alertReceivers", j.AlertReceivers); err != nil {
 		return nil, nil, err
 	}
 	return sched, params, nil

@@ -74,6 +74,15 @@ type Job struct {
 	// (for example {"zone": "a"}); the cluster executor places them only
 	// there. At most MaxLabels.
 	Constraints map[string]string `json:"constraints,omitempty"`
+	// AlertReceivers names the alert receivers (beyond the global ones)
+	// that hear of this job's failures, as the operator's alerts file
+	// defines them. Only names: the URLs and secrets stay in the operator's
+	// file, so a job's author can neither aim the scheduler at an address
+	// of their choosing nor read a receiver's key. A name the running
+	// process does not know is accepted here (each process has its own
+	// alerts file) and logged when an alert would have gone to it. At most
+	// MaxAlertReceivers names of the form CheckAlertReceivers accepts.
+	AlertReceivers []string `json:"alertReceivers,omitempty"`
 
 	// Elastic-Job-Cloud fields hasched does not interpret but keeps, so
 	// that its users' job definitions round-trip unchanged.
