@@ -107,6 +107,9 @@ func TestTheTermTellsItsObserversWhatItDoes(t *testing.T) {
 		t.Errorf("misfired %+v", mis)
 	}
 
+	mustDo(t, e.svc().DeregisterJob(ctxT(t), "j"))
+	log.wait(t, "the job's removal", is(events.JobRemoved, "j"))
+
 	e.n.stop()
 	if got := log.find(func(ev events.Event) bool { return ev.Kind == events.Leadership && !ev.Leader && ev.Term == lead.Term }); len(got) != 1 {
 		t.Errorf("%d ends of the term told, want 1", len(got))

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hasched/hasched/scheduler/events"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
 )
@@ -362,6 +363,7 @@ func (t *term) deregisterJob(ctx context.Context, name string) error {
 	}
 	delete(t.jobs, name)
 	t.index.removeJob(name)
+	t.cfg.Events.Emit(events.Event{Kind: events.JobRemoved, Time: t.now(), Term: t.l.Token(), Job: name})
 	return nil
 }
 

@@ -37,6 +37,9 @@ const (
 	// Leadership: this process became leader (Leader true) of Term, or
 	// its term ended.
 	Leadership Kind = "leadership"
+	// JobRemoved: Job was deregistered (by itself or with its app);
+	// observers drop what they keep per job.
+	JobRemoved Kind = "job_removed"
 )
 
 // Outcome is what the scheduler does with a task run that ended.

@@ -164,12 +164,12 @@ func New(cfg Config) (*Metrics, error) {
 	})
 	m.scheduleLag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "hasched_schedule_lag_seconds",
-		Help:    "Time from a task's fire time to its launch (handed to the executor).",
+		Help:    "Time from a task's fire time to its launch (handed to the executor); first attempts only, a retry waits its back-off.",
 		Buckets: lagBuckets,
 	})
 	m.fireToRunning = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "hasched_fire_to_running_seconds",
-		Help:    "Time from a task's fire time to the executor's first report of it running.",
+		Help:    "Time from a task's fire time to the executor's first report of it running; first attempts only.",
 		Buckets: lagBuckets,
 	})
 	m.isLeader = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -246,9 +246,15 @@ func (m *Metrics) Emit(ev events.Event) {
 		}
 	case events.Launched:
 		m.launches.WithLabelValues(m.jobLabelLocked(ev.Job)).Inc()
-		m.scheduleLag.Observe(seconds(ev.Lag))
+		if ev.Attempt == 0 {
+			m.scheduleLag.Observe(seconds(ev.Lag))
+		}
 	case events.Running:
-		m.fireToRunning.Observe(seconds(ev.Lag))
+		if ev.Attempt == 0 {
+			m.fireToRunning.Observe(seconds(ev.Lag))
+		}
+	case events.JobRemoved:
+		m.forgetLocked(ev.Job)
 	case events.Ended:
 		m.ended.WithLabelValues(m.jobLabelLocked(ev.Job), stateLabel(ev.State), outcomeLabel(ev.Outcome)).Inc()
 	case events.Leadership:
@@ -280,6 +286,11 @@ func (m *Metrics) Leading() bool {
 func (m *Metrics) Forget(job string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.forgetLocked(job)
+}
+
+// forgetLocked is Forget; m.mu is held. Emit calls it on JobRemoved.
+func (m *Metrics) forgetLocked(job string) {
 	if _, ok := m.jobs[job]; !ok {
 		return
 	}

@@ -157,6 +157,9 @@ func TestEmitObservesLagsInSeconds(t *testing.T) {
 	m.Emit(events.Event{Kind: events.Launched, Job: "a", Lag: 500 * time.Millisecond})
 	m.Emit(events.Event{Kind: events.Launched, Job: "a", Lag: -time.Second}) // another host's clock
 	m.Emit(events.Event{Kind: events.Running, Job: "a", Lag: 3 * time.Second})
+	// A retry's lag holds its back-off: not a schedule lag.
+	m.Emit(events.Event{Kind: events.Launched, Job: "a", Attempt: 1, Lag: time.Minute})
+	m.Emit(events.Event{Kind: events.Running, Job: "a", Attempt: 1, Lag: time.Minute})
 	for _, c := range []struct {
 		name  string
 		count uint64
@@ -250,7 +253,7 @@ func TestForgetDropsAJobsSeriesAndFreesItsPlace(t *testing.T) {
 	} {
 		m.Emit(ev)
 	}
-	m.Forget("a")
+	m.Emit(events.Event{Kind: events.JobRemoved, Job: "a"}) // as the term tells a deregistration
 	for _, v := range []prometheus.Collector{m.fires, m.misfires, m.launches, m.ended} {
 		if strings.Contains(scrapeOf(t, v), `job_name="a"`) {
 			t.Errorf("a series of the forgotten job a is left:\n%s", scrapeOf(t, v))
