@@ -452,7 +452,10 @@ func TestEventFilter(t *testing.T) {
 	finished.State, finished.Outcome = executor.StateFinished, events.Done
 	killed := failed("j")
 	killed.State, killed.Outcome = executor.StateKilled, events.Done
-	for _, ev := range []events.Event{given, lost, retry, timedOut, finished, killed,
+	// A DAEMON task that exited 0 is run again: no failure.
+	daemonEnded := failed("j")
+	daemonEnded.State, daemonEnded.Outcome = executor.StateFinished, events.Failover
+	for _, ev := range []events.Event{given, lost, retry, timedOut, finished, killed, daemonEnded, {Kind: events.JobRemoved, Job: "j"},
 		{Kind: events.Misfired, Job: "j", Count: 2}, {Kind: events.Leadership, Leader: false, Term: 3},
 		{Kind: events.Fired, Job: "j"}, {Kind: events.Launched, Job: "j"}, {Kind: events.Running, Job: "j"}} {
 		n.Emit(ev)

@@ -54,6 +54,10 @@ func classify(ev events.Event) (c Class, retryOnly, ok bool) {
 	case events.Leadership:
 		return Leadership, false, true
 	case events.Ended:
+		if ev.State == executor.StateFinished {
+			// Exited 0 (a DAEMON task run again is not a failure).
+			return "", false, false
+		}
 		c = Failure
 		if ev.State == executor.StateTimedOut {
 			c = Timeout
