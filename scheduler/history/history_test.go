@@ -168,7 +168,7 @@ type closingSink struct {
 }
 
 func (s *closingSink) Emit(ev events.Event) { s.emit(ev) }
-func (s *closingSink) Close() error        { s.closed.Store(true); return nil }
+func (s *closingSink) Close() error         { s.closed.Store(true); return nil }
 
 func TestRecorderRewritesTheSameRunInPlace(t *testing.T) {
 	st := schedtest.NewStore()
