@@ -73,6 +73,8 @@ type serveFlags struct {
 	embeddedPeerURL   string
 	// apiSec: the REST API's other auth and TLS flags (apisecurity.go).
 	apiSec apiSecurityFlags
+	// history: run history's flags (history.go).
+	history historyFlags
 	// --executor cluster: this process's worker.
 	worker         bool
 	workerChanged  bool // --worker given explicitly
@@ -111,6 +113,8 @@ type serveConfig struct {
 	embeddedPeerURL   string
 	// apiSec: the REST API's accounts and TLS (apisecurity.go).
 	apiSec apiSecurityConfig
+	// history: run history (history.go).
+	history historyConfig
 	// mesos configures --executor mesos (its Logger is set by runServe).
 	mesos mesos.Config
 	// worker: run tasks placed on this process (--executor cluster and
@@ -170,6 +174,7 @@ takes over at once, and the process exits 0.`,
 			// mark flags changed).
 			f.apiSec.passwordOnCommandLine = cmd.Flags().Changed("auth-password")
 			f.apiSec.readOnlyPasswordOnCommandLine = cmd.Flags().Changed("auth-readonly-password")
+			f.history.urlOnCommandLine = cmd.Flags().Changed(flagHistoryPostgresURL)
 			f.workerChanged = cmd.Flags().Changed("worker")
 			cfg, err := f.validate()
 			if err != nil {
@@ -177,6 +182,7 @@ takes over at once, and the process exits 0.`,
 			}
 			// The API's passwords are read; tasks must not inherit them.
 			dropAPISecretsFromEnv()
+			dropHistorySecretFromEnv()
 			return runServe(cmd.Context(), cfg, cmd.ErrOrStderr(), nil)
 		},
 	}
@@ -198,6 +204,7 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.authUser, "auth-user", "", "the admin account: if set, every API write needs it (HTTP Basic, or a token from POST /api/login), with --auth-password-file or $HASCHED_AUTH_PASSWORD")
 	fs.StringVar(&f.authPassword, "auth-password", "", "the password of --auth-user; on the command line every user of the host sees it (ps): prefer $HASCHED_AUTH_PASSWORD or --auth-password-file")
 	f.apiSec.register(fs)
+	f.history.register(fs)
 	fs.StringVar(&f.embeddedClientURL, "embedded-client-url", "https://127.0.0.1:2379", "client URL of the embedded etcd (with --coord embedded); always TLS, only clients with a certificate from <data-dir>/etcd/tls get in")
 	fs.StringVar(&f.embeddedPeerURL, "embedded-peer-url", "https://127.0.0.1:2380", "peer URL of the embedded etcd (with --coord embedded); always TLS with client certificates")
 	fs.StringVar(&f.mesosMaster, "mesos-master", "", "with --executor mesos: the Mesos masters, http://host:5050[,http://host:5050…] (a standby's redirect to the leader is followed) or zk://host:2181[,host:2181…]/mesos")
@@ -326,6 +333,9 @@ func (f serveFlags) validate() (serveConfig, error) {
 
 	// The REST API's accounts, TLS and exposure (apisecurity.go).
 	if err := validateAPISecurity(f, &cfg); err != nil {
+		return cfg, err
+	}
+	if cfg.history, err = f.history.validate(); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
@@ -534,6 +544,13 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		open = func(ctx context.Context) (coord.Coordinator, error) { return coord.Open(ctx, coordURL) }
 	}
 
+	// Run history: the scheduler's event sink and the API's reader.
+	recorder, err := startHistory(cfg.history, open, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = recorder.Close() }()
+
 	execLog := log.Named("executor")
 	var (
 		factory executor.Factory
@@ -580,6 +597,7 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		CoordinatorURL:    cfg.coordDisplay,
 		Logger:            log,
 		ReconcileInterval: scheduler.DefaultReconcileInterval,
+		Events:            recorder,
 	})
 	if err != nil {
 		return err
@@ -597,6 +615,7 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		ForwardHTTPS:       cfg.apiSec.serverTLS != nil,
 		ForwardTLS:         cfg.apiSec.forwardTLS,
 		InsecureForwarding: cfg.apiSec.insecureForwarding,
+		History:            recorder,
 	})
 	if err != nil {
 		return err
