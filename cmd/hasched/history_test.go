@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/api"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/history"
@@ -108,5 +109,38 @@ func TestHistorySecretIsDroppedFromTheEnvironment(t *testing.T) {
 	dropHistorySecretFromEnv()
 	if _, ok := os.LookupEnv(historySecretEnv); ok {
 		t.Fatalf("$%s is still set: tasks would inherit the database password", historySecretEnv)
+	}
+}
+
+// TestServeServesRunHistory runs serve on an etcd and reads, through its
+// API, runs written to that etcd's namespace: the API's reader is wired to
+// the coordinator serve uses.
+func TestServeServesRunHistory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts an embedded etcd (make test runs it)")
+	}
+	coordURL := startEtcd(t, "history")
+	p := startProcess(t, "solo", serveFlags{coord: coordURL, executor: "local", history: historyFlags{keep: 5}})
+	x := ctxT(t)
+	c, err := coord.Open(x, coordURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t0 := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		fire := t0.Add(time.Duration(i) * time.Minute)
+		ex := model.Execution{TaskID: model.TaskID("job", fire, 0, 0), Job: "job", FireTime: fire, State: executor.StateFinished,
+			CompleteTime: fire.Add(time.Second), Success: true, Outcome: "done"}
+		if err := store.NewHistoryWriter(c).Record(x, ex); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exs, err := p.client.Executions(x, "job", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exs) != 2 || exs[0].TaskID != model.TaskID("job", t0.Add(2*time.Minute), 0, 0) {
+		t.Fatalf("GET executions through serve = %+v, want the 2 latest runs, the latest first", exs)
 	}
 }

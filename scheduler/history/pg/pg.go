@@ -96,7 +96,7 @@ type Sink struct {
 	cancel context.CancelFunc
 	log    *history.Throttle
 
-	schemaOnce bool // the queue goroutine's only: tables made
+	tablesMade bool // the queue goroutine's only
 	written    atomic.Uint64
 	failed     atomic.Uint64
 	closeOnce  sync.Once
@@ -209,11 +209,11 @@ func (s *Sink) handle(ev events.Event) {
 }
 
 func (s *Sink) write(ctx context.Context, ev events.Event) error {
-	if !s.schemaOnce {
+	if !s.tablesMade {
 		if err := CreateTables(ctx, s.pool); err != nil {
 			return err
 		}
-		s.schemaOnce = true
+		s.tablesMade = true
 	}
 	trace := StatusTraceOf(ev)
 	if ex, ok := history.FromEvent(ev); ok {
@@ -223,7 +223,13 @@ func (s *Sink) write(ctx context.Context, ev events.Event) error {
 		if err != nil {
 			return fmt.Errorf("begin: %w", err)
 		}
-		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		defer func() {
+			// After a commit this does nothing; after a failure it may
+			// meet the same hung database: bounded too.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
+			defer cancel()
+			_ = tx.Rollback(ctx)
+		}()
 		if err := insertExecution(ctx, tx, ExecutionLogOf(ex)); err != nil {
 			return err
 		}
