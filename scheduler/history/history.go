@@ -232,7 +232,8 @@ func (s *session) get(ctx context.Context) (coord.Coordinator, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		// The process is stopping: a read is worth retrying elsewhere.
+		return nil, fmt.Errorf("%w: %w", ErrClosed, model.ErrUnavailable)
 	}
 	if s.cur != nil {
 		select {
@@ -302,7 +303,8 @@ func NewRecorder(cfg Config) (*Recorder, error) {
 
 // Emit implements events.Sink: it never blocks.
 func (r *Recorder) Emit(ev events.Event) {
-	if _, ok := FromEvent(ev); ok {
+	// Only ends are recorded; the queue's goroutine makes the record.
+	if ev.Kind == events.Ended && ev.Job != "" && ev.TaskID != "" {
 		r.queue.Emit(ev)
 	}
 	for _, s := range r.cfg.Sinks {
