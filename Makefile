@@ -34,7 +34,7 @@ help:
 	@echo "make run          start hasched on an embedded etcd (data in ./data)"
 	@echo "make test         build the images, lint, unit tests (-race), fuzz, integration tests"
 	@echo "make build        build $(BIN)"
-	@echo "make images       build the etcd and ZooKeeper test images locally"
+	@echo "make images       build the etcd, ZooKeeper and PostgreSQL test images locally"
 	@echo "make hasched-image build the several-hosts tests' image of this checkout's hasched"
 	@echo "make bench        run the benchmarks against containers"
 	@echo "make lint         gofmt and go vet"
@@ -46,6 +46,7 @@ build:
 images:
 	bash images/build-etcd.sh
 	bash images/build-zookeeper.sh
+	bash images/build-postgres.sh
 
 # The several-hosts tests' image: this checkout's hasched on the ZooKeeper
 # image's root file system. Rebuilt on every run (the binary changes with
@@ -79,13 +80,13 @@ integration: images hasched-image
 # Tests that need one ZooKeeper server and read HASCHED_ZK_TEST_SERVERS: the
 # ZooKeeper backend's own server tests (the suite itself runs in
 # integration), master detection through ZooKeeper, and the fake master's
-# registration there; and the scheduler's tests named OnZooKeeper (the rest
-# of its package runs in `unit`).
+# registration there; and the scheduler's and the store's tests named
+# OnZooKeeper (the rest of their packages runs in `unit`).
 zk-server-tests: images
 	bash integration/with-zookeeper.sh $(GO) test -count=1 -timeout 15m \
 	  -skip '^TestConformance$$' ./coord/zk/... ./scheduler/mesos/... ./integration/mesosfake/...
 	bash integration/with-zookeeper.sh $(GO) test -count=1 -timeout 15m \
-	  -run 'OnZooKeeper$$' ./scheduler
+	  -run 'OnZooKeeper$$' ./scheduler ./scheduler/store
 
 test: lint unit fuzz integration zk-server-tests
 

@@ -341,6 +341,7 @@ func newJobCmd() *cobra.Command {
 			"  hasched job disable foo_job", (*client.Client).DisableJob),
 		nameCmd(cf, "enable", "Enable a disabled job",
 			"  hasched job enable foo_job", (*client.Client).EnableJob),
+		jobHistoryCmd(cf),
 		&cobra.Command{
 			Use:     "list",
 			Short:   "List the jobs",

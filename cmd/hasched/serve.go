@@ -77,6 +77,8 @@ type serveFlags struct {
 	apiSec apiSecurityFlags
 	// alerts: --alerts-config (alerts.go).
 	alerts alertFlags
+	// history: run history's flags (history.go).
+	history historyFlags
 	// --executor cluster: this process's worker.
 	worker         bool
 	workerChanged  bool // --worker given explicitly
@@ -117,6 +119,8 @@ type serveConfig struct {
 	apiSec apiSecurityConfig
 	// alerts are the --alerts-config receivers, their secrets read.
 	alerts []alert.Receiver
+	// history: run history (history.go).
+	history historyConfig
 	// mesos configures --executor mesos (its Logger is set by runServe).
 	mesos mesos.Config
 	// worker: run tasks placed on this process (--executor cluster and
@@ -176,6 +180,7 @@ takes over at once, and the process exits 0.`,
 			// mark flags changed).
 			f.apiSec.passwordOnCommandLine = cmd.Flags().Changed("auth-password")
 			f.apiSec.readOnlyPasswordOnCommandLine = cmd.Flags().Changed("auth-readonly-password")
+			f.history.urlOnCommandLine = cmd.Flags().Changed(flagHistoryPostgresURL)
 			f.workerChanged = cmd.Flags().Changed("worker")
 			cfg, err := f.validate()
 			if err != nil {
@@ -183,6 +188,7 @@ takes over at once, and the process exits 0.`,
 			}
 			// The API's passwords are read; tasks must not inherit them.
 			dropAPISecretsFromEnv()
+			dropHistorySecretFromEnv()
 			return runServe(cmd.Context(), cfg, cmd.ErrOrStderr(), nil)
 		},
 	}
@@ -205,6 +211,7 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.authPassword, "auth-password", "", "the password of --auth-user; on the command line every user of the host sees it (ps): prefer $HASCHED_AUTH_PASSWORD or --auth-password-file")
 	f.apiSec.register(fs)
 	f.alerts.register(fs)
+	f.history.register(fs)
 	fs.StringVar(&f.embeddedClientURL, "embedded-client-url", "https://127.0.0.1:2379", "client URL of the embedded etcd (with --coord embedded); always TLS, only clients with a certificate from <data-dir>/etcd/tls get in")
 	fs.StringVar(&f.embeddedPeerURL, "embedded-peer-url", "https://127.0.0.1:2380", "peer URL of the embedded etcd (with --coord embedded); always TLS with client certificates")
 	fs.StringVar(&f.mesosMaster, "mesos-master", "", "with --executor mesos: the Mesos masters, http://host:5050[,http://host:5050…] (a standby's redirect to the leader is followed) or zk://host:2181[,host:2181…]/mesos")
@@ -336,6 +343,9 @@ func (f serveFlags) validate() (serveConfig, error) {
 		return cfg, err
 	}
 	if cfg.alerts, err = f.alerts.validate(); err != nil {
+		return cfg, err
+	}
+	if cfg.history, err = f.history.validate(); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
@@ -549,6 +559,13 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 	}
 	open = mets.instrument(open, backendName(cfg))
 
+	// Run history: the scheduler's event sink and the API's reader.
+	recorder, err := startHistory(cfg.history, open, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = recorder.Close() }()
+
 	execLog := log.Named("executor")
 	var (
 		factory executor.Factory
@@ -593,8 +610,9 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 	}
 	// Closed after the scheduler has stopped: its last events are sent.
 	defer alerts.close(log)
-	// What the leader's terms do goes to the metrics and the alerts.
-	observers := events.Fanout{mets}
+	// What the leader's terms do goes to the metrics, the run history and
+	// the alerts.
+	observers := events.Fanout{mets, recorder}
 	if a := alerts.events(); a != nil {
 		observers = append(observers, a)
 	}
@@ -627,6 +645,7 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		ForwardTLS:         cfg.apiSec.forwardTLS,
 		InsecureForwarding: cfg.apiSec.insecureForwarding,
 		Metrics:            mets.Handler(),
+		History:            recorder,
 	})
 	if err != nil {
 		return err

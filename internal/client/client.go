@@ -406,6 +406,18 @@ func (c *Client) ReadyTasks(ctx context.Context) ([]model.ReadyEntry, error) {
 	return ready, err
 }
 
+// Executions lists a job's last runs, the latest first (limit 0: the
+// server's default; at most model.MaxExecutionsLimit).
+func (c *Client) Executions(ctx context.Context, job string, limit int) ([]model.Execution, error) {
+	path := "/api/job/" + seg(job) + "/executions"
+	if limit != 0 {
+		path += "?limit=" + strconv.Itoa(limit)
+	}
+	exs := []model.Execution{}
+	err := c.get(ctx, path, &exs)
+	return exs, err
+}
+
 // FailoverTasks lists the failover queue.
 func (c *Client) FailoverTasks(ctx context.Context) ([]model.TaskRecord, error) {
 	var tasks []model.TaskRecord

@@ -123,6 +123,9 @@ type Config struct {
 	// reconciliation requests, explicit or implicit, as in
 	// Elastic-Job-Cloud (DefaultReconcileInterval if zero).
 	ReconcileInterval time.Duration
+	// History, if set, serves GET /api/job/{job}/executions from run
+	// history; without it that route answers 501 (ErrHistoryOff).
+	History History
 	// HTTPClient forwards writes to the leader. If nil, a client with
 	// connect, header and overall timeouts is used. It should not follow
 	// redirects, so that the leader's answer is relayed as it is.

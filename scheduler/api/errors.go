@@ -78,6 +78,8 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		code = http.StatusBadRequest
 	case errors.Is(err, model.ErrNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, ErrHistoryOff):
+		code = http.StatusNotImplemented
 	case errors.Is(err, model.ErrExists), errors.Is(err, model.ErrConflict):
 		code = http.StatusConflict
 	case errors.As(err, &limited):

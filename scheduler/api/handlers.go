@@ -61,6 +61,7 @@ func (s *server) routeTable() []route {
 		newRoute(get, "/api/job/tasks/running", s.runningTasks),
 		newRoute(get, "/api/job/tasks/ready", s.readyTasks),
 		newRoute(get, "/api/job/tasks/failover", s.failoverTasks),
+		newRoute(get, "/api/job/{job}/executions", s.executions),
 
 		// Operations (CloudOperationRestfulApi).
 		newRoute(post, "/api/operate/reconcile/explicit", s.reconcile(true)),
