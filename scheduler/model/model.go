@@ -74,6 +74,13 @@ type Job struct {
 	// (for example {"zone": "a"}); the cluster executor places them only
 	// there. At most MaxLabels.
 	Constraints map[string]string `json:"constraints,omitempty"`
+	// TimeoutSeconds, if positive, is how long one task of the job may run
+	// from its start: then its executor stops it (local: SIGTERM to its
+	// process group, SIGKILL after the kill grace) and it ends TIMED_OUT,
+	// which retries and failover treat as a failure. 0 is no timeout; at
+	// most MaxTimeoutSeconds. Left out of the JSON when 0, so that jobs
+	// without one encode as before.
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
 
 	// Elastic-Job-Cloud fields hasched does not interpret but keeps, so
 	// that its users' job definitions round-trip unchanged.
