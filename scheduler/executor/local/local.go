@@ -19,6 +19,9 @@
 //	           launcher that died between claim and start
 //	exit       the command's exit code, written by the wrapper shell
 //	killed     Kill's marker, written before any signal
+//	timedout   the timeout's marker: written, before any signal, by the
+//	           executor that found the task running past the deadline its
+//	           pid file records
 //	failed     why the task could not be started (app fetch, fork)
 //
 // Creating the directory (os.Mkdir) is the claim: only the process whose
