@@ -256,9 +256,9 @@ func (e *Executor) stopIfDue(rec *taskRecord, dir string, j judgement) {
 		return
 	}
 	log := e.log.With("task_id", rec.id)
-	if at, ok := stopAsked(dir); ok {
-		log.Info("carrying out an earlier kill or timeout")
-		e.terminate(rec, *j.pid, at)
+	if j.stop != nil {
+		log.Info("carrying out an earlier stop", "state", j.stop.state)
+		e.terminate(rec, *j.pid, j.stop.at)
 		return
 	}
 	p := *j.pid

@@ -230,6 +230,8 @@ type judgement struct {
 	message  string
 	exitCode int
 	pid      *pidFile // set once the task was started
+	// stop of a RUNNING task: a kill or timeout decided, not yet done.
+	stop *stop
 }
 
 func (j judgement) terminal() bool { return j.state.Terminal() }
@@ -341,7 +343,7 @@ func (e *Executor) judge(dir string) (judgement, error) {
 	case procAlive, procUncertain:
 		// procUncertain: started in another PID namespace; only its exit
 		// file can tell, and Kill works through the killed marker.
-		return judgement{state: executor.StateRunning, pid: &p}, nil
+		return judgement{state: executor.StateRunning, pid: &p, stop: stop}, nil
 	case procRebooted:
 		if stop != nil {
 			return judgement{state: stop.state, message: stop.message, pid: &p}, nil
