@@ -140,14 +140,17 @@ func TestTaskPastItsDeadlineAtAdoptionIsStoppedAtOnce(t *testing.T) {
 // passes while the task goes down (here: it ignores SIGTERM for KillGrace).
 func TestUserKillOfATaskWithATimeoutStaysKilled(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	cfg.KillGrace = 1500 * time.Millisecond
+	cfg.KillGrace = 3 * time.Second
 	e := newTestExec(t, cfg)
 	tk := task("t-timeout-killed", stubbornCommand)
-	tk.Timeout = time.Second
+	tk.Timeout = 2 * time.Second
 	e.launch(tk)
 	e.waitState(tk.ID, executor.StateRunning, false)
 	p := readPid(t, e.Executor, tk.ID)
 	eventually(t, "the sleep started", func() bool { return len(groupMembers(p.Pgid)) >= 3 })
+	if left := time.Until(p.Deadline); left <= 0 {
+		t.Fatalf("the task started %v ago, past its timeout, before the test could kill it", tk.Timeout-left)
+	}
 	if err := e.Kill(context.Background(), tk.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +172,18 @@ func TestUserKillOfATaskWithATimeoutStaysKilled(t *testing.T) {
 	wantNoState(t, b, tk.ID, executor.StateTimedOut)
 	if _, err := os.Stat(filepath.Join(e.taskDir(tk.ID), fileTimedOut)); !notExist(err) {
 		t.Errorf("a killed task was marked timed out (%v)", err)
+	}
+	// An executor that found the deadline passed while the kill went on
+	// (one in another PID namespace, whose wrapper outlived the SIGTERM)
+	// marks the task timed out after the kill: the kill still decides.
+	touch(t, filepath.Join(e.taskDir(tk.ID), fileTimedOut))
+	from := len(b.all())
+	if err := b.Reconcile(context.Background(), []string{tk.ID}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the second reconciliation answer", func() bool { return len(b.all()) > from })
+	if st := b.all()[from]; st.State != executor.StateKilled {
+		t.Errorf("with a timeout marked after the kill: %+v, want KILLED", st)
 	}
 }
 
