@@ -349,15 +349,8 @@ func (e *Executor) handleUpdate(ctx context.Context, ms mesos.TaskStatus) {
 		Reconcile: reconcile,
 	}
 	e.mu.Lock()
-	if ts := e.tasks[id]; ts != nil {
-		switch {
-		case state == executor.StateTimedOut && ts.task.Timeout > 0:
-			st.Message = fmt.Sprintf("timed out after %v (%s)", ts.task.Timeout, st.Message)
-		case reconcile && state == executor.StateFailed && ts.last.State == executor.StateTimedOut:
-			// A reconciliation answer's reason is RECONCILIATION, never
-			// the one the task ended with: keep what this term saw.
-			st.State, st.Message = executor.StateTimedOut, ts.last.Message
-		}
+	if ts := e.tasks[id]; ts != nil && state == executor.StateTimedOut && ts.task.Timeout > 0 {
+		st.Message = fmt.Sprintf("timed out after %v (%s)", ts.task.Timeout, st.Message)
 	}
 	if e.unqueue(id) {
 		// Mesos knows it (an earlier term launched it): no second launch.
