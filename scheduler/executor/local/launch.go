@@ -270,7 +270,7 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 	p := pidFile{
 		Pid: pid, Pgid: pid,
 		BootID: e.host.bootID, PidNS: e.host.pidNS, Host: e.cfg.Host,
-		Launcher: os.Getpid(), Time: time.Now().UTC().Round(0), AliveLock: true,
+		Launcher: os.Getpid(), Time: time.Now().UTC(), AliveLock: true,
 	}
 	if t.Timeout > 0 {
 		p.Deadline = p.Time.Add(t.Timeout)

@@ -14,7 +14,9 @@
 //	alive      locked by the task's wrapper while it lives
 //	app/       the task's own copy of its app package, its working
 //	           directory (see fetchOrCache)
-//	pid        {"pid", "startTime", "bootId", "pidNs", ...}: who runs it;
+//	pid        {"pid", "startTime", "bootId", "pidNs", "deadline", ...}:
+//	           who runs it, and until when it may (Task.Timeout after it
+//	           started);
 //	           or {"neverStarted": true}, written by whoever gave up on a
 //	           launcher that died between claim and start
 //	exit       the command's exit code, written by the wrapper shell

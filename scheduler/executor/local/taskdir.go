@@ -342,7 +342,7 @@ func (e *Executor) judge(dir string) (judgement, error) {
 	switch live {
 	case procAlive, procUncertain:
 		// procUncertain: started in another PID namespace; only its exit
-		// file can tell, and Kill works through the killed marker.
+		// file can tell, and a kill or a timeout works through its marker.
 		return judgement{state: executor.StateRunning, pid: &p, stop: stop}, nil
 	case procRebooted:
 		if stop != nil {
@@ -364,10 +364,10 @@ type stop struct {
 	at      time.Time // when it was decided: its marker's time
 }
 
-// stopOf reads a started task's stop markers (nil: not there). The first
-// one written decides: a task stopped for its timeout that a user kills
-// while it goes down timed out, and one being killed that passes its
-// deadline meanwhile was killed. Nil when neither marker is there.
+// stopOf reads a started task's stop markers (each nil when it is not
+// there). The first one written decides: a task stopped for its timeout
+// that a user kills while it goes down timed out, and one being killed
+// that passes its deadline meanwhile was killed. Nil when neither is there.
 func stopOf(killed, timedOut fs.FileInfo, p pidFile) *stop {
 	var s *stop
 	if killed != nil {
