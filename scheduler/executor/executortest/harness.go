@@ -78,11 +78,11 @@ type Harness interface {
 	Timeout() time.Duration
 }
 
-// TimeoutOptOut is implemented by a harness whose executor does not enforce
-// executor.Task's Timeout in the world the harness builds (the Mesos agent
-// enforces it, and a fake master runs no agent). The scenarios about
-// timeouts are skipped for it, naming the reason; everything else still
-// runs. A harness that does not implement it runs them.
+// TimeoutOptOut is implemented by a harness whose world cannot enforce
+// executor.Task's Timeout (a fake of the system that would: one that runs
+// no agent, no process, no clock). The scenarios that need a timeout
+// enforced are skipped for it, naming the reason; everything else still
+// runs. A harness that does not implement it runs them all.
 type TimeoutOptOut interface {
 	// NoTimeouts says why this harness cannot show a timeout enforced, and
 	// where that is tested instead.

@@ -655,7 +655,7 @@ func (e *env) needTimeouts() {
 // wantTimedOut checks a task's TIMED_OUT status, its only end, which came
 // no sooner than its timeout after start (launched bounds the start from
 // below), and waits for its work to stop.
-func (e *env) wantTimedOut(r *recorder, tk executor.Task, launched time.Time) {
+func (e *env) wantTimedOut(r *recorder, tk executor.Task, launched time.Time) executor.Status {
 	e.t.Helper()
 	st := r.waitState(tk.ID, executor.StateTimedOut)
 	if after := time.Since(launched); after < tk.Timeout {
@@ -676,6 +676,7 @@ func (e *env) wantTimedOut(r *recorder, tk executor.Task, launched time.Time) {
 	if n := e.starts(tk.ID); n != 1 {
 		e.t.Errorf("started %d times, want once", n)
 	}
+	return st
 }
 
 // A task that runs past its Timeout is stopped: it ends TIMED_OUT, not
@@ -692,7 +693,8 @@ func testTaskPastItsTimeoutEndsTimedOut(t *testing.T, e *env) {
 }
 
 // A task's timeout counts from its start, not from the term that watches
-// it: the next term, adopting it through reconciliation, stops it then.
+// it: the next term, adopting it through reconciliation half its timeout
+// later, stops it when the timeout since its start has run out.
 func testNextTermStopsAnAdoptedTaskAtItsTimeout(t *testing.T, e *env) {
 	e.needTimeouts()
 	a := e.open()
@@ -702,13 +704,18 @@ func testNextTermStopsAnAdoptedTaskAtItsTimeout(t *testing.T, e *env) {
 	e.launch(a, tk)
 	a.waitState(tk.ID, executor.StateRunning)
 	a.close()
+	time.Sleep(time.Until(launched.Add(tk.Timeout / 2)))
 
 	b := e.open()
+	adopted := time.Now()
 	if err := b.ex.Reconcile(e.ctx, []string{tk.ID}); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
 	b.waitReconciled(0, tk.ID)
-	e.wantTimedOut(b, tk, launched)
+	st := e.wantTimedOut(b, tk, launched)
+	if late := adopted.Add(tk.Timeout); !st.Time.Before(late) {
+		t.Errorf("TIMED_OUT at %v, a timeout after the adoption (%v): counted from the adoption, not from the start", st.Time, late)
+	}
 }
 
 // A task that ends before its timeout ends as its work did: FINISHED or
