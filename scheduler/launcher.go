@@ -554,6 +554,7 @@ func buildTask(js *jobState, app model.App, r *model.TaskRecord) executor.Task {
 		AppMemoryMB:        app.MemoryMB,
 		Daemon:             job.JobExecutionType == model.Daemon,
 		Constraints:        job.Constraints,
+		Timeout:            job.Timeout(),
 	}
 }
 

@@ -60,6 +60,7 @@ func TestTriggeredTaskIsBuiltFromJobAndApp(t *testing.T) {
 	job.ShardingTotalCount = 3
 	job.ShardingItemParameters = "0=Beijing,2=Shanghai"
 	job.JobParameter = "p"
+	job.TimeoutSeconds = 90
 	register(t, e.svc(), job)
 	mustDo(t, e.svc().TriggerJob(ctxT(t), model.Trigger{JobName: "j"}))
 	eventually(t, "three shards start", func() bool { return len(startedOf(e.cluster, "j")) == 3 })
@@ -71,7 +72,7 @@ func TestTriggeredTaskIsBuiltFromJobAndApp(t *testing.T) {
 		}
 		want := executor.Task{ID: id, Job: "j", App: "app", FireTime: t0, Shard: shard, ShardingTotalCount: 3,
 			ShardParameter: param, JobParameter: "p", Command: "bin/start.sh", AppCacheEnable: true,
-			CPUs: 0.5, MemoryMB: 64, AppCPUs: 1, AppMemoryMB: 128}
+			CPUs: 0.5, MemoryMB: 64, AppCPUs: 1, AppMemoryMB: 128, Timeout: 90 * time.Second}
 		if !task.FireTime.Equal(want.FireTime) {
 			t.Fatalf("fire time %v, want %v", task.FireTime, want.FireTime)
 		}
@@ -107,6 +108,9 @@ func TestStatusHandling(t *testing.T) {
 		{"lost with failover fails over", func(j *model.Job) { j.Failover = true }, executor.StateLost, true},
 		{"killed by someone else with failover fails over", func(j *model.Job) { j.Failover = true }, executor.StateKilled, true},
 		{"unknown with failover fails over", func(j *model.Job) { j.Failover = true }, executor.StateUnknown, true},
+		{"timed out without retries or failover is given up", nil, executor.StateTimedOut, false},
+		{"timed out with retries is retried", func(j *model.Job) { j.Retries = 1 }, executor.StateTimedOut, true},
+		{"timed out with failover fails over", func(j *model.Job) { j.Failover = true }, executor.StateTimedOut, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newMemEnv(t)
@@ -130,7 +134,7 @@ func TestStatusHandling(t *testing.T) {
 				}
 				return
 			}
-			if tc.report == executor.StateFailed {
+			if tc.report == executor.StateFailed || tc.report == executor.StateTimedOut {
 				// A retry and a failover of a failure alike are held back
 				// by the retry back-off on the failover queue.
 				eventually(t, "the task waits on the failover queue", func() bool { return len(failoverRecords(t, e.svc())) == 1 })

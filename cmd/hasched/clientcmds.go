@@ -395,6 +395,7 @@ func newJobCmd() *cobra.Command {
 					[2]string{"Misfire", yesNo(job.Misfire)},
 					[2]string{"Concurrency policy", orDash(string(job.ConcurrencyPolicy))},
 					[2]string{"Retries", strconv.Itoa(job.Retries)},
+					[2]string{"Timeout", timeoutText(job.Timeout())},
 					[2]string{"Script command line", orDash(job.ScriptCommandLine)},
 					[2]string{"Description", orDash(job.Description)},
 					[2]string{"Disabled", yesNo(disabled)},
@@ -651,4 +652,12 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+// timeoutText shows a job's timeout: a duration, or "-" for none.
+func timeoutText(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return d.String()
 }

@@ -170,4 +170,21 @@ func TestServeServesRunHistory(t *testing.T) {
 	if out := cli(t, map[string]string{"HASCHED_SERVER": "http://" + p.addr}, "", "job", "history", "ran").ok(t); !strings.Contains(out.stdout, "FAILED") {
 		t.Errorf("hasched job history ran:\n%s", out.stdout)
 	}
+
+	// A run past its job's timeout is stopped and recorded TIMED_OUT.
+	if _, err := p.client.RegisterJobJSON(x, []byte(`{"jobName":"slow","appName":"app","cron":"0 0 0 1 1 ? 2099","timeoutSeconds":1,"scriptCommandLine":"sleep 60"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.client.TriggerJob(x, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the slow run is recorded", 30*time.Second, func() error {
+		if exs, err = p.client.Executions(x, "slow", 10); err != nil || len(exs) != 1 {
+			return fmt.Errorf("%d runs, %v", len(exs), err)
+		}
+		return nil
+	})
+	if ex := exs[0]; ex.State != executor.StateTimedOut || ex.CompleteTime.Sub(ex.StartTime) > 20*time.Second {
+		t.Errorf("the slow run: %+v, want TIMED_OUT about a second after its start", ex)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -164,7 +165,11 @@ func TestJobCommands(t *testing.T) {
 	jobFile := writeFile(t, "job.json", jobJSON)
 
 	cli(t, env, "", "job", "register", "-f", jobFile).ok(t).has(t, `job "foo_job" registered`)
-	cli(t, env, strings.Replace(jobJSON, `"shardingTotalCount":2`, `"shardingTotalCount":4`, 1), "job", "update", "-f", "-").ok(t)
+	if r := cli(t, env, "", "job", "get", "foo_job").ok(t); !regexp.MustCompile(`(?m)^Timeout:\s+-$`).MatchString(r.stdout) {
+		t.Fatalf("a job without a timeout should show Timeout: -\n%s", r.stdout)
+	}
+	cli(t, env, strings.Replace(jobJSON, `"shardingTotalCount":2`, `"shardingTotalCount":4,"timeoutSeconds":90`, 1), "job", "update", "-f", "-").ok(t)
+	cli(t, env, strings.Replace(jobJSON, `"shardingTotalCount":2`, `"timeoutSeconds":-1`, 1), "job", "update", "-f", "-").fails(t, "timeoutSeconds")
 
 	r := cli(t, env, "", "job", "list").ok(t)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
@@ -173,11 +178,11 @@ func TestJobCommands(t *testing.T) {
 	}
 	var jobs []model.Job
 	decodeOut(t, cli(t, env, "", "job", "list", "-o", "json").ok(t), &jobs)
-	if len(jobs) != 1 || jobs[0].ShardingTotalCount != 4 || !jobs[0].Misfire {
-		t.Fatalf("job list -o json = %+v (misfire should default to true)", jobs)
+	if len(jobs) != 1 || jobs[0].ShardingTotalCount != 4 || !jobs[0].Misfire || jobs[0].TimeoutSeconds != 90 {
+		t.Fatalf("job list -o json = %+v (misfire should default to true; timeoutSeconds 90)", jobs)
 	}
 
-	cli(t, env, "", "job", "get", "foo_job").ok(t).has(t, "Sharding total count:", "4", "Failover:", "yes", "Script command line:", "echo hi")
+	cli(t, env, "", "job", "get", "foo_job").ok(t).has(t, "Sharding total count:", "4", "Failover:", "yes", "Script command line:", "echo hi", "Timeout:", "1m30s")
 	cli(t, env, "", "job", "trigger", "foo_job").ok(t).has(t, "triggered")
 	cli(t, env, "", "job", "trigger", "foo_job", "--param", "").ok(t).has(t, "own job parameter")
 	cli(t, env, "", "job", "trigger", "foo_job", "--param", "day=2026-12-01").ok(t).has(t, "own job parameter")

@@ -55,8 +55,10 @@
 //   - Tasks: TASK_STAGING, then the executor's TASK_STARTING and
 //     TASK_RUNNING (Config.HoldStaging waits for StartTask); then RUNNING
 //     until FinishTask, FailTask, UpdateTask, KILL (TASK_KILLING first with
-//     TASK_KILLING_STATE, then TASK_KILLED), Config.FinishAfter, or the loss
-//     of the agent or the framework. Executor updates carry 16-byte uuids
+//     TASK_KILLING_STATE, then TASK_KILLED), Config.FinishAfter, the task's
+//     max_completion_time (counted from TASK_RUNNING: TASK_FAILED with
+//     REASON_MAX_COMPLETION_TIME_REACHED), or the loss of the agent or the
+//     framework. Executor updates carry 16-byte uuids
 //     and are gated per task: the next goes out only after the ACKNOWLEDGE of
 //     the one before; unacknowledged ones are retried (10s doubling to
 //     10min, Config.StatusUpdateRetry) and re-sent on re-subscription. The
@@ -98,5 +100,5 @@
 // causes are queued on the stream at that moment. WaitCall, WaitCalls and
 // WaitUntil wait without polling. A ManualClock (Config.Clock) makes every
 // timer — heartbeats, failover timeouts, refuse filters, retries,
-// FinishAfter — fire only on Advance.
+// FinishAfter, max_completion_time — fire only on Advance.
 package mesosfake

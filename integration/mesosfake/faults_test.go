@@ -190,3 +190,33 @@ func TestManualClock(t *testing.T) {
 		t.Errorf("Pending = %d", c.Pending())
 	}
 }
+
+// TestMaxCompletionTime: a task whose TaskInfo has max_completion_time fails
+// that long after TASK_RUNNING with REASON_MAX_COMPLETION_TIME_REACHED, as
+// the agent's executor makes it.
+func TestMaxCompletionTime(t *testing.T) {
+	checkLeaks(t)
+	clock := NewManualClock(epoch)
+	m := newMaster(t, Config{Clock: clock, HeartbeatInterval: time.Hour})
+	addAgent(t, m, AgentSpec{CPUs: 2, MemMB: 512})
+	c := newClient(t, m.SchedulerURL(), protobuf)
+	c.subscribe(frameworkInfo("max-completion"))
+	c.subscribed()
+	o := c.expect(scheduler.Event_OFFERS).Offers.Offers[0]
+	slow := commandTask("slow", o, 2, 512) // all of it: no new offer
+	slow.MaxCompletionTime = &mesos.DurationInfo{Nanoseconds: int64(time.Minute)}
+	c.call(launch(o, slow))
+	c.ack(c.update("slow", mesos.TASK_STARTING))
+	c.ack(c.update("slow", mesos.TASK_RUNNING))
+	clock.Advance(time.Minute - time.Nanosecond)
+	c.noEvent(50 * time.Millisecond)
+	if r, _ := m.Task("slow"); r.State != mesos.TASK_RUNNING {
+		t.Fatalf("before its max completion time the task is %s", r.State)
+	}
+	clock.Advance(time.Nanosecond)
+	st := c.update("slow", mesos.TASK_FAILED)
+	if st.GetReason() != mesos.REASON_MAX_COMPLETION_TIME_REACHED || st.GetSource() != mesos.SOURCE_EXECUTOR || len(st.UUID) != 16 {
+		t.Errorf("update at the max completion time: %v", st)
+	}
+	c.ack(st)
+}

@@ -31,8 +31,11 @@ type task struct {
 	acked      int
 	delivered  int // reliable updates written to a stream, retries included
 
-	finish    *timer // FinishAfter
-	completed bool   // no longer known to the master (terminal update acked, agent gone, framework removed)
+	finish *timer // FinishAfter
+	// maxCompletion fails the task at its TaskInfo's max_completion_time,
+	// counted from TASK_RUNNING, as the agent's executor does.
+	maxCompletion *timer
+	completed     bool // no longer known to the master (terminal update acked, agent gone, framework removed)
 }
 
 func isTerminal(s mesos.TaskState) bool {
@@ -158,6 +161,14 @@ func (m *Master) agentUpdateLocked(t *task, state mesos.TaskState, source mesos.
 		t.retryDelay = m.cfg.StatusUpdateRetry
 		m.deliverHeadLocked(t)
 	}
+	if d := t.info.GetMaxCompletionTime(); state == mesos.TASK_RUNNING && d != nil && d.Nanoseconds > 0 && t.maxCompletion == nil {
+		t.maxCompletion = m.afterLocked(time.Duration(d.Nanoseconds), func() {
+			if !t.completed && !isTerminal(t.state) && t.agent.state == agentActive {
+				reason := mesos.REASON_MAX_COMPLETION_TIME_REACHED
+				m.agentUpdateLocked(t, mesos.TASK_FAILED, mesos.SOURCE_EXECUTOR, &reason, "Task reached its maximum completion time")
+			}
+		})
+	}
 	switch {
 	case state == mesos.TASK_RUNNING && m.cfg.FinishAfter > 0 && t.finish == nil:
 		t.finish = m.afterLocked(m.cfg.FinishAfter, func() {
@@ -168,6 +179,7 @@ func (m *Master) agentUpdateLocked(t *task, state mesos.TaskState, source mesos.
 		})
 	case isTerminal(state):
 		m.stopTimerLocked(t.finish)
+		m.stopTimerLocked(t.maxCompletion)
 		t.finish = nil
 		m.allocateLocked() // the master recovers a task's resources on its terminal update
 	}

@@ -22,8 +22,9 @@ func TestContract(t *testing.T) {
 
 // contractHarness plays the agents' command executor: the fake master runs
 // no commands, so a driver ends the tasks built to succeed or fail as soon
-// as the master has them RUNNING; tasks built to block run until Release
-// (FinishTask) or a kill.
+// as the master has them RUNNING; tasks built to block (ignoring SIGTERM or
+// not: no signal is sent) run until Release (FinishTask), a kill, or their
+// max_completion_time, which the fake master enforces as an agent does.
 type contractHarness struct {
 	m     *mesosfake.Master
 	state *memState
@@ -70,7 +71,7 @@ func (h *contractHarness) drive(ctx context.Context) {
 			defer h.mu.Unlock()
 			for _, r := range h.m.Tasks() {
 				b, ok := h.behave[r.ID]
-				if ok && b != executortest.Blocks && r.Known && r.State == mesos.TASK_RUNNING && !h.driven[r.ID] {
+				if ok && (b == executortest.Succeeds || b == executortest.Fails) && r.Known && r.State == mesos.TASK_RUNNING && !h.driven[r.ID] {
 					due = append(due, r)
 				}
 			}

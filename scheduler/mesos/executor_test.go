@@ -522,3 +522,36 @@ func TestRedirectedLeaderGoneFallsBackToTheConfiguredMaster(t *testing.T) {
 		return d["connected"] == "yes" && d["master"] == standby.URL()
 	})
 }
+
+// A task's Timeout is its TaskInfo's max_completion_time; the agent's end of
+// it there (TASK_FAILED, REASON_MAX_COMPLETION_TIME_REACHED) is TIMED_OUT,
+// saying after how long, and is acknowledged like any update.
+func TestTimeoutIsTheAgentsMaxCompletionTime(t *testing.T) {
+	m := newMaster(t, mesosfake.Config{})
+	addAgent(t, m, 4, 4096)
+	h := openExecutor(t, testConfig(m.URL()), newMemState(), 1)
+	h.waitConnected()
+	tk := task("job", fire, 0, 2, 0, 0.5, 64)
+	tk.Timeout = 300 * time.Millisecond
+	plain := task("job", fire, 1, 2, 0, 0.5, 64)
+	launch(t, h, tk, plain)
+	h.waitState(tk.ID, executor.StateRunning)
+	h.waitState(plain.ID, executor.StateRunning)
+	if rec, _ := m.Task(tk.ID); rec.Info.GetMaxCompletionTime().GetNanoseconds() != int64(tk.Timeout) {
+		t.Errorf("max_completion_time %v, want %v", rec.Info.GetMaxCompletionTime(), tk.Timeout)
+	}
+	if rec, _ := m.Task(plain.ID); rec.Info.GetMaxCompletionTime() != nil {
+		t.Errorf("a task without a Timeout has max_completion_time %v", rec.Info.GetMaxCompletionTime())
+	}
+	st := h.waitState(tk.ID, executor.StateTimedOut)
+	if st.Reconcile || !strings.HasPrefix(st.Message, "timed out after 300ms") || !strings.Contains(st.Message, "REASON_MAX_COMPLETION_TIME_REACHED") {
+		t.Errorf("TIMED_OUT status %+v: want an update saying it timed out after 300ms, and why", st)
+	}
+	waitFor(t, m, "the TIMED_OUT update is acknowledged", func() bool { r, _ := m.Task(tk.ID); return r.PendingUpdates == 0 })
+	if err := m.FailTask(plain.ID, "Command exited with status 3"); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.waitState(plain.ID, executor.StateFailed); st.ExitCode != 3 {
+		t.Errorf("a plain failure: %+v, want FAILED with exit code 3", st)
+	}
+}

@@ -370,6 +370,13 @@ func taskInfo(t executor.Task, agentID string, res []mesos.Resource) mesos.TaskI
 			Cache:   ptr(t.AppCacheEnable),
 		}}
 	}
+	var maxCompletion *mesos.DurationInfo
+	if t.Timeout > 0 {
+		// The agent's executor enforces it (the command executor kills the
+		// task, with its kill policy's grace), and reports TASK_FAILED with
+		// REASON_MAX_COMPLETION_TIME_REACHED: mapState makes that TIMED_OUT.
+		maxCompletion = &mesos.DurationInfo{Nanoseconds: int64(t.Timeout)}
+	}
 	return mesos.TaskInfo{
 		Name:      t.Job + "/" + strconv.Itoa(t.Shard),
 		TaskID:    mesos.TaskID{Value: t.ID},
@@ -381,6 +388,7 @@ func taskInfo(t executor.Task, agentID string, res []mesos.Resource) mesos.TaskI
 			{Key: "hasched.app", Value: ptr(t.App)},
 			{Key: "hasched.shard", Value: ptr(strconv.Itoa(t.Shard))},
 		}},
+		MaxCompletionTime: maxCompletion,
 	}
 }
 

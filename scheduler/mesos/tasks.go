@@ -338,7 +338,7 @@ func (e *Executor) handleUpdate(ctx context.Context, ms mesos.TaskStatus) {
 		}
 		return
 	}
-	state := mapState(ms.GetState(), reconcile)
+	state := mapState(ms.GetState(), reason, reconcile)
 	st := executor.Status{
 		TaskID:    id,
 		State:     state,
@@ -349,6 +349,9 @@ func (e *Executor) handleUpdate(ctx context.Context, ms mesos.TaskStatus) {
 		Reconcile: reconcile,
 	}
 	e.mu.Lock()
+	if ts := e.tasks[id]; ts != nil && state == executor.StateTimedOut && ts.task.Timeout > 0 {
+		st.Message = fmt.Sprintf("timed out after %v (%s)", ts.task.Timeout, st.Message)
+	}
 	if e.unqueue(id) {
 		// Mesos knows it (an earlier term launched it): no second launch.
 		e.log.Info("a queued task is known to Mesos already; not launching it again", "task_id", id, "state", state)
@@ -414,16 +417,23 @@ func agentLabel(id, host string) string {
 	return host + " (" + id + ")"
 }
 
-// mapState maps a Mesos task state to the scheduler's.
-func mapState(s mesos.TaskState, reconcile bool) executor.State {
+// mapState maps a Mesos task state, and its reason, to the scheduler's.
+func mapState(s mesos.TaskState, reason mesos.TaskStatus_Reason, reconcile bool) executor.State {
 	switch s {
+	case mesos.TASK_FAILED:
+		// The agent stopped the task at its TaskInfo's max_completion_time
+		// (taskInfo sets it from the task's Timeout).
+		if reason == mesos.REASON_MAX_COMPLETION_TIME_REACHED {
+			return executor.StateTimedOut
+		}
+		return executor.StateFailed
 	case mesos.TASK_STAGING, mesos.TASK_STARTING:
 		return executor.StateStaging
 	case mesos.TASK_RUNNING, mesos.TASK_KILLING:
 		return executor.StateRunning
 	case mesos.TASK_FINISHED:
 		return executor.StateFinished
-	case mesos.TASK_FAILED, mesos.TASK_ERROR:
+	case mesos.TASK_ERROR:
 		return executor.StateFailed
 	case mesos.TASK_KILLED:
 		return executor.StateKilled

@@ -156,8 +156,25 @@ func TestMapState(t *testing.T) {
 		{mesos.TASK_UNKNOWN, false, executor.StateLost},
 		{mesos.TASK_UNKNOWN, true, executor.StateUnknown},
 	} {
-		if got := mapState(c.in, c.reconcile); got != c.want {
+		if got := mapState(c.in, mesos.REASON_COMMAND_EXECUTOR_FAILED, c.reconcile); got != c.want {
 			t.Errorf("%v (reconcile %v) → %v, want %v", c.in, c.reconcile, got, c.want)
+		}
+	}
+	// The agent's end of a task at its max_completion_time is a timeout;
+	// the reason counts for TASK_FAILED only.
+	timeout := mesos.REASON_MAX_COMPLETION_TIME_REACHED
+	for _, c := range []struct {
+		in   mesos.TaskState
+		want executor.State
+	}{
+		{mesos.TASK_FAILED, executor.StateTimedOut},
+		{mesos.TASK_ERROR, executor.StateFailed},
+		{mesos.TASK_KILLED, executor.StateKilled},
+		{mesos.TASK_FINISHED, executor.StateFinished},
+		{mesos.TASK_RUNNING, executor.StateRunning},
+	} {
+		if got := mapState(c.in, timeout, false); got != c.want {
+			t.Errorf("%v with %v → %v, want %v", c.in, timeout, got, c.want)
 		}
 	}
 	if exitCode("Command exited with status 3") != 3 || exitCode("Command terminated with signal Killed") != 0 {
@@ -320,6 +337,14 @@ func TestTaskInfo(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(env["HASCHED_SHARDING_CONTEXT"]), &sc); err != nil || sc.ShardingItem != 1 || sc.TaskID != task.ID {
 		t.Errorf("sharding context %q: %v", env["HASCHED_SHARDING_CONTEXT"], err)
+	}
+	if ti.MaxCompletionTime != nil {
+		t.Errorf("a task without a Timeout has max_completion_time %v", ti.MaxCompletionTime)
+	}
+	timed := task
+	timed.Timeout = 90 * time.Second
+	if tti := taskInfo(timed, "s1", nil); tti.GetMaxCompletionTime() == nil || tti.GetMaxCompletionTime().Nanoseconds != int64(90*time.Second) {
+		t.Errorf("max_completion_time %v, want 90s from the task's Timeout", tti.GetMaxCompletionTime())
 	}
 	// gogo enforces the required fields on both ends.
 	b, err := ti.Marshal()

@@ -22,6 +22,8 @@ func TestEveryNumberIsBounded(t *testing.T) {
 		{"retries", "retries", fmt.Sprint(MaxRetries), fmt.Sprint(MaxRetries + 1)},
 		{"cpu", "cpuCount", fmt.Sprint(MaxCPUCount), "1e300"},
 		{"memory", "memoryMB", fmt.Sprint(MaxMemoryMB), fmt.Sprint(MaxMemoryMB + 1)},
+		{"timeout", "timeoutSeconds", fmt.Sprint(MaxTimeoutSeconds), fmt.Sprint(MaxTimeoutSeconds + 1)},
+		{"timeout 2^40", "timeoutSeconds", "0", "1099511627776"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := decodeJobString(`{` + base + `,"` + tc.field + `":` + tc.ok + `}`); err != nil {

@@ -48,6 +48,9 @@ const (
 	// fits, and floats past them reach Mesos offers and process limits.
 	MaxCPUCount = 256.0
 	MaxMemoryMB = 1 << 20
+	// MaxTimeoutSeconds bounds timeoutSeconds: 7 days, far beyond any
+	// batch run; a task meant to run for longer is a DAEMON without one.
+	MaxTimeoutSeconds = 7 * 24 * 60 * 60
 	// MaxEventTraceSamplingCount bounds an app's eventTraceSamplingCount,
 	// kept for Elastic-Job-Cloud compatibility only.
 	MaxEventTraceSamplingCount = 1_000_000
@@ -428,7 +431,22 @@ func (j Job) validate() (*cron.Schedule, map[int]string, error) {
 	if err := CheckAlertReceivers("alertReceivers", j.AlertReceivers); err != nil {
 		return nil, nil, err
 	}
+	if j.TimeoutSeconds < 0 {
+		return nil, nil, &ValidationError{Field: "timeoutSeconds", Reason: fmt.Sprintf("%d is negative; 0 is no timeout", j.TimeoutSeconds)}
+	}
+	if j.TimeoutSeconds > MaxTimeoutSeconds {
+		return nil, nil, outOfBounds("timeoutSeconds", j.TimeoutSeconds, MaxTimeoutSeconds)
+	}
 	return sched, params, nil
+}
+
+// Timeout is how long one of the job's tasks may run (executor.Task's
+// Timeout); 0 is none. A negative timeoutSeconds, which Check refuses,
+// is none too, and one past MaxTimeoutSeconds is capped there, so that
+// an unchecked job never hands an executor a duration out of bounds.
+func (j Job) Timeout() time.Duration {
+	s := min(max(j.TimeoutSeconds, 0), MaxTimeoutSeconds)
+	return time.Duration(s) * time.Second
 }
 
 // Location is the job's time zone.

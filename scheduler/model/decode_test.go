@@ -2,6 +2,7 @@ package model
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -152,6 +153,9 @@ func TestDecodeJobRefusesNamingTheField(t *testing.T) {
 		{"type", `{"jobName":"j",` + base + `,"jobExecutionType":"SOMETIMES"}`, "jobExecutionType"},
 		{"policy", `{"jobName":"j",` + base + `,"concurrencyPolicy":"MAYBE"}`, "concurrencyPolicy"},
 		{"retries", `{"jobName":"j",` + base + `,"retries":-1}`, "retries"},
+		{"negative timeout", `{"jobName":"j",` + base + `,"timeoutSeconds":-1}`, "timeoutSeconds"},
+		{"fractional timeout", `{"jobName":"j",` + base + `,"timeoutSeconds":1.5}`, "timeoutSeconds"},
+		{"timeout as a string", `{"jobName":"j",` + base + `,"timeoutSeconds":"30s"}`, "timeoutSeconds"},
 		{"zone", `{"jobName":"j",` + base + `,"timeZone":"Mars/Olympus"}`, "timeZone"},
 		{"constraint value", `{"jobName":"j",` + base + `,"constraints":{"zone":"a b"}}`, "constraints"},
 		{"constraint key", `{"jobName":"j",` + base + `,"constraints":{"-zone":"a"}}`, "constraints"},
@@ -298,5 +302,66 @@ func TestJobUpdateReplacesConstraints(t *testing.T) {
 		if FormatLabels(job.Constraints) != "rack=r1,zone=a" {
 			t.Fatalf("%s changed the stored job's constraints to %v", tc.body, job.Constraints)
 		}
+	}
+}
+
+// timeoutSeconds is a job field like the others: left out it is no timeout
+// (and not encoded, so jobs without one store as before), set it is kept,
+// an update sets or clears it, and one that leaves it out keeps it.
+func TestTimeoutSecondsDecodesUpdatesAndConverts(t *testing.T) {
+	const base = `"appName":"a","cron":"0 0 0 * * ?"`
+	job, err := decodeJobString(`{"jobName":"j",` + base + `}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.TimeoutSeconds != 0 || job.Timeout() != 0 {
+		t.Fatalf("no timeoutSeconds: got %d (%v), want 0", job.TimeoutSeconds, job.Timeout())
+	}
+	if enc := string(encodeJSON(job)); strings.Contains(enc, "timeoutSeconds") {
+		t.Errorf("a job without a timeout encodes it: %s", enc)
+	}
+	job, err = decodeJobString(`{"jobName":"j",` + base + `,"timeoutSeconds":30}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := job.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Job.TimeoutSeconds != 30 || spec.Job.Timeout() != 30*time.Second {
+		t.Fatalf("timeoutSeconds 30: got %d (%v)", spec.Job.TimeoutSeconds, spec.Job.Timeout())
+	}
+	for _, tc := range []struct {
+		body string
+		want int
+	}{
+		{`{"jobName":"j","cron":"0 0 1 * * ?"}`, 30},
+		{`{"jobName":"j","timeoutSeconds":90}`, 90},
+		{`{"jobName":"j","timeoutSeconds":0}`, 0},
+	} {
+		u, err := DecodeJobUpdate(strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := u.Apply(spec.Job)
+		if err != nil || got.TimeoutSeconds != tc.want {
+			t.Errorf("%s: timeoutSeconds %d, %v; want %d", tc.body, got.TimeoutSeconds, err, tc.want)
+		}
+	}
+	u, err := DecodeJobUpdate(strings.NewReader(`{"jobName":"j","timeoutSeconds":-5}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := u.Apply(spec.Job)
+	if err == nil {
+		_, err = got.Check()
+	}
+	wantField(t, err, "timeoutSeconds")
+	// A Go caller's unchecked job never yields a duration out of bounds.
+	if d := (Job{TimeoutSeconds: -1}).Timeout(); d != 0 {
+		t.Errorf("Timeout of -1s = %v, want 0", d)
+	}
+	if d := (Job{TimeoutSeconds: math.MaxInt}).Timeout(); d != MaxTimeoutSeconds*time.Second {
+		t.Errorf("Timeout of MaxInt s = %v, want %v", d, MaxTimeoutSeconds*time.Second)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"testing"
+	"time"
 )
 
 // Seeds shared by the fuzz targets: valid jobs and apps, every bound at and
@@ -15,6 +16,9 @@ var jobSeeds = []string{
 	`{"jobName":"d","appName":"a","jobExecutionType":"DAEMON","concurrencyPolicy":"REPLACE","failover":true,"misfire":false}`,
 	`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","shardingTotalCount":1099511627776}`,
 	`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","retries":1000000}`,
+	`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","timeoutSeconds":604800}`,
+	`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","timeoutSeconds":-1}`,
+	`{"jobName":"j","timeoutSeconds":0}`,
 	`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","cpuCount":1e308,"memoryMB":-0}`,
 	`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","monitorExecution":true,"props":{}}`,
 	`{"jobName":"j","appName":"a","cron":"0 0 0 * * ?","jobProperties":"<&>","description":"\u2028\ud800"}`,
@@ -36,6 +40,8 @@ func wantJobBounded(t *testing.T, j Job) {
 		t.Fatalf("checked job has shardingTotalCount %d", j.ShardingTotalCount)
 	case j.Retries < 0 || j.Retries > MaxRetries:
 		t.Fatalf("checked job has retries %d", j.Retries)
+	case j.TimeoutSeconds < 0 || j.TimeoutSeconds > MaxTimeoutSeconds || j.Timeout() != time.Duration(j.TimeoutSeconds)*time.Second:
+		t.Fatalf("checked job has timeoutSeconds %d (timeout %v)", j.TimeoutSeconds, j.Timeout())
 	case !inRange(j.CPUCount, MinCPUCount, MaxCPUCount) || !inRange(j.MemoryMB, MinMemoryMB, MaxMemoryMB):
 		t.Fatalf("checked job asks for cpuCount %v, memoryMB %v", j.CPUCount, j.MemoryMB)
 	case len(encodeJSON(j)) > MaxConfigBytes:
@@ -101,7 +107,7 @@ func FuzzDecodeJobUpdate(f *testing.F) {
 	for _, s := range jobSeeds {
 		f.Add([]byte(s))
 	}
-	stored, err := Job{JobName: "j", AppName: "a", Cron: "0 0 0 * * ?", ShardingTotalCount: 4, Retries: 3}.Check()
+	stored, err := Job{JobName: "j", AppName: "a", Cron: "0 0 0 * * ?", ShardingTotalCount: 4, Retries: 3, TimeoutSeconds: 60}.Check()
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -83,6 +83,13 @@ type Job struct {
 	// alerts file) and logged when an alert would have gone to it. At most
 	// MaxAlertReceivers names of the form CheckAlertReceivers accepts.
 	AlertReceivers []string `json:"alertReceivers,omitempty"`
+	// TimeoutSeconds, if positive, is how long one task of the job may run
+	// from its start: then its executor stops it (local: SIGTERM to its
+	// process group, SIGKILL after the kill grace) and it ends TIMED_OUT,
+	// which retries and failover treat as a failure. 0 is no timeout; at
+	// most MaxTimeoutSeconds. Left out of the JSON when 0, so that jobs
+	// without one encode as before.
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
 
 	// Elastic-Job-Cloud fields hasched does not interpret but keeps, so
 	// that its users' job definitions round-trip unchanged.

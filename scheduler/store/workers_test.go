@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hasched/hasched/coord"
@@ -85,5 +86,29 @@ func TestEncodeReportBoundsTheMessage(t *testing.T) {
 	short := store.EncodeReport(model.Report{Status: executor.Status{TaskID: "t", Message: "exit 3"}})
 	if err := json.Unmarshal(short, &got); err != nil || got.Message != "exit 3" {
 		t.Fatalf("a short message = %q, %v", got.Message, err)
+	}
+}
+
+// A placement carries its task's Timeout to the worker, and a TIMED_OUT
+// end comes back in a report and a placement unchanged: a worker's local
+// executor enforces the Timeout only if it gets it.
+func TestPlacementAndReportKeepTimeoutAndTimedOut(t *testing.T) {
+	p := model.Placement{
+		Task:   executor.Task{ID: "t", Job: "j", Command: "sleep 9", Timeout: 90 * time.Second},
+		Worker: "a", Incarnation: "0123456789abcdef", Token: 7,
+		State: executor.StateTimedOut, Message: "timed out after 1m30s",
+	}
+	got, err := store.DecodePlacement(coord.Node{Path: store.PlacementsPath("a") + "/t", Value: store.EncodePlacement(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Task.Timeout != p.Task.Timeout || got.State != executor.StateTimedOut || got.Message != p.Message {
+		t.Fatalf("placement round trip: timeout %v, state %s, message %q; want %v, TIMED_OUT, %q",
+			got.Task.Timeout, got.State, got.Message, p.Task.Timeout, p.Message)
+	}
+	var rep model.Report
+	b := store.EncodeReport(model.Report{Incarnation: p.Incarnation, Status: executor.Status{TaskID: "t", State: executor.StateTimedOut, Message: p.Message}})
+	if err := json.Unmarshal(b, &rep); err != nil || rep.State != executor.StateTimedOut || rep.Message != p.Message {
+		t.Fatalf("report round trip: %+v, %v", rep, err)
 	}
 }

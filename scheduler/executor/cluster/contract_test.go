@@ -65,7 +65,8 @@ func (h *contractHarness) Task(id string, b executortest.Behaviour) executor.Tas
 	switch b {
 	case executortest.Fails:
 		cmd = cmdFail
-	case executortest.Blocks:
+	case executortest.Blocks, executortest.BlocksIgnoringTerm:
+		// The fake workers send no signals: nothing to ignore.
 		cmd = cmdBlock
 	}
 	// The suite's host is one: its tasks go to a.

@@ -26,7 +26,7 @@ const (
 
 // fakeWorker follows the worker's side of the protocol on its own session:
 // an ephemeral registration, placements bound to its incarnation "run" as
-// goroutines, kill requests honoured, reports appended to its outbox in
+// goroutines, kill requests and timeouts honoured, reports appended to its outbox in
 // order, each write fenced by its registration. It can freeze (stop doing
 // anything, its session kept: a hung process) and die (its session closed).
 type fakeWorker struct {
@@ -323,6 +323,14 @@ func (w *fakeWorker) startTask(t executor.Task, fresh bool) {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
+		// The task's Timeout, as its placement carried it, counted from
+		// this start (an adopted task's clock restarts: a fake's licence).
+		var timedOut <-chan time.Time
+		if t.Timeout > 0 {
+			tm := time.NewTimer(t.Timeout)
+			defer tm.Stop()
+			timedOut = tm.C
+		}
 		w.report(executor.Status{TaskID: t.ID, State: executor.StateRunning})
 		end := executor.Status{TaskID: t.ID, State: executor.StateFinished}
 		switch t.Command {
@@ -334,6 +342,8 @@ func (w *fakeWorker) startTask(t executor.Task, fresh bool) {
 			case <-release:
 			case <-ft.kill:
 				end = executor.Status{TaskID: t.ID, State: executor.StateKilled, Message: "killed as asked"}
+			case <-timedOut:
+				end = executor.Status{TaskID: t.ID, State: executor.StateTimedOut, Message: fmt.Sprintf("timed out after %v", t.Timeout)}
 			case <-w.ctx.Done():
 				// Frozen or dead: the task stays as it is (a dead worker's
 				// tasks die with it: see die).

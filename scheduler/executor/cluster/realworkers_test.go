@@ -170,6 +170,8 @@ func (h *realHarness) Task(id string, b executortest.Behaviour) executor.Task {
 		cmd += fmt.Sprintf("exit %d", executortest.FailExitCode)
 	case executortest.Blocks:
 		cmd += fmt.Sprintf("while [ ! -e %s ]; do sleep 0.02; done", shQuote(h.mark(id, "release")))
+	case executortest.BlocksIgnoringTerm:
+		cmd = "trap '' TERM\n" + cmd + fmt.Sprintf("while [ ! -e %s ]; do sleep 0.02; done", shQuote(h.mark(id, "release")))
 	}
 	tk := task(id, "contract", 0, cmd)
 	tk.Constraints = map[string]string{"name": "a"}

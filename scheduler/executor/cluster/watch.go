@@ -313,7 +313,7 @@ func (e *Executor) fold(ctx context.Context, ws *workerState, rep store.StoredRe
 // validReportState: a worker reports a task's life, never UNKNOWN.
 func validReportState(s executor.State) bool {
 	switch s {
-	case executor.StateStaging, executor.StateRunning, executor.StateFinished, executor.StateFailed, executor.StateKilled, executor.StateLost:
+	case executor.StateStaging, executor.StateRunning, executor.StateFinished, executor.StateFailed, executor.StateTimedOut, executor.StateKilled, executor.StateLost:
 		return true
 	}
 	return false

@@ -24,6 +24,11 @@ const (
 	// Blocks runs until Harness.Release ends it with success, or it is
 	// killed.
 	Blocks
+	// BlocksIgnoringTerm is Blocks that ignores SIGTERM: only Release or
+	// a SIGKILL ends it, so its work stops after a stop only if the
+	// executor follows its SIGTERM with a SIGKILL. (A harness whose tasks
+	// get no signals builds it as Blocks.)
+	BlocksIgnoringTerm
 )
 
 // FailExitCode is the exit code of a task that Fails.
@@ -37,6 +42,8 @@ func (b Behaviour) String() string {
 		return "fails"
 	case Blocks:
 		return "blocks"
+	case BlocksIgnoringTerm:
+		return "blocks ignoring SIGTERM"
 	}
 	return "behaviour?"
 }
@@ -69,4 +76,15 @@ type Harness interface {
 	Host() string
 	// Timeout bounds every wait for a status or a state.
 	Timeout() time.Duration
+}
+
+// TimeoutOptOut is implemented by a harness whose world cannot enforce
+// executor.Task's Timeout (a fake of the system that would: one that runs
+// no agent, no process, no clock). The scenarios that need a timeout
+// enforced are skipped for it, naming the reason; everything else still
+// runs. A harness that does not implement it runs them all.
+type TimeoutOptOut interface {
+	// NoTimeouts says why this harness cannot show a timeout enforced, and
+	// where that is tested instead.
+	NoTimeouts() string
 }

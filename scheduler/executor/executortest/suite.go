@@ -41,6 +41,9 @@ func scenarios() []scenario {
 		{"CloseClosesStatusesAndLeavesTasksRunning", testCloseClosesStatusesAndLeavesTasksRunning},
 		{"StatusesOfEachTaskAreInOrder", testStatusesOfEachTaskAreInOrder},
 		{"InvalidTaskRefusesTheWholeBatch", testInvalidTaskRefusesTheWholeBatch},
+		{"TaskPastItsTimeoutEndsTimedOutAndItsWorkStops", testTaskPastItsTimeoutEndsTimedOut},
+		{"NextTermStopsAnAdoptedTaskAtItsTimeout", testNextTermStopsAnAdoptedTaskAtItsTimeout},
+		{"TaskEndingBeforeItsTimeoutKeepsItsEnd", testTaskEndingBeforeItsTimeoutKeepsItsEnd},
 	}
 }
 
@@ -80,7 +83,7 @@ func (e *env) task(b Behaviour) executor.Task {
 	e.mu.Lock()
 	e.n++
 	id := fmt.Sprintf("%s@-@%d", e.prefix, e.n)
-	if b == Blocks {
+	if b == Blocks || b == BlocksIgnoringTerm {
 		e.blocked = append(e.blocked, id)
 	}
 	e.mu.Unlock()
@@ -633,5 +636,105 @@ func testInvalidTaskRefusesTheWholeBatch(t *testing.T, e *env) {
 	}
 	if n := e.starts(valid.ID); n != 0 {
 		t.Errorf("the valid task of a refused batch started %d times", n)
+	}
+}
+
+// scenarioTimeout is the Timeout of the tasks that must run past it: short,
+// so that the scenarios stay quick, and long enough that a task is seen
+// running first.
+const scenarioTimeout = time.Second
+
+// needTimeouts skips a timeout scenario for a harness that opts out.
+func (e *env) needTimeouts() {
+	e.t.Helper()
+	if o, ok := e.h.(TimeoutOptOut); ok {
+		e.t.Skipf("the harness does not enforce timeouts: %s", o.NoTimeouts())
+	}
+}
+
+// wantTimedOut checks a task's TIMED_OUT status, its only end, which came
+// no sooner than its timeout after start (launched bounds the start from
+// below), and waits for its work to stop.
+func (e *env) wantTimedOut(r *recorder, tk executor.Task, launched time.Time) executor.Status {
+	e.t.Helper()
+	st := r.waitState(tk.ID, executor.StateTimedOut)
+	if after := time.Since(launched); after < tk.Timeout {
+		e.t.Errorf("TIMED_OUT %v after the launch, before the timeout of %v", after, tk.Timeout)
+	}
+	// (It may answer a reconciliation: a term that adopts a task already
+	// stopped answers with its end.)
+	if st.Host != e.h.Host() || st.Message == "" {
+		e.t.Errorf("TIMED_OUT status %+v: want host %q and a message saying why", st, e.h.Host())
+	}
+	for _, s := range r.forTask(tk.ID) {
+		if s.State.Terminal() && s.State != executor.StateTimedOut {
+			e.t.Errorf("a timed-out task reported %s\n%s", s.State, r.dump())
+		}
+	}
+	// It ignores SIGTERM: only the SIGKILL after the grace stops it.
+	e.eventually("the timed-out task's work stops (SIGKILL after the grace)", func() bool { return !e.running(tk.ID) })
+	if n := e.starts(tk.ID); n != 1 {
+		e.t.Errorf("started %d times, want once", n)
+	}
+	return st
+}
+
+// A task that runs past its Timeout is stopped: it ends TIMED_OUT, not
+// before its timeout, and its work stops, its SIGTERM ignored or not.
+func testTaskPastItsTimeoutEndsTimedOut(t *testing.T, e *env) {
+	e.needTimeouts()
+	r := e.open()
+	tk := e.task(BlocksIgnoringTerm)
+	tk.Timeout = scenarioTimeout
+	launched := time.Now()
+	e.launch(r, tk)
+	r.waitState(tk.ID, executor.StateRunning)
+	e.wantTimedOut(r, tk, launched)
+}
+
+// A task's timeout counts from its start, not from the term that watches
+// it: the next term, adopting it through reconciliation half its timeout
+// later, stops it when the timeout since its start has run out.
+func testNextTermStopsAnAdoptedTaskAtItsTimeout(t *testing.T, e *env) {
+	e.needTimeouts()
+	a := e.open()
+	tk := e.task(BlocksIgnoringTerm)
+	tk.Timeout = 2 * scenarioTimeout
+	launched := time.Now()
+	e.launch(a, tk)
+	a.waitState(tk.ID, executor.StateRunning)
+	a.close()
+	time.Sleep(time.Until(launched.Add(tk.Timeout / 2)))
+
+	b := e.open()
+	adopted := time.Now()
+	if err := b.ex.Reconcile(e.ctx, []string{tk.ID}); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	b.waitReconciled(0, tk.ID)
+	st := e.wantTimedOut(b, tk, launched)
+	if late := adopted.Add(tk.Timeout); !st.Time.Before(late) {
+		t.Errorf("TIMED_OUT at %v, a timeout after the adoption (%v): counted from the adoption, not from the start", st.Time, late)
+	}
+}
+
+// A task that ends before its timeout ends as its work did: FINISHED or
+// FAILED, never TIMED_OUT. (It holds for every executor, opted out of the
+// timeout scenarios or not: a Timeout must not change anything else.)
+func testTaskEndingBeforeItsTimeoutKeepsItsEnd(t *testing.T, e *env) {
+	r := e.open()
+	ok, bad := e.task(Succeeds), e.task(Fails)
+	ok.Timeout, bad.Timeout = time.Minute, time.Minute
+	e.launch(r, ok, bad)
+	r.waitState(ok.ID, executor.StateFinished)
+	if st := r.waitState(bad.ID, executor.StateFailed); st.ExitCode != FailExitCode {
+		t.Errorf("FAILED status %+v: want exit code %d", st, FailExitCode)
+	}
+	for _, id := range []string{ok.ID, bad.ID} {
+		for _, s := range r.forTask(id) {
+			if s.State == executor.StateTimedOut {
+				t.Errorf("task %s, which ended in time, reported TIMED_OUT\n%s", id, r.dump())
+			}
+		}
 	}
 }

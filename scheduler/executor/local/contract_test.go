@@ -77,6 +77,9 @@ func (h *contractHarness) Task(id string, b executortest.Behaviour) executor.Tas
 		cmd += fmt.Sprintf("exit %d", executortest.FailExitCode)
 	case executortest.Blocks:
 		cmd += waitForFile(h.mark(id, "release"))
+	case executortest.BlocksIgnoringTerm:
+		// Ignored here, it is ignored by the sleeps too.
+		cmd = "trap '' TERM\n" + cmd + waitForFile(h.mark(id, "release"))
 	}
 	return task(id, cmd)
 }

@@ -184,6 +184,7 @@ func (e *Executor) adopt(id, dir string) error {
 		return fmt.Errorf("adopt %s: %w", id, err)
 	}
 	e.log.Debug("task launched before; adopted", "task_id", id, "state", j.state)
+	e.stopIfDue(rec, dir, j)
 	e.report(rec, j, true, false)
 	return nil
 }
@@ -270,6 +271,9 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 		Pid: pid, Pgid: pid,
 		BootID: e.host.bootID, PidNS: e.host.pidNS, Host: e.cfg.Host,
 		Launcher: os.Getpid(), Time: time.Now().UTC(), AliveLock: true,
+	}
+	if t.Timeout > 0 {
+		p.Deadline = p.Time.Add(t.Timeout)
 	}
 	st, err := readProcStat(pid)
 	if err == nil {

@@ -14,11 +14,16 @@
 //	alive      locked by the task's wrapper while it lives
 //	app/       the task's own copy of its app package, its working
 //	           directory (see fetchOrCache)
-//	pid        {"pid", "startTime", "bootId", "pidNs", ...}: who runs it;
+//	pid        {"pid", "startTime", "bootId", "pidNs", "deadline", ...}:
+//	           who runs it, and until when it may (Task.Timeout after it
+//	           started);
 //	           or {"neverStarted": true}, written by whoever gave up on a
 //	           launcher that died between claim and start
 //	exit       the command's exit code, written by the wrapper shell
 //	killed     Kill's marker, written before any signal
+//	timedout   the timeout's marker: written, before any signal, by the
+//	           executor that found the task running past the deadline its
+//	           pid file records
 //	failed     why the task could not be started (app fetch, fork)
 //
 // Creating the directory (os.Mkdir) is the claim: only the process whose

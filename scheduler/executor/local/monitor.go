@@ -25,7 +25,7 @@ type taskRecord struct {
 	sentAny      bool           // a status was reported
 	sent         executor.State // the last state reported
 	terminalSent bool           // the final state was reported; never again
-	termSignaled bool           // this executor sent SIGTERM for a kill
+	termSignaled bool           // this executor sent SIGTERM for a kill or a timeout
 	lastErr      string         // last judge error logged, to log each once
 }
 
@@ -133,7 +133,7 @@ func (e *Executor) onTerminal(rec *taskRecord, j judgement) {
 		if err := e.host.signalGroup(*j.pid, syscall.SIGKILL); err != nil {
 			log.Warn("cannot kill the remains of a lost task", "error", err)
 		}
-	case executor.StateKilled:
+	case executor.StateKilled, executor.StateTimedOut:
 		// The wrapper died of the SIGTERM, but what ignores SIGTERM in its
 		// group still runs. The executor that sent it has the SIGKILL
 		// scheduled; one that adopts the task (its predecessor closed
@@ -141,13 +141,23 @@ func (e *Executor) onTerminal(rec *taskRecord, j judgement) {
 		if rec.termSignaled {
 			return
 		}
-		if fi, err := os.Stat(filepath.Join(e.taskDir(rec.id), fileKilled)); err == nil {
-			e.mu.Lock()
-			e.kills[rec.id] = pendingKill{pid: *j.pid, at: fi.ModTime().Add(e.cfg.KillGrace)}
-			e.mu.Unlock()
+		if at, ok := stopAsked(e.taskDir(rec.id)); ok {
+			e.scheduleKill(rec.id, *j.pid, at.Add(e.cfg.KillGrace))
 			e.poke()
 		}
 	}
+}
+
+// scheduleKill makes a SIGKILL of the task's group due at `at`, unless one
+// is due earlier already: a kill asked for while the task is being stopped
+// for its timeout (or the other way round) never puts the SIGKILL off.
+func (e *Executor) scheduleKill(id string, p pidFile, at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if k, ok := e.kills[id]; ok && k.at.Before(at) {
+		return
+	}
+	e.kills[id] = pendingKill{pid: p, at: at}
 }
 
 // Kill stops a task: it writes the killed marker (so that every executor
@@ -231,9 +241,48 @@ func (e *Executor) terminate(rec *taskRecord, p pidFile, killedAt time.Time) {
 		e.log.Warn("cannot terminate task", "task_id", rec.id, "error", err)
 	}
 	rec.termSignaled = true
-	e.mu.Lock()
-	e.kills[rec.id] = pendingKill{pid: p, at: killedAt.Add(e.cfg.KillGrace)}
-	e.mu.Unlock()
+	e.scheduleKill(rec.id, p, killedAt.Add(e.cfg.KillGrace))
+}
+
+// stopIfDue carries out a stop of a running task that nobody carries out
+// yet in this executor: a kill or a timeout an earlier executor (or one in
+// another PID namespace) decided, or the task's own deadline, which it
+// decides now. It is called wherever a running task is judged: the
+// monitor's polls, and the adoptions (Reconcile, a repeated Launch), so
+// that a task found past its deadline when a new term adopts it is stopped
+// at once. rec.mu is held.
+func (e *Executor) stopIfDue(rec *taskRecord, dir string, j judgement) {
+	if j.state != executor.StateRunning || j.pid == nil || rec.termSignaled {
+		return
+	}
+	log := e.log.With("task_id", rec.id)
+	if j.stop != nil {
+		log.Info("carrying out an earlier stop", "state", j.stop.state)
+		e.terminate(rec, *j.pid, j.stop.at)
+		return
+	}
+	p := *j.pid
+	if p.Deadline.IsZero() || time.Now().Before(p.Deadline) {
+		return
+	}
+	now := time.Now().UTC()
+	// The marker first, as Kill's: every executor judges the task
+	// TIMED_OUT from now on, whoever signals it. Exclusive, so that of two
+	// executors that find the deadline passed, the first one's time
+	// counts; a kill that came first meanwhile wins (stopOf).
+	if _, err := writeExclusive(filepath.Join(dir, fileTimedOut), []byte(now.Format(time.RFC3339Nano)+"\n")); err != nil {
+		if !notExist(err) {
+			log.Warn("cannot mark the task timed out", "error", err)
+		}
+		return
+	}
+	at, ok := stopAsked(dir)
+	if !ok {
+		return // the directory went meanwhile (retention)
+	}
+	log.Info("task timed out; stopping it", "timeout", p.timeout(), "deadline", p.Deadline, "pid", p.Pid)
+	e.terminate(rec, p, at)
+	e.poke()
 }
 
 // Reconcile answers for the named tasks, or, with no names, for every task
@@ -279,6 +328,7 @@ func (e *Executor) reconcileOne(id, dir string, implicit bool) error {
 		e.dropRecord(rec)
 		return nil
 	}
+	e.stopIfDue(rec, dir, j)
 	e.report(rec, j, true, true)
 	return nil
 }
@@ -423,13 +473,8 @@ func (e *Executor) pollOne(rec *taskRecord) {
 		return
 	}
 	// A kill asked for by an earlier executor (or in another PID namespace)
-	// is carried out by whoever watches the task now.
-	if j.state == executor.StateRunning && j.pid != nil && !rec.termSignaled {
-		if fi, err := os.Stat(filepath.Join(dir, fileKilled)); err == nil {
-			e.log.Info("carrying out an earlier kill", "task_id", rec.id)
-			e.terminate(rec, *j.pid, fi.ModTime())
-		}
-	}
+	// is carried out by whoever watches the task now; so is a timeout.
+	e.stopIfDue(rec, dir, j)
 	e.report(rec, j, false, false)
 }
 

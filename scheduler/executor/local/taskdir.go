@@ -28,7 +28,10 @@ const (
 	filePid    = "pid"
 	fileExit   = "exit"
 	fileKilled = "killed"
-	fileFailed = "failed"
+	// fileTimedOut is the timeout's marker, as fileKilled is Kill's: its
+	// time is when the task was found past its deadline.
+	fileTimedOut = "timedout"
+	fileFailed   = "failed"
 	// fileAlive is locked (flock, exclusive) by the task's wrapper for as
 	// long as it lives: see hostIdentity.liveness.
 	fileAlive = "alive"
@@ -139,7 +142,15 @@ type pidFile struct {
 	NeverStarted bool      `json:"neverStarted,omitempty"`
 	Reason       string    `json:"reason,omitempty"`
 	Time         time.Time `json:"time"`
+	// Deadline is when the task's Timeout runs out, counted from Time, its
+	// start; zero: no timeout. It is here because the pid file is written
+	// once, exclusively, when the task starts: every executor that adopts
+	// the task enforces the same deadline, whenever it takes over.
+	Deadline time.Time `json:"deadline,omitzero"`
 }
+
+// timeout is the task's Timeout as its deadline records it.
+func (p pidFile) timeout() time.Duration { return p.Deadline.Sub(p.Time) }
 
 // errCorrupt marks a state file that exists but cannot be parsed.
 var errCorrupt = errors.New("corrupt state file")
@@ -219,6 +230,8 @@ type judgement struct {
 	message  string
 	exitCode int
 	pid      *pidFile // set once the task was started
+	// stop of a RUNNING task: a kill or timeout decided, not yet done.
+	stop *stop
 }
 
 func (j judgement) terminal() bool { return j.state.Terminal() }
@@ -259,6 +272,10 @@ func (e *Executor) judge(dir string) (judgement, error) {
 	if err != nil && !notExist(err) {
 		return judgement{}, err
 	}
+	timedOut, err := os.Stat(filepath.Join(dir, fileTimedOut))
+	if err != nil && !notExist(err) {
+		return judgement{}, err
+	}
 
 	p, err := readPidFile(dir)
 	switch {
@@ -290,6 +307,8 @@ func (e *Executor) judge(dir string) (judgement, error) {
 		return judgement{state: executor.StateLost, message: "never started: " + p.Reason, pid: &p}, nil
 	}
 
+	stop := stopOf(killed, timedOut, p)
+
 	// Liveness first, then the exit file: the wrapper writes the exit file
 	// before it exits, so a process found dead has written it if it ever
 	// will. The other order would mistake a task that has just finished
@@ -298,8 +317,8 @@ func (e *Executor) judge(dir string) (judgement, error) {
 	code, exitMod, err := readExit(dir)
 	switch {
 	case err == nil:
-		if killed != nil && !killed.ModTime().After(exitMod) {
-			return judgement{state: executor.StateKilled, message: "killed", exitCode: code, pid: &p}, nil
+		if stop != nil && !stop.at.After(exitMod) {
+			return judgement{state: stop.state, message: stop.message, exitCode: code, pid: &p}, nil
 		}
 		if code == 0 {
 			return judgement{state: executor.StateFinished, pid: &p}, nil
@@ -323,19 +342,56 @@ func (e *Executor) judge(dir string) (judgement, error) {
 	switch live {
 	case procAlive, procUncertain:
 		// procUncertain: started in another PID namespace; only its exit
-		// file can tell, and Kill works through the killed marker.
-		return judgement{state: executor.StateRunning, pid: &p}, nil
+		// file can tell, and a kill or a timeout works through its marker.
+		return judgement{state: executor.StateRunning, pid: &p, stop: stop}, nil
 	case procRebooted:
-		if killed != nil {
-			return judgement{state: executor.StateKilled, message: "killed", pid: &p}, nil
+		if stop != nil {
+			return judgement{state: stop.state, message: stop.message, pid: &p}, nil
 		}
 		return judgement{state: executor.StateLost, message: "host rebooted while the task ran", pid: &p}, nil
 	default:
-		if killed != nil {
-			return judgement{state: executor.StateKilled, message: "killed", pid: &p}, nil
+		if stop != nil {
+			return judgement{state: stop.state, message: stop.message, pid: &p}, nil
 		}
 		return judgement{state: executor.StateLost, message: "process vanished", pid: &p}, nil
 	}
+}
+
+// stop is why the executor stopped a started task: a kill or its timeout.
+type stop struct {
+	state   executor.State // KILLED or TIMED_OUT
+	message string
+	at      time.Time // when it was decided: its marker's time
+}
+
+// stopOf reads a started task's stop markers (each nil when it is not
+// there). The first one written decides: a task stopped for its timeout
+// that a user kills while it goes down timed out, and one being killed
+// that passes its deadline meanwhile was killed. Nil when neither is there.
+func stopOf(killed, timedOut fs.FileInfo, p pidFile) *stop {
+	var s *stop
+	if killed != nil {
+		s = &stop{state: executor.StateKilled, message: "killed", at: killed.ModTime()}
+	}
+	if timedOut != nil && (s == nil || timedOut.ModTime().Before(s.at)) {
+		msg := "timed out"
+		if !p.Deadline.IsZero() {
+			msg = fmt.Sprintf("timed out after %v", p.timeout())
+		}
+		s = &stop{state: executor.StateTimedOut, message: msg, at: timedOut.ModTime()}
+	}
+	return s
+}
+
+// stopAsked returns when the first of the task's stop markers was written;
+// ok is false when there is none.
+func stopAsked(dir string) (at time.Time, ok bool) {
+	for _, name := range []string{fileKilled, fileTimedOut} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && (!ok || fi.ModTime().Before(at)) {
+			at, ok = fi.ModTime(), true
+		}
+	}
+	return at, ok
 }
 
 // markNeverStarted claims the pid file for "nobody will ever start this
