@@ -1,20 +1,47 @@
 package scheduler
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
+	"github.com/hasched/hasched/scheduler/store"
 )
 
 // A run triggered with its own job parameter gets it, in every attempt and
 // across a leader failover, while the job's other runs get the job's.
 func TestATriggerWithItsOwnParameterKeepsItThroughRetriesAndFailover(t *testing.T) {
 	e := newMemEnv(t)
-	e.start()
+	triggerParameters(t, e, e.store.Open)
+}
+
+func TestATriggerWithItsOwnParameterKeepsItThroughRetriesAndFailoverOnEtcd(t *testing.T) {
+	triggerParameters(t, newMemEnv(t), etcdOpen(t))
+}
+
+func TestATriggerWithItsOwnParameterKeepsItThroughRetriesAndFailoverOnZooKeeper(t *testing.T) {
+	triggerParameters(t, newMemEnv(t), zkOpen(t))
+}
+
+// triggerParameters runs e's schedulers on the store open opens.
+func triggerParameters(t *testing.T, e *memEnv, open func(context.Context) (coord.Coordinator, error)) {
+	onStore := func(c *Config) { c.Open = open }
+	e.start(onStore)
+	readyNodeOf := func(t *testing.T, _ any, job string) store.Ready {
+		t.Helper()
+		c := mustOpen(t, open)
+		n, err := c.Get(ctxT(t), store.ReadyPath(job))
+		mustDo(t, err)
+		var rn store.Ready
+		mustDo(t, json.Unmarshal(n.Value, &rn))
+		return rn
+	}
 	job := testJob("j", "0 0 0 * * ?")
 	job.JobParameter = "the job's"
 	job.Retries = 2
@@ -43,7 +70,7 @@ func TestATriggerWithItsOwnParameterKeepsItThroughRetriesAndFailover(t *testing.
 	// A leader failover with the fires still pending: the next term reads
 	// the parameters from the store.
 	e.n.stop()
-	e.start()
+	e.start(onStore)
 	// ALLOW from now on: the pending runs start together, and a retry
 	// does not wait behind them.
 	u, err := model.DecodeJobUpdate(strings.NewReader(`{"jobName":"j","concurrencyPolicy":"ALLOW"}`))
@@ -75,7 +102,7 @@ func TestATriggerWithItsOwnParameterKeepsItThroughRetriesAndFailover(t *testing.
 	e.cluster.Report(retry, executor.StateFailed, "exit 1")
 	eventually(t, "the retry waits for the next", func() bool { return len(failoverRecords(t, e.svc())) == 1 })
 	e.n.stop()
-	e.start()
+	e.start(onStore)
 	e.clock.Advance(2 * time.Second)
 	last := withAttempt(id, 2)
 	eventually(t, "the second retry runs", func() bool { return e.cluster.State(last) == executor.StateRunning })
