@@ -79,9 +79,10 @@ func TestConsoleShowsJobsAndTriggersARunInChromium(t *testing.T) {
 	if s := b.text("#apps"); !strings.Contains(s, "console_app") {
 		t.Errorf("apps table %q lacks the app", s)
 	}
-	if s := b.text("#workers"); !strings.Contains(s, p.addr) {
-		t.Errorf("workers table %q lacks this process's worker", s)
-	}
+	// The worker registers a moment after the term starts: wait for it.
+	b.do("the workers table shows this process's worker", 30*time.Second,
+		waitTrue(`document.getElementById('workers').textContent.includes('`+p.addr+`')`),
+	)
 	b.screenshot("loaded")
 
 	other := `#jobs tr[data-job="cleanup_tmp"]`
@@ -115,9 +116,17 @@ func TestConsoleShowsJobsAndTriggersARunInChromium(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#confirm-yes")),
 		waitTrue(`document.getElementById('notice').textContent.includes('triggered')`),
 	)
-	b.do("the run shows among the running tasks", 30*time.Second,
-		chromedp.WaitVisible(chromedp.CSS(`#running tr[data-job="`+consoleJob+`"]`)),
-	)
+	// The task's id, read in the same poll that sees its row: the row
+	// goes at the first refresh after the task ends.
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	taskID, err := chromedp.Run(ctx, chromedp.Poll[string](
+		`document.querySelector('#running tr[data-job="`+consoleJob+`"]')?.cells[0].textContent`,
+		chromedp.WithPollingTimeout(30*time.Second)))
+	cancel()
+	if err != nil || !strings.HasPrefix(taskID, consoleJob) {
+		b.screenshot("failed")
+		t.Fatalf("the run does not show among the running tasks: task id %q, %v", taskID, err)
+	}
 	if os.Getenv("HASCHED_UPDATE_SCREENSHOT") == "1" {
 		png, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
 		if err != nil {
@@ -128,11 +137,6 @@ func TestConsoleShowsJobsAndTriggersARunInChromium(t *testing.T) {
 		}
 	}
 	b.screenshot("running")
-	taskID, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](
-		`document.querySelector('#running tr[data-job="`+consoleJob+`"]').cells[0].textContent`))
-	if err != nil || !strings.HasPrefix(taskID, consoleJob) {
-		t.Fatalf("task id in the running table = %q, %v", taskID, err)
-	}
 	if logsMerged {
 		b.do("the task's stdout shows", 30*time.Second,
 			chromedp.Click(chromedp.CSS(`#running tr[data-job="`+consoleJob+`"] button.stdout`)),
@@ -258,7 +262,7 @@ func registerConsoleJob(t *testing.T, p *process, out string) {
 		t.Fatal(err)
 	}
 	job := fmt.Sprintf(`{"jobName":%q,"appName":"console_app","cron":"0 0 3 * * ?","cpuCount":0.1,"memoryMB":32,`+
-		`"scriptCommandLine":"echo report ran; echo done >> %s; sleep 6","description":"the console's test job"}`, consoleJob, out)
+		`"scriptCommandLine":"echo report ran; echo done >> %s; sleep 8","description":"the console's test job"}`, consoleJob, out)
 	if _, err := p.client.RegisterJobJSON(x, []byte(job)); err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +433,7 @@ func (b *browser) consoleText() string {
 	defer b.mu.Unlock()
 	var s strings.Builder
 	for _, m := range b.console {
-		fmt.Fprintf(&s, "  %s: %s\n", m.Type, m.Text)
+		fmt.Fprintf(&s, "  %s: %s (%s)\n", m.Type, m.Text, m.URL)
 	}
 	return s.String()
 }
