@@ -28,6 +28,7 @@ import (
 	"github.com/hasched/hasched/scheduler"
 	"github.com/hasched/hasched/scheduler/alert"
 	"github.com/hasched/hasched/scheduler/api"
+	"github.com/hasched/hasched/scheduler/console"
 	"github.com/hasched/hasched/scheduler/events"
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/executor/cluster"
@@ -648,6 +649,11 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		History:            recorder,
 	})
 	if err != nil {
+		return err
+	}
+	// The web console beside the API it calls: its files are public, its
+	// data behind the API's auth (scheduler/console).
+	if handler, err = console.Mount(handler); err != nil {
 		return err
 	}
 	srv := &http.Server{

@@ -72,6 +72,10 @@ const (
 	// HeaderLeader names, on a forwarded request's response, the leader
 	// address that answered it.
 	HeaderLeader = "X-Hasched-Leader"
+	// HeaderRequestedWith, sent by a script in a browser (the console),
+	// drops the Basic challenge from a 401, as Spring Security does for
+	// the same header.
+	HeaderRequestedWith = "X-Requested-With"
 )
 
 // Config configures New.

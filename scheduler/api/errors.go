@@ -62,7 +62,12 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ErrUnauthenticated):
 		code = http.StatusUnauthorized
-		w.Header().Set("WWW-Authenticate", `Basic realm="hasched", charset="UTF-8"`)
+		// A script (the console) asks for no challenge: on a Basic one
+		// the browser would pop up its own password dialog over the
+		// page's login form.
+		if r.Header.Get(HeaderRequestedWith) == "" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="hasched", charset="UTF-8"`)
+		}
 	case errors.Is(err, ErrForbidden), errors.Is(err, ErrCrossOrigin):
 		code = http.StatusForbidden
 	case errors.Is(err, ErrUnsupportedMediaType):

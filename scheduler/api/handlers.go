@@ -56,6 +56,7 @@ func (s *server) routeTable() []route {
 		newRoute(get, "/api/job/jobs", s.listJobs).readFromLeader(),
 		newRoute(get, "/api/job/jobs/{job}", s.getJob).readFromLeader(),
 		newRoute(get, "/api/job/{job}/disable", s.jobDisabled).readFromLeader(),
+		newRoute(get, "/api/job/{job}/schedule", s.jobSchedule).readFromLeader(),
 		newRoute(post, "/api/job/{job}/disable", s.disableJob),
 		newRoute(post, "/api/job/{job}/enable", s.enableJob),
 		newRoute(get, "/api/job/tasks/running", s.runningTasks),
