@@ -62,7 +62,7 @@ func locateTask(t *testing.T, open func(context.Context) (coord.Coordinator, err
 	place("w1", "000000000000000a", t1)
 	reg("w1", "000000000000000a", "10.0.0.1:8899", t0)
 	reg("w1", "000000000000000b", "10.0.0.1:9999", t0.Add(time.Hour)) // newer, not the placement's
-	place("w2", "00000000000000aa", t2)                                // its incarnation is gone
+	place("w2", "00000000000000aa", t2)                               // its incarnation is gone
 	reg("w2", "00000000000000bb", "10.0.0.2:1", t0)
 	reg("w2", "00000000000000cc", "10.0.0.2:2", t0.Add(time.Minute))
 	place("w3", "00000000000000dd", t3) // nobody of w3 lives
