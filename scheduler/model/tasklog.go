@@ -39,3 +39,6 @@ type TaskLocation struct {
 	// Host is the host the worker reported for the task.
 	Host string `json:"host,omitempty"`
 }
+
+// MaxLogTailLines bounds the lines a log read may start back from the end.
+const MaxLogTailLines = 100000

@@ -41,7 +41,7 @@ var (
 // Bounds of LogOptions.
 const (
 	// MaxTailLines bounds LogOptions.TailLines.
-	MaxTailLines = 100000
+	MaxTailLines = model.MaxLogTailLines
 	// DefaultLogPoll is how often a followed log is checked for growth.
 	DefaultLogPoll = 250 * time.Millisecond
 	// rotationSuffix names a stream's rotation record.
