@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/internal/client"
+	"github.com/hasched/hasched/internal/zktest"
 	"github.com/hasched/hasched/scheduler/api"
 	"github.com/hasched/hasched/scheduler/model"
 )
@@ -119,9 +120,15 @@ func TestServeServesTaskLogs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts an embedded etcd (make test runs it)")
 	}
+	for _, executor := range []string{"cluster", "local"} {
+		t.Run(executor, func(t *testing.T) { testServeServesTaskLogs(t, executor) })
+	}
+}
+
+func testServeServesTaskLogs(t *testing.T, executor string) {
 	p := startProcess(t, "solo", serveFlags{
 		coord: coordEmbedded, embeddedClientURL: "http://127.0.0.1:0", embeddedPeerURL: "http://127.0.0.1:0",
-		executor: "cluster", worker: true, drainTimeout: 10 * time.Second,
+		executor: executor, worker: executor == "cluster", drainTimeout: 10 * time.Second,
 	})
 	eventually(t, "the process leads", 30*time.Second, func() error {
 		_, _, err := leaderOf(t, p)
@@ -175,7 +182,17 @@ func TestTaskLogIsReadThroughAnyProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts an embedded etcd (make test runs it)")
 	}
-	url := startEtcd(t, "logs")
+	taskLogThroughAnyProcess(t, startEtcd(t, "logs"))
+}
+
+// The same on ZooKeeper (make zk-server-tests runs it; skipped without
+// HASCHED_ZK_TEST_SERVERS).
+func TestTaskLogIsReadThroughAnyProcessOnZooKeeper(t *testing.T) {
+	servers := zktest.Servers(t)
+	taskLogThroughAnyProcess(t, fmt.Sprintf("zk://%s/logs-%d?session-timeout=4s", strings.Join(servers, ","), time.Now().UnixNano()))
+}
+
+func taskLogThroughAnyProcess(t *testing.T, url string) {
 	a := startProcess(t, "a", serveFlags{coord: url, executor: "cluster", worker: true, workerName: "wa", workerLabels: "proc=a", drainTimeout: 10 * time.Second})
 	b := startProcess(t, "b", serveFlags{coord: url, executor: "cluster", worker: true, workerName: "wb", workerLabels: "proc=b", drainTimeout: 10 * time.Second})
 	eventually(t, "one process leads and both workers are registered", 30*time.Second, func() error {

@@ -148,7 +148,7 @@ func (s *server) taskLog(local bool) func(http.ResponseWriter, *call) {
 		switch {
 		case err == nil:
 			defer rc.Close()
-			s.streamLog(w, rc, q.Follow)
+			s.streamLog(w, rc, q.Follow, r.Method == http.MethodHead)
 			return
 		case errors.Is(err, ErrLogsUnsupported):
 			s.writeUnsupported(w, err)
@@ -229,18 +229,21 @@ func (s *server) relayLog(ctx context.Context, w http.ResponseWriter, c *call, l
 		s.relay(w, resp, loc.API, maxLogError)
 		return
 	}
-	s.streamLog(w, resp.Body, q.Follow)
+	s.streamLog(w, resp.Body, q.Follow, r.Method == http.MethodHead)
 }
 
 // streamLog writes a log answer from src, flushing what a follower reads
 // as it comes.
-func (s *server) streamLog(w http.ResponseWriter, src io.Reader, follow bool) {
+func (s *server) streamLog(w http.ResponseWriter, src io.Reader, follow, head bool) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	rc := http.NewResponseController(w)
 	w.WriteHeader(http.StatusOK)
+	if head {
+		return // HEAD: whether the log is there, not its bytes
+	}
 	// Headers first, so that a follower knows the stream is open.
 	if follow {
 		_ = rc.SetWriteDeadline(time.Now().Add(logWriteTimeout))
