@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -92,8 +93,12 @@ func TestTaskLogIsServedFromThisProcess(t *testing.T) {
 			t.Errorf("%s: %d %q (%s), want 200 %q as text/plain", path, r.code, r.body, r.header.Get("Content-Type"), body)
 		}
 	}
-	if q := logs.opened[2]; q.Tail != 5 || q.Stream != "stdout" || q.Follow {
-		t.Errorf("query passed on: %+v", q)
+	found := false
+	for _, q := range logs.opened {
+		found = found || q == LogQuery{Stream: "stdout", Tail: 5}
+	}
+	if !found {
+		t.Errorf("tail=5 was not passed on: %+v", logs.opened)
 	}
 }
 
@@ -257,4 +262,43 @@ func TestFollowedTaskLogIsFlushedAsItComes(t *testing.T) {
 		t.Fatalf("after StreamsDone: %q, %v", rest, err)
 	}
 	_ = pw.Close()
+}
+
+// A followed log outlives the server's WriteTimeout (each write gets its
+// own deadline) and ends at LogStreamMax.
+func TestFollowedTaskLogOutlivesTheWriteTimeoutUntilItsMax(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	logs := &fakeLogs{live: map[string]io.ReadCloser{logTask: pr}}
+	srv := httptest.NewUnstartedServer(logsOf(t, logs, func(c *Config) { c.LogStreamMax = 1500 * time.Millisecond }))
+	srv.Config.WriteTimeout = 300 * time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for i := 0; ; i++ {
+			if _, err := fmt.Fprintf(pw, "tick %d\n", i); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stop); <-writerDone }()
+
+	start := time.Now()
+	r := send(t, "GET", srv.URL+"/api/tasks/"+logTask+"/log?follow=1", "")
+	took := time.Since(start)
+	lines := strings.Split(strings.TrimSuffix(r.body, "\n"), "\n")
+	if r.code != http.StatusOK || len(lines) < 8 || lines[len(lines)-1] != fmt.Sprintf("tick %d", len(lines)-1) {
+		t.Fatalf("after %v: %d, %d lines: %q; want about 15 whole lines, well past the 300ms WriteTimeout", took, r.code, len(lines), r.body)
+	}
+	if took < 1400*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("the stream lasted %v, want LogStreamMax (1.5s)", took)
+	}
 }
