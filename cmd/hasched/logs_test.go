@@ -229,3 +229,37 @@ func taskLogThroughAnyProcess(t *testing.T, url string) {
 		t.Fatalf("hasched logs through a: %q", r.stdout)
 	}
 }
+
+// Where serve reads task logs, by executor: Mesos answers 501 both ways;
+// the local executor never looks beyond this host; the cluster executor
+// looks up the worker, and without a worker here has no local log.
+func TestTaskLogsByExecutor(t *testing.T) {
+	id := model.TaskID("j", time.Unix(1700000000, 0), 0, 0)
+	located := 0
+	locate := func(context.Context, string) (model.TaskLocation, error) {
+		located++
+		return model.TaskLocation{Worker: "w"}, nil
+	}
+	dir := t.TempDir()
+	mesos := newTaskLogs(serveConfig{executor: "mesos", workDir: dir}, false, locate)
+	if _, err := mesos.OpenLocal(ctxT(t), id, api.LogQuery{}); !errors.Is(err, api.ErrLogsUnsupported) || !strings.Contains(err.Error(), "sandboxes") {
+		t.Errorf("mesos OpenLocal: %v", err)
+	}
+	if _, err := mesos.Locate(ctxT(t), id); !errors.Is(err, api.ErrLogsUnsupported) {
+		t.Errorf("mesos Locate: %v", err)
+	}
+	loc := newTaskLogs(serveConfig{executor: "local", workDir: dir}, false, locate)
+	if _, err := loc.OpenLocal(ctxT(t), id, api.LogQuery{}); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("local OpenLocal of an unknown task: %v", err)
+	}
+	if _, err := loc.Locate(ctxT(t), id); !errors.Is(err, model.ErrNotFound) || located != 0 {
+		t.Errorf("local Locate: %v (located %d)", err, located)
+	}
+	cl := newTaskLogs(serveConfig{executor: "cluster", workDir: dir}, false, locate)
+	if _, err := cl.OpenLocal(ctxT(t), id, api.LogQuery{}); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("cluster without a worker: %v", err)
+	}
+	if got, err := cl.Locate(ctxT(t), id); err != nil || got.Worker != "w" || located != 1 {
+		t.Errorf("cluster Locate: %+v, %v", got, err)
+	}
+}
