@@ -214,6 +214,13 @@ func taskLogThroughAnyProcess(t *testing.T, url string) {
 	if got, err := readTaskLog(t, b.client, id, api.LogQuery{Stream: model.StreamStderr}); err != nil || got != "oops\n" {
 		t.Fatalf("stderr on b itself: %q, %v", got, err)
 	}
+	// Named, as after its placement is gone: b's worker has it, a's not.
+	if got, err := readTaskLog(t, a.client, id, api.LogQuery{Tail: 1, Worker: "wb"}); err != nil || got != "line 4\n" {
+		t.Fatalf("through a from the worker named wb: %q, %v", got, err)
+	}
+	if _, err := readTaskLog(t, a.client, id, api.LogQuery{Worker: "wa"}); !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("through a from its own worker wa, which does not have it: %v, want 404", err)
+	}
 	// a's own disk does not have it: its local route says so, and does
 	// not look elsewhere.
 	resp, err := http.Get("http://" + a.addr + "/api/local/tasks/" + id + "/log")

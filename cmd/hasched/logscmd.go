@@ -19,6 +19,7 @@ func newLogsCmd() *cobra.Command {
 	var (
 		follow, stderr bool
 		tail           int
+		workerName     string
 	)
 	cmd := &cobra.Command{
 		Use:   "logs TASK",
@@ -29,7 +30,8 @@ process whose worker ran it: any process of the cluster finds it and relays
 it. What is kept is the current output file and the one rotated before it
 (each up to the executor's cap), for as long as the executor keeps the task's
 directory (a day by default) and the cluster knows where the task ran (its
-placement, ten minutes after it ended by default).
+placement, ten minutes after it ended by default; after that --worker names
+the worker to ask).
 
 -f follows the output as the task writes it, until the task has ended, the
 server ends the stream (after an hour), or Ctrl-C. Tasks of the Mesos
@@ -47,6 +49,7 @@ serve it.`,
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing the output as the task writes it, until it ends")
 	cmd.Flags().BoolVar(&stderr, "stderr", false, "print the task's standard error instead of its standard output")
+	cmd.Flags().StringVar(&workerName, "worker", "", "ask the process of this worker (hasched workers), for a task that ended longer ago than the cluster remembers where it ran")
 	cmd.Flags().IntVar(&tail, "tail", 0, fmt.Sprintf("start at the last N lines (0: all that is kept; at most %d)", model.MaxLogTailLines))
 	cf := addClientFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -68,7 +71,7 @@ serve it.`,
 			ctx, stop = signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 		}
-		q := api.LogQuery{Stream: model.StreamStdout, Tail: tail, Follow: follow}
+		q := api.LogQuery{Stream: model.StreamStdout, Tail: tail, Follow: follow, Worker: workerName}
 		if stderr {
 			q.Stream = model.StreamStderr
 		}

@@ -31,6 +31,9 @@ func (c *Client) TaskLog(ctx context.Context, taskID string, q api.LogQuery) (io
 	if q.Follow {
 		v.Set("follow", "1")
 	}
+	if q.Worker != "" {
+		v.Set("worker", q.Worker)
+	}
 	path := "/api/tasks/" + seg(taskID) + "/log"
 	target := c.base.String() + path
 	if len(v) > 0 {

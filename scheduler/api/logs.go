@@ -61,6 +61,10 @@ type LogQuery struct {
 	Tail int
 	// Follow reads on as the task writes, until it has ended.
 	Follow bool
+	// Worker, if set, names the worker whose process to ask, in place of
+	// the one the store's placement names: for a task that ended longer
+	// ago than placements are kept (its files outlive its placement).
+	Worker string
 }
 
 // TaskLogs is what the log routes read through.
@@ -91,6 +95,13 @@ func parseLogQuery(v url.Values) (LogQuery, error) {
 		q.Follow = true
 	default:
 		return q, &badRequestError{field: "follow", err: fmt.Errorf("follow %q: want 1 or 0", f)}
+	}
+	if wn := v.Get("worker"); wn != "" {
+		probe := model.Worker{Name: wn, Incarnation: "0000000000000000", CPUs: 1, MemoryMB: 1}
+		if err := probe.Check(); err != nil {
+			return q, &badRequestError{field: "worker", err: fmt.Errorf("worker %q is not a worker name", wn)}
+		}
+		q.Worker = wn
 	}
 	if t := v.Get("tail"); t != "" {
 		n, err := strconv.Atoi(t)
@@ -160,13 +171,22 @@ func (s *server) taskLog(local bool) func(http.ResponseWriter, *call) {
 			s.writeError(w, r, fmt.Errorf("%w: this process's work directory has no log of task %q (it ran elsewhere, or its files were removed after their retention)", model.ErrNotFound, id))
 			return
 		}
-		loc, err := s.cfg.Logs.Locate(ctx, id)
+		var loc model.TaskLocation
+		if q.Worker != "" {
+			loc, err = s.workerLocation(ctx, id, q.Worker)
+		} else {
+			loc, err = s.cfg.Logs.Locate(ctx, id)
+		}
 		if errors.Is(err, ErrLogsUnsupported) {
 			s.writeUnsupported(w, err)
 			return
 		}
 		if err != nil {
 			s.writeError(w, r, err)
+			return
+		}
+		if loc.API == "" && q.Worker != "" {
+			s.writeError(w, r, &unavailableError{msg: fmt.Sprintf("no worker named %q is registered now", q.Worker)})
 			return
 		}
 		if loc.API == "" {
@@ -179,6 +199,23 @@ func (s *server) taskLog(local bool) func(http.ResponseWriter, *call) {
 		}
 		s.relayLog(ctx, w, c, loc, id, q)
 	}
+}
+
+// workerLocation is the API address of the newest live registration of
+// the worker named, for ?worker=.
+func (s *server) workerLocation(ctx context.Context, id, name string) (model.TaskLocation, error) {
+	ws, err := s.svc.Workers(ctx)
+	if err != nil {
+		return model.TaskLocation{}, err
+	}
+	loc := model.TaskLocation{TaskID: id, Worker: name}
+	var started time.Time
+	for _, w := range ws {
+		if w.Name == name && (loc.API == "" || w.Started.After(started)) {
+			loc.API, loc.Host, started = w.API, w.Host, w.Started
+		}
+	}
+	return loc, nil
 }
 
 func (s *server) writeUnsupported(w http.ResponseWriter, err error) {

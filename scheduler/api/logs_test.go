@@ -302,3 +302,30 @@ func TestFollowedTaskLogOutlivesTheWriteTimeoutUntilItsMax(t *testing.T) {
 		t.Fatalf("the stream lasted %v, want LogStreamMax (1.5s)", took)
 	}
 }
+
+// ?worker= names the worker to ask, for a task whose placement is gone:
+// its newest live registration's process answers, without a lookup.
+func TestTaskLogFromANamedWorker(t *testing.T) {
+	workerLogs := &fakeLogs{logs: map[string]map[string]string{logTask: {"stdout": "old\n"}}}
+	worker := httptest.NewServer(logsOf(t, workerLogs, nil))
+	t.Cleanup(worker.Close)
+	svc := apitest.NewService(model.Status{Self: "127.0.0.1:8899"})
+	svc.SetWorkers([]model.WorkerView{
+		{Worker: model.Worker{Name: "w2", Incarnation: "000000000000000a", API: "127.0.0.1:1", Started: time.Unix(100, 0)}},
+		{Worker: model.Worker{Name: "w2", Incarnation: "000000000000000b", API: strings.TrimPrefix(worker.URL, "http://"), Started: time.Unix(200, 0)}},
+		{Worker: model.Worker{Name: "w3", Incarnation: "000000000000000c", API: "127.0.0.1:1", Started: time.Unix(300, 0)}},
+	})
+	logs := &fakeLogs{}
+	front := httptest.NewServer(newHandler(t, svc, func(c *Config) { c.Logs = logs }))
+	t.Cleanup(front.Close)
+	r := send(t, "GET", front.URL+"/api/tasks/"+logTask+"/log?worker=w2", "")
+	if r.code != http.StatusOK || r.body != "old\n" || logs.located != 0 {
+		t.Fatalf("?worker=w2: %d %q (located %d times)", r.code, r.body, logs.located)
+	}
+	want(t, send(t, "GET", front.URL+"/api/tasks/"+logTask+"/log?worker=w9", ""), http.StatusServiceUnavailable)
+	r = send(t, "GET", front.URL+"/api/tasks/"+logTask+"/log?worker=..%2Fx", "")
+	want(t, r, http.StatusBadRequest)
+	if r.errorBody(t).Field != "worker" {
+		t.Fatalf("bad worker name: %s", r.body)
+	}
+}
