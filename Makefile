@@ -86,7 +86,7 @@ zk-server-tests: images
 	bash integration/with-zookeeper.sh $(GO) test -count=1 -timeout 15m \
 	  -skip '^TestConformance$$' ./coord/zk/... ./scheduler/mesos/... ./integration/mesosfake/...
 	bash integration/with-zookeeper.sh $(GO) test -count=1 -timeout 15m \
-	  -run 'OnZooKeeper$$' ./scheduler ./scheduler/store
+	  -run 'OnZooKeeper$$' ./scheduler ./scheduler/store ./cmd/hasched
 
 test: lint unit fuzz integration zk-server-tests
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,17 +23,6 @@ import (
 // DevTools protocol. Screenshots go to $HASCHED_TEST_ARTIFACTS/console (a
 // temporary directory if unset); with HASCHED_UPDATE_SCREENSHOT=1 the
 // first test also writes the README's docs/console.png.
-
-// historyMerged and logsMerged switch on the assertions on run history
-// and task logs, whose endpoints are built on other branches.
-//
-// INTEGRATOR: set historyMerged once GET /api/job/{job}/executions is
-// merged, logsMerged once GET /api/tasks/{id}/log is. While one is false
-// and its endpoint answers, the test fails, so neither can be forgotten.
-const (
-	historyMerged = true
-	logsMerged    = false
-)
 
 // consoleJob's task runs long enough to be seen running in the page.
 const consoleJob = "nightly_report"
@@ -137,15 +124,11 @@ func TestConsoleShowsJobsAndTriggersARunInChromium(t *testing.T) {
 		}
 	}
 	b.screenshot("running")
-	if logsMerged {
-		b.do("the task's stdout shows", 30*time.Second,
-			chromedp.Click(chromedp.CSS(`#running tr[data-job="`+consoleJob+`"] button.stdout`)),
-			waitTrue(`document.getElementById('log-text').textContent.includes('report ran')`),
-		)
-		b.screenshot("log")
-	} else {
-		notMergedYet(t, "http://"+p.addr+"/api/tasks/"+url.PathEscape(taskID)+"/log?stream=stdout", "logsMerged")
-	}
+	b.do("the task's stdout shows", 30*time.Second,
+		chromedp.Click(chromedp.CSS(`#running tr[data-job="`+consoleJob+`"] button.stdout`)),
+		waitTrue(`document.getElementById('log-text').textContent.includes('report ran')`),
+	)
+	b.screenshot("log")
 	eventually(t, "the triggered task ran", 30*time.Second, func() error {
 		if _, err := os.Stat(out); err != nil {
 			return err
@@ -157,22 +140,11 @@ func TestConsoleShowsJobsAndTriggersARunInChromium(t *testing.T) {
 		chromedp.Click(chromedp.CSS(row+" button.history")),
 		chromedp.WaitVisible(chromedp.CSS("#history")),
 	)
-	if historyMerged {
-		// The run ends (its task sleeps a few seconds) and is recorded.
-		b.do("the run appears in the history", 60*time.Second,
-			chromedp.WaitVisible(chromedp.CSS(`#runs tr[data-task^="`+consoleJob+`"]`)),
-		)
-		b.screenshot("history")
-	} else {
-		b.do("the page says history is not available", 30*time.Second,
-			chromedp.WaitVisible(chromedp.CSS("#history-note")),
-		)
-		if s := b.text("#history-note"); !strings.Contains(s, "History not available") {
-			t.Errorf("history note %q", s)
-		}
-		b.screenshot("history")
-		notMergedYet(t, "http://"+p.addr+"/api/job/"+consoleJob+"/executions?limit=1", "historyMerged")
-	}
+	// The run ends (its task sleeps a few seconds) and is recorded.
+	b.do("the run appears in the history", 60*time.Second,
+		chromedp.WaitVisible(chromedp.CSS(`#runs tr[data-task^="`+consoleJob+`"]`)),
+	)
+	b.screenshot("history")
 	b.checkConsole(false)
 }
 
@@ -442,24 +414,4 @@ func (b *browser) consoleText() string {
 // (in the page; the caller's context may end it sooner).
 func waitTrue(expr string) chromedp.Action[chromedp.Void] {
 	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(30*time.Second))
-}
-
-// notMergedYet fails the test if an endpoint that a switched-off
-// assertion waits for answers already: the switch must be turned on.
-func notMergedYet(t *testing.T, url, flag string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusNotFound {
-		t.Errorf("GET %s = %d, not 404: the endpoint is merged; set %s = true in console_test.go", url, res.StatusCode, flag)
-	}
 }

@@ -49,7 +49,8 @@ const (
 )
 
 // HTTP server limits; writes are bounded by the API's own request timeout
-// (api.DefaultRequestTimeout), so WriteTimeout leaves room for it.
+// (api.DefaultRequestTimeout), so WriteTimeout leaves room for it. Task
+// log answers, which may be long, set a deadline per write instead.
 const (
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
@@ -632,6 +633,7 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 	}
 	mets.serving(sched)
 	alerts.sched.Store(sched)
+	streams := newStreamsEnd() // tasklogs.go
 	handler, err := api.New(api.Config{
 		Service:      sched,
 		Logger:       log.Named("api"),
@@ -647,6 +649,10 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		InsecureForwarding: cfg.apiSec.insecureForwarding,
 		Metrics:            mets.Handler(),
 		History:            recorder,
+		// Task logs: this process's work directory, or the worker's that
+		// ran the task (tasklogs.go).
+		Logs:        newTaskLogs(cfg, wk != nil, sched.LocateTask),
+		StreamsDone: streams.ch,
 	})
 	if err != nil {
 		return err
@@ -665,6 +671,7 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
+	srv.RegisterOnShutdown(streams.close)
 
 	// Both goroutines are owned here: each reports on its channel, and
 	// runServe waits for both before it returns (the scheduler's wait is

@@ -137,6 +137,15 @@ type Config struct {
 	// Metrics, if set, serves GET /metrics (Prometheus' exposition
 	// formats): this process's metrics, with a read's access rules.
 	Metrics http.Handler
+	// Logs serves GET /api/tasks/{id}/log (logs.go); nil answers 501.
+	Logs TaskLogs
+	// LogStreamMax bounds one log answer, followed or not
+	// (DefaultLogStreamMax if zero, at most a day).
+	LogStreamMax time.Duration
+	// StreamsDone, once closed, ends the log answers in flight: close it
+	// when the server shuts down (http.Server.RegisterOnShutdown), which
+	// otherwise waits for them.
+	StreamsDone <-chan struct{}
 }
 
 func (cfg Config) withDefaults() (Config, error) {
@@ -172,6 +181,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, err
 	}
 	if cfg.MaxTrackedClients, err = bounded("MaxTrackedClients", cfg.MaxTrackedClients, DefaultMaxTrackedClients, maxTrackedClients); err != nil {
+		return cfg, err
+	}
+	if cfg.LogStreamMax, err = bounded("LogStreamMax", cfg.LogStreamMax, DefaultLogStreamMax, maxLogStreamMax); err != nil {
 		return cfg, err
 	}
 	if cfg.AuditSize, err = bounded("AuditSize", cfg.AuditSize, DefaultAuditSize, maxAuditSize); err != nil {
@@ -330,9 +342,17 @@ func (s *server) serve(w http.ResponseWriter, c *call) {
 		s.writeError(w, r, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+	timeout := s.cfg.RequestTimeout
+	if rt.stream != nil {
+		timeout = s.cfg.LogStreamMax
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	c.ctx = ctx
+	if rt.stream != nil {
+		rt.stream(w, c)
+		return
+	}
 	if rt.raw != nil {
 		rt.raw.ServeHTTP(w, r.WithContext(ctx))
 		return

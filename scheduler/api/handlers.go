@@ -70,6 +70,10 @@ func (s *server) routeTable() []route {
 
 		newRoute(get, "/api/quarantine", s.quarantined),
 		newRoute(get, "/api/workers", s.workers),
+		// Task logs (logs.go): from this process's disk, or relayed from
+		// the worker's that ran the task; the local route never relays.
+		newStreamRoute("/api/tasks/{id}/log", s.taskLog(false)),
+		newStreamRoute("/api/local/tasks/{id}/log", s.taskLog(true)),
 		newRoute(get, "/api/leader", s.status),
 		newRoute(get, "/healthz", s.health).withAccess(accessPublic),
 		newRoute(get, "/readyz", s.ready).withAccess(accessPublic),

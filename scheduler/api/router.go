@@ -33,6 +33,10 @@ type route struct {
 	// format of its own (GET /metrics: Prometheus' text), after the same
 	// access checks.
 	raw http.Handler
+	// stream, if set, writes a long answer itself in place of handle
+	// (task logs, logs.go), after the same access checks, bounded by
+	// Config.LogStreamMax instead of RequestTimeout.
+	stream func(http.ResponseWriter, *call)
 }
 
 func newRoute(method, pattern string, handle func(*call) (any, error)) route {
@@ -53,6 +57,13 @@ func newRoute(method, pattern string, handle func(*call) (any, error)) route {
 func newRawRoute(pattern string, h http.Handler) route {
 	rt := newRoute(http.MethodGet, pattern, nil)
 	rt.raw = h
+	return rt
+}
+
+// newStreamRoute is a GET route served by h (see route.stream).
+func newStreamRoute(pattern string, h func(http.ResponseWriter, *call)) route {
+	rt := newRoute(http.MethodGet, pattern, nil)
+	rt.stream = h
 	return rt
 }
 

@@ -11,6 +11,9 @@
 //	stdout     the task's standard output (stdout.1: the generation
 //	           before, see output.go)
 //	stderr     the task's standard error (and stderr.1)
+//	stdout.1.at, stderr.1.at
+//	           where the last rotation's generation ended in the
+//	           stream, for readers that follow it (logs.go)
 //	alive      locked by the task's wrapper while it lives
 //	app/       the task's own copy of its app package, its working
 //	           directory (see fetchOrCache)

@@ -85,6 +85,10 @@ func rotateStream(path string, limit int64) error {
 		err = cerr
 	}
 	if err == nil {
+		// Where the generation ends in the stream, for readers that follow
+		// it (logs.go). A failure only costs them exactness, never the
+		// cap, so it does not stop the rotation.
+		_ = writeRotation(path, tmp, size)
 		err = os.Rename(tmp.Name(), path+".1")
 	}
 	if err != nil {
