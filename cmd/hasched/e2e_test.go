@@ -193,28 +193,7 @@ func testServeRunsJobsAndStopsOnSIGTERM(t *testing.T, executor string) {
 		t.Fatalf("healthz = %+v, %v", h, err)
 	}
 
-	out := filepath.Join(t.TempDir(), "out")
-	x := ctxT(t)
-	if _, err := p.client.RegisterAppJSON(x, []byte(`{"appName":"app","bootstrapScript":"true"}`)); err != nil {
-		t.Fatal(err)
-	}
-	job := fmt.Sprintf(`{"jobName":"job","appName":"app","cron":"0 0 3 * * ?","shardingTotalCount":2,"scriptCommandLine":"echo $HASCHED_SHARDING_ITEM >> %s"}`, out)
-	if _, err := p.client.RegisterJobJSON(x, []byte(job)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.client.TriggerJob(x, "job"); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "both shards ran", 30*time.Second, func() error {
-		b, err := os.ReadFile(out)
-		if err != nil {
-			return err
-		}
-		if got := strings.Fields(string(b)); len(got) != 2 {
-			return fmt.Errorf("shards that ran: %q", got)
-		}
-		return nil
-	})
+	runTwoShards(t, p)
 	if executor == "cluster" {
 		ws, err := p.client.Workers(ctxT(t))
 		if err != nil || len(ws) != 1 || ws[0].CPUs <= 0 || ws[0].API != p.addr {
@@ -291,4 +270,33 @@ func TestStandbyForwardsAndTakesOverWhenTheLeaderStops(t *testing.T) {
 	if _, err := authed.DisableApp(ctxT(t), "app"); err != nil {
 		t.Fatalf("write on the new leader: %v", err)
 	}
+}
+
+// runTwoShards registers the app "app" and the job "job" on p, a job of
+// two shards that each append their shard number to a file, triggers it
+// and waits until both shards have run.
+func runTwoShards(t *testing.T, p *process) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out")
+	x := ctxT(t)
+	if _, err := p.client.RegisterAppJSON(x, []byte(`{"appName":"app","bootstrapScript":"true"}`)); err != nil {
+		t.Fatal(err)
+	}
+	job := fmt.Sprintf(`{"jobName":"job","appName":"app","cron":"0 0 3 * * ?","shardingTotalCount":2,"scriptCommandLine":"echo $HASCHED_SHARDING_ITEM >> %s"}`, out)
+	if _, err := p.client.RegisterJobJSON(x, []byte(job)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.client.TriggerJob(x, "job"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "both shards ran", 30*time.Second, func() error {
+		b, err := os.ReadFile(out)
+		if err != nil {
+			return err
+		}
+		if got := strings.Fields(string(b)); len(got) != 2 {
+			return fmt.Errorf("shards that ran: %q", got)
+		}
+		return nil
+	})
 }

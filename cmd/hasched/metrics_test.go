@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -60,28 +57,7 @@ func TestServeExportsMetrics(t *testing.T) {
 		_, _, err := leaderOf(t, p)
 		return err
 	})
-	out := filepath.Join(t.TempDir(), "out")
-	x := ctxT(t)
-	if _, err := p.client.RegisterAppJSON(x, []byte(`{"appName":"app","bootstrapScript":"true"}`)); err != nil {
-		t.Fatal(err)
-	}
-	job := fmt.Sprintf(`{"jobName":"job","appName":"app","cron":"0 0 3 * * ?","shardingTotalCount":2,"scriptCommandLine":"echo $HASCHED_SHARDING_ITEM >> %s"}`, out)
-	if _, err := p.client.RegisterJobJSON(x, []byte(job)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.client.TriggerJob(x, "job"); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "both shards ran", 30*time.Second, func() error {
-		b, err := os.ReadFile(out)
-		if err != nil {
-			return err
-		}
-		if got := strings.Fields(string(b)); len(got) != 2 {
-			return fmt.Errorf("shards that ran: %q", got)
-		}
-		return nil
-	})
+	runTwoShards(t, p)
 
 	// The shards' ends reach the leader a moment after their output.
 	var text string
