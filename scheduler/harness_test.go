@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"slices"
 	"sort"
@@ -16,7 +15,6 @@ import (
 	"github.com/hasched/hasched/scheduler/worker/watchdog/watchdogtest"
 
 	"github.com/hashicorp/go-hclog"
-	"go.uber.org/goleak"
 
 	"github.com/hasched/hasched/internal/wait"
 	"github.com/hasched/hasched/scheduler/model"
@@ -28,15 +26,7 @@ import (
 // cluster_e2e_test.go.
 func TestMain(m *testing.M) {
 	watchdogtest.Main()
-	code := m.Run()
-	etcdServer.Stop()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(etcdServer.Main(m))
 }
 
 // fakeClock is a settable clock.

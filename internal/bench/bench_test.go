@@ -3,14 +3,12 @@ package bench
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
 	"github.com/hasched/hasched/internal/etcdtest"
@@ -19,15 +17,7 @@ import (
 var etcdServer etcdtest.Shared
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	etcdServer.Stop()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(etcdServer.Main(m))
 }
 
 // etcdURL is an etcd:// URL of the shared server in a fresh namespace,

@@ -3,11 +3,7 @@
 //
 //	var etcdServer etcdtest.Shared
 //
-//	func TestMain(m *testing.M) {
-//		code := m.Run()
-//		etcdServer.Stop()
-//		os.Exit(code)
-//	}
+//	func TestMain(m *testing.M) { os.Exit(etcdServer.Main(m)) }
 //
 //	cfg := etcdServer.Config(t, "sched", 2*time.Second)
 package etcdtest
@@ -20,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/coord/etcd"
@@ -73,6 +71,21 @@ func Opener(cfg etcd.Config) func(context.Context) (coord.Coordinator, error) {
 		}
 		return c, nil
 	}
+}
+
+// Main runs a package's tests, stops the server and, if they passed, fails
+// the run on goroutines they leaked (the server's own are gone by then);
+// TestMain exits with what it returns.
+func (s *Shared) Main(m *testing.M) int {
+	code := m.Run()
+	s.Stop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	return code
 }
 
 // Stop stops the server, if it was started, and removes its data.

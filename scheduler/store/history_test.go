@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/coord/zk"
 	"github.com/hasched/hasched/internal/etcdtest"
@@ -25,15 +23,7 @@ import (
 var etcdServer etcdtest.Shared
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	etcdServer.Stop()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(etcdServer.Main(m))
 }
 
 // The history scenarios, on each backend: the in-memory coordinator,

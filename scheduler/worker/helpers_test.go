@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"go.uber.org/goleak"
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/internal/wait"
@@ -30,15 +29,7 @@ import (
 // TestMain doubles as the watchdog command (see watchdogCommand).
 func TestMain(m *testing.M) {
 	watchdogtest.Main()
-	code := m.Run()
-	etcdServer.Stop()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(etcdServer.Main(m))
 }
 
 const limit = 20 * time.Second
