@@ -8,6 +8,8 @@ UNIT_PKGS  = $(shell $(GO) list ./... | grep -v /integration)
 # remove their own containers) and no guessing the Docker host.
 export TESTCONTAINERS_RYUK_DISABLED ?= true
 export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
+# What tests keep for a person to look at (the console's screenshots).
+export HASCHED_TEST_ARTIFACTS ?= $(CURDIR)/test-artifacts
 INTEGRATION_TIMEOUT ?= 45m
 BENCHTIME ?= 2s
 # Each fuzz target runs this many inputs in `make fuzz` (and so in `make

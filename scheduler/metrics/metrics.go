@@ -44,6 +44,11 @@ const (
 // can have it: a job's name never contains "/".
 const OtherJobs = "/other"
 
+// CatchUpLag is how late a fire must be queued to count as a catch-up: a
+// leader queues a fire within milliseconds of its time; one queued a
+// second or more late was due while no process led (or the leader stalled).
+const CatchUpLag = time.Second
+
 // Depths are the sizes of the scheduler's queues.
 type Depths struct {
 	// Ready is the number of fires waiting to launch, Running of tasks
@@ -115,7 +120,7 @@ type Metrics struct {
 	handler http.Handler
 
 	fires, misfires, launches *prometheus.CounterVec
-	ended                     *prometheus.CounterVec
+	catchUps, ended           *prometheus.CounterVec
 	fireLag, scheduleLag      prometheus.Histogram
 	fireToRunning             prometheus.Histogram
 	isLeader, leaderTerm      prometheus.Gauge
@@ -143,11 +148,15 @@ func New(cfg Config) (*Metrics, error) {
 	job := []string{"job_name"}
 	m.fires = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hasched_fires_total",
-		Help: "Fires of a job's cron that entered the ready queue.",
+		Help: "Fires of a job that entered the ready queue: its cron's, and triggers.",
+	}, job)
+	m.catchUps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hasched_catchup_fires_total",
+		Help: "Fires queued at least CatchUpLag after their time: caught up after a time without a leader (a subset of hasched_fires_total).",
 	}, job)
 	m.misfires = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hasched_misfires_total",
-		Help: "Fires of a job that were not queued (collapsed into a later fire, or dropped from a full ready queue).",
+		Help: "Times fires of a job were not queued (collapsed into a later fire with misfire off, or dropped from a full ready queue).",
 	}, job)
 	m.launches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hasched_task_launches_total",
@@ -193,7 +202,7 @@ func New(cfg Config) (*Metrics, error) {
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.fires, m.misfires, m.launches, m.ended,
+		m.fires, m.catchUps, m.misfires, m.launches, m.ended,
 		m.fireLag, m.scheduleLag, m.fireToRunning,
 		m.isLeader, m.leaderTerm, m.leaderChanges,
 		m.coordOps,
@@ -238,7 +247,11 @@ func (m *Metrics) Emit(ev events.Event) {
 	defer m.mu.Unlock()
 	switch ev.Kind {
 	case events.Fired:
-		m.fires.WithLabelValues(m.jobLabelLocked(ev.Job)).Inc()
+		job := m.jobLabelLocked(ev.Job)
+		m.fires.WithLabelValues(job).Inc()
+		if ev.Lag >= CatchUpLag {
+			m.catchUps.WithLabelValues(job).Inc()
+		}
 		m.fireLag.Observe(seconds(ev.Lag))
 	case events.Misfired:
 		if ev.Count > 0 {
@@ -296,7 +309,7 @@ func (m *Metrics) forgetLocked(job string) {
 	}
 	delete(m.jobs, job)
 	l := prometheus.Labels{"job_name": job}
-	for _, v := range []*prometheus.CounterVec{m.fires, m.misfires, m.launches, m.ended} {
+	for _, v := range []*prometheus.CounterVec{m.fires, m.catchUps, m.misfires, m.launches, m.ended} {
 		v.DeletePartialMatch(l)
 	}
 }

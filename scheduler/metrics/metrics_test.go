@@ -106,8 +106,8 @@ func TestEmitCountsFiresMisfiresLaunchesAndEnds(t *testing.T) {
 	m := newMetrics(t, Config{})
 	for _, ev := range []events.Event{
 		{Kind: events.Fired, Job: "a"},
-		{Kind: events.Fired, Job: "a"},
-		{Kind: events.Fired, Job: "b"},
+		{Kind: events.Fired, Job: "a", Lag: 90 * time.Second}, // after an outage
+		{Kind: events.Fired, Job: "b", Lag: CatchUpLag - time.Millisecond},
 		{Kind: events.Misfired, Job: "a", Count: 3},
 		{Kind: events.Misfired, Job: "a", Count: 0}, // nothing missed: no change
 		{Kind: events.Launched, Job: "a", TaskID: "a@-@0@-@READY@-@x"},
@@ -122,6 +122,8 @@ func TestEmitCountsFiresMisfiresLaunchesAndEnds(t *testing.T) {
 	wantValue(t, "fires of a", testutil.ToFloat64(m.fires.WithLabelValues("a")), 2)
 	wantValue(t, "fires of b", testutil.ToFloat64(m.fires.WithLabelValues("b")), 1)
 	wantValue(t, "misfires of a", testutil.ToFloat64(m.misfires.WithLabelValues("a")), 3)
+	wantValue(t, "catch-ups of a", testutil.ToFloat64(m.catchUps.WithLabelValues("a")), 1)
+	wantValue(t, "catch-ups of b", testutil.ToFloat64(m.catchUps.WithLabelValues("b")), 0)
 	wantValue(t, "launches of a", testutil.ToFloat64(m.launches.WithLabelValues("a")), 1)
 	for _, c := range []struct {
 		job, state, outcome string
