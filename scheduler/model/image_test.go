@@ -23,3 +23,13 @@ func TestAppImageIsBoundedAndHasNoSpaces(t *testing.T) {
 		t.Errorf("a long image: %v, want ErrOutOfBounds", err)
 	}
 }
+
+func TestAppImageDecodes(t *testing.T) {
+	a, err := DecodeApp(strings.NewReader(`{"appName":"a","bootstrapScript":"run","image":"registry.local/a:1"}`))
+	if err != nil || a.Image != "registry.local/a:1" {
+		t.Fatalf("DecodeApp = %+v, %v", a, err)
+	}
+	if _, err := (App{AppName: "a"}).Check(); err != nil {
+		t.Errorf("an app without an image: %v", err)
+	}
+}

@@ -43,7 +43,7 @@ func (e *Executor) Launch(ctx context.Context, tasks []executor.Task) error {
 			return err
 		}
 		if p != nil {
-			e.report(statusOf(p), string(p.UID))
+			e.report(statusOf(p), string(p.UID), true)
 			continue
 		}
 		create = append(create, t)
@@ -99,7 +99,7 @@ func (e *Executor) create(ctx context.Context, t executor.Task) error {
 	if p == nil {
 		return fmt.Errorf("the Pod of task %s was deleted as it was created; launch it again", t.ID)
 	}
-	e.report(statusOf(p), string(p.UID))
+	e.report(statusOf(p), string(p.UID), true)
 	return nil
 }
 
@@ -117,7 +117,7 @@ func (e *Executor) Kill(ctx context.Context, taskID string) error {
 		return err
 	}
 	if st := statusOf(p); st.State.Terminal() {
-		e.report(st, string(p.UID))
+		e.report(st, string(p.UID), true)
 		return nil
 	}
 	if p.Annotations[killedAnnotation] == "" {

@@ -334,9 +334,10 @@ func (e *Executor) call(ctx context.Context) (context.Context, context.CancelFun
 // report pushes a status that is not a reconciliation's answer, keeping a
 // task's statuses in order: STAGING, RUNNING, one end. A status that would
 // go back (a Launch's Get that read the Pod before the watch saw it move
-// on) or a second, different end is dropped; a repeat is kept (a relaunch
-// reports the task's state again).
-func (e *Executor) report(st executor.Status, uid string) {
+// on) or a second, different end is dropped; a repeat is kept only if
+// again is set (a relaunch or a Kill reports the task's state again; the
+// watch's changes that leave the state as it was report nothing).
+func (e *Executor) report(st executor.Status, uid string, again bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	k := e.tasks[st.TaskID]
@@ -347,7 +348,7 @@ func (e *Executor) report(st executor.Status, uid string) {
 	if uid != "" {
 		k.uid = uid
 	}
-	if k.last.Terminal() && st.State != k.last || rank(st.State) < rank(k.last) {
+	if k.last.Terminal() && st.State != k.last || rank(st.State) < rank(k.last) || !again && st.State == k.last {
 		return
 	}
 	if st.State.Terminal() && !k.last.Terminal() {

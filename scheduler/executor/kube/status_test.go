@@ -86,4 +86,3 @@ func TestStatusOfADeletedPod(t *testing.T) {
 		t.Errorf("deleted succeeded Pod: %+v, want FINISHED", st)
 	}
 }
-

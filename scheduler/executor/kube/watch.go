@@ -23,12 +23,12 @@ func (e *Executor) onAdd(obj any, initial bool) {
 		e.baseline(st.TaskID, string(p.UID), st.State)
 		return
 	}
-	e.report(st, string(p.UID))
+	e.report(st, string(p.UID), false)
 }
 
 func (e *Executor) onChange(obj any) {
 	if p := e.podOf(obj); p != nil {
-		e.report(statusOf(p), string(p.UID))
+		e.report(statusOf(p), string(p.UID), false)
 	}
 }
 
@@ -47,7 +47,7 @@ func (e *Executor) onDelete(obj any) {
 	if stale {
 		return // an older Pod of the task's name: not the one we know
 	}
-	e.report(goneStatus(p), string(p.UID))
+	e.report(goneStatus(p), string(p.UID), false)
 	e.mu.Lock()
 	delete(e.tasks, id)
 	e.mu.Unlock()
