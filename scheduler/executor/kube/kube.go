@@ -25,6 +25,26 @@
 // disappearance reads KILLED, not LOST, whichever term watches it). An
 // informer on the cluster's Pods turns their changes into statuses.
 //
+// # Images and app packages
+//
+// A task runs `/bin/sh -c <command> hasched <sharding context JSON>` in its
+// app's image (model.App.Image), or in Config.Image if the app has none,
+// with the HASCHED_* variables every executor sets. App packages (appURL)
+// are not fetched yet: a task of an app with an appURL and no image is
+// refused (ErrInvalidTask) rather than run without its package; with an
+// image, the image is taken to hold the package and appURL is ignored
+// (logged).
+//
+// # Ends, and ended Pods
+//
+// Phases and the container's exit code give the task's state (statusOf);
+// what the node does to a Pod (evicted, OOM-killed, node lost or shut
+// down, a Pod deleted by someone else) reads LOST, so that the scheduler
+// fails the task over as its job says. An ended Pod is deleted Retention
+// after its end was reported, not at once: the term that reported it may
+// die before it records it, and the next term's reconciliation must then
+// find the end, not a missing Pod.
+//
 // # Fencing
 //
 // The term proves it leads (a fenced write) right before it calls Launch;
@@ -225,7 +245,10 @@ type Executor struct {
 	closeOnce sync.Once
 }
 
-var _ executor.Executor = (*Executor)(nil)
+var (
+	_ executor.Executor  = (*Executor)(nil)
+	_ executor.Describer = (*Executor)(nil)
+)
 
 // taskState is what the term reported of a task: the order and the one
 // end of its statuses are kept here.
@@ -293,6 +316,16 @@ func open(ctx context.Context, cfg Config, term executor.Term) (*Executor, error
 	}()
 	e.log.Info("watching the cluster's Pods", "selector", sel.String(), "pods", len(e.informer.GetStore().ListKeys()))
 	return e, nil
+}
+
+// Describe says where the Pods go and how many of them the term watches.
+func (e *Executor) Describe() map[string]string {
+	return map[string]string{
+		"namespace":     e.cfg.Namespace,
+		"cluster_label": e.cfg.Cluster,
+		"default_image": e.cfg.Image,
+		"pods":          strconv.Itoa(len(e.informer.GetStore().ListKeys())),
+	}
 }
 
 // Statuses delivers every status update; it is closed by Close.

@@ -311,6 +311,9 @@ func TestNextTermAdoptsThePodsOfThePreviousOne(t *testing.T) {
 	if len(got) != 2 || got[runs.ID] != executor.StateRunning || got[ends.ID] != executor.StateFinished {
 		t.Errorf("implicit answers %v, want %s RUNNING and %s FINISHED only", got, runs.ID, ends.ID)
 	}
+	if d := b.Describe(); d["namespace"] != testNS || d["cluster_label"] != testCluster || d["pods"] != "2" {
+		t.Errorf("Describe = %v: want the 2 Pods of cluster %s, not the other cluster's", d, testCluster)
+	}
 	if err := w.kubelet.release(runs.ID); err != nil {
 		t.Fatal(err)
 	}
