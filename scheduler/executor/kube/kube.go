@@ -40,7 +40,8 @@
 // Phases and the container's exit code give the task's state (statusOf);
 // what the node does to a Pod (evicted, OOM-killed, node lost or shut
 // down, a Pod deleted by someone else) reads LOST, so that the scheduler
-// fails the task over as its job says. An ended Pod is deleted Retention
+// fails the task over as its job says. A Pod that cannot pull its image
+// for PullTimeout is given up on: marked failed, then deleted, FAILED. An ended Pod is deleted Retention
 // after its end was reported, not at once: the term that reported it may
 // die before it records it, and the next term's reconciliation must then
 // find the end, not a missing Pod.
@@ -107,6 +108,9 @@ const (
 	// not a missing Pod (which would read UNKNOWN, and fail over a task
 	// that ran).
 	DefaultRetention = time.Hour
+	// DefaultPullTimeout is how long a Pod may wait for its image: a
+	// task whose image cannot be pulled ends FAILED, not STAGING forever.
+	DefaultPullTimeout = 5 * time.Minute
 	// DefaultLabelValue is Cluster's default.
 	DefaultLabelValue = "hasched"
 
@@ -148,8 +152,13 @@ type Config struct {
 	// Retention is how long an ended Pod is kept after its end was
 	// reported; then it is deleted.
 	Retention time.Duration
-	// GCInterval is how often ended Pods are looked at; default a tenth
-	// of Retention, at least a second (tests set it).
+	// PullTimeout is how long a Pod may fail to pull its image (ErrImagePull,
+	// ImagePullBackOff, counted from the kubelet's start of the Pod) before
+	// the task ends FAILED and its Pod is deleted.
+	PullTimeout time.Duration
+	// GCInterval is how often ended Pods (and Pods failing to pull their
+	// image) are looked at; default a tenth of Retention, at least a
+	// second, at most a minute (tests set it).
 	GCInterval time.Duration
 	// Logger default: a null logger.
 	Logger hclog.Logger
@@ -183,6 +192,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		{Name: "CallTimeout", V: &cfg.CallTimeout, Default: DefaultCallTimeout, Max: 10 * time.Minute},
 		{Name: "SyncTimeout", V: &cfg.SyncTimeout, Default: DefaultSyncTimeout, Max: 10 * time.Minute},
 		{Name: "Retention", V: &cfg.Retention, Default: DefaultRetention, Max: maxRetention},
+		{Name: "PullTimeout", V: &cfg.PullTimeout, Default: DefaultPullTimeout, Max: time.Hour},
 	}...); err != nil {
 		return cfg, err
 	}
@@ -190,7 +200,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("%w: KillGrace %v is not whole seconds (terminationGracePeriodSeconds)", ErrInvalidConfig, cfg.KillGrace)
 	}
 	if cfg.GCInterval == 0 {
-		cfg.GCInterval = max(cfg.Retention/10, time.Second)
+		cfg.GCInterval = min(max(cfg.Retention/10, time.Second), time.Minute)
 	}
 	if err := defaults.Durations(ErrInvalidConfig, defaults.Duration{Name: "GCInterval", V: &cfg.GCInterval, Max: time.Hour}); err != nil {
 		return cfg, err

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -320,5 +321,48 @@ func TestNextTermAdoptsThePodsOfThePreviousOne(t *testing.T) {
 	sb.waitState(t, runs.ID, executor.StateFinished)
 	if n := w.kubelet.startCount(runs.ID); n != 1 {
 		t.Errorf("started %d times, want once", n)
+	}
+}
+
+// A Pod that cannot pull its image for PullTimeout ends its task FAILED,
+// saying why, and is deleted (the kubelet would try for ever); one still
+// within the timeout stays STAGING.
+func TestImageThatCannotBePulledFailsTheTask(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.config(t)
+	cfg.PullTimeout, cfg.GCInterval = 200*time.Millisecond, 10*time.Millisecond
+	ex := openExec(t, cfg, &memState{}, 1)
+	sts := collect(t, ex)
+	// Another term watches: the end reads FAILED to it too.
+	sw := collect(t, openExec(t, w.config(t), &memState{}, 2))
+	w.kubelet.pause(true)
+	defer w.kubelet.pause(false)
+	tk := testTask("job@-@1@-@0@-@0", "block")
+	if err := ex.Launch(t.Context(), []executor.Task{tk}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Pod is created", func() bool { _, ok := getPod(t, w, tk.ID); return ok })
+	p, _ := getPod(t, w, tk.ID)
+	started := metav1.Now()
+	p.Spec.NodeName = testNode
+	p.Status = corev1.PodStatus{Phase: corev1.PodPending, StartTime: &started, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: containerName, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}},
+	}}}
+	if _, err := w.client.CoreV1().Pods(testNS).Update(t.Context(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st := sts.waitState(t, tk.ID, executor.StateFailed)
+	if since := time.Since(started.Time); since < cfg.PullTimeout {
+		t.Errorf("FAILED %v after the Pod started, before the pull timeout of %v", since, cfg.PullTimeout)
+	}
+	if !strings.Contains(st.Message, "ImagePullBackOff") || !strings.Contains(st.Message, testImage) {
+		t.Errorf("FAILED status %+v: want the image and the reason", st)
+	}
+	sw.waitState(t, tk.ID, executor.StateFailed)
+	eventually(t, "the Pod is deleted", func() bool { _, ok := getPod(t, w, tk.ID); return !ok })
+	for _, s := range append(sts.of(tk.ID), sw.of(tk.ID)...) {
+		if s.State.Terminal() && s.State != executor.StateFailed {
+			t.Errorf("the task also ended %+v", s)
+		}
 	}
 }

@@ -31,6 +31,10 @@ const (
 	// killedAnnotation is set by Kill before it deletes the Pod, so that
 	// the Pod's end reads KILLED to whichever term sees it.
 	killedAnnotation = "hasched.io/killed"
+	// failedAnnotation is set, with the reason, on a Pod the executor gave
+	// up on (its image could not be pulled) before it deletes it, so that
+	// its end reads FAILED to whichever term sees it.
+	failedAnnotation = "hasched.io/failed"
 
 	// containerName is the task's one container.
 	containerName = "task"

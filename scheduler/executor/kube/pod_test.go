@@ -205,7 +205,7 @@ func TestConfigIsValidated(t *testing.T) {
 	c := good
 	c.Cluster, c.KillGrace, c.Retention = "", 0, 0
 	c, err := c.withDefaults()
-	if err != nil || c.Cluster != DefaultLabelValue || c.KillGrace != DefaultKillGrace || c.Retention != DefaultRetention || c.GCInterval != DefaultRetention/10 {
+	if err != nil || c.Cluster != DefaultLabelValue || c.KillGrace != DefaultKillGrace || c.Retention != DefaultRetention || c.GCInterval != time.Minute || c.PullTimeout != DefaultPullTimeout {
 		t.Errorf("defaults: %+v, %v", c, err)
 	}
 	f, _ := NewFactory(good)

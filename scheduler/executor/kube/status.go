@@ -26,6 +26,13 @@ var lostReasons = map[string]bool{
 	"Preempting":               true,
 }
 
+// Waiting reasons of a container whose image cannot be pulled (yet): the
+// kubelet keeps trying, the executor gives up after PullTimeout.
+var pullFailing = map[string]bool{
+	"ErrImagePull":     true,
+	"ImagePullBackOff": true,
+}
+
 // Waiting reasons of a container that will never start by itself.
 var neverStarts = map[string]bool{
 	"InvalidImageName":           true,
@@ -44,6 +51,10 @@ func statusOf(p *corev1.Pod) executor.Status {
 	}
 	killed := p.Annotations[killedAnnotation] != ""
 	main := mainContainer(p)
+	if why := p.Annotations[failedAnnotation]; why != "" && p.Status.Phase != corev1.PodSucceeded {
+		st.State, st.ExitCode, st.Message = executor.StateFailed, -1, why
+		return st
+	}
 	switch p.Status.Phase {
 	case corev1.PodPending, "":
 		st.State = executor.StateStaging

@@ -86,3 +86,15 @@ func TestStatusOfADeletedPod(t *testing.T) {
 		t.Errorf("deleted succeeded Pod: %+v, want FINISHED", st)
 	}
 }
+
+// A Pod the executor gave up on reads FAILED with the reason it gave,
+// pending or gone.
+func TestStatusOfAPodGivenUpOn(t *testing.T) {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{annotationTaskID: "t", failedAnnotation: "image x not pulled"}},
+		Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	for _, st := range []executor.Status{statusOf(p), goneStatus(p)} {
+		if st.State != executor.StateFailed || st.Message != "image x not pulled" {
+			t.Errorf("status %+v, want FAILED with the reason", st)
+		}
+	}
+}

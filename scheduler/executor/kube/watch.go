@@ -2,6 +2,9 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -70,10 +73,14 @@ func (e *Executor) collect() {
 
 func (e *Executor) gc() {
 	cutoff := time.Now().Add(-e.cfg.Retention)
-	var old []*corev1.Pod
+	var old, unpulled []*corev1.Pod
 	for _, obj := range e.informer.GetStore().List() {
 		p := e.podOf(obj)
 		if p == nil || p.DeletionTimestamp != nil {
+			continue
+		}
+		if e.cannotPull(p) {
+			unpulled = append(unpulled, p)
 			continue
 		}
 		e.mu.Lock()
@@ -89,6 +96,39 @@ func (e *Executor) gc() {
 			e.log.Warn("cannot delete an ended Pod; trying again later", "pod", p.Name, "error", err)
 		}
 	}
+	for _, p := range unpulled {
+		e.giveUp(p)
+	}
+}
+
+// cannotPull says whether a Pod has waited for its image for PullTimeout
+// and is still failing to pull it.
+func (e *Executor) cannotPull(p *corev1.Pod) bool {
+	main := mainContainer(p)
+	if p.Status.Phase != corev1.PodPending || p.Status.StartTime == nil || main == nil || main.State.Waiting == nil ||
+		!pullFailing[main.State.Waiting.Reason] || p.Annotations[failedAnnotation] != "" {
+		return false
+	}
+	return time.Since(p.Status.StartTime.Time) >= e.cfg.PullTimeout
+}
+
+// giveUp ends a Pod that cannot pull its image: marked failed (the watch
+// reports FAILED), then deleted, so that the kubelet stops trying.
+func (e *Executor) giveUp(p *corev1.Pod) {
+	w := mainContainer(p).State.Waiting
+	why := fmt.Sprintf("image %s not pulled in %v: %s", p.Spec.Containers[0].Image, e.cfg.PullTimeout, strings.TrimSpace(w.Reason+": "+w.Message))
+	body, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{failedAnnotation: why}}})
+	ctx, cancel := e.call(e.ctx)
+	_, err := e.pods().Patch(ctx, p.Name, types.MergePatchType, body, metav1.PatchOptions{})
+	cancel()
+	if err == nil {
+		err = e.deletePod(e.ctx, p.Name, p.UID, 0)
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		e.log.Warn("cannot end a Pod that cannot pull its image; trying again later", "pod", p.Name, "error", err)
+		return
+	}
+	e.log.Warn("gave up on a task whose image cannot be pulled", "task", p.Annotations[annotationTaskID], "reason", why)
 }
 
 // deletePod deletes the Pod of this uid (a precondition: never a newer Pod
