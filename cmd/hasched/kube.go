@@ -6,12 +6,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/executor/kube"
@@ -101,8 +103,17 @@ func kubeFactory(s kubeSettings, log hclog.Logger) (executor.Factory, error) {
 		return nil, err
 	}
 	cfg.Logger = log
+	klogTo(log.Named("client-go"))
 	log.Info("running tasks as Kubernetes Pods", "api_server", host, "namespace", cfg.Namespace, "cluster_label", cfg.Cluster, "default_image", cfg.Image)
 	return kube.NewFactory(cfg)
+}
+
+// klogTo sends client-go's log lines (klog's, process-wide) to log, so that
+// they are leveled and --log-json output stays JSON lines.
+func klogTo(log hclog.Logger) {
+	klog.SetLogger(funcr.New(func(prefix, args string) {
+		log.Info(strings.TrimSpace(prefix + " " + args))
+	}, funcr.Options{}))
 }
 
 // kubeExecutorConfig is the executor's configuration: the client of the

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"k8s.io/klog/v2"
+
 	"github.com/hasched/hasched/scheduler/executor/kube"
 )
 
@@ -133,5 +136,16 @@ func TestServeKubeFlagsInHelp(t *testing.T) {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("serve --help does not mention %s", want)
 		}
+	}
+}
+
+// client-go's log lines go to hasched's logger, not to stderr as klog's.
+func TestClientGoLogsGoToTheLogger(t *testing.T) {
+	var buf strings.Builder
+	klogTo(hclog.New(&hclog.LoggerOptions{Output: &buf, JSONFormat: true, Level: hclog.Info}))
+	t.Cleanup(func() { klog.ClearLogger() })
+	klog.InfoS("watch ended", "reason", "test")
+	if !strings.Contains(buf.String(), `watch ended`) || !strings.HasPrefix(buf.String(), "{") {
+		t.Errorf("logged %q, want a JSON line with the message", buf.String())
 	}
 }
