@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -149,6 +151,8 @@ func TestPodFromTask(t *testing.T) {
 func TestTasksThatCannotRunAreRefused(t *testing.T) {
 	w := newWorld(t)
 	cfg := w.config(t)
+	logs := &lockedBuffer{}
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})
 	ex := openExec(t, cfg, &memState{}, 1)
 	sts := collect(t, ex)
 	ok := testTask("ok@-@1", "exit 0")
@@ -171,12 +175,32 @@ func TestTasksThatCannotRunAreRefused(t *testing.T) {
 		t.Fatalf("a task with an appURL and an image: %v", err)
 	}
 	sts.waitState(t, pkg.ID, executor.StateFinished)
+	if !strings.Contains(logs.String(), "appURL") {
+		t.Errorf("no warning that the app package is not fetched; logged %q", logs.String())
+	}
 
 	cfg.Image = ""
 	noDefault := openExec(t, cfg, &memState{}, 2)
 	if err := noDefault.Launch(t.Context(), []executor.Task{ok}); !errors.Is(err, ErrInvalidTask) {
 		t.Errorf("no image and no default: %v, want ErrInvalidTask", err)
 	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestConfigIsValidated(t *testing.T) {
