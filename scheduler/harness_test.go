@@ -149,9 +149,12 @@ func (e *memEnv) start(mod ...func(*Config)) *node {
 	}
 	e.n = startNode(e.t, cfg)
 	eventually(e.t, "the scheduler leads", e.n.leading)
+	// Apps is answered from the leader's memory; RunningTasks needs the
+	// read session, which opens beside the election.
 	eventually(e.t, "the scheduler serves reads", func() bool {
 		_, err := e.n.s.Apps(context.Background())
-		return err == nil
+		_, errStore := e.n.s.RunningTasks(context.Background())
+		return err == nil && errStore == nil
 	})
 	return e.n
 }

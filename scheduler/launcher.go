@@ -545,6 +545,7 @@ func buildTask(js *jobState, app model.App, r *model.TaskRecord) executor.Task {
 		ShardParameter:     js.params[r.Shard],
 		JobParameter:       jobParameter(job, r),
 		Command:            model.Command(job, app),
+		Image:              app.Image,
 		AppURL:             app.AppURL,
 		AppChecksum:        app.AppChecksum,
 		AppCacheEnable:     app.AppCacheEnable,

@@ -95,6 +95,8 @@ type serveFlags struct {
 	mesosRole            string
 	mesosUser            string
 	mesosFrameworkName   string
+	// --executor kubernetes (kube.go)
+	kube kubeFlags
 }
 
 // serveConfig is serve's validated configuration.
@@ -125,6 +127,8 @@ type serveConfig struct {
 	history historyConfig
 	// mesos configures --executor mesos (its Logger is set by runServe).
 	mesos mesos.Config
+	// kube configures --executor kubernetes (kube.go).
+	kube kubeSettings
 	// worker: run tasks placed on this process (--executor cluster and
 	// --worker); workerCfg's capacity is 0 for "the host's".
 	worker       bool
@@ -174,7 +178,11 @@ takes over at once, and the process exits 0.`,
 
   # tasks on Apache Mesos, the leading master found in ZooKeeper
   hasched serve --coord zk://10.0.0.1:2181/hasched --executor mesos \
-      --mesos-master zk://10.0.0.1:2181,10.0.0.2:2181/mesos --mesos-role jobs`,
+      --mesos-master zk://10.0.0.1:2181,10.0.0.2:2181/mesos --mesos-role jobs
+
+  # tasks as Kubernetes Pods, from a Deployment in the cluster (in-cluster configuration)
+  hasched serve --coord etcd://etcd:2379/hasched --executor kubernetes \
+      --kube-namespace jobs --kube-image registry.local/jobs-base:1`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// A password in argv is visible to every user of the host; one
@@ -199,7 +207,7 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for this process's state (the embedded etcd's data, the local executor's tasks)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:"+strconv.Itoa(api.DefaultPort), "address the REST API listens on; an address other hosts can reach needs --auth-user (or --"+flagInsecureNoAuth+")")
 	fs.StringVar(&f.advertise, "advertise", "", "host:port other processes reach this one's API at (default: 127.0.0.1:<port> if --listen has no host or a wildcard one, else --listen)")
-	fs.StringVar(&f.executor, "executor", "cluster", "what runs tasks: cluster (the workers of every serve process, placed by the leader), local (processes on the leader's host, a work directory shared by every process of one host) or mesos (an Apache Mesos framework; see --mesos-master)")
+	fs.StringVar(&f.executor, "executor", "cluster", "what runs tasks: cluster (the workers of every serve process, placed by the leader), local (processes on the leader's host, a work directory shared by every process of one host), mesos (an Apache Mesos framework; see --mesos-master) or kubernetes (a Pod per task; see --kube-config)")
 	fs.StringVar(&f.workDir, "work-dir", "", "the work directory of this process's worker (--executor cluster) or of the local executor (default <data-dir>/executor; tasks go in its tasks/, app packages in apps/)")
 	fs.BoolVar(&f.worker, "worker", true, "with --executor cluster: run the tasks the leader places on this process; --worker=false makes it a scheduler only")
 	fs.StringVar(&f.workerName, "worker-name", "", "with --executor cluster: this worker's name, the same across restarts so that a restarted process adopts its tasks (default: the host name)")
@@ -221,6 +229,7 @@ takes over at once, and the process exits 0.`,
 	fs.StringVar(&f.mesosRole, "mesos-role", mesos.DefaultRole, "with --executor mesos: the framework's role")
 	fs.StringVar(&f.mesosUser, "mesos-user", "", "with --executor mesos: the user tasks run as on the agents (default: the user running hasched)")
 	fs.StringVar(&f.mesosFrameworkName, "mesos-framework-name", mesos.DefaultName, "with --executor mesos: the framework's name")
+	f.kube.register(fs)
 	return cmd
 }
 
@@ -309,8 +318,13 @@ func (f serveFlags) validate() (serveConfig, error) {
 		if err := cfg.mesos.Validate(); err != nil {
 			return cfg, usagef("--executor mesos: %v", strings.TrimPrefix(err.Error(), mesos.ErrInvalidConfig.Error()+": "))
 		}
+	case "kubernetes":
+		cfg.executor = e
+		if cfg.kube, err = f.kube.validate(); err != nil {
+			return cfg, err
+		}
 	default:
-		return cfg, usagef("--executor %q is unknown; use cluster, local or mesos", f.executor)
+		return cfg, usagef("--executor %q is unknown; use cluster, local, mesos or kubernetes", f.executor)
 	}
 	if cfg.executor != "cluster" && f.workerChanged && f.worker {
 		return cfg, usagef("--worker runs tasks placed by --executor cluster; with --executor %s the executor runs them", cfg.executor)
@@ -579,6 +593,10 @@ func runServe(ctx context.Context, cfg serveConfig, logOut io.Writer, onListen f
 		mcfg.Logger = execLog
 		if factory, err = mesos.NewFactory(mcfg); err != nil {
 			return fmt.Errorf("--executor mesos: %w", err)
+		}
+	case "kubernetes":
+		if factory, err = kubeFactory(cfg.kube, execLog); err != nil {
+			return fmt.Errorf("--executor kubernetes: %w", err)
 		}
 	case "cluster":
 		if factory, err = cluster.NewFactory(cluster.Config{Logger: execLog}); err != nil {

@@ -91,7 +91,7 @@ func TestServeMesosFlagDefaultsAndEnvironment(t *testing.T) {
 		"--mesos-role", `"*"`, "$HASCHED_MESOS_ROLE",
 		"--mesos-user", "$HASCHED_MESOS_USER",
 		"--mesos-framework-name", `"hasched"`, "$HASCHED_MESOS_FRAMEWORK_NAME",
-		"or mesos (an Apache Mesos framework",
+		", mesos (an Apache Mesos framework",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("serve --help does not mention %s", want)

@@ -29,7 +29,7 @@ func TestServeRefusesBadConfigurationWithoutStartingAnything(t *testing.T) {
 		{"advertise wildcard", []string{"--advertise", "0.0.0.0:8899"}, nil, []string{"--advertise", "not an address other processes can reach"}},
 		{"advertise port 0", []string{"--advertise", "10.0.0.1:0"}, nil, []string{"--advertise", "port 0"}},
 		{"unknown executor", []string{"--executor", "docker"}, nil, []string{`--executor "docker" is unknown`}},
-		{"executor from env", nil, map[string]string{"HASCHED_EXECUTOR": "kubernetes"}, []string{"kubernetes"}},
+		{"executor from env", nil, map[string]string{"HASCHED_EXECUTOR": "nomad"}, []string{"nomad"}},
 		{"bad log level", []string{"--log-level", "loud"}, nil, []string{"--log-level", "loud"}},
 		{"bad log-json env", nil, map[string]string{"HASCHED_LOG_JSON": "maybe"}, []string{"HASCHED_LOG_JSON", "--log-json"}},
 		{"auth user alone", []string{"--auth-user", "root"}, nil, []string{"--auth-user and --auth-password"}},

@@ -41,7 +41,7 @@ func TestServeWorkerFlags(t *testing.T) {
 		{"year-long drain", func(f *serveFlags) { f.drainTimeout = 365 * 24 * time.Hour }, "--drain-timeout"},
 		{"bad flags with the worker off", func(f *serveFlags) { f.worker = false; f.workerLabels = "=a" }, "--worker-labels"},
 		{"--worker with the local executor", func(f *serveFlags) { f.executor = "local"; f.workerChanged = true }, "--worker runs tasks placed by --executor cluster"},
-		{"unknown executor", func(f *serveFlags) { f.executor = "fleet" }, "use cluster, local or mesos"},
+		{"unknown executor", func(f *serveFlags) { f.executor = "fleet" }, "use cluster, local, mesos or kubernetes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := base

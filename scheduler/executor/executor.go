@@ -29,6 +29,9 @@ type Task struct {
 	// Command is run by /bin/sh -c: the job's scriptCommandLine, or the
 	// app's bootstrapScript.
 	Command string `json:"command"`
+	// Image is the container image of the app's tasks (empty: the
+	// executor's default); only container executors (kubernetes) use it.
+	Image string `json:"image,omitempty"`
 	// AppURL is where the app's package comes from (empty: none).
 	AppURL string `json:"appURL,omitempty"`
 	// AppChecksum, if set, is "sha256:<hex>" of the package at AppURL; an

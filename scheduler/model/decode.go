@@ -311,6 +311,9 @@ func (a App) validate() error {
 	if err := checkAppChecksum(a.AppChecksum); err != nil {
 		return err
 	}
+	if err := checkImage(a.Image); err != nil {
+		return err
+	}
 	return checkSize(a, map[string]int{
 		"appURL":          len(a.AppURL),
 		"bootstrapScript": len(a.BootstrapScript),

@@ -34,8 +34,12 @@ const (
 // App is Elastic-Job-Cloud's cloud app: where a job's code comes from and
 // what its executor costs.
 type App struct {
-	AppName         string  `json:"appName"`
-	AppURL          string  `json:"appURL"`
+	AppName string `json:"appName"`
+	AppURL  string `json:"appURL"`
+	// Image is the container image the app's tasks run in on Kubernetes
+	// (--executor kubernetes; empty: the executor's default image). The
+	// other executors ignore it.
+	Image           string  `json:"image,omitempty"`
 	BootstrapScript string  `json:"bootstrapScript"`
 	CPUCount        float64 `json:"cpuCount"`
 	MemoryMB        float64 `json:"memoryMB"`

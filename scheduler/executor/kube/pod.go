@@ -1,0 +1,220 @@
+package kube
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/hasched/hasched/scheduler/executor"
+)
+
+// Labels and annotations of a task's Pod.
+const (
+	labelCluster = "hasched.io/cluster"
+	labelJob     = "hasched.io/job"
+	labelShard   = "hasched.io/shard"
+	labelAttempt = "hasched.io/attempt"
+
+	annotationTaskID   = "hasched.io/task-id"
+	annotationFireTime = "hasched.io/fire-time"
+	annotationTerm     = "hasched.io/term"
+	// killedAnnotation is set by Kill before it deletes the Pod, so that
+	// the Pod's end reads KILLED to whichever term sees it.
+	killedAnnotation = "hasched.io/killed"
+	// failedAnnotation is set, with the reason, on a Pod the executor gave
+	// up on (its image could not be pulled) before it deletes it, so that
+	// its end reads FAILED to whichever term sees it.
+	failedAnnotation = "hasched.io/failed"
+
+	// containerName is the task's one container.
+	containerName = "task"
+	// taskDir is the task's working directory, an emptyDir
+	// (HASCHED_TASK_DIR).
+	taskDir = "/hasched/task"
+	// maxNameLen keeps a Pod's name a DNS-1123 label (its hostname).
+	maxNameLen = validation.DNS1123LabelMaxLength
+	// hashLen hex digits of SHA-256 end every name: 64 bits, so that two
+	// task ids of one cluster never share a name in practice.
+	hashLen = 16
+)
+
+// podName is the Pod of a task in a cluster: a readable prefix (the task
+// id's job name, made a DNS-1123 label) and a hash of the cluster and the
+// whole task id, so that the same task always has the same name (the API
+// server's AlreadyExists is the exactly-once) and two tasks, or two hasched
+// clusters' same task, never do. It needs the id only: Kill and Reconcile
+// get nothing else.
+func podName(cluster, taskID string) string {
+	sum := sha256.Sum256([]byte(cluster + "\x00" + taskID))
+	suffix := "-" + hex.EncodeToString(sum[:])[:hashLen]
+	job, _, _ := strings.Cut(taskID, "@-@")
+	prefix := dnsLabel(job, maxNameLen-len(suffix))
+	if prefix == "" {
+		prefix = "task"
+	}
+	return prefix + suffix
+}
+
+// dnsLabel maps s to lower-case letters, digits and single dashes, starting
+// with a letter or digit, at most n characters, no dash at the end.
+func dnsLabel(s string, n int) string {
+	var b strings.Builder
+	dash := true // no dash at the start
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r)):
+			b.WriteRune(r)
+			dash = false
+		case !dash:
+			b.WriteByte('-')
+			dash = true
+		}
+		if b.Len() >= n {
+			break
+		}
+	}
+	out := b.String()
+	if len(out) > n {
+		out = out[:n]
+	}
+	return strings.TrimRight(out, "-")
+}
+
+// jobLabel is the job's name as a label value: itself if it is one, else
+// a readable part and a hash of it.
+func jobLabel(job string) string {
+	if len(validation.IsValidLabelValue(job)) == 0 {
+		return job
+	}
+	sum := sha256.Sum256([]byte(job))
+	suffix := "-" + hex.EncodeToString(sum[:])[:hashLen]
+	prefix := dnsLabel(job, validation.LabelValueMaxLength-len(suffix))
+	if prefix == "" {
+		return suffix[1:]
+	}
+	return prefix + suffix
+}
+
+// checkImage refuses what cannot be an image reference (the app's image is
+// validated by the model; this is the default's check).
+func checkImage(image string) error {
+	if len(image) > 512 {
+		return fmt.Errorf("%d characters, at most 512", len(image))
+	}
+	for _, r := range image {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || r > unicode.MaxASCII {
+			return fmt.Errorf("%q holds %q", image, r)
+		}
+	}
+	return nil
+}
+
+// checkTask says why a task cannot run here; nil if it can.
+func (e *Executor) checkTask(t executor.Task) error {
+	switch {
+	case t.ID == "":
+		return fmt.Errorf("%w: a task has no id", ErrInvalidTask)
+	case strings.TrimSpace(t.Command) == "":
+		return fmt.Errorf("%w: task %s has no command", ErrInvalidTask, t.ID)
+	case t.CPUs < 0 || t.MemoryMB < 0 || math.IsNaN(t.CPUs) || math.IsNaN(t.MemoryMB) || math.IsInf(t.CPUs, 0) || math.IsInf(t.MemoryMB, 0):
+		return fmt.Errorf("%w: task %s asks for %v CPUs and %v MB", ErrInvalidTask, t.ID, t.CPUs, t.MemoryMB)
+	case t.Image == "" && e.cfg.Image == "":
+		return fmt.Errorf("%w: task %s: its app has no image and the executor no default image", ErrInvalidTask, t.ID)
+	case t.Image == "" && t.AppURL != "":
+		// The command expects the package unpacked in its directory: run
+		// without it, it would fail in a way that says nothing of why.
+		return fmt.Errorf("%w: task %s: app packages (appURL) are not fetched on Kubernetes; give the app an image holding the package", ErrInvalidTask, t.ID)
+	}
+	if err := checkImage(t.Image); err != nil {
+		return fmt.Errorf("%w: task %s: image %v", ErrInvalidTask, t.ID, err)
+	}
+	return nil
+}
+
+// podFor builds the Pod of a task.
+func (e *Executor) podFor(t executor.Task) *corev1.Pod {
+	image := t.Image
+	if image == "" {
+		image = e.cfg.Image
+	}
+	vars := executor.TaskVariables(t)
+	env := make([]corev1.EnvVar, 0, len(vars)+1)
+	var sc string
+	for _, v := range vars {
+		env = append(env, corev1.EnvVar{Name: v.Name, Value: v.Value})
+		if v.Name == "HASCHED_SHARDING_CONTEXT" {
+			sc = v.Value
+		}
+	}
+	env = append(env, corev1.EnvVar{Name: "HASCHED_TASK_DIR", Value: taskDir})
+
+	res := corev1.ResourceList{}
+	if t.CPUs > 0 {
+		res[corev1.ResourceCPU] = *resource.NewMilliQuantity(int64(math.Ceil(t.CPUs*1000)), resource.DecimalSI)
+	}
+	if t.MemoryMB > 0 {
+		res[corev1.ResourceMemory] = *resource.NewQuantity(int64(math.Ceil(t.MemoryMB*(1<<20))), resource.BinarySI)
+	}
+	grace := e.grace()
+	no := false
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      podName(e.cfg.Cluster, t.ID),
+			Namespace: e.cfg.Namespace,
+			Labels: map[string]string{
+				labelCluster: e.cfg.Cluster,
+				labelJob:     jobLabel(t.Job),
+				labelShard:   strconv.Itoa(t.Shard),
+				labelAttempt: strconv.Itoa(t.Attempt),
+			},
+			Annotations: map[string]string{
+				annotationTaskID:   t.ID,
+				annotationFireTime: t.FireTime.UTC().Format(time.RFC3339Nano),
+				annotationTerm:     itoa(e.term.Token),
+			},
+		},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: &grace,
+			// Tasks get no credentials of the cluster's, nor the
+			// namespace's services as variables beside theirs.
+			AutomountServiceAccountToken: &no,
+			EnableServiceLinks:           &no,
+			Containers: []corev1.Container{{
+				Name:  containerName,
+				Image: image,
+				// As the local executor runs it: the command by sh -c, the
+				// sharding context as $1.
+				Command:    []string{"/bin/sh", "-c"},
+				Args:       []string{t.Command, "hasched", sc},
+				Env:        env,
+				WorkingDir: taskDir,
+				Resources:  corev1.ResourceRequirements{Requests: res, Limits: res.DeepCopy()},
+				VolumeMounts: []corev1.VolumeMount{{
+					Name: "task", MountPath: taskDir,
+				}},
+			}},
+			Volumes: []corev1.Volume{{
+				Name:         "task",
+				VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
+			}},
+		},
+	}
+	if t.Timeout > 0 {
+		// The kubelet stops the Pod past it (reason DeadlineExceeded):
+		// counted from the Pod's start, so across terms too.
+		secs := int64(math.Ceil(t.Timeout.Seconds()))
+		pod.Spec.ActiveDeadlineSeconds = &secs
+	}
+	return pod
+}
