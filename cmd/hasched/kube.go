@@ -28,6 +28,8 @@ const (
 	flagKubeImage     = "kube-image"
 	flagKubeCluster   = "kube-cluster-label"
 	flagKubeKillGrace = "kube-kill-grace"
+	flagKubePull      = "kube-pull-timeout"
+	flagKubeRetention = "kube-retention"
 
 	// inClusterNamespace is where a Pod finds its own namespace.
 	inClusterNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -41,6 +43,8 @@ type kubeFlags struct {
 	image     string
 	cluster   string
 	killGrace time.Duration
+	pull      time.Duration
+	retention time.Duration
 }
 
 func (f *kubeFlags) register(fs *pflag.FlagSet) {
@@ -50,6 +54,8 @@ func (f *kubeFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.image, flagKubeImage, "", "with --executor kubernetes: the image of the tasks of apps without an image of their own (empty: such tasks are refused)")
 	fs.StringVar(&f.cluster, flagKubeCluster, kube.DefaultLabelValue, "with --executor kubernetes: the hasched.io/cluster label of this hasched cluster's Pods; hasched clusters sharing a namespace need different ones")
 	fs.DurationVar(&f.killGrace, flagKubeKillGrace, kube.DefaultKillGrace, "with --executor kubernetes: a killed task's grace from SIGTERM to SIGKILL (whole seconds, at most 1h)")
+	fs.DurationVar(&f.pull, flagKubePull, kube.DefaultPullTimeout, "with --executor kubernetes: how long a task's Pod may fail to pull its image before the task ends FAILED (at most 1h)")
+	fs.DurationVar(&f.retention, flagKubeRetention, kube.DefaultRetention, "with --executor kubernetes: how long an ended task's Pod is kept after its end was recorded (at most 720h)")
 }
 
 // kubeSettings are the validated flags; the kubeconfig is read when serve
@@ -75,9 +81,14 @@ func (f kubeFlags) validate() (kubeSettings, error) {
 			return s, usagef("--%s %q: %s", flagKubeNamespace, f.namespace, errs[0])
 		}
 	}
-	s.cfg = kube.Config{Namespace: "default", Cluster: f.cluster, Image: f.image, KillGrace: f.killGrace}
-	if f.killGrace <= 0 {
-		return s, usagef("--%s %v: give a positive duration, such as 30s", flagKubeKillGrace, f.killGrace)
+	s.cfg = kube.Config{Namespace: "default", Cluster: f.cluster, Image: f.image, KillGrace: f.killGrace, PullTimeout: f.pull, Retention: f.retention}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{flagKubeKillGrace, f.killGrace}, {flagKubePull, f.pull}, {flagKubeRetention, f.retention}} {
+		if d.v <= 0 {
+			return s, usagef("--%s %v: give a positive duration, such as 30s", d.flag, d.v)
+		}
 	}
 	// Validated as the executor will, with stand-ins for what serve reads
 	// later.
@@ -85,7 +96,7 @@ func (f kubeFlags) validate() (kubeSettings, error) {
 	check.Client = &kubernetes.Clientset{}
 	if err := check.Validate(); err != nil {
 		msg := strings.TrimPrefix(err.Error(), kube.ErrInvalidConfig.Error()+": ")
-		for field, flag := range map[string]string{"Cluster": flagKubeCluster, "Image": flagKubeImage, "KillGrace": flagKubeKillGrace} {
+		for field, flag := range map[string]string{"Cluster": flagKubeCluster, "Image": flagKubeImage, "KillGrace": flagKubeKillGrace, "PullTimeout": flagKubePull, "Retention": flagKubeRetention} {
 			if strings.HasPrefix(msg, field+" ") || strings.HasPrefix(msg, field+":") {
 				return s, usagef("--%s: %s", flag, msg)
 			}

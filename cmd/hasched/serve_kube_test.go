@@ -30,6 +30,10 @@ func TestServeKubeRefusesBadConfiguration(t *testing.T) {
 		{"zero kill grace", []string{"--executor", "kubernetes", "--kube-kill-grace", "0s"}, nil, []string{"--kube-kill-grace"}},
 		{"kill grace not whole seconds", []string{"--executor", "kubernetes", "--kube-kill-grace", "1500ms"}, nil, []string{"--kube-kill-grace", "whole seconds"}},
 		{"kill grace too long", []string{"--executor", "kubernetes", "--kube-kill-grace", "2h"}, nil, []string{"--kube-kill-grace"}},
+		{"zero pull timeout", []string{"--executor", "kubernetes", "--kube-pull-timeout", "0s"}, nil, []string{"--kube-pull-timeout"}},
+		{"pull timeout too long", []string{"--executor", "kubernetes", "--kube-pull-timeout", "2h"}, nil, []string{"--kube-pull-timeout"}},
+		{"negative retention", []string{"--executor", "kubernetes", "--kube-retention", "-1s"}, nil, []string{"--kube-retention"}},
+		{"retention too long", []string{"--executor", "kubernetes", "--kube-retention", "1000h"}, nil, []string{"--kube-retention"}},
 		{"namespace from env", nil, map[string]string{"HASCHED_EXECUTOR": "kubernetes", "HASCHED_KUBE_NAMESPACE": "-x-"}, []string{"--kube-namespace"}},
 		{"unknown executor names kubernetes", []string{"--executor", "k8s"}, nil, []string{"kubernetes"}},
 	} {
@@ -49,13 +53,14 @@ func TestServeKubeOutsideAClusterNeedsAKubeconfig(t *testing.T) {
 func TestServeKubeConfig(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
 	f := serveFlags{coord: "zk://h:2181/ns", dataDir: "d", listen: "127.0.0.1:1", executor: "Kubernetes", logLevel: "info",
-		kube: kubeFlags{namespace: "jobs", image: "busybox:1.37", cluster: "prod", killGrace: 10 * time.Second}}
+		kube: kubeFlags{namespace: "jobs", image: "busybox:1.37", cluster: "prod", killGrace: 10 * time.Second, pull: time.Minute, retention: 2 * time.Minute}}
 	cfg, err := f.validate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := cfg.kube
-	if cfg.executor != "kubernetes" || k.namespace != "jobs" || k.cfg.Image != "busybox:1.37" || k.cfg.Cluster != "prod" || k.cfg.KillGrace != 10*time.Second {
+	if cfg.executor != "kubernetes" || k.namespace != "jobs" || k.cfg.Image != "busybox:1.37" || k.cfg.Cluster != "prod" || k.cfg.KillGrace != 10*time.Second ||
+		k.cfg.PullTimeout != time.Minute || k.cfg.Retention != 2*time.Minute {
 		t.Errorf("config %q %+v", cfg.executor, k)
 	}
 	// The other executors ignore the --kube-* flags.
