@@ -26,6 +26,7 @@ const (
 	flagKubeContext   = "kube-context"
 	flagKubeNamespace = "kube-namespace"
 	flagKubeImage     = "kube-image"
+	flagKubeFetch     = "kube-fetch-image"
 	flagKubeCluster   = "kube-cluster-label"
 	flagKubeKillGrace = "kube-kill-grace"
 	flagKubePull      = "kube-pull-timeout"
@@ -41,6 +42,7 @@ type kubeFlags struct {
 	context   string
 	namespace string
 	image     string
+	fetch     string
 	cluster   string
 	killGrace time.Duration
 	pull      time.Duration
@@ -52,6 +54,7 @@ func (f *kubeFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.context, flagKubeContext, "", "with --executor kubernetes: the context of --"+flagKubeConfig+" to use (default: its current context)")
 	fs.StringVar(&f.namespace, flagKubeNamespace, "", "with --executor kubernetes: the namespace of the tasks' Pods (default: the context's namespace, or in a cluster hasched's own, else default)")
 	fs.StringVar(&f.image, flagKubeImage, "", "with --executor kubernetes: the image of the tasks of apps without an image of their own (empty: such tasks are refused)")
+	fs.StringVar(&f.fetch, flagKubeFetch, "", "with --executor kubernetes: the image, holding hasched, of the init container that fetches a task's app package (appURL) with 'hasched fetch-app' (empty: tasks of apps with a package are refused)")
 	fs.StringVar(&f.cluster, flagKubeCluster, kube.DefaultLabelValue, "with --executor kubernetes: the hasched.io/cluster label of this hasched cluster's Pods; hasched clusters sharing a namespace need different ones")
 	fs.DurationVar(&f.killGrace, flagKubeKillGrace, kube.DefaultKillGrace, "with --executor kubernetes: a killed task's grace from SIGTERM to SIGKILL (whole seconds, at most 1h)")
 	fs.DurationVar(&f.pull, flagKubePull, kube.DefaultPullTimeout, "with --executor kubernetes: how long a task's Pod may fail to pull its image before the task ends FAILED (at most 1h)")
@@ -81,7 +84,7 @@ func (f kubeFlags) validate() (kubeSettings, error) {
 			return s, usagef("--%s %q: %s", flagKubeNamespace, f.namespace, errs[0])
 		}
 	}
-	s.cfg = kube.Config{Namespace: "default", Cluster: f.cluster, Image: f.image, KillGrace: f.killGrace, PullTimeout: f.pull, Retention: f.retention}
+	s.cfg = kube.Config{Namespace: "default", Cluster: f.cluster, Image: f.image, FetchImage: f.fetch, KillGrace: f.killGrace, PullTimeout: f.pull, Retention: f.retention}
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
@@ -96,7 +99,7 @@ func (f kubeFlags) validate() (kubeSettings, error) {
 	check.Client = &kubernetes.Clientset{}
 	if err := check.Validate(); err != nil {
 		msg := strings.TrimPrefix(err.Error(), kube.ErrInvalidConfig.Error()+": ")
-		for field, flag := range map[string]string{"Cluster": flagKubeCluster, "Image": flagKubeImage, "KillGrace": flagKubeKillGrace, "PullTimeout": flagKubePull, "Retention": flagKubeRetention} {
+		for field, flag := range map[string]string{"Cluster": flagKubeCluster, "Image": flagKubeImage, "FetchImage": flagKubeFetch, "KillGrace": flagKubeKillGrace, "PullTimeout": flagKubePull, "Retention": flagKubeRetention} {
 			if strings.HasPrefix(msg, field+" ") || strings.HasPrefix(msg, field+":") {
 				return s, usagef("--%s: %s", flag, msg)
 			}
@@ -115,7 +118,7 @@ func kubeFactory(s kubeSettings, log hclog.Logger) (executor.Factory, error) {
 	}
 	cfg.Logger = log
 	klogTo(log.Named("client-go"))
-	log.Info("running tasks as Kubernetes Pods", "api_server", host, "namespace", cfg.Namespace, "cluster_label", cfg.Cluster, "default_image", cfg.Image)
+	log.Info("running tasks as Kubernetes Pods", "api_server", host, "namespace", cfg.Namespace, "cluster_label", cfg.Cluster, "default_image", cfg.Image, "fetch_image", cfg.FetchImage)
 	return kube.NewFactory(cfg)
 }
 

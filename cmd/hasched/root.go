@@ -91,7 +91,7 @@ example HASCHED_SERVER for --server; the flag wins.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.AddCommand(newServeCmd(), newAppCmd(), newJobCmd(), newTasksCmd(), newQuarantineCmd(), newWorkersCmd(), newLogsCmd(), newStatusCmd(), newBenchCmd(), newVersionCmd())
-	root.AddCommand(newWatchdogCmd())
+	root.AddCommand(newWatchdogCmd(), newFetchAppCmd())
 	documentEnv(root)
 	return root
 }

@@ -26,6 +26,7 @@ func TestServeKubeRefusesBadConfiguration(t *testing.T) {
 		{"context without kubeconfig", []string{"--executor", "kubernetes", "--kube-context", "prod"}, nil, []string{"--kube-context", "--kube-config"}},
 		{"bad namespace", []string{"--executor", "kubernetes", "--kube-namespace", "Jobs_1"}, nil, []string{"--kube-namespace", "Jobs_1"}},
 		{"bad image", []string{"--executor", "kubernetes", "--kube-image", "busy box"}, nil, []string{"--kube-image"}},
+		{"bad fetch image", []string{"--executor", "kubernetes", "--kube-fetch-image", "hasched\t1"}, nil, []string{"--kube-fetch-image"}},
 		{"bad cluster label", []string{"--executor", "kubernetes", "--kube-cluster-label", "a/b"}, nil, []string{"--kube-cluster-label"}},
 		{"zero kill grace", []string{"--executor", "kubernetes", "--kube-kill-grace", "0s"}, nil, []string{"--kube-kill-grace"}},
 		{"kill grace not whole seconds", []string{"--executor", "kubernetes", "--kube-kill-grace", "1500ms"}, nil, []string{"--kube-kill-grace", "whole seconds"}},
@@ -53,14 +54,14 @@ func TestServeKubeOutsideAClusterNeedsAKubeconfig(t *testing.T) {
 func TestServeKubeConfig(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
 	f := serveFlags{coord: "zk://h:2181/ns", dataDir: "d", listen: "127.0.0.1:1", executor: "Kubernetes", logLevel: "info",
-		kube: kubeFlags{namespace: "jobs", image: "busybox:1.37", cluster: "prod", killGrace: 10 * time.Second, pull: time.Minute, retention: 2 * time.Minute}}
+		kube: kubeFlags{namespace: "jobs", image: "busybox:1.37", fetch: "hasched/hasched:1", cluster: "prod", killGrace: 10 * time.Second, pull: time.Minute, retention: 2 * time.Minute}}
 	cfg, err := f.validate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := cfg.kube
 	if cfg.executor != "kubernetes" || k.namespace != "jobs" || k.cfg.Image != "busybox:1.37" || k.cfg.Cluster != "prod" || k.cfg.KillGrace != 10*time.Second ||
-		k.cfg.PullTimeout != time.Minute || k.cfg.Retention != 2*time.Minute {
+		k.cfg.PullTimeout != time.Minute || k.cfg.Retention != 2*time.Minute || k.cfg.FetchImage != "hasched/hasched:1" {
 		t.Errorf("config %q %+v", cfg.executor, k)
 	}
 	// The other executors ignore the --kube-* flags.
@@ -135,7 +136,7 @@ func TestServeKubeFlagsInHelp(t *testing.T) {
 	r := cli(t, nil, "", "serve", "--help").ok(t)
 	for _, want := range []string{
 		"or kubernetes (a Pod per task",
-		"--kube-config", "$HASCHED_KUBE_CONFIG", "--kube-context", "--kube-namespace", "--kube-image",
+		"--kube-config", "$HASCHED_KUBE_CONFIG", "--kube-context", "--kube-namespace", "--kube-image", "--kube-fetch-image",
 		"--kube-cluster-label", `"hasched"`, "--kube-kill-grace", "30s",
 	} {
 		if !strings.Contains(r.stdout, want) {

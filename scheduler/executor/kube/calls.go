@@ -27,9 +27,6 @@ func (e *Executor) Launch(ctx context.Context, tasks []executor.Task) error {
 		if err := e.checkTask(t); err != nil {
 			return err
 		}
-		if t.AppURL != "" { // with an image: checkTask refuses it without
-			e.log.Warn("the app's package (appURL) is not fetched on Kubernetes: the task runs in its image", "task", t.ID)
-		}
 	}
 	seen := make(map[string]bool, len(tasks))
 	var create []executor.Task

@@ -29,11 +29,27 @@
 //
 // A task runs `/bin/sh -c <command> hasched <sharding context JSON>` in its
 // app's image (model.App.Image), or in Config.Image if the app has none,
-// with the HASCHED_* variables every executor sets. App packages (appURL)
-// are not fetched yet: a task of an app with an appURL and no image is
-// refused (ErrInvalidTask) rather than run without its package; with an
-// image, the image is taken to hold the package and appURL is ignored
-// (logged).
+// with the HASCHED_* variables every executor sets, in its task directory
+// (an emptyDir, HASCHED_TASK_DIR).
+//
+// A task whose app has a package (appURL, and appChecksum) gets it as on
+// the local executor: unpacked into <task dir>/app, its working directory,
+// where its command (the app's bootstrapScript) expects it. An init
+// container in Config.FetchImage (an image holding hasched) runs `hasched
+// fetch-app` (package scheduler/apppkg: checksum, size bounds, safe
+// unpacking) into the task's emptyDir before the task's container starts,
+// in the task's image as ever. Without a FetchImage such a task is refused
+// (ErrInvalidTask) rather than run without its package. The init
+// container asks for the task's resources and, like the task, gets no
+// service account token. The URL reaches it in an environment variable,
+// not on its command line; it is part of the Pod's spec all the same, so
+// whoever may read the namespace's Pods may read a credential in it. A
+// fetch that fails fails the Pod and the task (FAILED, "the app package
+// could not be fetched", with fetch-app's message); a FetchImage that
+// cannot be pulled is given up on after PullTimeout, as a task's image is.
+// The unpacked files keep their archive's modes and belong to the fetch
+// image's user: a task image running as another user needs them readable
+// by it.
 //
 // # Ends, and ended Pods
 //
@@ -85,7 +101,8 @@ var (
 	// ErrInvalidConfig wraps every Config validation failure.
 	ErrInvalidConfig = errors.New("kubernetes executor: invalid config")
 	// ErrInvalidTask refuses a Launch batch holding a task that cannot run
-	// on Kubernetes (no id, no command, no image, an app package).
+	// on Kubernetes (no id, no command, no image, an app package and no
+	// FetchImage).
 	ErrInvalidTask = fmt.Errorf("kubernetes executor: %w", executor.ErrInvalidTask)
 	// ErrDeposed: the term no longer leads; Launch created no Pod.
 	ErrDeposed = errors.New("kubernetes executor: the term no longer leads")
@@ -142,6 +159,11 @@ type Config struct {
 	// Image is the image of the tasks of an app without one (empty: such
 	// tasks are refused).
 	Image string
+	// FetchImage is the image of the init container that fetches a task's
+	// app package (appURL): one holding the hasched binary on its PATH,
+	// such as hasched's own (empty: tasks of apps with a package are
+	// refused).
+	FetchImage string
 	// KillGrace is the Pods' terminationGracePeriodSeconds and Kill's
 	// grace period: from SIGTERM to SIGKILL. Whole seconds, at most an hour.
 	KillGrace time.Duration
@@ -183,6 +205,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if err := checkImage(cfg.Image); err != nil {
 		return cfg, fmt.Errorf("%w: Image: %v", ErrInvalidConfig, err)
+	}
+	if err := checkImage(cfg.FetchImage); err != nil {
+		return cfg, fmt.Errorf("%w: FetchImage: %v", ErrInvalidConfig, err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -334,6 +359,7 @@ func (e *Executor) Describe() map[string]string {
 		"namespace":     e.cfg.Namespace,
 		"cluster_label": e.cfg.Cluster,
 		"default_image": e.cfg.Image,
+		"fetch_image":   e.cfg.FetchImage,
 		"pods":          strconv.Itoa(len(e.informer.GetStore().ListKeys())),
 	}
 }

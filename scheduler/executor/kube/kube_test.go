@@ -366,3 +366,88 @@ func TestImageThatCannotBePulledFailsTheTask(t *testing.T) {
 		}
 	}
 }
+
+// launchPending launches a task with an app package on a paused kubelet
+// and gives its Pod the status a real kubelet would, on testNode.
+func launchPending(t *testing.T, w *world, ex *Executor, tk executor.Task, status corev1.PodStatus) {
+	t.Helper()
+	if err := ex.Launch(t.Context(), []executor.Task{tk}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Pod is created", func() bool { _, ok := getPod(t, w, tk.ID); return ok })
+	p, _ := getPod(t, w, tk.ID)
+	p.Spec.NodeName = testNode
+	p.Status = status
+	if _, err := w.client.CoreV1().Pods(testNS).Update(t.Context(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A Pod whose fetch container cannot pull the fetch image is given up on
+// after PullTimeout, as one whose task image cannot be pulled: FAILED,
+// naming the fetch image, and deleted.
+func TestFetchImageThatCannotBePulledFailsTheTask(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.config(t)
+	cfg.FetchImage, cfg.PullTimeout, cfg.GCInterval = testFetchImage, 200*time.Millisecond, 10*time.Millisecond
+	ex := openExec(t, cfg, &memState{}, 1)
+	sts := collect(t, ex)
+	w.kubelet.pause(true)
+	defer w.kubelet.pause(false)
+	tk := testTask("pkg@-@1@-@0@-@0", "block")
+	tk.AppURL = "https://repo.example/app.tar.gz"
+	started := metav1.Now()
+	launchPending(t, w, ex, tk, corev1.PodStatus{Phase: corev1.PodPending, StartTime: &started,
+		InitContainerStatuses: []corev1.ContainerStatus{{Name: fetchContainerName, Image: testFetchImage, State: corev1.ContainerState{
+			Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "manifest unknown"}}}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: containerName, State: corev1.ContainerState{
+			Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}},
+	})
+	st := sts.waitState(t, tk.ID, executor.StateFailed)
+	if since := time.Since(started.Time); since < cfg.PullTimeout {
+		t.Errorf("FAILED %v after the Pod started, before the pull timeout of %v", since, cfg.PullTimeout)
+	}
+	if !strings.Contains(st.Message, testFetchImage) || !strings.Contains(st.Message, "ErrImagePull") || !strings.Contains(st.Message, "app package") {
+		t.Errorf("FAILED status %+v: want the fetch image, the reason, and that it fetches the app package", st)
+	}
+	eventually(t, "the Pod is deleted", func() bool { _, ok := getPod(t, w, tk.ID); return !ok })
+	for _, s := range sts.of(tk.ID) {
+		if s.State.Terminal() && s.State != executor.StateFailed {
+			t.Errorf("the task also ended %+v", s)
+		}
+	}
+}
+
+// A fetch that fails fails the Pod (restartPolicy Never) and the task:
+// FAILED, saying the app package could not be fetched and why; another
+// term reading the Pod says the same.
+func TestFailedFetchFailsTheTask(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.config(t)
+	cfg.FetchImage = testFetchImage
+	ex := openExec(t, cfg, &memState{}, 1)
+	sts := collect(t, ex)
+	w.kubelet.pause(true)
+	defer w.kubelet.pause(false)
+	tk := testTask("pkg@-@1@-@0@-@0", "block")
+	tk.AppURL = "https://repo.example/app.tar.gz"
+	started := metav1.Now()
+	launchPending(t, w, ex, tk, corev1.PodStatus{Phase: corev1.PodFailed, StartTime: &started,
+		InitContainerStatuses: []corev1.ContainerStatus{{Name: fetchContainerName, State: corev1.ContainerState{
+			Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "Error: fetch app package https://repo.example/app.tar.gz: HTTP 404 Not Found\n"}}}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: containerName, State: corev1.ContainerState{
+			Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}},
+	})
+	st := sts.waitState(t, tk.ID, executor.StateFailed)
+	if !strings.HasPrefix(st.Message, "the app package could not be fetched") || !strings.Contains(st.Message, "HTTP 404") {
+		t.Errorf("FAILED status %+v: want why the app package could not be fetched", st)
+	}
+	nextEx := openExec(t, cfg, &memState{}, 2)
+	next := collect(t, nextEx)
+	if err := nextEx.Reconcile(t.Context(), []string{tk.ID}); err != nil {
+		t.Fatal(err)
+	}
+	next.wait(t, tk.ID, "FAILED on reconciliation", func(s executor.Status) bool {
+		return s.Reconcile && s.State == executor.StateFailed && strings.Contains(s.Message, "could not be fetched")
+	})
+}

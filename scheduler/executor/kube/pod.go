@@ -36,11 +36,22 @@ const (
 	// its end reads FAILED to whichever term sees it.
 	failedAnnotation = "hasched.io/failed"
 
-	// containerName is the task's one container.
+	// containerName is the task's container.
 	containerName = "task"
-	// taskDir is the task's working directory, an emptyDir
-	// (HASCHED_TASK_DIR).
+	// fetchContainerName is the init container of a task with an app
+	// package: it fetches the package before the task's container starts.
+	fetchContainerName = "fetch-app"
+	// taskDir is the task's directory, an emptyDir (HASCHED_TASK_DIR), and
+	// its working directory if it has no app package.
 	taskDir = "/hasched/task"
+	// appDir is where the app package is unpacked, and the working
+	// directory of a task that has one: as on the local executor, whose
+	// task runs in <task dir>/app.
+	appDir = taskDir + "/app"
+	// FetchURLEnv carries the app URL to the init container's `hasched
+	// fetch-app`: its --url flag, read from the environment as every flag
+	// of hasched's can be (HASCHED_<FLAG>).
+	FetchURLEnv = "HASCHED_URL"
 	// maxNameLen keeps a Pod's name a DNS-1123 label (its hostname).
 	maxNameLen = validation.DNS1123LabelMaxLength
 	// hashLen hex digits of SHA-256 end every name: 64 bits, so that two
@@ -130,10 +141,10 @@ func (e *Executor) checkTask(t executor.Task) error {
 		return fmt.Errorf("%w: task %s asks for %v CPUs and %v MB", ErrInvalidTask, t.ID, t.CPUs, t.MemoryMB)
 	case t.Image == "" && e.cfg.Image == "":
 		return fmt.Errorf("%w: task %s: its app has no image and the executor no default image", ErrInvalidTask, t.ID)
-	case t.Image == "" && t.AppURL != "":
+	case t.AppURL != "" && e.cfg.FetchImage == "":
 		// The command expects the package unpacked in its directory: run
 		// without it, it would fail in a way that says nothing of why.
-		return fmt.Errorf("%w: task %s: app packages (appURL) are not fetched on Kubernetes; give the app an image holding the package", ErrInvalidTask, t.ID)
+		return fmt.Errorf("%w: task %s: its app has a package (appURL) and no fetch image is configured to fetch it (Config.FetchImage, serve's --kube-fetch-image)", ErrInvalidTask, t.ID)
 	}
 	if err := checkImage(t.Image); err != nil {
 		return fmt.Errorf("%w: task %s: image %v", ErrInvalidTask, t.ID, err)
@@ -165,6 +176,11 @@ func (e *Executor) podFor(t executor.Task) *corev1.Pod {
 	if t.MemoryMB > 0 {
 		res[corev1.ResourceMemory] = *resource.NewQuantity(int64(math.Ceil(t.MemoryMB*(1<<20))), resource.BinarySI)
 	}
+	workDir := taskDir
+	if t.AppURL != "" {
+		workDir = appDir
+	}
+	mounts := []corev1.VolumeMount{{Name: "task", MountPath: taskDir}}
 	grace := e.grace()
 	no := false
 	pod := &corev1.Pod{
@@ -195,14 +211,12 @@ func (e *Executor) podFor(t executor.Task) *corev1.Pod {
 				Image: image,
 				// As the local executor runs it: the command by sh -c, the
 				// sharding context as $1.
-				Command:    []string{"/bin/sh", "-c"},
-				Args:       []string{t.Command, "hasched", sc},
-				Env:        env,
-				WorkingDir: taskDir,
-				Resources:  corev1.ResourceRequirements{Requests: res, Limits: res.DeepCopy()},
-				VolumeMounts: []corev1.VolumeMount{{
-					Name: "task", MountPath: taskDir,
-				}},
+				Command:      []string{"/bin/sh", "-c"},
+				Args:         []string{t.Command, "hasched", sc},
+				Env:          env,
+				WorkingDir:   workDir,
+				Resources:    corev1.ResourceRequirements{Requests: res, Limits: res.DeepCopy()},
+				VolumeMounts: mounts,
 			}},
 			Volumes: []corev1.Volume{{
 				Name:         "task",
@@ -216,5 +230,37 @@ func (e *Executor) podFor(t executor.Task) *corev1.Pod {
 		secs := int64(math.Ceil(t.Timeout.Seconds()))
 		pod.Spec.ActiveDeadlineSeconds = &secs
 	}
+	if t.AppURL != "" {
+		pod.Spec.InitContainers = []corev1.Container{e.fetchContainer(t, res, mounts)}
+	}
 	return pod
+}
+
+// fetchContainer is the init container that fetches a task's app package
+// into appDir with `hasched fetch-app`, in FetchImage: on the task's
+// emptyDir, with the task's resources (so that the Pod asks for no more
+// than the task does), without the service account's token (the Pod
+// mounts none). Its log's tail is its termination message, so that a
+// failed fetch's reason reaches the task's status.
+//
+// The URL may hold a credential (a token as userinfo, a presigned query):
+// it goes in an environment variable, not on the command line, so that it
+// is not in the node's process list nor in anything that logs a
+// container's command. It is in the Pod's spec all the same: whoever may
+// read the namespace's Pods may read it. fetch-app prints it redacted only.
+func (e *Executor) fetchContainer(t executor.Task, res corev1.ResourceList, mounts []corev1.VolumeMount) corev1.Container {
+	args := []string{"fetch-app", "--dest", appDir}
+	if t.AppChecksum != "" {
+		args = append(args, "--checksum", t.AppChecksum)
+	}
+	return corev1.Container{
+		Name:                     fetchContainerName,
+		Image:                    e.cfg.FetchImage,
+		Command:                  []string{"hasched"},
+		Args:                     args,
+		Env:                      []corev1.EnvVar{{Name: FetchURLEnv, Value: t.AppURL}},
+		Resources:                corev1.ResourceRequirements{Requests: res.DeepCopy(), Limits: res.DeepCopy()},
+		VolumeMounts:             mounts,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
 }

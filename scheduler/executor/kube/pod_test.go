@@ -3,12 +3,11 @@ package kube
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -146,37 +145,32 @@ func TestPodFromTask(t *testing.T) {
 }
 
 // A task that cannot run here refuses its whole batch: no Pod is created.
-// An app package (appURL) is not fetched: refused without an image, run in
-// the app's image (which must hold it) with one.
+// A task with an app package (appURL) needs a FetchImage to fetch it:
+// refused without one (saying which flag sets it), image or not.
 func TestTasksThatCannotRunAreRefused(t *testing.T) {
 	w := newWorld(t)
 	cfg := w.config(t)
-	logs := &lockedBuffer{}
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})
 	ex := openExec(t, cfg, &memState{}, 1)
-	sts := collect(t, ex)
 	ok := testTask("ok@-@1", "exit 0")
 	pkg := testTask("pkg@-@1", "exit 0")
 	pkg.AppURL = "http://repo/app.tar.gz"
+	pkgImage := pkg
+	pkgImage.ID, pkgImage.Image = "pkg-img@-@1", "registry.local/app:1"
 	badImage := testTask("img@-@1", "exit 0")
 	badImage.Image = "bad image"
 	negative := testTask("neg@-@1", "exit 0")
 	negative.CPUs = -1
-	for _, bad := range []executor.Task{pkg, badImage, negative} {
-		if err := ex.Launch(t.Context(), []executor.Task{ok, bad}); !errors.Is(err, ErrInvalidTask) || !errors.Is(err, executor.ErrInvalidTask) {
+	for _, bad := range []executor.Task{pkg, pkgImage, badImage, negative} {
+		err := ex.Launch(t.Context(), []executor.Task{ok, bad})
+		if !errors.Is(err, ErrInvalidTask) || !errors.Is(err, executor.ErrInvalidTask) {
 			t.Errorf("Launch with %s: %v, want ErrInvalidTask", bad.ID, err)
+		}
+		if bad.AppURL != "" && (err == nil || !strings.Contains(err.Error(), "--kube-fetch-image")) {
+			t.Errorf("Launch with %s: %v, want a message naming --kube-fetch-image", bad.ID, err)
 		}
 	}
 	if n := w.createCount(); n != 0 {
 		t.Errorf("%d Pods created for refused batches", n)
-	}
-	pkg.Image = "registry.local/app-with-package:1"
-	if err := ex.Launch(t.Context(), []executor.Task{pkg}); err != nil {
-		t.Fatalf("a task with an appURL and an image: %v", err)
-	}
-	sts.waitState(t, pkg.ID, executor.StateFinished)
-	if !strings.Contains(logs.String(), "appURL") {
-		t.Errorf("no warning that the app package is not fetched; logged %q", logs.String())
 	}
 
 	cfg.Image = ""
@@ -184,23 +178,104 @@ func TestTasksThatCannotRunAreRefused(t *testing.T) {
 	if err := noDefault.Launch(t.Context(), []executor.Task{ok}); !errors.Is(err, ErrInvalidTask) {
 		t.Errorf("no image and no default: %v, want ErrInvalidTask", err)
 	}
+	// With a fetch image but no image at all: refused as before.
+	cfg.FetchImage = testFetchImage
+	noImage := openExec(t, cfg, &memState{}, 3)
+	if err := noImage.Launch(t.Context(), []executor.Task{pkg}); !errors.Is(err, ErrInvalidTask) || !strings.Contains(err.Error(), "no image") {
+		t.Errorf("an app package, no image and no default: %v, want ErrInvalidTask for the image", err)
+	}
+	if n := w.createCount(); n != 0 {
+		t.Errorf("%d Pods created for refused batches", n)
+	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
+const testFetchImage = "hasched/hasched:test"
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+// A task with an app package: an init container in FetchImage runs
+// `hasched fetch-app` into <task dir>/app with the URL in its environment
+// (not its arguments), the checksum, the task's emptyDir and resources, no
+// token; the task's container runs in its own image, in <task dir>/app.
+func TestPodOfATaskWithAnAppPackage(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.config(t)
+	cfg.FetchImage = testFetchImage
+	ex := openExec(t, cfg, &memState{}, 1)
+	sts := collect(t, ex)
+	tk := testTask("pkg@-@1@-@0@-@0", "exit 0")
+	tk.AppURL = "https://user:s3cret@repo.example/app.tar.gz?token=t0ken"
+	tk.AppChecksum = "sha256:" + strings.Repeat("ab", 32)
+	p := ex.podFor(tk)
 
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	if *p.Spec.AutomountServiceAccountToken {
+		t.Error("the Pod mounts the service account's token")
+	}
+	if len(p.Spec.InitContainers) != 1 || len(p.Spec.Containers) != 1 {
+		t.Fatalf("%d init containers, %d containers; want 1 and 1", len(p.Spec.InitContainers), len(p.Spec.Containers))
+	}
+	ic, c := p.Spec.InitContainers[0], p.Spec.Containers[0]
+	if ic.Name != fetchContainerName || ic.Image != testFetchImage {
+		t.Errorf("init container %s in %s, want %s in %s", ic.Name, ic.Image, fetchContainerName, testFetchImage)
+	}
+	if got := strings.Join(append(ic.Command, ic.Args...), " "); got != "hasched fetch-app --dest /hasched/task/app --checksum "+tk.AppChecksum {
+		t.Errorf("init container runs %q", got)
+	}
+	if len(ic.Env) != 1 || ic.Env[0].Name != FetchURLEnv || ic.Env[0].Value != tk.AppURL || FetchURLEnv != "HASCHED_URL" {
+		t.Errorf("init container env %+v, want only %s=<the app URL>", ic.Env, FetchURLEnv)
+	}
+	for _, a := range append(ic.Command, ic.Args...) {
+		if strings.Contains(a, "s3cret") || strings.Contains(a, "t0ken") {
+			t.Errorf("the URL's credentials are on the init container's command line: %q", a)
+		}
+	}
+	if len(ic.VolumeMounts) != 1 || ic.VolumeMounts[0].Name != "task" || ic.VolumeMounts[0].MountPath != taskDir ||
+		fmt.Sprint(ic.VolumeMounts) != fmt.Sprint(c.VolumeMounts) {
+		t.Errorf("init container mounts %+v, want the task's emptyDir at %s as the task's container %+v", ic.VolumeMounts, taskDir, c.VolumeMounts)
+	}
+	for _, m := range ic.VolumeMounts {
+		if strings.Contains(m.MountPath, "serviceaccount") {
+			t.Errorf("init container mounts %s", m.MountPath)
+		}
+	}
+	for name, pair := range map[string][2]corev1.ResourceList{
+		"requests": {ic.Resources.Requests, c.Resources.Requests},
+		"limits":   {ic.Resources.Limits, c.Resources.Limits},
+	} {
+		if len(pair[0]) != 2 || !pair[0].Cpu().Equal(*pair[1].Cpu()) || !pair[0].Memory().Equal(*pair[1].Memory()) {
+			t.Errorf("init container %s %v, want the task's %v", name, pair[0], pair[1])
+		}
+	}
+	if ic.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
+		t.Errorf("termination message policy %q: a failed fetch's reason would not reach the status", ic.TerminationMessagePolicy)
+	}
+	if c.Image != testImage || c.WorkingDir != appDir || appDir != "/hasched/task/app" {
+		t.Errorf("task container in %s, working dir %s; want %s, %s", c.Image, c.WorkingDir, testImage, appDir)
+	}
+	for _, v := range c.Env {
+		if v.Name == "HASCHED_TASK_DIR" && v.Value != taskDir {
+			t.Errorf("HASCHED_TASK_DIR %q, want %q", v.Value, taskDir)
+		}
+		if strings.Contains(v.Value, "s3cret") {
+			t.Errorf("the task's container gets the app URL in %s", v.Name)
+		}
+	}
+
+	tk.AppChecksum = ""
+	if args := ex.podFor(tk).Spec.InitContainers[0].Args; slices.Contains(args, "--checksum") {
+		t.Errorf("no checksum, yet args %q", args)
+	}
+	plain := testTask("plain@-@1@-@0@-@0", "exit 0")
+	if p := ex.podFor(plain); len(p.Spec.InitContainers) != 0 || p.Spec.Containers[0].WorkingDir != taskDir {
+		t.Errorf("a task without a package: %d init containers, working dir %s", len(p.Spec.InitContainers), p.Spec.Containers[0].WorkingDir)
+	}
+
+	// Launched, it runs (the fake kubelet skips the fetch).
+	if err := ex.Launch(t.Context(), []executor.Task{tk}); err != nil {
+		t.Fatal(err)
+	}
+	sts.waitState(t, tk.ID, executor.StateFinished)
+	if got, ok := getPod(t, w, tk.ID); !ok || len(got.Spec.InitContainers) != 1 {
+		t.Errorf("the created Pod has no fetch container")
+	}
 }
 
 func TestConfigIsValidated(t *testing.T) {
@@ -215,6 +290,7 @@ func TestConfigIsValidated(t *testing.T) {
 		"bad namespace":      func(c *Config) { c.Namespace = "Jobs_1" },
 		"bad cluster label":  func(c *Config) { c.Cluster = "a b" },
 		"bad image":          func(c *Config) { c.Image = "a\nb" },
+		"bad fetch image":    func(c *Config) { c.FetchImage = "a b" },
 		"negative grace":     func(c *Config) { c.KillGrace = -time.Second },
 		"grace not seconds":  func(c *Config) { c.KillGrace = 1500 * time.Millisecond },
 		"grace too long":     func(c *Config) { c.KillGrace = 2 * time.Hour },

@@ -51,6 +51,7 @@ func statusOf(p *corev1.Pod) executor.Status {
 	}
 	killed := p.Annotations[killedAnnotation] != ""
 	main := mainContainer(p)
+	fetch := fetchContainer(p)
 	if why := p.Annotations[failedAnnotation]; why != "" && p.Status.Phase != corev1.PodSucceeded {
 		st.State, st.ExitCode, st.Message = executor.StateFailed, -1, why
 		return st
@@ -58,7 +59,19 @@ func statusOf(p *corev1.Pod) executor.Status {
 	switch p.Status.Phase {
 	case corev1.PodPending, "":
 		st.State = executor.StateStaging
-		if main != nil && main.State.Waiting != nil {
+		switch {
+		case fetch != nil && fetch.State.Running != nil:
+			st.Message = "fetching the app package"
+		case fetch != nil && fetch.State.Waiting != nil && fetch.State.Waiting.Reason != "PodInitializing":
+			// The fetch comes first: the task's container waits for it
+			// (PodInitializing), which says nothing.
+			w := fetch.State.Waiting
+			st.Message = strings.TrimSpace(fetchContainerName + ": " + w.Reason + ": " + w.Message)
+			if neverStarts[w.Reason] {
+				st.State = executor.StateFailed
+				st.Message = fetchFailed + ": " + st.Message
+			}
+		case main != nil && main.State.Waiting != nil:
 			w := main.State.Waiting
 			if neverStarts[w.Reason] {
 				st.State = executor.StateFailed
@@ -70,7 +83,7 @@ func statusOf(p *corev1.Pod) executor.Status {
 	case corev1.PodSucceeded:
 		st.State = executor.StateFinished
 	case corev1.PodFailed:
-		st.State, st.ExitCode, st.Message = failure(p, main)
+		st.State, st.ExitCode, st.Message = failure(p, main, fetch)
 	default: // Unknown: the node does not answer; the node controller
 		// evicts the Pod in time, and the task may well run on: not an end.
 		st.State = executor.StateRunning
@@ -83,8 +96,12 @@ func statusOf(p *corev1.Pod) executor.Status {
 	return st
 }
 
+// fetchFailed starts the message of a task whose app package could not be
+// fetched.
+const fetchFailed = "the app package could not be fetched"
+
 // failure maps a Failed Pod.
-func failure(p *corev1.Pod, main *corev1.ContainerStatus) (executor.State, int, string) {
+func failure(p *corev1.Pod, main, fetch *corev1.ContainerStatus) (executor.State, int, string) {
 	reason, msg := p.Status.Reason, p.Status.Message
 	if reason == "DeadlineExceeded" {
 		d := "its timeout"
@@ -95,6 +112,21 @@ func failure(p *corev1.Pod, main *corev1.ContainerStatus) (executor.State, int, 
 	}
 	if lostReasons[reason] {
 		return executor.StateLost, 0, strings.TrimSpace(reason + ": " + msg)
+	}
+	if fetch != nil && fetch.State.Terminated != nil && fetch.State.Terminated.ExitCode != 0 {
+		// The task's command never ran: no exit code of its.
+		// Its message is the tail of fetch-app's output (the container's
+		// terminationMessagePolicy), which says why.
+		term := fetch.State.Terminated
+		detail := strings.TrimSpace(term.Message)
+		if detail == "" {
+			detail = term.Reason
+		}
+		m := fmt.Sprintf("%s (%s exited %d): %s", fetchFailed, fetchContainerName, term.ExitCode, detail)
+		if term.Reason == "OOMKilled" {
+			return executor.StateLost, -1, m
+		}
+		return executor.StateFailed, -1, m
 	}
 	if main != nil && main.State.Terminated != nil {
 		term := main.State.Terminated
@@ -120,12 +152,49 @@ func failure(p *corev1.Pod, main *corev1.ContainerStatus) (executor.State, int, 
 
 // mainContainer is the status of the task's container, or nil.
 func mainContainer(p *corev1.Pod) *corev1.ContainerStatus {
-	for i := range p.Status.ContainerStatuses {
-		if p.Status.ContainerStatuses[i].Name == containerName {
-			return &p.Status.ContainerStatuses[i]
+	return containerStatus(p.Status.ContainerStatuses, containerName)
+}
+
+// fetchContainer is the status of the init container fetching the app
+// package, or nil (none yet, or a task without a package).
+func fetchContainer(p *corev1.Pod) *corev1.ContainerStatus {
+	return containerStatus(p.Status.InitContainerStatuses, fetchContainerName)
+}
+
+func containerStatus(all []corev1.ContainerStatus, name string) *corev1.ContainerStatus {
+	for i := range all {
+		if all[i].Name == name {
+			return &all[i]
 		}
 	}
 	return nil
+}
+
+// notPulling is the container of a pending Pod that is failing to pull its
+// image (the fetch container's first: the task's waits for it), what it
+// waits with, and the image; nil if none is.
+func notPulling(p *corev1.Pod) (c *corev1.ContainerStatus, image string) {
+	if p.Status.Phase != corev1.PodPending {
+		return nil, ""
+	}
+	for _, c := range []*corev1.ContainerStatus{fetchContainer(p), mainContainer(p)} {
+		if c != nil && c.State.Waiting != nil && pullFailing[c.State.Waiting.Reason] {
+			return c, specImage(p, c.Name)
+		}
+	}
+	return nil, ""
+}
+
+// specImage is the image of the Pod's container or init container name.
+func specImage(p *corev1.Pod, name string) string {
+	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == name {
+				return c.Image
+			}
+		}
+	}
+	return ""
 }
 
 // goneStatus is the end of a task whose Pod was deleted in state last:

@@ -98,3 +98,77 @@ func TestStatusOfAPodGivenUpOn(t *testing.T) {
 		}
 	}
 }
+
+// A Pod fetching its task's app package: STAGING while the fetch runs or
+// waits for its image, FAILED saying the package could not be fetched
+// (with fetch-app's message) once the fetch container failed, whatever the
+// task's container shows; the Pod's own reasons (timeout, eviction) still
+// win.
+func TestStatusOfAPodFetchingItsApp(t *testing.T) {
+	fetch := func(s corev1.ContainerState) []corev1.ContainerStatus {
+		return []corev1.ContainerStatus{{Name: fetchContainerName, State: s}}
+	}
+	initializing := []corev1.ContainerStatus{{Name: containerName, State: corev1.ContainerState{
+		Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}
+	waiting := func(reason string) corev1.ContainerState {
+		return corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "about " + reason}}
+	}
+	failed := func(code int32, reason, msg string) corev1.ContainerState {
+		return corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Reason: reason, Message: msg}}
+	}
+	fetchErr := "Error: fetch app package https://xxxxx@repo/app.tar.gz: checksum mismatch: appChecksum is sha256:aa, the package's is sha256:bb\n"
+	for _, c := range []struct {
+		name    string
+		status  corev1.PodStatus
+		killed  bool
+		want    executor.State
+		code    int
+		message string
+	}{
+		{"fetching", corev1.PodStatus{Phase: corev1.PodPending, InitContainerStatuses: fetch(corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}), ContainerStatuses: initializing},
+			false, executor.StateStaging, 0, "fetching the app package"},
+		{"fetch image backing off", corev1.PodStatus{Phase: corev1.PodPending, InitContainerStatuses: fetch(waiting("ImagePullBackOff")), ContainerStatuses: initializing},
+			false, executor.StateStaging, 0, "fetch-app: ImagePullBackOff: about ImagePullBackOff"},
+		{"fetch image not pulled", corev1.PodStatus{Phase: corev1.PodPending, InitContainerStatuses: fetch(waiting("ErrImagePull")), ContainerStatuses: initializing},
+			false, executor.StateStaging, 0, "fetch-app: ErrImagePull"},
+		{"fetch image invalid", corev1.PodStatus{Phase: corev1.PodPending, InitContainerStatuses: fetch(waiting("InvalidImageName")), ContainerStatuses: initializing},
+			false, executor.StateFailed, 0, "the app package could not be fetched: fetch-app: InvalidImageName"},
+		{"fetch not started yet", corev1.PodStatus{Phase: corev1.PodPending, InitContainerStatuses: fetch(waiting("PodInitializing")), ContainerStatuses: initializing},
+			false, executor.StateStaging, 0, "PodInitializing"},
+		{"fetched, task pulling", corev1.PodStatus{Phase: corev1.PodPending, InitContainerStatuses: fetch(failed(0, "Completed", "")),
+			ContainerStatuses: []corev1.ContainerStatus{{Name: containerName, State: waiting("ImagePullBackOff")}}},
+			false, executor.StateStaging, 0, "ImagePullBackOff: about"},
+		{"fetch failed", corev1.PodStatus{Phase: corev1.PodFailed, InitContainerStatuses: fetch(failed(1, "Error", fetchErr)), ContainerStatuses: initializing},
+			false, executor.StateFailed, -1, "the app package could not be fetched (fetch-app exited 1): Error: fetch app package https://xxxxx@repo/app.tar.gz: checksum mismatch"},
+		{"fetch failed without a message", corev1.PodStatus{Phase: corev1.PodFailed, InitContainerStatuses: fetch(failed(2, "Error", ""))},
+			false, executor.StateFailed, -1, "the app package could not be fetched (fetch-app exited 2): Error"},
+		{"fetch OOM-killed", corev1.PodStatus{Phase: corev1.PodFailed, InitContainerStatuses: fetch(failed(137, "OOMKilled", ""))},
+			false, executor.StateLost, -1, "could not be fetched"},
+		{"fetch timed out", corev1.PodStatus{Phase: corev1.PodFailed, Reason: "DeadlineExceeded", InitContainerStatuses: fetch(failed(137, "Error", ""))},
+			false, executor.StateTimedOut, 0, "DeadlineExceeded"},
+		{"evicted while fetching", corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted", InitContainerStatuses: fetch(failed(137, "Error", ""))},
+			false, executor.StateLost, 0, "Evicted"},
+		{"killed while fetching", corev1.PodStatus{Phase: corev1.PodFailed, InitContainerStatuses: fetch(failed(143, "Error", ""))},
+			true, executor.StateKilled, -1, "killed"},
+		{"fetched, task failed", corev1.PodStatus{Phase: corev1.PodFailed, InitContainerStatuses: fetch(failed(0, "Completed", "")),
+			ContainerStatuses: []corev1.ContainerStatus{{Name: containerName, State: failed(3, "Error", "")}}},
+			false, executor.StateFailed, 3, "Error"},
+		{"fetched, task succeeded", corev1.PodStatus{Phase: corev1.PodSucceeded, InitContainerStatuses: fetch(failed(0, "Completed", "")),
+			ContainerStatuses: []corev1.ContainerStatus{{Name: containerName, State: failed(0, "Completed", "")}}},
+			false, executor.StateFinished, 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{annotationTaskID: "t"}},
+				Status:     c.status,
+			}
+			if c.killed {
+				p.Annotations[killedAnnotation] = "1"
+			}
+			st := statusOf(p)
+			if st.State != c.want || st.ExitCode != c.code || !strings.Contains(st.Message, c.message) {
+				t.Errorf("status %+v: want %s, exit code %d, message with %q", st, c.want, c.code, c.message)
+			}
+		})
+	}
+}

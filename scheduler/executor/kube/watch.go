@@ -101,12 +101,10 @@ func (e *Executor) gc() {
 	}
 }
 
-// cannotPull says whether a Pod has waited for its image for PullTimeout
-// and is still failing to pull it.
+// cannotPull says whether a Pod has waited for an image (the task's, or
+// the fetch container's) for PullTimeout and is still failing to pull it.
 func (e *Executor) cannotPull(p *corev1.Pod) bool {
-	main := mainContainer(p)
-	if p.Status.Phase != corev1.PodPending || p.Status.StartTime == nil || main == nil || main.State.Waiting == nil ||
-		!pullFailing[main.State.Waiting.Reason] || p.Annotations[failedAnnotation] != "" {
+	if c, _ := notPulling(p); c == nil || p.Status.StartTime == nil || p.Annotations[failedAnnotation] != "" {
 		return false
 	}
 	return time.Since(p.Status.StartTime.Time) >= e.cfg.PullTimeout
@@ -115,8 +113,16 @@ func (e *Executor) cannotPull(p *corev1.Pod) bool {
 // giveUp ends a Pod that cannot pull its image: marked failed (the watch
 // reports FAILED), then deleted, so that the kubelet stops trying.
 func (e *Executor) giveUp(p *corev1.Pod) {
-	w := mainContainer(p).State.Waiting
-	why := fmt.Sprintf("image %s not pulled in %v: %s", p.Spec.Containers[0].Image, e.cfg.PullTimeout, strings.TrimSpace(w.Reason+": "+w.Message))
+	c, image := notPulling(p)
+	if c == nil {
+		return
+	}
+	w := c.State.Waiting
+	what := ""
+	if c.Name == fetchContainerName {
+		what = " (to fetch the app package)"
+	}
+	why := fmt.Sprintf("image %s%s not pulled in %v: %s", image, what, e.cfg.PullTimeout, strings.TrimSpace(w.Reason+": "+w.Message))
 	body, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{failedAnnotation: why}}})
 	ctx, cancel := e.call(e.ctx)
 	_, err := e.pods().Patch(ctx, p.Name, types.MergePatchType, body, metav1.PatchOptions{})

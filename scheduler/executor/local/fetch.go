@@ -1,10 +1,6 @@
 package local
 
 import (
-	"archive/tar"
-	"archive/zip"
-	"bufio"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -25,17 +19,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hasched/hasched/scheduler/apppkg"
 	"github.com/hasched/hasched/scheduler/executor"
-)
-
-// Bounds on one app package that are not configurable: they only refuse
-// what no app needs. The package's size is Config.MaxAppBytes, its unpacked
-// tree at most unpackFactor times that.
-const (
-	unpackFactor     = 4
-	maxArchiveFiles  = 100_000
-	maxRedirects     = 10
-	maxSymlinkTarget = 4096
 )
 
 // Files of a cache entry, WorkDir/apps/<app>/<key>/.
@@ -64,12 +49,6 @@ func (a *preparedApp) discard() {
 	}
 }
 
-func newHTTPClient() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DisableKeepAlives = true
-	return &http.Client{Transport: tr}
-}
-
 // fetchApp makes the task's own copy of its app package within
 // FetchTimeout.
 //
@@ -88,7 +67,7 @@ func (e *Executor) fetchApp(ctx context.Context, t executor.Task) (preparedApp, 
 	app, err := e.fetchOrCache(ctx, t)
 	if err != nil && errors.Is(context.Cause(ctx), ErrFetchTimeout) {
 		u, _ := url.Parse(t.AppURL) // parsed fine, or the timer could not have fired first
-		return preparedApp{}, fmt.Errorf("%w (FetchTimeout %v): %s", ErrFetchTimeout, e.cfg.FetchTimeout, u.Redacted())
+		return preparedApp{}, fmt.Errorf("%w (FetchTimeout %v): %s", ErrFetchTimeout, e.cfg.FetchTimeout, apppkg.Redact(u))
 	}
 	return app, err
 }
@@ -114,13 +93,13 @@ func (e *Executor) fetchApp(ctx context.Context, t executor.Task) (preparedApp, 
 // fetched (and checked against its checksum) for every task, and the cache
 // is neither read nor written.
 func (e *Executor) fetchOrCache(ctx context.Context, t executor.Task) (preparedApp, error) {
-	u, err := parseAppURL(t.AppURL)
+	u, err := apppkg.ParseURL(t.AppURL)
 	if err != nil {
-		return preparedApp{}, fmt.Errorf("%w: %v", ErrFetch, err)
+		return preparedApp{}, fmt.Errorf("%w: %w", ErrFetch, err)
 	}
-	log := e.log.With("task_id", t.ID, "app", t.App, "url", u.Redacted())
+	log := e.log.With("task_id", t.ID, "app", t.App, "url", apppkg.Redact(u))
 	if !t.AppCacheEnable {
-		dir, err := e.fetchInto(ctx, u, t.AppChecksum)
+		dir, err := e.fetcher.Fetch(ctx, u, t.AppChecksum)
 		if err != nil {
 			log.Warn("app fetch failed", "error", err)
 			return preparedApp{}, err
@@ -134,7 +113,7 @@ func (e *Executor) fetchOrCache(ctx context.Context, t executor.Task) (preparedA
 	if err := ctx.Err(); err != nil {
 		return preparedApp{}, fmt.Errorf("%w: %w", ErrFetch, err)
 	}
-	tree, err := e.fetchInto(ctx, u, t.AppChecksum)
+	tree, err := e.fetcher.Fetch(ctx, u, t.AppChecksum)
 	if err != nil {
 		log.Warn("app fetch failed", "error", err)
 		return preparedApp{}, err
@@ -351,7 +330,7 @@ func (e *Executor) copyTree(ctx context.Context, src string) (dst, digest string
 		return "", "", 0, err
 	}
 	h := sha256.New()
-	limit := e.cfg.MaxAppBytes * unpackFactor
+	limit := e.cfg.MaxAppBytes * apppkg.UnpackFactor
 	var total int64
 	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -402,7 +381,7 @@ func (e *Executor) copyTree(ctx context.Context, src string) (dst, digest string
 // copyFile copies the regular file from to to, hashing its name, mode,
 // length and contents into h; at most limit bytes.
 func copyFile(ctx context.Context, from, to, rel string, h io.Writer, limit int64) (int64, error) {
-	in, err := openRegular(from, syscall.O_NOFOLLOW)
+	in, err := apppkg.OpenRegular(from, syscall.O_NOFOLLOW)
 	if err != nil {
 		return 0, err
 	}
@@ -418,7 +397,7 @@ func copyFile(ctx context.Context, from, to, rel string, h io.Writer, limit int6
 	// The hashed length is what is copied, not the stat's, which a writer
 	// could change meanwhile: so the header goes after the contents.
 	fh := sha256.New()
-	n, err := copyLimited(ctx, io.MultiWriter(out, fh), in, limit)
+	n, err := apppkg.CopyLimited(ctx, io.MultiWriter(out, fh), in, limit)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -427,521 +406,4 @@ func copyFile(ctx context.Context, from, to, rel string, h io.Writer, limit int6
 	}
 	fmt.Fprintf(h, "f %q %o %d %x\n", rel, fi.Mode().Perm(), n, fh.Sum(nil))
 	return n, nil
-}
-
-// openRegular opens a file for reading only if it is a regular file. The
-// open does not block (O_NONBLOCK: opening a FIFO without a writer would
-// hang the launch, uncancellably), and fstat then refuses FIFOs, devices
-// (/dev/zero never ends) and sockets.
-func openRegular(path string, flags int) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|flags, 0)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%w: %s is a %s", ErrNotRegularFile, path, fileKind(fi.Mode()))
-	}
-	return f, nil
-}
-
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&fs.ModeCharDevice != 0:
-		return "character device"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m.IsDir():
-		return "directory"
-	}
-	return m.Type().String()
-}
-
-// ctxReader makes a copy cancellable: every Read first checks ctx, so that
-// a copy of a huge or endless source ends within one read of the context's
-// end.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-// copyLimited copies at most limit bytes of r to w, cancellably; more is
-// ErrPackageTooLarge.
-func copyLimited(ctx context.Context, w io.Writer, r io.Reader, limit int64) (int64, error) {
-	if limit < 0 {
-		limit = 0
-	}
-	n, err := io.Copy(w, ctxReader{ctx: ctx, r: io.LimitReader(r, limit+1)})
-	if err != nil {
-		return n, err
-	}
-	if n > limit {
-		return n, fmt.Errorf("%w: more than %d bytes", ErrPackageTooLarge, limit)
-	}
-	return n, nil
-}
-
-// parseAppURL accepts file://, http:// and https:// URLs.
-func parseAppURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, err
-	}
-	switch u.Scheme {
-	case "http", "https":
-		if u.Host == "" {
-			return nil, fmt.Errorf("app URL %s has no host", u.Redacted())
-		}
-	case "file":
-		if u.Opaque != "" || (u.Host != "" && u.Host != "localhost") || !path.IsAbs(u.Path) {
-			return nil, fmt.Errorf("app URL %s: want file:///absolute/path", u.Redacted())
-		}
-	default:
-		return nil, fmt.Errorf("app URL %s: scheme %q not supported (file, http, https)", u.Redacted(), u.Scheme)
-	}
-	return u, nil
-}
-
-// fetchInto retrieves a package (at most MaxAppBytes, checked against its
-// checksum if it has one) and unpacks it into a new directory in tmp/.
-// Every error wraps ErrFetch and names the URL (without its password).
-func (e *Executor) fetchInto(ctx context.Context, u *url.URL, checksum string) (dir string, err error) {
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("%w %s: %w", ErrFetch, u.Redacted(), err)
-		}
-	}()
-	pkg, err := e.retrieve(ctx, u, checksum)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = os.Remove(pkg) }()
-	tmp, err := os.MkdirTemp(e.cfg.tmpDir(), "app-")
-	if err != nil {
-		return "", err
-	}
-	if err := unpack(ctx, pkg, path.Base(u.Path), tmp, e.cfg.MaxAppBytes*unpackFactor); err != nil {
-		_ = os.RemoveAll(tmp)
-		return "", err
-	}
-	if err := ctx.Err(); err != nil {
-		_ = os.RemoveAll(tmp)
-		return "", err
-	}
-	return tmp, nil
-}
-
-// retrieve copies the package into a file in tmp/, whatever its scheme, so
-// that it is read once (hashed on the way), bounded, and unpacked from a
-// file nobody else writes.
-func (e *Executor) retrieve(ctx context.Context, u *url.URL, want string) (file string, err error) {
-	f, err := os.CreateTemp(e.cfg.tmpDir(), "download-")
-	if err != nil {
-		return "", err
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	h := sha256.New()
-	w := io.MultiWriter(f, h)
-	if u.Scheme == "file" {
-		err = e.copyLocal(ctx, u.Path, w)
-	} else {
-		err = e.download(ctx, u, w)
-	}
-	if err != nil {
-		return "", err
-	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); want != "" && got != want {
-		return "", fmt.Errorf("%w: appChecksum is %s, the package's is %s", ErrChecksum, want, got)
-	}
-	return f.Name(), nil
-}
-
-// copyLocal copies a file:// package: a regular file only, at most
-// MaxAppBytes, cancellably.
-func (e *Executor) copyLocal(ctx context.Context, name string, w io.Writer) error {
-	f, err := openRegular(name, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > e.cfg.MaxAppBytes {
-		return fmt.Errorf("%w: %d bytes, MaxAppBytes is %d", ErrPackageTooLarge, fi.Size(), e.cfg.MaxAppBytes)
-	}
-	_, err = copyLimited(ctx, w, f, e.cfg.MaxAppBytes)
-	return err
-}
-
-// download GETs u into w. Redirects are followed only to the host the
-// user configured, and never from https down to http: the URL in the app's
-// configuration is the only place packages come from.
-func (e *Executor) download(ctx context.Context, u *url.URL, w io.Writer) error {
-	client := *e.http
-	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if len(via) >= maxRedirects {
-			return fmt.Errorf("more than %d redirects", maxRedirects)
-		}
-		if req.URL.Host != u.Host || (u.Scheme == "https" && req.URL.Scheme != "https") {
-			return fmt.Errorf("redirect to %s refused: packages are fetched from %s://%s only",
-				req.URL.Redacted(), u.Scheme, u.Host)
-		}
-		return nil
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %s", resp.Status)
-	}
-	if resp.ContentLength > e.cfg.MaxAppBytes {
-		return fmt.Errorf("%w: %d bytes, MaxAppBytes is %d", ErrPackageTooLarge, resp.ContentLength, e.cfg.MaxAppBytes)
-	}
-	_, err = copyLimited(ctx, w, resp.Body, e.cfg.MaxAppBytes)
-	return err
-}
-
-type archiveKind int
-
-const (
-	kindPlain archiveKind = iota
-	kindTarGz
-	kindTar
-	kindZip
-)
-
-// kindOf tells the package's format by its name, else by its first bytes.
-func kindOf(name string, head []byte) archiveKind {
-	n := strings.ToLower(name)
-	switch {
-	case strings.HasSuffix(n, ".tar.gz"), strings.HasSuffix(n, ".tgz"):
-		return kindTarGz
-	case strings.HasSuffix(n, ".tar"):
-		return kindTar
-	case strings.HasSuffix(n, ".zip"):
-		return kindZip
-	case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b:
-		return kindTarGz
-	case len(head) >= 4 && string(head[:4]) == "PK\x03\x04":
-		return kindZip
-	case len(head) >= 262 && string(head[257:262]) == "ustar":
-		return kindTar
-	}
-	return kindPlain
-}
-
-// unpack puts package src (named name in its URL) into dir: archives are
-// unpacked, anything else is copied as an executable file of that name; at
-// most limit bytes in all.
-func unpack(ctx context.Context, src, name, dir string, limit int64) error {
-	f, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	br := bufio.NewReader(f)
-	head, _ := br.Peek(512)
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	u := &unpacker{ctx: ctx, root: root, limit: limit}
-	switch kindOf(name, head) {
-	case kindTarGz:
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return err
-		}
-		defer zr.Close()
-		err = u.tar(zr)
-		if err != nil {
-			return err
-		}
-	case kindTar:
-		if err := u.tar(br); err != nil {
-			return err
-		}
-	case kindZip:
-		fi, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		if err := u.zip(f, fi.Size()); err != nil {
-			return err
-		}
-	default:
-		if name == "" || name == "." || name == "/" || name == ".." {
-			name = "app"
-		}
-		if err := u.file(name, br, 0o755); err != nil {
-			return err
-		}
-	}
-	return u.checkSymlinks(dir)
-}
-
-// unpacker writes archive entries below root. Entry names are checked
-// (relative, no ".."), symlink targets too, and every write goes through
-// os.Root, which refuses to leave the directory even through a symlink.
-type unpacker struct {
-	ctx   context.Context
-	root  *os.Root
-	limit int64
-	files int
-	bytes int64
-}
-
-// entryName checks and cleans an archive entry's name; skip is set for
-// the archive's root itself ("./").
-func entryName(raw string) (name string, skip bool, err error) {
-	if raw == "" || strings.IndexByte(raw, 0) >= 0 {
-		return "", false, fmt.Errorf("%w %q: empty or NUL in name", ErrUnsafeArchive, raw)
-	}
-	if strings.HasPrefix(raw, "/") {
-		return "", false, fmt.Errorf("%w %q: absolute path", ErrUnsafeArchive, raw)
-	}
-	for _, seg := range strings.Split(raw, "/") {
-		if seg == ".." {
-			return "", false, fmt.Errorf("%w %q: parent directory reference", ErrUnsafeArchive, raw)
-		}
-	}
-	name = path.Clean(raw)
-	return name, name == ".", nil
-}
-
-// count applies the archive limits and checks for cancellation.
-func (u *unpacker) count() error {
-	u.files++
-	if u.files > maxArchiveFiles {
-		return fmt.Errorf("archive has more than %d entries", maxArchiveFiles)
-	}
-	return u.ctx.Err()
-}
-
-func (u *unpacker) tar(r io.Reader) error {
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := u.count(); err != nil {
-			return err
-		}
-		name, skip, err := entryName(hdr.Name)
-		if err != nil {
-			return err
-		}
-		if skip {
-			continue
-		}
-		mode := fs.FileMode(hdr.Mode).Perm()
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			err = u.dir(name, mode)
-		case tar.TypeReg:
-			err = u.file(name, tr, mode)
-		case tar.TypeSymlink:
-			err = u.symlink(name, hdr.Linkname)
-		case tar.TypeLink:
-			err = u.hardlink(name, hdr.Linkname)
-		default:
-			// Devices, FIFOs and the like have no place in an app.
-			continue
-		}
-		if err != nil {
-			return entryError(name, err)
-		}
-	}
-}
-
-func (u *unpacker) zip(r io.ReaderAt, size int64) error {
-	zr, err := zip.NewReader(r, size)
-	if err != nil {
-		return err
-	}
-	for _, zf := range zr.File {
-		if err := u.count(); err != nil {
-			return err
-		}
-		name, skip, err := entryName(zf.Name)
-		if err != nil {
-			return err
-		}
-		if skip {
-			continue
-		}
-		mode := zf.Mode()
-		switch {
-		case mode.IsDir():
-			err = u.dir(name, mode.Perm())
-		case mode&fs.ModeSymlink != 0:
-			var target []byte
-			if target, err = readZipEntry(zf, maxSymlinkTarget); err == nil {
-				err = u.symlink(name, string(target))
-			}
-		case mode.IsRegular():
-			var rc io.ReadCloser
-			if rc, err = zf.Open(); err == nil {
-				err = u.file(name, rc, mode.Perm())
-				rc.Close()
-			}
-		}
-		if err != nil {
-			return entryError(name, err)
-		}
-	}
-	return nil
-}
-
-// entryError names the entry in errors that do not name it already.
-func entryError(name string, err error) error {
-	if errors.Is(err, ErrUnsafeArchive) {
-		return err
-	}
-	return fmt.Errorf("entry %q: %w", name, err)
-}
-
-func readZipEntry(zf *zip.File, limit int64) ([]byte, error) {
-	rc, err := zf.Open()
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
-	if err == nil && int64(len(b)) > limit {
-		err = fmt.Errorf("%w %q: symlink target too long", ErrUnsafeArchive, zf.Name)
-	}
-	return b, err
-}
-
-func (u *unpacker) dir(name string, mode fs.FileMode) error {
-	return u.root.MkdirAll(name, mode|0o700)
-}
-
-// clear makes room for an entry: a later entry of the same name replaces an
-// earlier one (as tar does), and is never written through an old symlink.
-func (u *unpacker) clear(name string) error {
-	if d := path.Dir(name); d != "." {
-		if err := u.root.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	fi, err := u.root.Lstat(name)
-	switch {
-	case notExist(err):
-		return nil
-	case err != nil:
-		return err
-	case fi.IsDir():
-		return fmt.Errorf("%q is a directory and a file", name)
-	}
-	return u.root.Remove(name)
-}
-
-func (u *unpacker) file(name string, r io.Reader, mode fs.FileMode) error {
-	if err := u.clear(name); err != nil {
-		return err
-	}
-	f, err := u.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
-	if err != nil {
-		return err
-	}
-	n, err := copyLimited(u.ctx, f, r, u.limit-u.bytes)
-	u.bytes += n
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if errors.Is(err, ErrPackageTooLarge) {
-		err = fmt.Errorf("%w: archive unpacks to more than %d bytes", ErrPackageTooLarge, u.limit)
-	}
-	return err
-}
-
-// symlink creates a symlink whose target stays inside the directory as
-// written; checkSymlinks then checks where the links really lead.
-func (u *unpacker) symlink(name, target string) error {
-	if target == "" || strings.IndexByte(target, 0) >= 0 {
-		return fmt.Errorf("%w %q: empty symlink target", ErrUnsafeArchive, name)
-	}
-	if strings.HasPrefix(target, "/") {
-		return fmt.Errorf("%w %q: symlink to absolute path %q", ErrUnsafeArchive, name, target)
-	}
-	if t := path.Join(path.Dir(name), target); t == ".." || strings.HasPrefix(t, "../") {
-		return fmt.Errorf("%w %q: symlink %q leads out of the app directory", ErrUnsafeArchive, name, target)
-	}
-	if err := u.clear(name); err != nil {
-		return err
-	}
-	return u.root.Symlink(target, name)
-}
-
-// hardlink links name to another entry of the archive (tar names link
-// targets from the archive's root).
-func (u *unpacker) hardlink(name, target string) error {
-	t, skip, err := entryName(target)
-	if err != nil {
-		return err
-	}
-	if skip {
-		return fmt.Errorf("%w %q: hard link to the directory", ErrUnsafeArchive, name)
-	}
-	if err := u.clear(name); err != nil {
-		return err
-	}
-	return u.root.Link(t, name)
-}
-
-// checkSymlinks resolves every symlink of the unpacked tree inside the
-// root. Each was checked on its own as written, but chains (a link through
-// a linked directory) can still lead out; os.Root's resolution catches
-// those. A dangling link is no danger and is left alone.
-func (u *unpacker) checkSymlinks(dir string) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type()&fs.ModeSymlink == 0 {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		if _, err := u.root.Stat(rel); err != nil && !notExist(err) {
-			return fmt.Errorf("%w %q: %v", ErrUnsafeArchive, rel, err)
-		}
-		return nil
-	})
 }

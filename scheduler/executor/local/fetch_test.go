@@ -2,11 +2,9 @@ package local
 
 import (
 	"archive/tar"
-	"archive/zip"
 	"bytes"
 	"compress/gzip"
 	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -159,84 +157,6 @@ func TestAppFetchMissingPackage(t *testing.T) {
 	e.launch(bad)
 	if s := e.waitState(bad.ID, executor.StateFailed, false); !strings.Contains(s.Message, "not supported") {
 		t.Errorf("message %q", s.Message)
-	}
-}
-
-func TestUnpackRefusesUnsafeEntries(t *testing.T) {
-	cases := map[string][]tarEntry{
-		"absolute":          {{name: "/etc/evil", body: "x"}},
-		"dotdot":            {{name: "a/../../evil", body: "x"}},
-		"absolute symlink":  {{name: "l", typ: tar.TypeSymlink, link: "/etc"}},
-		"escaping symlink":  {{name: "a/l", typ: tar.TypeSymlink, link: "../../x"}},
-		"escaping hardlink": {{name: "h", typ: tar.TypeLink, link: "../x"}},
-		// Each link alone stays inside; through the first, the second
-		// leads out.
-		"symlink chain": {
-			{name: "a/b/up", typ: tar.TypeSymlink, link: "../.."},
-			{name: "a/b/up/out", typ: tar.TypeSymlink, link: "../.."},
-		},
-		// A file written through a symlinked directory that leads out.
-		"write through symlink": {
-			{name: "a/b/up", typ: tar.TypeSymlink, link: "../.."},
-			{name: "a/b/up/x/y", typ: tar.TypeSymlink, link: "../../.."},
-			{name: "a/b/up/x/y/evil", body: "x"},
-		},
-	}
-	for name, entries := range cases {
-		t.Run(name, func(t *testing.T) {
-			base := t.TempDir()
-			src := writeFile(t, filepath.Join(base, "p.tar.gz"), makeTarGz(t, entries))
-			dest := filepath.Join(base, "sub", "dest")
-			if err := os.MkdirAll(dest, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			err := unpack(context.Background(), src, "p.tar.gz", dest, DefaultMaxAppBytes)
-			if err == nil {
-				t.Fatalf("unpacked")
-			}
-			if _, serr := os.Stat(filepath.Join(base, "evil")); serr == nil {
-				t.Errorf("wrote outside")
-			}
-			t.Logf("refused: %v", err)
-		})
-	}
-}
-
-func TestUnpackZipAndPlainFile(t *testing.T) {
-	base := t.TempDir()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	w, _ := zw.Create("dir/hello.txt")
-	_, _ = w.Write([]byte("zip content"))
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	dest := filepath.Join(base, "z")
-	_ = os.Mkdir(dest, 0o755)
-	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "a.zip"), buf.Bytes()), "a.zip", dest, DefaultMaxAppBytes); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(filepath.Join(dest, "dir", "hello.txt")); string(b) != "zip content" {
-		t.Errorf("zip: %q", b)
-	}
-
-	buf.Reset()
-	zw = zip.NewWriter(&buf)
-	_, _ = zw.Create("../evil")
-	_ = zw.Close()
-	dest = filepath.Join(base, "z2")
-	_ = os.Mkdir(dest, 0o755)
-	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "b.zip"), buf.Bytes()), "b.zip", dest, DefaultMaxAppBytes); !errors.Is(err, ErrUnsafeArchive) {
-		t.Errorf("zip with ../: %v", err)
-	}
-
-	dest = filepath.Join(base, "p")
-	_ = os.Mkdir(dest, 0o755)
-	if err := unpack(context.Background(), writeFile(t, filepath.Join(base, "run.sh"), []byte("echo hi\n")), "run.sh", dest, DefaultMaxAppBytes); err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Stat(filepath.Join(dest, "run.sh")); err != nil || fi.Mode().Perm()&0o100 == 0 {
-		t.Errorf("plain file: %v %v", fi, err)
 	}
 }
 

@@ -67,32 +67,3 @@ func TestAppPackageSizeCap(t *testing.T) {
 		t.Errorf("fetchApp: %v, want ErrPackageTooLarge", err)
 	}
 }
-
-// endless reads for ever, like /dev/zero.
-type endless struct{}
-
-func (endless) Read(p []byte) (int, error) { return len(p), nil }
-
-// Copies stop when their context ends, whatever they read.
-func TestCopyIsCancellable(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	var sink countingWriter
-	go func() {
-		_, err := copyLimited(ctx, &sink, endless{}, 1<<62)
-		done <- err
-	}()
-	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("copy ended with %v, want context.Canceled", err)
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("copy ignores cancellation")
-	}
-}
-
-type countingWriter struct{ n int64 }
-
-func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }

@@ -39,7 +39,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -48,6 +47,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hasched/hasched/internal/defaults"
+	"github.com/hasched/hasched/scheduler/apppkg"
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
@@ -62,29 +62,22 @@ var (
 	ErrInvalidTask = fmt.Errorf("local executor: %w", executor.ErrInvalidTask)
 	// ErrFetch wraps app package download failures; such a task ends
 	// FAILED with the error as its message.
-	ErrFetch = errors.New("fetch app package")
+	ErrFetch = apppkg.ErrFetch
 	// ErrFetchTimeout wraps ErrFetch for a fetch that FetchTimeout cut off.
 	ErrFetchTimeout = fmt.Errorf("%w: timed out", ErrFetch)
 	// ErrChecksum is an ErrFetch: a package whose SHA-256 is not the
 	// task's AppChecksum; nothing of it is cached or run.
-	ErrChecksum error = &fetchError{"checksum mismatch"}
+	ErrChecksum = apppkg.ErrChecksum
 	// ErrNotRegularFile is an ErrFetch: a file:// package that is not a
 	// regular file (a FIFO would block the fetch, /dev/zero never ends).
-	ErrNotRegularFile error = &fetchError{"not a regular file"}
+	ErrNotRegularFile = apppkg.ErrNotRegularFile
 	// ErrPackageTooLarge is an ErrFetch: a package larger than MaxAppBytes,
-	// or unpacking to more than unpackFactor times that.
-	ErrPackageTooLarge error = &fetchError{"package too large"}
+	// or unpacking to more than apppkg.UnpackFactor times that.
+	ErrPackageTooLarge = apppkg.ErrPackageTooLarge
 	// ErrUnsafeArchive is part of the message of a task whose app package
 	// holds an entry that would land outside its directory.
-	ErrUnsafeArchive = errors.New("unsafe archive entry")
+	ErrUnsafeArchive = apppkg.ErrUnsafeArchive
 )
-
-// fetchError is a sentinel that is also an ErrFetch, without repeating
-// ErrFetch's text in a message that starts with it already.
-type fetchError struct{ msg string }
-
-func (e *fetchError) Error() string        { return e.msg }
-func (e *fetchError) Is(target error) bool { return target == ErrFetch }
 
 // Defaults of Config's zero values.
 const (
@@ -95,7 +88,7 @@ const (
 	DefaultFetchTimeout = 60 * time.Second
 
 	// DefaultMaxAppBytes bounds one app package (MaxAppBytes).
-	DefaultMaxAppBytes int64 = 1 << 30
+	DefaultMaxAppBytes = apppkg.DefaultMaxBytes
 	// DefaultAppCacheMaxBytes bounds the app cache (AppCacheMaxBytes).
 	DefaultAppCacheMaxBytes int64 = 10 << 30
 	// DefaultAppCacheMaxAge is how long a cached app is used before it is
@@ -107,7 +100,7 @@ const (
 
 	// Upper bounds of the size and age settings: beyond them a value is a
 	// mistake (a unit slip), refused at start-up.
-	maxMaxAppBytes      int64 = 64 << 30
+	maxMaxAppBytes            = apppkg.MaxMaxBytes
 	maxAppCacheMaxBytes int64 = 1 << 40
 	maxAppCacheMaxAge         = 365 * 24 * time.Hour
 	maxMaxOutputBytes   int64 = 64 << 30
@@ -153,7 +146,7 @@ type Config struct {
 	// none: see executor.Executor.Launch).
 	FetchTimeout time.Duration
 	// MaxAppBytes bounds an app package (and its unpacked tree, to
-	// unpackFactor times that); at most 64 GiB, default 1 GiB.
+	// apppkg.UnpackFactor times that); at most 64 GiB, default 1 GiB.
 	MaxAppBytes int64
 	// AppCacheMaxBytes bounds the app cache's total size: the janitor
 	// evicts the least recently used entries beyond it. At most 1 TiB,
@@ -253,9 +246,9 @@ type Executor struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// http fetches app packages; no keep-alive, so no idle connection
-	// (and its goroutines) outlives a fetch.
-	http *http.Client
+	// fetcher fetches app packages into tmp/ (the cache is this
+	// package's: see fetchOrCache).
+	fetcher *apppkg.Fetcher
 
 	// mu guards the fields below. Lock order: a taskRecord's mu, then
 	// this one, never the other way round.
@@ -296,6 +289,10 @@ func New(cfg Config) (*Executor, error) {
 	if err := cfg.prepare(); err != nil {
 		return nil, err
 	}
+	fetcher, err := apppkg.New(apppkg.Config{TempDir: cfg.tmpDir(), MaxBytes: cfg.MaxAppBytes})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Executor{
 		cfg:     cfg,
@@ -308,7 +305,7 @@ func New(cfg Config) (*Executor, error) {
 		tasks:   make(map[string]*taskRecord),
 		watched: make(map[string]*taskRecord),
 		kills:   make(map[string]pendingKill),
-		http:    newHTTPClient(),
+		fetcher: fetcher,
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
