@@ -180,9 +180,12 @@ takes over at once, and the process exits 0.`,
   hasched serve --coord zk://10.0.0.1:2181/hasched --executor mesos \
       --mesos-master zk://10.0.0.1:2181,10.0.0.2:2181/mesos --mesos-role jobs
 
-  # tasks as Kubernetes Pods, from a Deployment in the cluster (in-cluster configuration)
+  # tasks as Kubernetes Pods, from a Deployment in the cluster (in-cluster
+  # configuration); app packages (appURL) fetched by an init container in
+  # hasched's image
   hasched serve --coord etcd://etcd:2379/hasched --executor kubernetes \
-      --kube-namespace jobs --kube-image registry.local/jobs-base:1`,
+      --kube-namespace jobs --kube-image registry.local/jobs-base:1 \
+      --kube-fetch-image hasched/hasched:1`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// A password in argv is visible to every user of the host; one

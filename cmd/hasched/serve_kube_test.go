@@ -98,7 +98,7 @@ func TestKubeconfigPicksServerAndNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	settings := func(ctx, ns string) kubeSettings {
-		s, err := kubeFlags{config: path, context: ctx, namespace: ns, cluster: kube.DefaultLabelValue, killGrace: time.Second}.validate()
+		s, err := kubeFlags{config: path, context: ctx, namespace: ns, cluster: kube.DefaultLabelValue, killGrace: time.Second, pull: kube.DefaultPullTimeout, retention: kube.DefaultRetention}.validate()
 		if err != nil {
 			t.Fatal(err)
 		}
