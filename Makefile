@@ -30,7 +30,7 @@ FUZZ_TARGETS = \
 	./coord:FuzzValidateNodePath \
 	./coord:FuzzValidateName
 
-.PHONY: help build images hasched-image test unit fuzz integration zk-server-tests run bench lint clean-containers
+.PHONY: help build images hasched-image kube-image test unit fuzz integration zk-server-tests run bench lint clean-containers
 
 help:
 	@echo "make run          start hasched on an embedded etcd (data in ./data)"
@@ -38,6 +38,7 @@ help:
 	@echo "make build        build $(BIN)"
 	@echo "make images       build the etcd, ZooKeeper and PostgreSQL test images locally"
 	@echo "make hasched-image build the several-hosts tests' image of this checkout's hasched"
+	@echo "make kube-image   build the Kubernetes control-plane test image (only when missing)"
 	@echo "make bench        run the benchmarks against containers"
 	@echo "make lint         gofmt and go vet"
 	@echo "make fuzz         run each fuzz target FUZZTIME times ($(FUZZTIME))"
@@ -55,6 +56,12 @@ images:
 # every commit; the layer is cheap).
 hasched-image: images
 	GO=$(GO) bash images/build-hasched.sh
+
+# The Kubernetes executor's tests' control plane (kube-apiserver,
+# kube-scheduler, kwok): minutes to compile on two cores, so built only when
+# the image is missing (FORCE=1 rebuilds).
+kube-image:
+	GO=$(GO) bash images/build-kube.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -76,7 +83,7 @@ fuzz:
 # lastZxid field at reconnects (upstream PR #35), which would fail runs for a
 # bug that is not ours. Our own packages get -race in `unit`, the backends
 # included (coord/etcd runs the whole suite there on an embedded server).
-integration: images hasched-image
+integration: images hasched-image kube-image
 	$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) ./integration/...
 
 # Tests that need one ZooKeeper server and read HASCHED_ZK_TEST_SERVERS: the

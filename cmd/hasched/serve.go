@@ -145,6 +145,14 @@ type workerSettings struct {
 }
 
 func newServeCmd() *cobra.Command {
+	return serveCommand(func(cmd *cobra.Command, cfg serveConfig) error {
+		return runServe(cmd.Context(), cfg, cmd.ErrOrStderr(), nil)
+	})
+}
+
+// serveCommand is serve with run called on the validated configuration
+// (tests validate a command line with it, and run nothing).
+func serveCommand(run func(*cobra.Command, serveConfig) error) *cobra.Command {
 	var f serveFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -202,7 +210,7 @@ takes over at once, and the process exits 0.`,
 			// The API's passwords are read; tasks must not inherit them.
 			dropAPISecretsFromEnv()
 			dropHistorySecretFromEnv()
-			return runServe(cmd.Context(), cfg, cmd.ErrOrStderr(), nil)
+			return run(cmd, cfg)
 		},
 	}
 	fs := cmd.Flags()

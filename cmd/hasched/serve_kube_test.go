@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2"
 
 	"github.com/hasched/hasched/scheduler/executor/kube"
@@ -153,5 +157,56 @@ func TestClientGoLogsGoToTheLogger(t *testing.T) {
 	klog.InfoS("watch ended", "reason", "test")
 	if !strings.Contains(buf.String(), `watch ended`) || !strings.HasPrefix(buf.String(), "{") {
 		t.Errorf("logged %q, want a JSON line with the message", buf.String())
+	}
+}
+
+// The README's Deployment (deploy/kubernetes/deployment.yaml) starts
+// hasched with a command line serve accepts, as the kubelet would run it:
+// $(POD_IP) expanded, in a Pod (in-cluster configuration). The API server
+// accepting the manifest itself is integration/kube_test.go's.
+func TestTheDeploymentManifestsCommandLineIsValid(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+	data, err := os.ReadFile(filepath.Join("..", "..", "deploy", "kubernetes", "deployment.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("deployment.yaml: %v", err)
+		}
+		if d, ok := obj.(*appsv1.Deployment); ok {
+			args = d.Spec.Template.Spec.Containers[0].Args
+		}
+	}
+	if len(args) == 0 || args[0] != "serve" {
+		t.Fatalf("the Deployment's container runs %q, want serve", args)
+	}
+	password := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(password, []byte("s3cret-from-a-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var line []string
+	for _, a := range args[1:] {
+		a = strings.ReplaceAll(a, "$(POD_IP)", "10.244.1.7")
+		if strings.HasPrefix(a, "--auth-password-file=") {
+			a = "--auth-password-file=" + password
+		}
+		if strings.HasPrefix(a, "--data-dir=") {
+			a = "--data-dir=" + filepath.Join(t.TempDir(), "data")
+		}
+		line = append(line, a)
+	}
+	var got serveConfig
+	cmd := serveCommand(func(_ *cobra.Command, cfg serveConfig) error { got = cfg; return nil })
+	cmd.SetArgs(line)
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("serve refuses the Deployment's command line %q: %v", line, err)
+	}
+	if got.executor != "kubernetes" || got.advertise != "10.244.1.7:8899" || got.kube.cfg.FetchImage == "" || got.kube.cfg.Image == "" {
+		t.Errorf("the Deployment's hasched: executor %q, advertise %q, images %q/%q", got.executor, got.advertise, got.kube.cfg.Image, got.kube.cfg.FetchImage)
 	}
 }
