@@ -336,22 +336,46 @@ func newKubeRig(t testing.TB, nodes ...string) *kubeRig {
 	r.waitReady(2 * time.Minute)
 
 	inNet := []string{"--kubeconfig=/etc/kube/admin.kubeconfig"}
-	startContainer(t, image,
+	r.logsOnFailure("kube-apiserver", r.apiserver.ctr)
+	r.logsOnFailure("kube-scheduler", startContainer(t, image,
 		tcnetwork.WithNetwork([]string{"kube-scheduler"}, r.nw),
 		r.files("admin.kubeconfig"),
 		testcontainers.WithEnv(map[string]string{"HOME": "/tmp"}),
 		testcontainers.WithCmd(append([]string{"kube-scheduler", "--leader-elect=false", "--secure-port=0"}, inNet...)...),
-	)
-	startContainer(t, image,
+	))
+	r.logsOnFailure("kwok", startContainer(t, image,
 		tcnetwork.WithNetwork([]string{"kwok"}, r.nw),
 		r.files("admin.kubeconfig", "stages.yaml"),
 		testcontainers.WithEnv(map[string]string{"HOME": "/tmp"}),
 		testcontainers.WithCmd(append([]string{"kwok", "--manage-all-nodes=true", "--config=/etc/kube/stages.yaml"}, inNet...)...),
-	)
+	))
 	for _, n := range nodes {
 		r.addNode(n)
 	}
 	return r
+}
+
+// logsOnFailure prints the end of a control-plane container's log when the
+// test fails (before the container is removed).
+func (r *kubeRig) logsOnFailure(name string, c testcontainers.Container) {
+	r.t.Cleanup(func() {
+		if !r.t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		rc, err := c.Logs(ctx)
+		if err != nil {
+			r.t.Logf("the log of %s: %v", name, err)
+			return
+		}
+		defer rc.Close()
+		b, _ := io.ReadAll(io.LimitReader(rc, 64<<20))
+		if len(b) > 32<<10 {
+			b = b[len(b)-32<<10:]
+		}
+		r.t.Logf("--- the end of the log of %s ---\n%s", name, b)
+	})
 }
 
 // files copies the named files of the rig's directory into /etc/kube.
@@ -419,6 +443,24 @@ func (r *kubeRig) addNode(name string) {
 		}
 		return errors.New("not Ready yet")
 	})
+	// The API server taints a new node not-ready (TaintNodesByCondition);
+	// the controller-manager's node lifecycle controller lifts the taint
+	// once the node is Ready. The rig has none: the test lifts it.
+	haEventually(r.t, "node "+name+" untainted", time.Minute, func() error {
+		n, err := r.admin.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(n.Spec.Taints) == 0 {
+			return nil
+		}
+		n.Spec.Taints = nil
+		_, err = r.admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		if err == nil {
+			err = errors.New("untainted; checking")
+		}
+		return err
+	})
 }
 
 // namespace creates a namespace with hasched's RBAC from deploy/kubernetes
@@ -430,6 +472,12 @@ func (r *kubeRig) namespace(ns string) (kubeconfig string) {
 	defer cancel()
 	if _, err := r.admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		r.t.Fatalf("create namespace %s: %v", ns, err)
+	}
+	// Every namespace has a default service account, which Pods without
+	// one of their own (hasched's tasks) are admitted with; the
+	// controller-manager makes it in a cluster, the rig has none.
+	if _, err := r.admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		r.t.Fatalf("create the default service account of %s: %v", ns, err)
 	}
 	account := ""
 	for _, obj := range kubeManifest(r.t, "rbac.yaml") {
