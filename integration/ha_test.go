@@ -1236,10 +1236,16 @@ func (c *haCluster) waitFires(path string, fromMs int64, n int, timeout time.Dur
 // off the cron, or if fires are still missing at the timeout.
 func (c *haCluster) checkExactlyOnce(path string, cutoffMs int64, timeout time.Duration) {
 	c.t.Helper()
+	haCheckExactlyOnce(c.t, func() ([]haFire, error) { return haReadFires(path) }, cutoffMs, timeout)
+}
+
+// haCheckExactlyOnce is checkExactlyOnce on the runs read returns.
+func haCheckExactlyOnce(t testing.TB, read func() ([]haFire, error), cutoffMs int64, timeout time.Duration) {
+	t.Helper()
 	var fires []haFire
-	haEventually(c.t, "every fire up to the cut-off ran exactly once", timeout, func() error {
+	haEventually(t, "every fire up to the cut-off ran exactly once", timeout, func() error {
 		var err error
-		if fires, err = haReadFires(path); err != nil {
+		if fires, err = read(); err != nil {
 			return err
 		}
 		missing, wrong := haExactlyOnce(fires, haShards, cutoffMs)
@@ -1251,14 +1257,14 @@ func (c *haCluster) checkExactlyOnce(path string, cutoffMs int64, timeout time.D
 	// Runs of fires due after the cut-off still run: look again for late
 	// duplicates once more have.
 	time.Sleep(2 * time.Second)
-	fires, err := haReadFires(path)
+	fires, err := read()
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if _, wrong := haExactlyOnce(fires, haShards, cutoffMs); wrong != nil {
-		c.t.Error(wrong)
+		t.Error(wrong)
 	}
-	c.t.Logf("%s", haFireSummary(fires, cutoffMs))
+	t.Logf("%s", haFireSummary(fires, cutoffMs))
 }
 
 // haExactlyOnce compares the runs with the every-second cron's fire times

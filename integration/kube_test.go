@@ -90,7 +90,7 @@ func (c *haCluster) registerKubeTick(name string) {
 	})
 }
 
-// waitPods waits until every shard of job has at least n Pods of fires at
+// kubeWaitPods waits until every shard of job has at least n Pods of fires at
 // or after fromMs.
 func kubeWaitPods(t testing.TB, rec *kubeRecorder, job string, fromMs int64, n int, timeout time.Duration) {
 	t.Helper()
@@ -116,22 +116,10 @@ func kubeWaitPods(t testing.TB, rec *kubeRecorder, job string, fromMs int64, n i
 // ever created twice.
 func kubeCheckExactlyOnce(t testing.TB, rec *kubeRecorder, job string, cutoffMs int64, timeout time.Duration) {
 	t.Helper()
-	haEventually(t, "every fire of "+job+" up to the cut-off has exactly one Pod per shard", timeout, func() error {
-		missing, wrong := haExactlyOnce(rec.fires(job), haShards, cutoffMs)
-		if wrong != nil {
-			return wait.Stop(wrong)
-		}
-		return missing
-	})
-	time.Sleep(2 * time.Second)
-	fires := rec.fires(job)
-	if _, wrong := haExactlyOnce(fires, haShards, cutoffMs); wrong != nil {
-		t.Error(wrong)
-	}
+	haCheckExactlyOnce(t, func() ([]haFire, error) { return rec.fires(job), nil }, cutoffMs, timeout)
 	if r := rec.reused(); len(r) > 0 {
 		t.Errorf("Pod names created more than once: %s", strings.Join(r, ", "))
 	}
-	t.Logf("Pods of %s: %s", job, haFireSummary(fires, cutoffMs))
 }
 
 // kubeExecution is a run as GET /api/job/{job}/executions gives it.

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
@@ -13,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hasched/hasched/scheduler/apppkg/apppkgtest"
 	"github.com/hasched/hasched/scheduler/executor/kube"
 )
 
@@ -20,34 +18,14 @@ import (
 // escape adds an entry that would land outside.
 func fetchAppTarGz(t *testing.T, escape bool) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	files := []struct {
-		name, body string
-		mode       int64
-	}{{"bin/start.sh", "#!/bin/sh\necho started\n", 0o755}, {"conf/app.conf", "greeting=hi\n", 0o644}}
+	entries := []apppkgtest.Entry{
+		{Name: "bin/start.sh", Body: "#!/bin/sh\necho started\n", Mode: 0o755},
+		{Name: "conf/app.conf", Body: "greeting=hi\n"},
+	}
 	if escape {
-		files = append(files, struct {
-			name, body string
-			mode       int64
-		}{"../outside", "pwned", 0o644})
+		entries = append(entries, apppkgtest.Entry{Name: "../outside", Body: "pwned"})
 	}
-	for _, f := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.body)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(f.body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return apppkgtest.TarGz(t, entries...)
 }
 
 // fetchAppServer serves the packages, only to requests bearing the token

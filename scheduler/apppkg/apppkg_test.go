@@ -2,9 +2,6 @@ package apppkg
 
 import (
 	"archive/tar"
-	"archive/zip"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +17,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/hasched/hasched/scheduler/apppkg/apppkgtest"
 )
 
 func TestMain(m *testing.M) {
@@ -30,64 +29,11 @@ func TestMain(m *testing.M) {
 const waitLimit = 15 * time.Second
 
 // tarEntry is one entry of a test archive.
-type tarEntry struct {
-	name, body, link string
-	typ              byte
-	mode             int64
-}
+type tarEntry = apppkgtest.Entry
 
-func makeTarGz(t *testing.T, entries []tarEntry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for _, en := range entries {
-		hdr := &tar.Header{Name: en.name, Typeflag: en.typ, Mode: en.mode, Linkname: en.link, Size: int64(len(en.body))}
-		if hdr.Typeflag == 0 {
-			hdr.Typeflag = tar.TypeReg
-		}
-		if hdr.Mode == 0 {
-			hdr.Mode = 0o644
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			hdr.Size = 0
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if hdr.Size > 0 {
-			if _, err := tw.Write([]byte(en.body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
+func makeTarGz(t *testing.T, entries []tarEntry) []byte { return apppkgtest.TarGz(t, entries...) }
 
-func makeZip(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for name, body := range files {
-		w, err := zw.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write([]byte(body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
+func makeZip(t *testing.T, files map[string]string) []byte { return apppkgtest.Zip(t, files) }
 
 func writeFile(t *testing.T, path string, b []byte) string {
 	t.Helper()
@@ -105,11 +51,11 @@ func sha256Of(b []byte) string {
 // appTarball is an app with a script, a file and a symlink.
 func appTarball(t *testing.T) []byte {
 	return makeTarGz(t, []tarEntry{
-		{name: "bin/", typ: tar.TypeDir, mode: 0o755},
-		{name: "bin/start.sh", mode: 0o755, body: "#!/bin/sh\ncat conf/greeting\n"},
-		{name: "conf/greeting", body: "hello from the app\n"},
-		{name: "conf/link", typ: tar.TypeSymlink, link: "greeting"},
-		{name: "./", typ: tar.TypeDir, mode: 0o755},
+		{Name: "bin/", Type: tar.TypeDir, Mode: 0o755},
+		{Name: "bin/start.sh", Mode: 0o755, Body: "#!/bin/sh\ncat conf/greeting\n"},
+		{Name: "conf/greeting", Body: "hello from the app\n"},
+		{Name: "conf/link", Type: tar.TypeSymlink, Link: "greeting"},
+		{Name: "./", Type: tar.TypeDir, Mode: 0o755},
 	})
 }
 
@@ -237,7 +183,7 @@ func TestFetchUnpacksZipAndPlainFiles(t *testing.T) {
 // to more than UnpackFactor times MaxBytes.
 func TestFetchBoundsThePackageAndItsTree(t *testing.T) {
 	pkg := appTarball(t)
-	bomb := makeTarGz(t, []tarEntry{{name: "zeros", body: strings.Repeat("\x00", 64<<10)}})
+	bomb := makeTarGz(t, []tarEntry{{Name: "zeros", Body: strings.Repeat("\x00", 64<<10)}})
 	srv := serve(t, map[string][]byte{"/app.tar.gz": pkg, "/chunked.tar.gz": pkg, "/bomb.tar.gz": bomb}, "/chunked.tar.gz")
 	file := writeFile(t, filepath.Join(t.TempDir(), "app.tar.gz"), pkg)
 
@@ -266,8 +212,8 @@ func TestFetchRefusesTraversal(t *testing.T) {
 	victim := filepath.Join(base, "escaped")
 	srv := serve(t, map[string][]byte{
 		"/evil.tar.gz": makeTarGz(t, []tarEntry{
-			{name: "ok.txt", body: "fine"},
-			{name: "../../../../../../../.." + victim, body: "pwned"},
+			{Name: "ok.txt", Body: "fine"},
+			{Name: "../../../../../../../.." + victim, Body: "pwned"},
 		}),
 		"/evil.zip": makeZip(t, map[string]string{"../escaped": "pwned"}),
 	})
@@ -286,22 +232,22 @@ func TestFetchRefusesTraversal(t *testing.T) {
 
 func TestUnpackRefusesUnsafeEntries(t *testing.T) {
 	cases := map[string][]tarEntry{
-		"absolute":          {{name: "/etc/evil", body: "x"}},
-		"dotdot":            {{name: "a/../../evil", body: "x"}},
-		"absolute symlink":  {{name: "l", typ: tar.TypeSymlink, link: "/etc"}},
-		"escaping symlink":  {{name: "a/l", typ: tar.TypeSymlink, link: "../../x"}},
-		"escaping hardlink": {{name: "h", typ: tar.TypeLink, link: "../x"}},
+		"absolute":          {{Name: "/etc/evil", Body: "x"}},
+		"dotdot":            {{Name: "a/../../evil", Body: "x"}},
+		"absolute symlink":  {{Name: "l", Type: tar.TypeSymlink, Link: "/etc"}},
+		"escaping symlink":  {{Name: "a/l", Type: tar.TypeSymlink, Link: "../../x"}},
+		"escaping hardlink": {{Name: "h", Type: tar.TypeLink, Link: "../x"}},
 		// Each link alone stays inside; through the first, the second
 		// leads out.
 		"symlink chain": {
-			{name: "a/b/up", typ: tar.TypeSymlink, link: "../.."},
-			{name: "a/b/up/out", typ: tar.TypeSymlink, link: "../.."},
+			{Name: "a/b/up", Type: tar.TypeSymlink, Link: "../.."},
+			{Name: "a/b/up/out", Type: tar.TypeSymlink, Link: "../.."},
 		},
 		// A file written through a symlinked directory that leads out.
 		"write through symlink": {
-			{name: "a/b/up", typ: tar.TypeSymlink, link: "../.."},
-			{name: "a/b/up/x/y", typ: tar.TypeSymlink, link: "../../.."},
-			{name: "a/b/up/x/y/evil", body: "x"},
+			{Name: "a/b/up", Type: tar.TypeSymlink, Link: "../.."},
+			{Name: "a/b/up/x/y", Type: tar.TypeSymlink, Link: "../../.."},
+			{Name: "a/b/up/x/y/evil", Body: "x"},
 		},
 	}
 	for name, entries := range cases {

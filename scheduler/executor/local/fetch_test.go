@@ -2,8 +2,6 @@ package local
 
 import (
 	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -12,49 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hasched/hasched/scheduler/apppkg/apppkgtest"
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
 // tarEntry is one entry of a test archive.
-type tarEntry struct {
-	name, body, link string
-	typ              byte
-	mode             int64
-}
+type tarEntry = apppkgtest.Entry
 
-func makeTarGz(t *testing.T, entries []tarEntry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for _, en := range entries {
-		hdr := &tar.Header{Name: en.name, Typeflag: en.typ, Mode: en.mode, Linkname: en.link, Size: int64(len(en.body))}
-		if hdr.Typeflag == 0 {
-			hdr.Typeflag = tar.TypeReg
-		}
-		if hdr.Mode == 0 {
-			hdr.Mode = 0o644
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			hdr.Size = 0
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if hdr.Size > 0 {
-			if _, err := tw.Write([]byte(en.body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
+func makeTarGz(t *testing.T, entries []tarEntry) []byte { return apppkgtest.TarGz(t, entries...) }
 
 func writeFile(t *testing.T, path string, b []byte) string {
 	t.Helper()
@@ -67,11 +30,11 @@ func writeFile(t *testing.T, path string, b []byte) string {
 // appTarball is an app whose bootstrap script prints its working dir.
 func appTarball(t *testing.T) []byte {
 	return makeTarGz(t, []tarEntry{
-		{name: "bin/", typ: tar.TypeDir, mode: 0o755},
-		{name: "bin/start.sh", mode: 0o755, body: "#!/bin/sh\necho \"app says $1\" >/dev/null\ncat conf/greeting\npwd >\"$HASCHED_TASK_DIR/pwd\"\n"},
-		{name: "conf/greeting", body: "hello from the app\n"},
-		{name: "conf/link", typ: tar.TypeSymlink, link: "greeting"},
-		{name: "./", typ: tar.TypeDir, mode: 0o755},
+		{Name: "bin/", Type: tar.TypeDir, Mode: 0o755},
+		{Name: "bin/start.sh", Mode: 0o755, Body: "#!/bin/sh\necho \"app says $1\" >/dev/null\ncat conf/greeting\npwd >\"$HASCHED_TASK_DIR/pwd\"\n"},
+		{Name: "conf/greeting", Body: "hello from the app\n"},
+		{Name: "conf/link", Type: tar.TypeSymlink, Link: "greeting"},
+		{Name: "./", Type: tar.TypeDir, Mode: 0o755},
 	})
 }
 
@@ -115,8 +78,8 @@ func TestAppFetchRefusesEscapingTarball(t *testing.T) {
 	base := t.TempDir()
 	victim := filepath.Join(base, "escaped")
 	pkg := writeFile(t, filepath.Join(base, "evil.tar.gz"), makeTarGz(t, []tarEntry{
-		{name: "ok.txt", body: "fine"},
-		{name: "../../../../../../../.." + victim, body: "pwned"},
+		{Name: "ok.txt", Body: "fine"},
+		{Name: "../../../../../../../.." + victim, Body: "pwned"},
 	}))
 	e := newTestExec(t, testConfig(t, filepath.Join(base, "work")))
 	good := task("t-after-evil", "true")
