@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,14 @@ import (
 
 // kubeKillGrace is the tasks' grace on delete in these tests.
 const kubeKillGrace = "1s"
+
+// kubeFetchImage is the image of app packages' init containers (kwok
+// runs none: the name is enough).
+const kubeFetchImage = "hasched.test/hasched:1"
+
+// kubePackageSecret is in an app package's URL: it must reach the Pod's
+// init container and no log of hasched's.
+const kubePackageSecret = "pkg-t0ken-1a2b3c"
 
 func TestKubernetes(t *testing.T) {
 	if testing.Short() {
@@ -59,6 +68,7 @@ func kubeCluster(t *testing.T, b haBackend, addr string, rig *kubeRig, ns string
 		"--kube-config", kubeconfig,
 		"--kube-namespace", ns,
 		"--kube-image", kubeTaskImage,
+		"--kube-fetch-image", kubeFetchImage,
 		"--kube-kill-grace", kubeKillGrace,
 		"--kube-pull-timeout", "3s",
 		// Long enough that a new leader finds every end its predecessor
@@ -323,7 +333,8 @@ func kubeAPIServerRestarted(t *testing.T, b haBackend, addr string, rig *kubeRig
 	c.expectAlive(c.procs...)
 }
 
-// kubeNodeEvictionPull: what nodes do to Pods, on one hasched process.
+// kubeNodeEvictionPull: what nodes do to Pods, and app packages, on one
+// hasched process.
 //   - A node is lost (its Node removed, its Pods deleted as the pod
 //     garbage collector would): the DAEMON shards that ran there run again elsewhere, the
 //     others keep their Pods.
@@ -331,6 +342,8 @@ func kubeAPIServerRestarted(t *testing.T, b haBackend, addr string, rig *kubeRig
 //     as a new attempt of the same fire.
 //   - An image cannot be pulled: the task ends FAILED after the pull
 //     timeout and its Pod is removed.
+//   - An app package (appURL): the Pod has its fetch step, the URL's token
+//     in the step's environment only, and runs; no log holds the token.
 func kubeNodeEvictionPull(t *testing.T, b haBackend, addr string, rig *kubeRig) {
 	ns := "nodes-" + b.name
 	rec := rig.record(ns)
@@ -357,8 +370,16 @@ func kubeNodeEvictionPull(t *testing.T, b haBackend, addr string, rig *kubeRig) 
 		"jobExecutionType": "TRANSIENT", "failover": true, "cpuCount": 0.1, "memoryMB": 16,
 		"scriptCommandLine": "sleep 1",
 	})
+	c.write("/api/app", map[string]any{"appName": "kube-package", "bootstrapScript": "bin/start.sh",
+		"appURL": "https://packages.example/app.tar.gz?token=" + kubePackageSecret})
+	c.write("/api/job/register", map[string]any{
+		"jobName": "package", "appName": "kube-package", "cron": never, "shardingTotalCount": 1,
+		"jobExecutionType": "TRANSIENT", "cpuCount": 0.1, "memoryMB": 16,
+		"scriptCommandLine": "sleep 1",
+	})
 	c.write("/api/job/trigger", "evicted")
 	c.write("/api/job/trigger", "unpullable")
+	c.write("/api/job/trigger", "package")
 
 	// Every DAEMON shard runs, on one node or the other.
 	running := func(job string) map[int]kubePod {
@@ -422,6 +443,28 @@ func kubeNodeEvictionPull(t *testing.T, b haBackend, addr string, rig *kubeRig) 
 	})
 	if n := len(rec.of("unpullable")); n != 1 {
 		t.Errorf("the unpullable task had %d Pods, want 1", n)
+	}
+
+	// An app package: the API server takes the Pod with its fetch step
+	// (the URL in its environment, not on its command line), and the task
+	// runs after it in the default image, in the package's directory.
+	haEventually(t, "the app package's task FINISHED", time.Minute, func() error {
+		return kubeHasRun(c, p, "package", "", "FINISHED", "")
+	})
+	pkgPods := rec.of("package")
+	if len(pkgPods) != 1 {
+		t.Fatalf("the package's task had %d Pods, want 1", len(pkgPods))
+	}
+	if pod, err := rig.admin.CoreV1().Pods(ns).Get(ctx, pkgPods[0].Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("the package task's Pod: %v", err)
+	} else if ics := pod.Spec.InitContainers; len(ics) != 1 || ics[0].Image != kubeFetchImage ||
+		len(ics[0].Env) != 1 || !strings.Contains(ics[0].Env[0].Value, kubePackageSecret) ||
+		strings.Contains(strings.Join(append(ics[0].Command, ics[0].Args...), " "), kubePackageSecret) ||
+		pod.Spec.Containers[0].Image != kubeTaskImage || pod.Spec.Containers[0].WorkingDir != "/hasched/task/app" {
+		t.Errorf("the package task's Pod: init containers %+v, container %s in %s", ics, pod.Spec.Containers[0].Image, pod.Spec.Containers[0].WorkingDir)
+	}
+	if b, err := os.ReadFile(p.logPath); err != nil || strings.Contains(string(b), kubePackageSecret) {
+		t.Errorf("hasched's log holds the package URL's token (read: %v)", err)
 	}
 
 	// The node lost: the shards that ran there run on the other node; the

@@ -259,8 +259,24 @@ func (e *Executor) fetchContainer(t executor.Task, res corev1.ResourceList, moun
 		Command:                  []string{"hasched"},
 		Args:                     args,
 		Env:                      []corev1.EnvVar{{Name: FetchURLEnv, Value: t.AppURL}},
-		Resources:                corev1.ResourceRequirements{Requests: res.DeepCopy(), Limits: res.DeepCopy()},
+		Resources:                corev1.ResourceRequirements{Requests: res.DeepCopy(), Limits: fetchLimits(res)},
 		VolumeMounts:             mounts,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+}
+
+// minFetchMemory is the least memory limit of the fetch container: a task
+// may ask for less than hasched itself needs to run (a Go binary unpacking
+// an archive), and the Pod's request is the larger of its init and its
+// task containers' anyway, so a higher limit on the init step costs the
+// node nothing while the task runs.
+const minFetchMemory = 128 << 20
+
+// fetchLimits are the task's limits with memory at least minFetchMemory.
+func fetchLimits(res corev1.ResourceList) corev1.ResourceList {
+	out := res.DeepCopy()
+	if m, ok := out[corev1.ResourceMemory]; ok && m.Value() < minFetchMemory {
+		out[corev1.ResourceMemory] = *resource.NewQuantity(minFetchMemory, resource.BinarySI)
+	}
+	return out
 }

@@ -236,13 +236,18 @@ func TestPodOfATaskWithAnAppPackage(t *testing.T) {
 			t.Errorf("init container mounts %s", m.MountPath)
 		}
 	}
-	for name, pair := range map[string][2]corev1.ResourceList{
-		"requests": {ic.Resources.Requests, c.Resources.Requests},
-		"limits":   {ic.Resources.Limits, c.Resources.Limits},
-	} {
-		if len(pair[0]) != 2 || !pair[0].Cpu().Equal(*pair[1].Cpu()) || !pair[0].Memory().Equal(*pair[1].Memory()) {
-			t.Errorf("init container %s %v, want the task's %v", name, pair[0], pair[1])
-		}
+	// Requests are the task's; the memory limit is at least what hasched
+	// itself needs (the task asks for 64 MB), never below the task's.
+	if r := ic.Resources.Requests; len(r) != 2 || !r.Cpu().Equal(*c.Resources.Requests.Cpu()) || !r.Memory().Equal(*c.Resources.Requests.Memory()) {
+		t.Errorf("init container requests %v, want the task's %v", r, c.Resources.Requests)
+	}
+	if l := ic.Resources.Limits; len(l) != 2 || !l.Cpu().Equal(*c.Resources.Limits.Cpu()) || l.Memory().Value() != minFetchMemory {
+		t.Errorf("init container limits %v, want the task's CPU and %d bytes", l, minFetchMemory)
+	}
+	big := tk
+	big.ID, big.MemoryMB = "pkg@-@1@-@1@-@0", 512
+	if m := ex.podFor(big).Spec.InitContainers[0].Resources.Limits.Memory().Value(); m != 512<<20 {
+		t.Errorf("a 512 MB task's fetch container is limited to %d bytes, want the task's", m)
 	}
 	if ic.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
 		t.Errorf("termination message policy %q: a failed fetch's reason would not reach the status", ic.TerminationMessagePolicy)
