@@ -302,11 +302,19 @@ func kubeDeposedLeaderWakes(t *testing.T, b haBackend, addr string, rig *kubeRig
 	// A create already on the wire when the process stopped may land
 	// when it resumes (the next leader adopts such a Pod by its name);
 	// none may be sent after it woke up.
+	var ofOldTerm int
 	for _, p := range rec.of("tick") {
-		if p.Term == oldTerm && p.Created.After(resumed.Add(time.Second)) {
+		if p.Term != oldTerm {
+			continue
+		}
+		ofOldTerm++
+		if p.Created.After(resumed.Add(time.Second)) {
 			t.Errorf("Pod %s of the deposed term %s was created %v after it resumed",
 				p.Name, oldTerm, p.Created.Sub(resumed).Round(time.Millisecond))
 		}
+	}
+	if ofOldTerm == 0 {
+		t.Errorf("no Pod carries the deposed term %s: its Pods' term annotation is not the term's token", oldTerm)
 	}
 	c.expectAlive(c.procs...)
 }
