@@ -1210,8 +1210,14 @@ func haReadFires(path string) ([]haFire, error) {
 // fromMs.
 func (c *haCluster) waitFires(path string, fromMs int64, n int, timeout time.Duration) {
 	c.t.Helper()
-	haEventually(c.t, "fires run", timeout, func() error {
-		fires, err := haReadFires(path)
+	haWaitRuns(c.t, "fires run", func() ([]haFire, error) { return haReadFires(path) }, fromMs, n, timeout)
+}
+
+// haWaitRuns is waitFires on the runs read returns.
+func haWaitRuns(t testing.TB, what string, read func() ([]haFire, error), fromMs int64, n int, timeout time.Duration) {
+	t.Helper()
+	haEventually(t, what, timeout, func() error {
+		fires, err := read()
 		if err != nil {
 			return err
 		}

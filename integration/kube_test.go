@@ -104,20 +104,7 @@ func (c *haCluster) registerKubeTick(name string) {
 // or after fromMs.
 func kubeWaitPods(t testing.TB, rec *kubeRecorder, job string, fromMs int64, n int, timeout time.Duration) {
 	t.Helper()
-	haEventually(t, "Pods of "+job, timeout, func() error {
-		count := make([]int, haShards)
-		for _, f := range rec.fires(job) {
-			if f.fireMs >= fromMs && f.shard >= 0 && f.shard < haShards {
-				count[f.shard]++
-			}
-		}
-		for s, k := range count {
-			if k < n {
-				return fmt.Errorf("shard %d has %d Pods, want %d", s, k, n)
-			}
-		}
-		return nil
-	})
+	haWaitRuns(t, "Pods of "+job, func() ([]haFire, error) { return rec.fires(job), nil }, fromMs, n, timeout)
 }
 
 // kubeCheckExactlyOnce waits until every fire of job from its first up to
