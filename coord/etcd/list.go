@@ -55,10 +55,7 @@ func (c *Coordinator) List(ctx context.Context, path string) ([]coord.Node, erro
 func (c *Coordinator) list(ctx context.Context, path string, pageSize int64, betweenPages func()) ([]coord.Node, error) {
 	prefix := c.keys.children(path)
 	end := clientv3.GetPrefixRangeEnd(prefix)
-	page := func(from string, opts ...clientv3.OpOption) clientv3.Op {
-		return clientv3.OpGet(from, append(opts, clientv3.WithRange(end), clientv3.WithLimit(pageSize),
-			clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))...)
-	}
+	page := func(from string, opts ...clientv3.OpOption) clientv3.Op { return pageOp(from, end, pageSize, opts...) }
 	var (
 		rng *clientv3.GetResponse
 		rev int64
@@ -93,12 +90,43 @@ func (c *Coordinator) list(ctx context.Context, path string, pageSize int64, bet
 		if betweenPages != nil {
 			betweenPages()
 		}
-		// The next page starts just after the last key read.
-		next, err := c.cli.Do(ctx, page(string(rng.Kvs[len(rng.Kvs)-1].Key)+"\x00", clientv3.WithRev(rev)))
-		if err != nil {
+		var err error
+		if rng, err = c.nextPage(ctx, rng, end, rev, pageSize); err != nil {
 			return nil, err
 		}
-		rng = next.Get()
+	}
+}
+
+// pageOp reads one page of [from, end), in key order.
+func pageOp(from, end string, pageSize int64, opts ...clientv3.OpOption) clientv3.Op {
+	return clientv3.OpGet(from, append(opts, clientv3.WithRange(end), clientv3.WithLimit(pageSize),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))...)
+}
+
+// nextPage reads the page of [after the last key of prev, end) at rev.
+func (c *Coordinator) nextPage(ctx context.Context, prev *clientv3.GetResponse, end string, rev, pageSize int64) (*clientv3.GetResponse, error) {
+	next, err := c.cli.Do(ctx, pageOp(string(prev.Kvs[len(prev.Kvs)-1].Key)+"\x00", end, pageSize, clientv3.WithRev(rev)))
+	if err != nil {
+		return nil, err
+	}
+	return next.Get(), nil
+}
+
+// pages hands each page of [from, end) at revision rev to f, in key order:
+// a Mirror's read of one depth of its subtree.
+func (c *Coordinator) pages(ctx context.Context, from, end string, rev, pageSize int64, f func([]*mvccpb.KeyValue)) error {
+	resp, err := c.cli.Do(ctx, pageOp(from, end, pageSize, clientv3.WithRev(rev)))
+	if err != nil {
+		return err
+	}
+	for rng := resp.Get(); ; {
+		f(rng.Kvs)
+		if !rng.More || len(rng.Kvs) == 0 {
+			return nil
+		}
+		if rng, err = c.nextPage(ctx, rng, end, rev, pageSize); err != nil {
+			return err
+		}
 	}
 }
 
