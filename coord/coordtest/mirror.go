@@ -201,8 +201,24 @@ func testMirrorSyncSeesAnotherSessionsLastWrite(t *testing.T, e *env) {
 	c, w := e.open(t), e.open(t)
 	m := openMirror(t, e, c, "/t")
 	mustCreate(t, e.ctx, w, "/t/k", []byte("start"))
+	// Before each write the test waits for, a batch of large values
+	// changes: their events, ahead of the write's in the watch, keep a
+	// mirror that did not wait for the write behind it when Sync returns.
+	const noise = 9
+	for j := range noise {
+		mustCreate(t, e.ctx, w, fmt.Sprintf("/t/noise/%d", j), nil)
+	}
+	big := bytes.Repeat([]byte("n"), 20_000)
 	for i := range 50 {
 		want := strconv.Itoa(i)
+		ops := make([]coord.Op, 0, noise)
+		for j := range noise {
+			big[0] = byte(i)
+			ops = append(ops, coord.SetOp(fmt.Sprintf("/t/noise/%d", j), bytes.Clone(big), coord.AnyVersion))
+		}
+		if _, err := w.Apply(e.ctx, ops...); err != nil {
+			t.Fatal(err)
+		}
 		v, err := w.Set(e.ctx, "/t/k", []byte(want), coord.AnyVersion)
 		if err != nil {
 			t.Fatal(err)
