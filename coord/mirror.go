@@ -26,7 +26,10 @@ type Reads interface {
 // (ErrNotFound, ErrInvalidPath) and the same Version of each node, plus
 // ErrNotMirrored for a path outside the mirrored subtree. They are as fresh
 // as the watch events received so far, which may lag the servers: a caller
-// that must see every acknowledged write calls Sync first.
+// that must see every acknowledged write calls Sync first. The values they
+// return may be the mirror's own memory, shared with other callers: they
+// must not be modified (copying them would cost a List of 100,000 children
+// ten times as much).
 //
 // A Mirror belongs to the session it was opened on. When the session ends
 // or the Mirror is closed, every call fails with ErrSessionLost or

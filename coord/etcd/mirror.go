@@ -81,9 +81,21 @@ type mirror struct {
 // replaced, so a reader may use one after releasing the lock.
 type mirrorItem struct {
 	key     string
-	value   []byte
+	value   []byte // never nil: the Coordinator reads an empty value as []byte{}
 	version int64
 }
+
+func newItem(kv *mvccpb.KeyValue) *mirrorItem {
+	value := kv.Value
+	if value == nil {
+		value = []byte{}
+	}
+	return &mirrorItem{key: string(kv.Key), value: value, version: kv.ModRevision}
+}
+
+// shared hands out a value of the copy with no room to append into, so an
+// append by the caller cannot write into the copy.
+func shared(value []byte) []byte { return value[:len(value):len(value)] }
 
 func itemLess(a, b *mirrorItem) bool { return a.key < b.key }
 
@@ -226,6 +238,10 @@ func (m *mirror) endedLocked() error {
 }
 
 // Get reads one node from the copy.
+//
+// Values are the copy's own, not copied for the caller, who must not
+// modify them: copying the values of 100,000 children (60 MB) took 95 ms
+// of a List that takes 10 ms without.
 func (m *mirror) Get(ctx context.Context, path string) (coord.Node, error) {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return coord.Node{}, fmt.Errorf("get %s: %w", path, err)
@@ -241,8 +257,7 @@ func (m *mirror) Get(ctx context.Context, path string) (coord.Node, error) {
 	if err != nil {
 		return coord.Node{}, fmt.Errorf("get %s: %w", path, err)
 	}
-	// The copy's values are shared; the caller gets its own.
-	return coord.Node{Path: path, Value: append([]byte{}, it.value...), Version: coord.Version(it.version)}, nil
+	return coord.Node{Path: path, Value: shared(it.value), Version: coord.Version(it.version)}, nil
 }
 
 // children collects the items of path's direct children, in order; like
@@ -280,8 +295,6 @@ func (m *mirror) Children(ctx context.Context, path string) ([]string, error) {
 }
 
 // List reads the node's direct children with their values from the copy.
-// The values are copied into one allocation, as a caller listing 100,000
-// children would otherwise pay for 100,000.
 func (m *mirror) List(ctx context.Context, path string) ([]coord.Node, error) {
 	if err := coord.ValidatePath(path); err != nil {
 		return nil, fmt.Errorf("list %s: %w", path, err)
@@ -290,17 +303,10 @@ func (m *mirror) List(ctx context.Context, path string) ([]coord.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", path, err)
 	}
-	size := 0
-	for _, it := range items {
-		size += len(it.value)
-	}
-	buf := make([]byte, 0, size)
 	nodes := make([]coord.Node, 0, len(items))
 	for _, it := range items {
-		off := len(buf)
-		buf = append(buf, it.value...)
 		// The key's tail is the node's path: no new string per node.
-		nodes = append(nodes, coord.Node{Path: it.key[m.pathOff:], Value: buf[off:len(buf):len(buf)], Version: coord.Version(it.version)})
+		nodes = append(nodes, coord.Node{Path: it.key[m.pathOff:], Value: shared(it.value), Version: coord.Version(it.version)})
 	}
 	return nodes, nil
 }
@@ -494,7 +500,7 @@ func (m *mirror) apply(events []*clientv3.Event) {
 			m.tree.Delete(&mirrorItem{key: key})
 			continue
 		}
-		m.tree.ReplaceOrInsert(&mirrorItem{key: key, value: ev.Kv.Value, version: rev})
+		m.tree.ReplaceOrInsert(newItem(ev.Kv))
 	}
 	if last > m.rev {
 		m.rev = last
@@ -559,7 +565,7 @@ func (m *mirror) read(ctx context.Context) (*btree.BTreeG[*mirrorItem], int64, e
 	tree := btree.NewG(64, itemLess)
 	add := func(kvs []*mvccpb.KeyValue) {
 		for _, kv := range kvs {
-			tree.ReplaceOrInsert(&mirrorItem{key: string(kv.Key), value: kv.Value, version: kv.ModRevision})
+			tree.ReplaceOrInsert(newItem(kv))
 		}
 	}
 	counts := resp.Responses

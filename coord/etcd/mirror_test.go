@@ -189,17 +189,25 @@ func BenchmarkMirrorSyncList(b *testing.B) {
 	if err := m.Sync(ctx); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(float64(time.Since(start).Milliseconds()), "first-sync-ms")
+	firstSync := time.Since(start)
 	b.Run("mirror", func(b *testing.B) {
+		var syncTime, listTime time.Duration
 		for range b.N {
+			start := time.Now()
 			if err := m.Sync(ctx); err != nil {
 				b.Fatal(err)
 			}
+			mid := time.Now()
 			nodes, err := m.List(ctx, "/jobs")
 			if err != nil || len(nodes) != n {
 				b.Fatalf("List: %d nodes, %v", len(nodes), err)
 			}
+			syncTime += mid.Sub(start)
+			listTime += time.Since(mid)
 		}
+		b.ReportMetric(float64(firstSync.Milliseconds()), "first-sync-ms")
+		b.ReportMetric(float64(syncTime.Microseconds())/float64(b.N), "sync-µs/op")
+		b.ReportMetric(float64(listTime.Microseconds())/float64(b.N), "list-µs/op")
 	})
 	b.Run("raw", func(b *testing.B) {
 		for range b.N {
