@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 	"github.com/hashicorp/go-hclog"
@@ -53,8 +54,9 @@ import (
 // connection was down can be answered before the events SetWatches prompts.
 // So after every reconnection within the session the Mirror reads the
 // whole subtree again (tagged with the reconnection's position, so a Sync
-// after it waits for that reread): correct whatever SetWatches did, at the
-// cost of a full read. go-zookeeper then holds two watch channels for an
+// after it waits for that reread; it starts reconnectSettle after the
+// reconnection): correct whatever SetWatches did, at the cost of a full
+// read. go-zookeeper then holds two watch channels for an
 // unchanged node until its watch fires.
 
 // Kinds of reads of one node.
@@ -139,6 +141,10 @@ type Mirror struct {
 	pending  []readKey // reads to hand to the readers, in order
 	head     int       // pending[:head] are handed out
 	down     bool      // the connection broke since the last session event
+	// reloadTag is the tag of a reread due after a reconnection, counted
+	// in tags from the reconnection on; reloadDue fires when it is time.
+	reloadTag uint64
+	reloadDue <-chan time.Time
 
 	mu        sync.RWMutex
 	err       error // why the Mirror ended; nil while it runs
@@ -293,6 +299,15 @@ func (m *Mirror) loop() {
 				m.mu.Unlock()
 				batch = batch[n:]
 			}
+		case <-m.reloadDue:
+			m.reloadDue = nil
+			m.mu.Lock()
+			if m.err == nil {
+				m.reload(m.reloadTag)
+				m.untag(m.reloadTag)
+				m.releaseWaiters()
+			}
+			m.mu.Unlock()
 		case send <- next:
 			m.pending[m.head] = readKey{}
 			m.head++
@@ -442,9 +457,19 @@ func (m *Mirror) applyEvent(ev zk.Event, pos uint64) {
 			m.down = true
 			return
 		}
-		if m.down {
-			m.down = false
-			m.reload(pos)
+		if !m.down {
+			return
+		}
+		m.down = false
+		// Not at once: go-zookeeper reads the last zxid for SetWatches
+		// without synchronizing with the receive loop that updates it on
+		// every answer (see reconnectSettle), and a reread of a large
+		// subtree would put answers on the wire right then. The reread's
+		// tag is counted from now, so a Sync waits for it all the same.
+		if m.reloadDue == nil {
+			m.reloadTag = pos
+			m.tags[pos]++
+			m.reloadDue = time.After(reconnectSettle)
 		}
 		return
 	}

@@ -538,3 +538,55 @@ func BenchmarkMirrorZooKeeper(b *testing.B) {
 		}
 	})
 }
+
+// Under a steady stream of writes by another session, every Sync returns
+// promptly and shows at least the last write acknowledged before it.
+func TestMirrorSyncUnderConstantWrites(t *testing.T) {
+	h, ctx, ns := serverTest(t)
+	c, _ := h.openTest(t, ctx, ns)
+	other, _ := h.openTest(t, ctx, ns)
+	mustCreate(t, ctx, other, "/m/hot", []byte("0"))
+	m := mirrorOf(t, ctx, c, "/m")
+	mirrorSync(t, ctx, m)
+
+	var mu sync.Mutex
+	var acked coord.Version // the hot node's version last acknowledged
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; wctx.Err() == nil; i++ {
+			v, err := other.Set(wctx, "/m/hot", []byte(fmt.Sprint(i)), coord.AnyVersion)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			acked = coord.Version(v)
+			mu.Unlock()
+			name := fmt.Sprintf("/m/churn/c%d", i%7)
+			if _, err := other.Create(wctx, name, nil); errors.Is(err, coord.ErrExists) {
+				_ = other.Delete(wctx, name, coord.AnyVersion)
+			}
+		}
+	}()
+	for range 30 {
+		mu.Lock()
+		before := acked
+		mu.Unlock()
+		start := time.Now()
+		mirrorSync(t, ctx, m)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("Sync under writes took %v", d)
+		}
+		got, err := m.Get(ctx, "/m/hot")
+		if err != nil || got.Version < before {
+			t.Fatalf("after Sync: %+v, %v; a write of version %d was acknowledged before it", got, err, before)
+		}
+	}
+	stop()
+	wg.Wait()
+	mirrorSync(t, ctx, m)
+	sameAsCoordinator(t, ctx, c, m, "/m")
+}
