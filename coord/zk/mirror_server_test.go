@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -516,6 +517,13 @@ func BenchmarkMirrorZooKeeper(b *testing.B) {
 		}
 	})
 	b.Run("sync+list", func(b *testing.B) {
+		heap := func() float64 {
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			return float64(ms.HeapAlloc)
+		}
+		before := heap()
 		m, err := c.Mirror(ctx, "/m")
 		if err != nil {
 			b.Fatal(err)
@@ -524,6 +532,8 @@ func BenchmarkMirrorZooKeeper(b *testing.B) {
 		if err := m.Sync(ctx); err != nil {
 			b.Fatal(err)
 		}
+		// What the Mirror and go-zookeeper's watches of it hold.
+		held := (heap() - before) / children
 		b.ResetTimer()
 		for range b.N {
 			if err := m.Sync(ctx); err != nil {
@@ -531,6 +541,7 @@ func BenchmarkMirrorZooKeeper(b *testing.B) {
 			}
 			list(b, m)
 		}
+		b.ReportMetric(held, "heap-B/node")
 	})
 	b.Run("coordinator-list", func(b *testing.B) {
 		for range b.N {
