@@ -164,6 +164,10 @@ type Coordinator struct {
 	reconnect   chan struct{}   // closed and replaced shortly after every reconnection
 	campaigns   map[string]bool // elections with a campaign or leadership under way
 	leaderships map[*Leadership]struct{}
+	// mirrors are the open Mirrors, which onEvent passes watch events to;
+	// replaced whole (under mu) when one opens or closes, so that onEvent
+	// reads it without a lock.
+	mirrors atomic.Pointer[[]*Mirror]
 	// wg counts every goroutine the Coordinator starts: one per request in
 	// flight, leadership watchers, withdrawals. Each ends at the latest when
 	// the connection is closed, which fails every pending request.
@@ -369,6 +373,11 @@ func (c *Coordinator) spawn(f func()) bool {
 // onEvent is go-zookeeper's event callback. It runs on go-zookeeper's
 // goroutines and must not block.
 func (c *Coordinator) onEvent(ev zk.Event) {
+	if ms := c.mirrors.Load(); ms != nil {
+		for _, m := range *ms {
+			m.offer(ev)
+		}
+	}
 	if ev.Type != zk.EventSession {
 		return
 	}
