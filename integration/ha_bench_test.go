@@ -123,8 +123,16 @@ func BenchmarkHATakeover(b *testing.B) {
 			}
 
 			metrics := map[string][]time.Duration{}
+			// warmLines is how many "standby is warm" lines each process
+			// had logged when it last started: a takeover is measured only
+			// once every standby is warm again (its mirror of the state
+			// loaded, its jobs decoded), as it would be in service.
+			warmLines := map[*haProc]int{}
 			for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGKILL, syscall.SIGTERM} {
 				leader := c.waitLeader(10 * time.Minute)
+				for _, p := range c.others(leader) {
+					haWaitWarm(b, p, warmLines[p])
+				}
 				at := time.Now()
 				leader.signal(sig)
 				next, leads := c.firstLeader(c.others(leader), at, 10*time.Minute)
@@ -140,6 +148,7 @@ func BenchmarkHATakeover(b *testing.B) {
 				metrics[name+"-leads-ms"] = append(metrics[name+"-leads-ms"], leads)
 				metrics[name+"-lists-ms"] = append(metrics[name+"-lists-ms"], answers)
 				leader.waitExit(time.Minute)
+				warmLines[leader] = haCountLines(leader.logPath, haWarmLine)
 				leader.start()
 				c.waitAnswers(leader, time.Minute)
 			}
@@ -153,6 +162,33 @@ func BenchmarkHATakeover(b *testing.B) {
 			}
 		})
 	}
+}
+
+// haWarmLine is what a standby logs once its mirror of the state is loaded
+// and its jobs decoded (scheduler/standby.go).
+const haWarmLine = "standby is warm"
+
+// haCountLines counts the lines of the log at logPath that hold s.
+func haCountLines(logPath, s string) int {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), s)
+}
+
+// haWaitWarm waits until p has logged more "standby is warm" lines than
+// the before it had when it last started.
+func haWaitWarm(t testing.TB, p *haProc, before int) {
+	t.Helper()
+	began := time.Now()
+	haEventually(t, p.name+" is a warm standby", 10*time.Minute, func() error {
+		if n := haCountLines(p.logPath, haWarmLine); n <= before {
+			return fmt.Errorf("%s has not logged %q since it started", p.name, haWarmLine)
+		}
+		return nil
+	})
+	t.Logf("%s: a warm standby (waited %v)", p.name, time.Since(began).Round(time.Millisecond))
 }
 
 // haBenchCount reads a count from the environment, def if unset.

@@ -102,6 +102,7 @@ type Scheduler struct {
 	mu        sync.Mutex
 	started   bool
 	reads     coord.Coordinator // the read session; nil while there is none
+	standby   *standby          // the read session's Mirrors of the state
 	term      *term             // the current term; nil unless leading
 	lastError time.Time         // when the last term failed
 	// quarantineSeen is when this process first found each quarantined
@@ -157,7 +158,8 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.LeaderWait == 0 {
 		cfg.LeaderWait = DefaultLeaderWait
 	}
-	return &Scheduler{cfg: cfg, log: cfg.Logger.Named("scheduler")}, nil
+	log := cfg.Logger.Named("scheduler")
+	return &Scheduler{cfg: cfg, log: log, standby: &standby{log: log}}, nil
 }
 
 func (s *Scheduler) now() time.Time { return s.cfg.Clock().UTC() }
@@ -209,6 +211,7 @@ func (s *Scheduler) keepReadSession(ctx context.Context) {
 		s.mu.Lock()
 		s.reads = c
 		s.mu.Unlock()
+		s.standby.setSession(c)
 		select {
 		case <-ctx.Done():
 		case <-c.Done():
@@ -217,6 +220,7 @@ func (s *Scheduler) keepReadSession(ctx context.Context) {
 		s.mu.Lock()
 		s.reads = nil
 		s.mu.Unlock()
+		s.standby.setSession(nil)
 		_ = c.Close()
 	}
 }
@@ -247,6 +251,7 @@ func (s *Scheduler) lead(ctx context.Context, c coord.Coordinator, l coord.Leade
 	s.term = t
 	s.mu.Unlock()
 	err := t.run(ctx)
+	s.standby.release()
 	s.mu.Lock()
 	s.term = nil
 	if err != nil && ctx.Err() == nil {

@@ -169,6 +169,11 @@ func TestConformance(t *testing.T) {
 	coordtest.Run(t, newHarness(t))
 }
 
+// The Mirror scenarios every backend passes (coordtest.RunMirror).
+func TestMirrorConformance(t *testing.T) {
+	coordtest.RunMirror(t, newHarness(t))
+}
+
 func TestOpenByURL(t *testing.T) {
 	servers := zktest.Servers(t)
 	ctx := context.Background()

@@ -182,8 +182,15 @@ func ignore(err error, expected ...error) error {
 	return err
 }
 
-// Reader reads the state through one session.
-type Reader struct{ c coord.Coordinator }
+// Reader reads the state through one session, or from a standby's
+// Mirrors.
+type Reader struct{ c source }
+
+// source is what a Reader reads through: a session, or Mirrors.
+type source interface {
+	coord.Reads
+	Leader(ctx context.Context, election string) ([]byte, error)
+}
 
 // NewReader reads through c.
 func NewReader(c coord.Coordinator) Reader { return Reader{c: c} }
