@@ -115,7 +115,7 @@ const (
 	// behind it is unbounded.
 	statusBuffer = 1024
 	// janitorInterval is how often terminal task directories older than
-	// Retention are removed (also on every Reconcile).
+	// Retention are removed (an implicit Reconcile removes them too).
 	janitorInterval = time.Minute
 	// tmpRetention: leftovers in WorkDir/tmp older than this (and than
 	// twice FetchTimeout, which bounds a fetch) belong to no running fetch
@@ -260,6 +260,8 @@ type Executor struct {
 	// kills are the SIGKILLs due KillGrace after a SIGTERM.
 	kills map[string]pendingKill
 	calls executor.Gate // Launch, Kill and Reconcile calls in flight
+	// lastReconcile is the last Reconcile call that completed.
+	lastReconcile reconcileSpan
 
 	// wake nudges the monitor (a child exited, a kill was requested); it is
 	// never closed, so late senders (reapers) are safe after Close.
