@@ -42,6 +42,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -262,6 +263,9 @@ type Executor struct {
 	calls executor.Gate // Launch, Kill and Reconcile calls in flight
 	// lastReconcile is the last Reconcile call that completed.
 	lastReconcile reconcileSpan
+	// reconciling counts the Reconcile calls in flight; the monitor does
+	// not poll meanwhile.
+	reconciling atomic.Int32
 
 	// wake nudges the monitor (a child exited, a kill was requested); it is
 	// never closed, so late senders (reapers) are safe after Close.

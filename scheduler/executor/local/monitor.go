@@ -329,14 +329,18 @@ func (e *Executor) Reconcile(ctx context.Context, taskIDs []string) error {
 	stop := context.AfterFunc(e.ctx, cancel)
 	defer stop()
 
+	// The monitor rests meanwhile: this call judges the tasks it would.
+	e.reconciling.Add(1)
+	defer e.reconciling.Add(-1)
 	began := time.Now()
 	reuse := e.reconcileReuse(began)
+	procs := newProcCache()
 	var errs []error
 	if len(taskIDs) == 0 {
-		errs = e.reconcileAll(ctx, reuse)
+		errs = e.reconcileAll(ctx, reuse, procs)
 	} else {
 		errs = reconcileEach(ctx, len(taskIDs), func(i int) error {
-			return e.reconcileOne(taskIDs[i], e.taskDir(taskIDs[i]), false, reuse)
+			return e.reconcileOne(taskIDs[i], e.taskDir(taskIDs[i]), false, reuse, procs)
 		})
 	}
 	if err := ctx.Err(); err != nil {
@@ -369,17 +373,17 @@ func (e *Executor) reconcileReuse(now time.Time) time.Time {
 // terminal for longer than Retention. A RUNNING judgement of a Reconcile
 // made at or after reuse, and the last thing reported about the task,
 // answers again without a read of the directory (see Reconcile).
-func (e *Executor) reconcileOne(id, dir string, implicit bool, reuse time.Time) error {
+func (e *Executor) reconcileOne(id, dir string, implicit bool, reuse time.Time, procs *procCache) error {
 	rec := e.lockRecord(id)
 	defer rec.mu.Unlock()
-	judged := time.Now()
+	judged := procs.at
 	var j judgement
 	if !reuse.IsZero() && !rec.runningAt.Before(reuse) && rec.running.state == executor.StateRunning &&
 		rec.sentAny && !rec.terminalSent && rec.sent == executor.StateRunning {
 		j, judged = rec.running, rec.runningAt
 	} else {
 		var err error
-		if j, err = e.judge(dir); err != nil {
+		if j, err = e.judgeIn(dir, procs); err != nil {
 			return fmt.Errorf("reconcile %s: %w", id, err)
 		}
 	}
@@ -395,7 +399,7 @@ func (e *Executor) reconcileOne(id, dir string, implicit bool, reuse time.Time) 
 	return nil
 }
 
-func (e *Executor) reconcileAll(ctx context.Context, reuse time.Time) []error {
+func (e *Executor) reconcileAll(ctx context.Context, reuse time.Time, procs *procCache) []error {
 	entries, err := os.ReadDir(e.cfg.tasksDir())
 	if err != nil {
 		return []error{fmt.Errorf("reconcile: %w", err)}
@@ -414,7 +418,7 @@ func (e *Executor) reconcileAll(ctx context.Context, reuse time.Time) []error {
 			e.log.Debug("task dir without a readable ID", "task_dir", dir)
 			return nil
 		}
-		return e.reconcileOne(id, dir, true, reuse)
+		return e.reconcileOne(id, dir, true, reuse, procs)
 	})
 }
 
@@ -485,14 +489,21 @@ func (e *Executor) monitor() {
 	}
 }
 
-// poll judges every watched task once.
+// poll judges every watched task once, unless a Reconcile is judging them
+// right now: with thousands of tasks, a poll beside a new term's
+// reconciliation took half of its CPU to read the same directories again.
+// After it, each task the Reconcile judged waits a PollInterval.
 func (e *Executor) poll() {
+	if e.reconciling.Load() > 0 {
+		return
+	}
 	e.mu.Lock()
 	recs := make([]*taskRecord, 0, len(e.watched))
 	for _, rec := range e.watched {
 		recs = append(recs, rec)
 	}
 	e.mu.Unlock()
+	procs := newProcCache()
 	for _, rec := range recs {
 		if e.ctx.Err() != nil {
 			return
@@ -506,14 +517,15 @@ func (e *Executor) poll() {
 		// the monitor had judged it: a new term's reconciliation of
 		// thousands of tasks does not read each one a second time.
 		if !rec.dropped && !rec.terminalSent && time.Since(rec.reconciledAt) >= e.cfg.PollInterval {
-			e.pollOne(rec)
+			e.pollOne(rec, procs)
 		}
 		rec.mu.Unlock()
 	}
 }
 
-// pollOne judges one watched task; rec.mu is held.
-func (e *Executor) pollOne(rec *taskRecord) {
+// pollOne judges one watched task, reading /proc through procs; rec.mu is
+// held.
+func (e *Executor) pollOne(rec *taskRecord, procs *procCache) {
 	dir := e.taskDir(rec.id)
 	if err := e.rotateOutput(dir); err != nil {
 		if msg := err.Error(); msg != rec.lastErr {
@@ -521,8 +533,8 @@ func (e *Executor) pollOne(rec *taskRecord) {
 			e.log.Warn("cannot cap task output", "task_id", rec.id, "error", err)
 		}
 	}
-	judged := time.Now()
-	j, err := e.judge(dir)
+	judged := procs.at
+	j, err := e.judgeIn(dir, procs)
 	if err != nil {
 		if msg := err.Error(); msg != rec.lastErr {
 			rec.lastErr = msg

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // hostIdentity tells whether a pid recorded by another process can be
@@ -76,8 +78,48 @@ const (
 	procRebooted                  // recorded before the host rebooted: gone
 )
 
-// check tells whether the process recorded in p still runs.
-func (h hostIdentity) check(p pidFile) liveness {
+// procCache remembers, for one round of judgements (a Reconcile, a poll of
+// the monitor), what /proc said of each pid, so that the tasks of one
+// process cost one read of it. A process found alive may die during the
+// round; judge reads the exit file after the liveness, so a judgement
+// made from the cache is one made when the cache read /proc: RUNNING
+// then, and its end is reported by a later poll. A nil *procCache reads
+// /proc every time.
+type procCache struct {
+	// at is when the round began: what is judged through the cache is
+	// known as of then (at least).
+	at time.Time
+	mu sync.Mutex
+	m  map[int]procLookup
+}
+
+type procLookup struct {
+	st  procStat
+	err error
+}
+
+func newProcCache() *procCache { return &procCache{at: time.Now(), m: make(map[int]procLookup)} }
+
+// stat is readProcStat(pid), read once per cache.
+func (c *procCache) stat(pid int) (procStat, error) {
+	if c == nil {
+		return readProcStat(pid)
+	}
+	c.mu.Lock()
+	v, ok := c.m[pid]
+	c.mu.Unlock()
+	if !ok {
+		v.st, v.err = readProcStat(pid)
+		c.mu.Lock()
+		c.m[pid] = v
+		c.mu.Unlock()
+	}
+	return v.st, v.err
+}
+
+// check tells whether the process recorded in p still runs, reading /proc
+// through c.
+func (h hostIdentity) check(p pidFile, c *procCache) liveness {
 	if p.BootID != "" && h.bootID != "" && p.BootID != h.bootID {
 		return procRebooted
 	}
@@ -87,11 +129,8 @@ func (h hostIdentity) check(p pidFile) liveness {
 	if p.Pid <= 0 {
 		return procDead
 	}
-	// kill(pid, 0) is the cheap test; EPERM still means "exists".
-	if err := syscall.Kill(p.Pid, 0); errors.Is(err, syscall.ESRCH) {
-		return procDead
-	}
-	st, err := readProcStat(p.Pid)
+	// No /proc entry (or one that cannot be read): gone.
+	st, err := c.stat(p.Pid)
 	if err != nil {
 		return procDead
 	}
@@ -144,9 +183,9 @@ func aliveHeld(dir string) (held, ok bool) {
 // this PID namespace; a task recorded without it (launched by an older
 // executor) in another namespace stays uncertain, and one recorded with it
 // whose file is gone is dead there: nothing will ever tell more.
-func (h hostIdentity) liveness(dir string, p pidFile) liveness {
+func (h hostIdentity) liveness(dir string, p pidFile, c *procCache) liveness {
 	if !p.AliveLock {
-		return h.check(p)
+		return h.check(p, c)
 	}
 	if p.BootID != "" && h.bootID != "" && p.BootID != h.bootID {
 		return procRebooted
@@ -157,7 +196,7 @@ func (h hostIdentity) liveness(dir string, p pidFile) liveness {
 		}
 		return procDead
 	}
-	if l := h.check(p); l != procUncertain {
+	if l := h.check(p, c); l != procUncertain {
 		return l
 	}
 	return procDead
@@ -172,7 +211,7 @@ func (h hostIdentity) groupIsOurs(p pidFile) bool {
 	if p.Pgid <= 0 {
 		return false
 	}
-	if l := h.check(p); l == procUncertain || l == procRebooted {
+	if l := h.check(p, nil); l == procUncertain || l == procRebooted {
 		return false // not a process group of this kernel or namespace
 	}
 	st, err := readProcStat(p.Pgid)

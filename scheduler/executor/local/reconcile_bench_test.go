@@ -51,16 +51,24 @@ func BenchmarkReconcile10000(b *testing.B) {
 			for range b.N {
 				benchTermReconcile(b, cfg, ids, &m)
 			}
+			// The best of the runs too: on a shared machine the mean
+			// says much about the neighbours.
 			var sum reconcileSample
+			best := m[0]
 			for _, s := range m {
 				sum.explicit += s.explicit
 				sum.implicit += s.implicit
 				sum.cpu += s.cpu
+				if s.explicit+s.implicit < best.explicit+best.implicit {
+					best = s
+				}
 			}
 			n := float64(len(m))
-			b.ReportMetric(float64(sum.explicit.Milliseconds())/n, "explicit-ms/op")
-			b.ReportMetric(float64(sum.implicit.Milliseconds())/n, "implicit-ms/op")
-			b.ReportMetric(float64(sum.cpu.Milliseconds())/n, "cpu-ms/op")
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+			b.ReportMetric(ms(sum.explicit)/n, "explicit-ms/op")
+			b.ReportMetric(ms(sum.implicit)/n, "implicit-ms/op")
+			b.ReportMetric(ms(sum.cpu)/n, "cpu-ms/op")
+			b.ReportMetric(ms(best.explicit+best.implicit), "best-ms")
 		})
 	}
 }

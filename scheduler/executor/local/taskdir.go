@@ -300,7 +300,10 @@ func notExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 // StartGrace gets a "never started" pid file, created exclusively, so that
 // the verdict is the same for every executor and a launcher that was only
 // slow learns it lost (see start).
-func (e *Executor) judge(dir string) (judgement, error) {
+func (e *Executor) judge(dir string) (judgement, error) { return e.judgeIn(dir, nil) }
+
+// judgeIn is judge reading /proc through c (see procCache).
+func (e *Executor) judgeIn(dir string, c *procCache) (judgement, error) {
 	fi, err := os.Stat(dir)
 	if notExist(err) {
 		return judgement{state: executor.StateUnknown, message: "no such task"}, nil
@@ -358,7 +361,7 @@ func (e *Executor) judge(dir string) (judgement, error) {
 	// before it exits, so a process found dead has written it if it ever
 	// will. The other order would mistake a task that has just finished
 	// for a lost one.
-	live := e.host.liveness(dir, p)
+	live := e.host.liveness(dir, p, c)
 	code, exitMod, err := readExit(dir)
 	switch {
 	case err == nil:
