@@ -42,6 +42,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -115,7 +116,7 @@ const (
 	// behind it is unbounded.
 	statusBuffer = 1024
 	// janitorInterval is how often terminal task directories older than
-	// Retention are removed (also on every Reconcile).
+	// Retention are removed (an implicit Reconcile removes them too).
 	janitorInterval = time.Minute
 	// tmpRetention: leftovers in WorkDir/tmp older than this (and than
 	// twice FetchTimeout, which bounds a fetch) belong to no running fetch
@@ -260,6 +261,11 @@ type Executor struct {
 	// kills are the SIGKILLs due KillGrace after a SIGTERM.
 	kills map[string]pendingKill
 	calls executor.Gate // Launch, Kill and Reconcile calls in flight
+	// lastReconcile is the last Reconcile call that completed.
+	lastReconcile reconcileSpan
+	// reconciling counts the Reconcile calls in flight; the monitor does
+	// not poll meanwhile.
+	reconciling atomic.Int32
 
 	// wake nudges the monitor (a child exited, a kill was requested); it is
 	// never closed, so late senders (reapers) are safe after Close.

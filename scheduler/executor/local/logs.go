@@ -553,7 +553,7 @@ func (r *LogReader) taskEnded() bool {
 	if p.NeverStarted {
 		return true
 	}
-	switch r.host.liveness(r.dir, p) {
+	switch r.host.liveness(r.dir, p, nil) {
 	case procDead, procRebooted:
 		return true
 	}

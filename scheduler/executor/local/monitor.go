@@ -27,6 +27,23 @@ type taskRecord struct {
 	terminalSent bool           // the final state was reported; never again
 	termSignaled bool           // this executor sent SIGTERM for a kill or a timeout
 	lastErr      string         // last judge error logged, to log each once
+	// running is the last judgement of the task, made at runningAt, while
+	// it was RUNNING and RUNNING was the last thing reported: a Reconcile
+	// right after another answers from it (see Reconcile). Zero once
+	// anything else was judged or reported. reconciledAt is when a
+	// Reconcile last judged the task: the monitor leaves it alone for a
+	// poll interval after that.
+	running      judgement
+	runningAt    time.Time
+	reconciledAt time.Time
+}
+
+// keepRunning remembers j, made at `at`, if it is a RUNNING judgement and
+// RUNNING the last state reported; rec.mu is held, after report.
+func (rec *taskRecord) keepRunning(j judgement, at time.Time) {
+	if j.state == executor.StateRunning && !rec.dropped && rec.sentAny && rec.sent == executor.StateRunning {
+		rec.running, rec.runningAt = j, at
+	}
 }
 
 // pendingKill is a SIGKILL due at a time (KillGrace after the SIGTERM).
@@ -83,6 +100,10 @@ func (e *Executor) setWatching(rec *taskRecord, on bool) {
 // Reconcile, which is always given. A terminal state is reported on its own
 // once per executor, so a status nobody asked for is never repeated.
 func (e *Executor) report(rec *taskRecord, j judgement, always, reconcile bool) {
+	rec.running, rec.runningAt = judgement{}, time.Time{}
+	if !reconcile {
+		rec.reconciledAt = time.Time{}
+	}
 	if j.state == executor.StateUnknown {
 		if reconcile {
 			e.emit(rec.id, j, true)
@@ -288,6 +309,15 @@ func (e *Executor) stopIfDue(rec *taskRecord, dir string, j judgement) {
 // Reconcile answers for the named tasks, or, with no names, for every task
 // directory except those terminal for longer than Retention (which it
 // removes). Running tasks are watched from then on.
+//
+// A task this executor found RUNNING in a Reconcile that ended less than a
+// PollInterval before this one began (a term's explicit reconciliation,
+// followed by its implicit one) is answered RUNNING from that judgement
+// instead of its directory being read again, as long as nothing reported
+// the task since: the answer is no staler than the monitor's view, and an
+// end that came meanwhile is reported by the monitor's next poll, after
+// the answer. Expired directories that no Reconcile can name (see
+// reconcileAll) and tmp/ are left to the janitor.
 func (e *Executor) Reconcile(ctx context.Context, taskIDs []string) error {
 	end, err := e.begin()
 	if err != nil {
@@ -299,29 +329,63 @@ func (e *Executor) Reconcile(ctx context.Context, taskIDs []string) error {
 	stop := context.AfterFunc(e.ctx, cancel)
 	defer stop()
 
+	// The monitor rests meanwhile: this call judges the tasks it would.
+	e.reconciling.Add(1)
+	defer e.reconciling.Add(-1)
+	began := time.Now()
+	reuse := e.reconcileReuse(began)
+	procs := newProcCache()
 	var errs []error
 	if len(taskIDs) == 0 {
-		errs = e.reconcileAll(ctx)
+		errs = e.reconcileAll(ctx, reuse, procs)
 	} else {
 		errs = reconcileEach(ctx, len(taskIDs), func(i int) error {
-			return e.reconcileOne(taskIDs[i], e.taskDir(taskIDs[i]), false)
+			return e.reconcileOne(taskIDs[i], e.taskDir(taskIDs[i]), false, reuse, procs)
 		})
 	}
 	if err := ctx.Err(); err != nil {
 		return e.closedOr(err)
 	}
-	e.cleanup(ctx)
+	e.mu.Lock()
+	e.lastReconcile = reconcileSpan{began: began, ended: time.Now()}
+	e.mu.Unlock()
 	return errors.Join(errs...)
 }
 
+// reconcileSpan is when a Reconcile call ran.
+type reconcileSpan struct{ began, ended time.Time }
+
+// reconcileReuse returns since when a RUNNING judgement made by a
+// Reconcile may answer a Reconcile beginning at now: the start of the
+// last one, if it ended less than a PollInterval before now; zero (judge
+// every task) otherwise.
+func (e *Executor) reconcileReuse(now time.Time) time.Time {
+	e.mu.Lock()
+	last := e.lastReconcile
+	e.mu.Unlock()
+	if last.ended.IsZero() || now.Sub(last.ended) >= e.cfg.PollInterval {
+		return time.Time{}
+	}
+	return last.began
+}
+
 // reconcileOne answers for one task. implicit skips (and removes) a task
-// terminal for longer than Retention.
-func (e *Executor) reconcileOne(id, dir string, implicit bool) error {
+// terminal for longer than Retention. A RUNNING judgement of a Reconcile
+// made at or after reuse, and the last thing reported about the task,
+// answers again without a read of the directory (see Reconcile).
+func (e *Executor) reconcileOne(id, dir string, implicit bool, reuse time.Time, procs *procCache) error {
 	rec := e.lockRecord(id)
 	defer rec.mu.Unlock()
-	j, err := e.judge(dir)
-	if err != nil {
-		return fmt.Errorf("reconcile %s: %w", id, err)
+	judged := procs.at
+	var j judgement
+	if !reuse.IsZero() && !rec.runningAt.Before(reuse) && rec.running.state == executor.StateRunning &&
+		rec.sentAny && !rec.terminalSent && rec.sent == executor.StateRunning {
+		j, judged = rec.running, rec.runningAt
+	} else {
+		var err error
+		if j, err = e.judgeIn(dir, procs); err != nil {
+			return fmt.Errorf("reconcile %s: %w", id, err)
+		}
 	}
 	if implicit && j.terminal() && time.Since(terminalTime(dir)) > e.cfg.Retention {
 		e.removeTaskDir(dir)
@@ -330,10 +394,12 @@ func (e *Executor) reconcileOne(id, dir string, implicit bool) error {
 	}
 	e.stopIfDue(rec, dir, j)
 	e.report(rec, j, true, true)
+	rec.keepRunning(j, judged)
+	rec.reconciledAt = time.Now()
 	return nil
 }
 
-func (e *Executor) reconcileAll(ctx context.Context) []error {
+func (e *Executor) reconcileAll(ctx context.Context, reuse time.Time, procs *procCache) []error {
 	entries, err := os.ReadDir(e.cfg.tasksDir())
 	if err != nil {
 		return []error{fmt.Errorf("reconcile: %w", err)}
@@ -352,15 +418,14 @@ func (e *Executor) reconcileAll(ctx context.Context) []error {
 			e.log.Debug("task dir without a readable ID", "task_dir", dir)
 			return nil
 		}
-		return e.reconcileOne(id, dir, true)
+		return e.reconcileOne(id, dir, true, reuse, procs)
 	})
 }
 
 // reconcileInFlight is how many tasks a reconciliation judges at once.
 // Judging a task is a dozen small reads of its directory and of /proc; a
-// new leader reconciles every running task (twice: explicitly, then
-// implicitly) before it serves, so with 10,000 tasks one after another it
-// waited seconds for the file system.
+// new leader reconciles every running task before it serves, so with
+// 10,000 tasks one after another it waited seconds for the file system.
 const reconcileInFlight = 16
 
 // reconcileEach calls f(i) for each i in [0, n), reconcileInFlight at a
@@ -424,14 +489,21 @@ func (e *Executor) monitor() {
 	}
 }
 
-// poll judges every watched task once.
+// poll judges every watched task once, unless a Reconcile is judging them
+// right now: with thousands of tasks, a poll beside a new term's
+// reconciliation took half of its CPU to read the same directories again.
+// After it, each task the Reconcile judged waits a PollInterval.
 func (e *Executor) poll() {
+	if e.reconciling.Load() > 0 {
+		return
+	}
 	e.mu.Lock()
 	recs := make([]*taskRecord, 0, len(e.watched))
 	for _, rec := range e.watched {
 		recs = append(recs, rec)
 	}
 	e.mu.Unlock()
+	procs := newProcCache()
 	for _, rec := range recs {
 		if e.ctx.Err() != nil {
 			return
@@ -441,15 +513,19 @@ func (e *Executor) poll() {
 		if !rec.mu.TryLock() {
 			continue
 		}
-		if !rec.dropped && !rec.terminalSent {
-			e.pollOne(rec)
+		// A task a Reconcile has just judged waits a poll interval, as if
+		// the monitor had judged it: a new term's reconciliation of
+		// thousands of tasks does not read each one a second time.
+		if !rec.dropped && !rec.terminalSent && time.Since(rec.reconciledAt) >= e.cfg.PollInterval {
+			e.pollOne(rec, procs)
 		}
 		rec.mu.Unlock()
 	}
 }
 
-// pollOne judges one watched task; rec.mu is held.
-func (e *Executor) pollOne(rec *taskRecord) {
+// pollOne judges one watched task, reading /proc through procs; rec.mu is
+// held.
+func (e *Executor) pollOne(rec *taskRecord, procs *procCache) {
 	dir := e.taskDir(rec.id)
 	if err := e.rotateOutput(dir); err != nil {
 		if msg := err.Error(); msg != rec.lastErr {
@@ -457,7 +533,8 @@ func (e *Executor) pollOne(rec *taskRecord) {
 			e.log.Warn("cannot cap task output", "task_id", rec.id, "error", err)
 		}
 	}
-	j, err := e.judge(dir)
+	judged := procs.at
+	j, err := e.judgeIn(dir, procs)
 	if err != nil {
 		if msg := err.Error(); msg != rec.lastErr {
 			rec.lastErr = msg
@@ -476,6 +553,7 @@ func (e *Executor) pollOne(rec *taskRecord) {
 	// is carried out by whoever watches the task now; so is a timeout.
 	e.stopIfDue(rec, dir, j)
 	e.report(rec, j, false, false)
+	rec.keepRunning(j, judged)
 }
 
 // sendDueKills sends the SIGKILLs that are due and returns when the next

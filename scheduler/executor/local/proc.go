@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // hostIdentity tells whether a pid recorded by another process can be
@@ -42,7 +44,7 @@ type procStat struct {
 // parentheses and may itself contain spaces and parentheses, so fields are
 // counted from the last ')'.
 func readProcStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	b, err := readSmall("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return procStat{}, err
 	}
@@ -76,8 +78,48 @@ const (
 	procRebooted                  // recorded before the host rebooted: gone
 )
 
-// check tells whether the process recorded in p still runs.
-func (h hostIdentity) check(p pidFile) liveness {
+// procCache remembers, for one round of judgements (a Reconcile, a poll of
+// the monitor), what /proc said of each pid, so that the tasks of one
+// process cost one read of it. A process found alive may die during the
+// round; judge reads the exit file after the liveness, so a judgement
+// made from the cache is one made when the cache read /proc: RUNNING
+// then, and its end is reported by a later poll. A nil *procCache reads
+// /proc every time.
+type procCache struct {
+	// at is when the round began: what is judged through the cache is
+	// known as of then (at least).
+	at time.Time
+	mu sync.Mutex
+	m  map[int]procLookup
+}
+
+type procLookup struct {
+	st  procStat
+	err error
+}
+
+func newProcCache() *procCache { return &procCache{at: time.Now(), m: make(map[int]procLookup)} }
+
+// stat is readProcStat(pid), read once per cache.
+func (c *procCache) stat(pid int) (procStat, error) {
+	if c == nil {
+		return readProcStat(pid)
+	}
+	c.mu.Lock()
+	v, ok := c.m[pid]
+	c.mu.Unlock()
+	if !ok {
+		v.st, v.err = readProcStat(pid)
+		c.mu.Lock()
+		c.m[pid] = v
+		c.mu.Unlock()
+	}
+	return v.st, v.err
+}
+
+// check tells whether the process recorded in p still runs, reading /proc
+// through c.
+func (h hostIdentity) check(p pidFile, c *procCache) liveness {
 	if p.BootID != "" && h.bootID != "" && p.BootID != h.bootID {
 		return procRebooted
 	}
@@ -87,11 +129,8 @@ func (h hostIdentity) check(p pidFile) liveness {
 	if p.Pid <= 0 {
 		return procDead
 	}
-	// kill(pid, 0) is the cheap test; EPERM still means "exists".
-	if err := syscall.Kill(p.Pid, 0); errors.Is(err, syscall.ESRCH) {
-		return procDead
-	}
-	st, err := readProcStat(p.Pid)
+	// No /proc entry (or one that cannot be read): gone.
+	st, err := c.stat(p.Pid)
 	if err != nil {
 		return procDead
 	}
@@ -109,49 +148,58 @@ func (h hostIdentity) check(p pidFile) liveness {
 // an exclusive one. ok is false when the lock cannot be probed at all (no
 // file: a task launched before the lock existed).
 func aliveHeld(dir string) (held, ok bool) {
-	f, err := os.Open(filepath.Join(dir, fileAlive))
+	fd, err := openRead(filepath.Join(dir, fileAlive))
 	if err != nil {
 		return false, false
 	}
-	defer f.Close()
-	switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); {
-	case err == nil:
-		// Nobody holds it exclusively: the wrapper has exited or died.
-		// Closing f releases the probe's lock.
-		return false, true
-	case errors.Is(err, syscall.EWOULDBLOCK):
-		return true, true
-	default:
-		return false, false
+	// Closing fd releases the probe's lock, if it got it.
+	defer syscall.Close(fd)
+	for {
+		switch err := syscall.Flock(fd, syscall.LOCK_SH|syscall.LOCK_NB); {
+		case err == nil:
+			// Nobody holds it exclusively: the wrapper has exited or died.
+			return false, true
+		case errors.Is(err, syscall.EWOULDBLOCK):
+			return true, true
+		case errors.Is(err, syscall.EINTR):
+		default:
+			return false, false
+		}
 	}
 }
 
-// liveness of the task in dir recorded in p. In this PID namespace the pid
-// and its start time are exact; the alive lock adds that a wrapper whose
-// lock is free is gone whatever its pid now names. Across PID namespaces a
-// pid means nothing here, but a lock on a file of a shared WorkDir is the
-// kernel's, seen the same from every namespace: the lock alone decides, and
-// a task whose wrapper died there without an exit file is LOST instead of
+// liveness of the task in dir recorded in p. The alive lock decides where
+// there is one: the kernel drops a flock when the last descriptor of its
+// open file description closes, and only the wrapper holds that one (the
+// task's command does not get it; the wrapper's own helpers, printf and mv
+// of the exit file, live shorter than it). So a held lock is a live
+// wrapper, whatever namespace it runs in, and a free one a gone wrapper,
+// whatever its pid now names; the pid need not be looked up at all, which
+// matters to a new term judging thousands of tasks. A lock across PID
+// namespaces is the kernel's too, seen the same from every namespace: a
+// task whose wrapper died there without an exit file is LOST instead of
 // RUNNING for ever (which kept FORBID jobs and DAEMON shards from ever
-// running again). Only a task recorded without the lock (launched by an
-// older executor) in another namespace stays uncertain.
-func (h hostIdentity) liveness(dir string, p pidFile) liveness {
-	l := h.check(p)
-	if !p.AliveLock || l == procRebooted || l == procDead {
+// running again). Without the lock the pid and its start time decide, in
+// this PID namespace; a task recorded without it (launched by an older
+// executor) in another namespace stays uncertain, and one recorded with it
+// whose file is gone is dead there: nothing will ever tell more.
+func (h hostIdentity) liveness(dir string, p pidFile, c *procCache) liveness {
+	if !p.AliveLock {
+		return h.check(p, c)
+	}
+	if p.BootID != "" && h.bootID != "" && p.BootID != h.bootID {
+		return procRebooted
+	}
+	if held, ok := aliveHeld(dir); ok {
+		if held {
+			return procAlive
+		}
+		return procDead
+	}
+	if l := h.check(p, c); l != procUncertain {
 		return l
 	}
-	held, ok := aliveHeld(dir)
-	switch {
-	case ok && !held:
-		return procDead
-	case l == procUncertain && ok && held:
-		return procAlive
-	case l == procUncertain && !ok:
-		// Recorded with a lock whose file is gone: nothing can tell that
-		// the task runs, and nothing will ever tell it more.
-		return procDead
-	}
-	return l
+	return procDead
 }
 
 // groupIsOurs tells whether signalling process group p.Pgid can only hit
@@ -163,7 +211,7 @@ func (h hostIdentity) groupIsOurs(p pidFile) bool {
 	if p.Pgid <= 0 {
 		return false
 	}
-	if l := h.check(p); l == procUncertain || l == procRebooted {
+	if l := h.check(p, nil); l == procUncertain || l == procRebooted {
 		return false // not a process group of this kernel or namespace
 	}
 	st, err := readProcStat(p.Pgid)

@@ -157,7 +157,7 @@ var errCorrupt = errors.New("corrupt state file")
 
 func readPidFile(dir string) (pidFile, error) {
 	var p pidFile
-	b, err := os.ReadFile(filepath.Join(dir, filePid))
+	b, err := readSmall(filepath.Join(dir, filePid))
 	if err != nil {
 		return p, err
 	}
@@ -165,6 +165,51 @@ func readPidFile(dir string) (pidFile, error) {
 		return p, fmt.Errorf("%w: %s: %v", errCorrupt, filePid, err)
 	}
 	return p, nil
+}
+
+// openRead opens path for reading with plain system calls. os.Open also
+// registers the file with the runtime's poller (three more system calls,
+// all failing for a regular file), which is most of what opening the tiny
+// files of a task directory and of /proc costs: judge opens several per
+// task, and a new term judges every task. O_NONBLOCK: a FIFO in their
+// place does not block the open.
+func openRead(path string) (int, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			return fd, nil
+		}
+		if err != syscall.EINTR {
+			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+	}
+}
+
+// readSmall reads a whole file opened with openRead (as os.ReadFile, but
+// without the poller and the fstat, for the small state files judge
+// reads).
+func readSmall(path string) ([]byte, error) {
+	fd, err := openRead(path)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := syscall.Read(fd, b[len(b):cap(b)])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		case n == 0:
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
 }
 
 // tempName is a unique name for a file that is renamed or linked into
@@ -255,7 +300,10 @@ func notExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 // StartGrace gets a "never started" pid file, created exclusively, so that
 // the verdict is the same for every executor and a launcher that was only
 // slow learns it lost (see start).
-func (e *Executor) judge(dir string) (judgement, error) {
+func (e *Executor) judge(dir string) (judgement, error) { return e.judgeIn(dir, nil) }
+
+// judgeIn is judge reading /proc through c (see procCache).
+func (e *Executor) judgeIn(dir string, c *procCache) (judgement, error) {
 	fi, err := os.Stat(dir)
 	if notExist(err) {
 		return judgement{state: executor.StateUnknown, message: "no such task"}, nil
@@ -263,7 +311,7 @@ func (e *Executor) judge(dir string) (judgement, error) {
 	if err != nil {
 		return judgement{}, err
 	}
-	if msg, err := os.ReadFile(filepath.Join(dir, fileFailed)); err == nil {
+	if msg, err := readSmall(filepath.Join(dir, fileFailed)); err == nil {
 		return judgement{state: executor.StateFailed, message: string(msg)}, nil
 	} else if !notExist(err) {
 		return judgement{}, err
@@ -313,7 +361,7 @@ func (e *Executor) judge(dir string) (judgement, error) {
 	// before it exits, so a process found dead has written it if it ever
 	// will. The other order would mistake a task that has just finished
 	// for a lost one.
-	live := e.host.liveness(dir, p)
+	live := e.host.liveness(dir, p, c)
 	code, exitMod, err := readExit(dir)
 	switch {
 	case err == nil:
@@ -411,7 +459,7 @@ func (e *Executor) markNeverStarted(dir, reason string) (created bool, err error
 // readExit reads the wrapper's exit file.
 func readExit(dir string) (code int, mod time.Time, err error) {
 	path := filepath.Join(dir, fileExit)
-	b, err := os.ReadFile(path)
+	b, err := readSmall(path)
 	if err != nil {
 		return 0, time.Time{}, err
 	}
