@@ -1,7 +1,6 @@
 package zk
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -125,6 +124,7 @@ type Mirror struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	loaded chan struct{}  // closed once the first full read is in
 	wg     sync.WaitGroup // the loop and the readers
 	tasks  chan readKey   // from the loop to the readers
 
@@ -187,7 +187,13 @@ func (c *Coordinator) Mirror(ctx context.Context, path string) (coord.Mirror, er
 		inflight: map[readKey]*flight{},
 		nodes:    map[string]*mnode{},
 		tags:     map[uint64]int{},
+		loaded:   make(chan struct{}),
 	}
+	// The first full read's reads are tagged 0, as are the reads they
+	// prompt: a Sync-like waiter for tag 0 says when the whole subtree is
+	// in, which reads wait for (as on etcd), so that a read never sees a
+	// half-read tree.
+	m.waiters = []syncWaiter{{target: 0, ch: m.loaded}}
 	m.issue(readKey{path, readData}, 0)
 	m.issue(readKey{path, readChildren}, 0)
 
@@ -746,10 +752,29 @@ func (m *Mirror) lookup(op, path string) (*mnode, error) {
 	return n, nil
 }
 
+// waitLoaded returns once the first full read is in, or why a read of
+// path cannot be answered.
+func (m *Mirror) waitLoaded(ctx context.Context, op, path string) error {
+	if !m.covers(path) {
+		return fmt.Errorf("%s %s: %w (%s)", op, path, coord.ErrNotMirrored, m.path)
+	}
+	select {
+	case <-m.loaded:
+		return nil
+	case <-m.done:
+		return fmt.Errorf("%s %s: %w", op, path, m.ended())
+	case <-ctx.Done():
+		return fmt.Errorf("%s %s: %w", op, path, ctx.Err())
+	}
+}
+
 // Get answers from memory as Coordinator.Get does.
-func (m *Mirror) Get(_ context.Context, path string) (coord.Node, error) {
+func (m *Mirror) Get(ctx context.Context, path string) (coord.Node, error) {
 	if err := coord.ValidateNodePath(path); err != nil {
 		return coord.Node{}, fmt.Errorf("get: %w", err)
+	}
+	if err := m.waitLoaded(ctx, "get", path); err != nil {
+		return coord.Node{}, err
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -757,7 +782,7 @@ func (m *Mirror) Get(_ context.Context, path string) (coord.Node, error) {
 	if err != nil {
 		return coord.Node{}, err
 	}
-	return coord.Node{Path: path, Value: bytes.Clone(n.value), Version: coord.Version(n.version)}, nil
+	return coord.Node{Path: path, Value: n.value, Version: coord.Version(n.version)}, nil
 }
 
 // visibleKids are the sorted names of n's children whose values are in.
@@ -773,9 +798,12 @@ func visibleKids(n *mnode) []string {
 }
 
 // Children answers from memory as Coordinator.Children does.
-func (m *Mirror) Children(_ context.Context, path string) ([]string, error) {
+func (m *Mirror) Children(ctx context.Context, path string) ([]string, error) {
 	if err := coord.ValidatePath(path); err != nil {
 		return nil, fmt.Errorf("children: %w", err)
+	}
+	if err := m.waitLoaded(ctx, "children", path); err != nil {
+		return nil, err
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -787,9 +815,12 @@ func (m *Mirror) Children(_ context.Context, path string) ([]string, error) {
 }
 
 // List answers from memory as Coordinator.List does.
-func (m *Mirror) List(_ context.Context, path string) ([]coord.Node, error) {
+func (m *Mirror) List(ctx context.Context, path string) ([]coord.Node, error) {
 	if err := coord.ValidatePath(path); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
+	}
+	if err := m.waitLoaded(ctx, "list", path); err != nil {
+		return nil, err
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -801,7 +832,7 @@ func (m *Mirror) List(_ context.Context, path string) ([]coord.Node, error) {
 	nodes := make([]coord.Node, len(names))
 	for i, name := range names {
 		kid := n.kids[name]
-		nodes[i] = coord.Node{Path: coord.Join(path, name), Value: bytes.Clone(kid.value), Version: coord.Version(kid.version)}
+		nodes[i] = coord.Node{Path: coord.Join(path, name), Value: kid.value, Version: coord.Version(kid.version)}
 	}
 	return nodes, nil
 }

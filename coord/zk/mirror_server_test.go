@@ -189,11 +189,15 @@ func TestMirrorAnswersAsTheCoordinator(t *testing.T) {
 	if _, err := m.List(ctx, "/m/missing"); !errors.Is(err, coord.ErrNotFound) {
 		t.Errorf("List of a missing node: %v", err)
 	}
-	// A value handed out is the caller's.
+	// Values are shared with the mirror (coord.Mirror): an update replaces
+	// the node's value, it never writes into the one handed out.
 	got, _ := m.Get(ctx, "/m/a/b/c")
-	got.Value[0] = 'X'
-	if again, _ := m.Get(ctx, "/m/a/b/c"); !bytes.Equal(again.Value, []byte("again")) {
-		t.Fatalf("the mirror's value changed with the caller's copy: %q", again.Value)
+	if _, err := c.Set(ctx, "/m/a/b/c", []byte("later"), coord.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	mirrorSync(t, ctx, m)
+	if again, _ := m.Get(ctx, "/m/a/b/c"); !bytes.Equal(got.Value, []byte("again")) || !bytes.Equal(again.Value, []byte("later")) {
+		t.Fatalf("a value handed out became %q after an update to %q", got.Value, again.Value)
 	}
 }
 
