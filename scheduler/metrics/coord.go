@@ -19,7 +19,24 @@ import (
 // leads), and Done, Lost and the watch channels; Watch and WatchChildren
 // are timed until the watch is set up.
 func (m *Metrics) Coordinator(c coord.Coordinator, backend string) coord.Coordinator {
-	return &timedCoordinator{c: c, ops: m.coordOps.MustCurryWith(prometheus.Labels{"backend": backend})}
+	t := &timedCoordinator{c: c, ops: m.coordOps.MustCurryWith(prometheus.Labels{"backend": backend})}
+	// A backend that can mirror stays one through the decoration: a
+	// standby's warm takeover depends on it (scheduler/standby.go).
+	if mr, ok := c.(coord.Mirrorer); ok {
+		return &timedMirrorer{timedCoordinator: t, mr: mr}
+	}
+	return t
+}
+
+// timedMirrorer is a timedCoordinator of a backend that can mirror. The
+// Mirror's reads are from memory and are not timed.
+type timedMirrorer struct {
+	*timedCoordinator
+	mr coord.Mirrorer
+}
+
+func (t *timedMirrorer) Mirror(ctx context.Context, path string) (coord.Mirror, error) {
+	return t.mr.Mirror(ctx, path)
 }
 
 // The operation label of each timed call. A fenced write is its own

@@ -203,3 +203,40 @@ func TestResultLabelNamesEverySentinel(t *testing.T) {
 		}
 	}
 }
+
+// mirroring is a Coordinator that can mirror: Mirror says which path it
+// was asked for.
+type mirroring struct {
+	coord.Coordinator
+	asked string
+}
+
+var errMirrorAsked = errors.New("mirror asked")
+
+func (m *mirroring) Mirror(_ context.Context, path string) (coord.Mirror, error) {
+	m.asked = path
+	return nil, errMirrorAsked
+}
+
+// The decoration keeps a backend's ability to mirror, and adds none: a
+// standby mirrors the state only through a Coordinator that is a
+// coord.Mirrorer, and every serve process's sessions are decorated.
+func TestCoordinatorKeepsTheBackendsMirror(t *testing.T) {
+	m := newMetrics(t, Config{})
+	ctx := context.Background()
+	raw, err := schedtest.NewStore().Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.Coordinator(raw, "mem").(coord.Mirrorer); ok {
+		t.Fatal("a backend that cannot mirror became a Mirrorer")
+	}
+	inner := &mirroring{Coordinator: raw}
+	mr, ok := m.Coordinator(inner, "etcd").(coord.Mirrorer)
+	if !ok {
+		t.Fatal("a backend that can mirror lost it through the decoration")
+	}
+	if _, err := mr.Mirror(ctx, "/state"); !errors.Is(err, errMirrorAsked) || inner.asked != "/state" {
+		t.Fatalf("Mirror(/state) = %v, backend asked %q", err, inner.asked)
+	}
+}
