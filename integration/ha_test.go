@@ -159,6 +159,9 @@ func haSigtermHandsOver(t *testing.T, b haBackend, addr string) {
 	c.waitFires(out, 0, 2, time.Minute)
 
 	survivors := c.others(leader)
+	for _, p := range survivors {
+		haWaitWarm(t, p, 0)
+	}
 	termed := time.Now()
 	leader.signal(syscall.SIGTERM)
 	next, took := c.firstLeader(survivors, termed, time.Minute)
@@ -167,6 +170,11 @@ func haSigtermHandsOver(t *testing.T, b haBackend, addr string) {
 		b.name, leader.name, next.name, took.Round(time.Millisecond), bound)
 	if took > bound {
 		t.Errorf("a standby led %v after the leader was terminated; want at most %v (+ the seeded jobs' load)", took, bound)
+	}
+	// A warm standby loads the new term from its mirror of the state,
+	// not from the servers (scheduler/standby.go).
+	if phases := haEstablishPhases(next.logPath); !strings.Contains(phases, "state_from=mirror") {
+		t.Errorf("%s established its term from elsewhere than its mirror: %s", next.name, phases)
 	}
 	if code := leader.waitExit(time.Minute); code != 0 {
 		t.Errorf("%s exited with code %d after SIGTERM, want 0", leader.name, code)
