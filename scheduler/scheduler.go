@@ -102,7 +102,7 @@ type Scheduler struct {
 	mu        sync.Mutex
 	started   bool
 	reads     coord.Coordinator // the read session; nil while there is none
-	standby   *standby          // the read session's Mirrors of the state
+	standby   *standby          // the warm state while not leading
 	term      *term             // the current term; nil unless leading
 	lastError time.Time         // when the last term failed
 	// quarantineSeen is when this process first found each quarantined
@@ -159,7 +159,7 @@ func New(cfg Config) (*Scheduler, error) {
 		cfg.LeaderWait = DefaultLeaderWait
 	}
 	log := cfg.Logger.Named("scheduler")
-	return &Scheduler{cfg: cfg, log: log, standby: &standby{log: log}}, nil
+	return &Scheduler{cfg: cfg, log: log, standby: newStandby(log, cfg.Open)}, nil
 }
 
 func (s *Scheduler) now() time.Time { return s.cfg.Clock().UTC() }
@@ -179,10 +179,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.mu.Unlock()
 
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		s.keepReadSession(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.standby.run(ctx)
 	}()
 	err := coord.RunElection(ctx, s.cfg.Open, store.ElectionPath, []byte(s.cfg.Advertise), s.lead,
 		coord.WithElectionLogger(s.cfg.Logger.Named("election")))
@@ -211,7 +215,6 @@ func (s *Scheduler) keepReadSession(ctx context.Context) {
 		s.mu.Lock()
 		s.reads = c
 		s.mu.Unlock()
-		s.standby.setSession(c)
 		select {
 		case <-ctx.Done():
 		case <-c.Done():
@@ -220,7 +223,6 @@ func (s *Scheduler) keepReadSession(ctx context.Context) {
 		s.mu.Lock()
 		s.reads = nil
 		s.mu.Unlock()
-		s.standby.setSession(nil)
 		_ = c.Close()
 	}
 }

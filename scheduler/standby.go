@@ -15,108 +15,169 @@ import (
 // A warm standby. A new term used to read the whole state from the
 // servers, then decode and check every job, before it could schedule: with
 // 100,000 jobs that was seconds on etcd and tens of seconds on ZooKeeper,
-// all of it in the takeover. So while this process does not lead, its
-// read session keeps Mirrors of the state, fed by watches, and a JobMemo
-// of the job configurations decoded and checked, refreshed from the
-// Mirrors every prewarmInterval. A new term syncs the Mirrors (one round
-// trip, and the changes still in flight), loads from memory, and decodes
-// only the jobs that changed since the last refresh.
+// all of it in the takeover. So while this process does not lead it keeps
+// Mirrors of the state, fed by the watches of a session of their own, and
+// a JobMemo of the job configurations decoded and checked, refreshed from
+// the Mirrors every prewarmInterval. A new term syncs the Mirrors (one
+// round trip, and the changes still in flight), loads from memory, and
+// decodes only the jobs that changed since the last refresh.
 //
-// A term takes both for its load and closes the Mirrors once its state is
-// built: while it leads, the term's own state is the copy, and keeping a
-// second one would double the memory the leader needs. When the term ends
-// the process is a standby again and mirrors anew.
+// A term takes the warm state for its load and closes it, session and
+// all, once its own state is built: while it leads, the term's state is
+// the copy, and keeping a second one would double the memory the leader
+// needs. The session goes too because a ZooKeeper client keeps every
+// watch it set until it fires, two a node, whatever a closed Mirror does.
+// When the term ends the process is a standby again and mirrors anew.
 
 // prewarmInterval is how often a standby refreshes its JobMemo: a job
 // registered or updated since the last refresh is decoded by the term
 // that takes over, which costs microseconds a job.
 const prewarmInterval = 2 * time.Second
 
-// standby holds the read session's Mirrors and JobMemo while this process
-// does not lead. Its methods are safe for concurrent use; keepReadSession
-// and lead call them.
+// warmState is a standby's session, its Mirrors of the state and its
+// JobMemo.
+type warmState struct {
+	session coord.Coordinator
+	mirrors *store.Mirrors
+	memo    *store.JobMemo
+	stop    context.CancelFunc // stops prewarm
+	done    chan struct{}      // closed when prewarm has returned
+}
+
+// close stops the Mirrors and ends their session.
+func (w *warmState) close() {
+	w.mirrors.Close()
+	_ = w.session.Close()
+}
+
+// standby keeps the warm state while this process does not lead. run
+// owns the sessions it opens; take and release are called by lead.
 type standby struct {
-	log hclog.Logger
+	log  hclog.Logger
+	open func(context.Context) (coord.Coordinator, error)
+	wake chan struct{} // a term has ended: mirror again
 
 	mu      sync.Mutex
-	session coord.Coordinator // the read session; nil while there is none
-	mirrors *store.Mirrors    // nil while leading, or when the session cannot mirror
-	memo    *store.JobMemo    // filled by prewarm; nil with mirrors
-	stopPre func()            // stops prewarm and waits for it
+	cur     *warmState // nil while leading, or while none is open
 	leading bool
 }
 
-// setSession is called with each new read session and with nil when it
-// ends: the old session's Mirrors stop, and a new session mirrors at once
-// unless a term leads.
-func (s *standby) setSession(c coord.Coordinator) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closeLocked()
-	s.session = c
-	if !s.leading {
-		s.openLocked()
+func newStandby(log hclog.Logger, open func(context.Context) (coord.Coordinator, error)) *standby {
+	return &standby{log: log, open: open, wake: make(chan struct{}, 1)}
+}
+
+// run keeps a warm state while this process does not lead, until ctx
+// ends: it opens a session, mirrors the state and refreshes the memo
+// until a term takes them or the session ends, then does it again once
+// no term leads. A backend that cannot mirror ends it at once.
+func (s *standby) run(ctx context.Context) {
+	delay := 100 * time.Millisecond
+	backoff := func() bool {
+		ok := sleep(ctx, delay)
+		delay = min(delay*2, 5*time.Second)
+		return ok
+	}
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		leading := s.leading
+		s.mu.Unlock()
+		if leading {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.wake:
+			}
+			continue
+		}
+		c, err := s.open(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("cannot open the standby's session; retrying", "error", err, "retry_in", delay)
+			}
+			if !backoff() {
+				return
+			}
+			continue
+		}
+		octx, cancel := context.WithTimeout(ctx, opTimeout)
+		m, err := store.OpenMirrors(octx, c)
+		cancel()
+		if errors.Is(err, store.ErrNoMirror) {
+			_ = c.Close()
+			return // a new term reads the servers
+		}
+		if err != nil {
+			_ = c.Close()
+			s.log.Warn("cannot mirror the state; retrying", "error", err, "retry_in", delay)
+			if !backoff() {
+				return
+			}
+			continue
+		}
+		delay = 100 * time.Millisecond
+		pctx, stop := context.WithCancel(ctx)
+		w := &warmState{session: c, mirrors: m, memo: store.NewJobMemo(), stop: stop, done: make(chan struct{})}
+		s.mu.Lock()
+		if s.leading { // a term started meanwhile: it reads the servers
+			s.mu.Unlock()
+			stop()
+			w.close()
+			continue
+		}
+		s.cur = w
+		s.mu.Unlock()
+		prewarm(pctx, c, m, w.memo, s.log)
+		close(w.done)
+		s.mu.Lock()
+		mine := s.cur == w
+		if mine {
+			s.cur = nil
+		}
+		s.mu.Unlock()
+		stop()
+		if mine { // not taken: the session ended, or ctx
+			w.close()
+		}
 	}
 }
 
-// take hands the Mirrors and the JobMemo to a starting term, which closes
-// the Mirrors; either may be nil. Until release nothing new is opened.
-func (s *standby) take() (*store.Mirrors, *store.JobMemo) {
+// take hands the warm state to a starting term, which closes it; nil if
+// there is none. Until release run opens nothing.
+func (s *standby) take() *warmState {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.leading = true
-	s.stopPrewarmLocked()
-	m, memo := s.mirrors, s.memo
-	s.mirrors, s.memo = nil, nil
-	if m != nil && m.Broken() {
-		m.Close()
-		return nil, memo
+	w := s.cur
+	s.cur = nil
+	s.mu.Unlock()
+	if w == nil {
+		return nil
 	}
-	return m, memo
+	w.stop()
+	<-w.done // a refresh in progress finishes: the memo is the term's now
+	if w.mirrors.Broken() {
+		w.close()
+		return nil
+	}
+	return w
 }
 
 // release is called when a term has ended: the process mirrors again.
 func (s *standby) release() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.leading = false
-	s.closeLocked()
-	s.openLocked()
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
-func (s *standby) openLocked() {
-	if s.session == nil {
-		return
-	}
-	// OpenMirrors returns at once (the first read is the Mirrors' own
-	// work), so it does not hold the lock for long.
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	m, err := store.OpenMirrors(ctx, s.session)
-	switch {
-	case errors.Is(err, store.ErrNoMirror):
-		return // a new term reads the servers
-	case err != nil:
-		s.log.Warn("cannot mirror the state; a new term will read it from the servers", "error", err)
-		return
-	}
-	s.mirrors = m
-	s.memo = store.NewJobMemo()
-	pctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		prewarm(pctx, m, s.memo, s.log)
-	}()
-	s.stopPre = func() { stop(); <-done }
-}
-
-// prewarm refreshes memo from m until ctx ends. Its first refresh waits
-// for the Mirrors' first full read, and says in the log when the standby
-// is warm; the later ones read m without syncing it: what they decode is
-// keyed by version, so a refresh that is behind only leaves more for the
-// term to decode.
-func prewarm(ctx context.Context, m *store.Mirrors, memo *store.JobMemo, log hclog.Logger) {
+// prewarm refreshes memo from m until ctx ends or c's session does. Its
+// first refresh waits for the Mirrors' first full read, and says in the
+// log when the standby is warm; the later ones read m without syncing it:
+// what they decode is keyed by version, so a refresh that is behind only
+// leaves more for the term to decode.
+func prewarm(ctx context.Context, c coord.Coordinator, m *store.Mirrors, memo *store.JobMemo, log hclog.Logger) {
 	began := time.Now()
 	if err := m.Sync(ctx); err != nil {
 		if ctx.Err() == nil {
@@ -131,6 +192,9 @@ func prewarm(ctx context.Context, m *store.Mirrors, memo *store.JobMemo, log hcl
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.Done():
+			log.Warn("the standby's session ended; mirroring again")
+			return
 		case <-t.C:
 		}
 		_, _, err := m.Reader().CheckedJobs(ctx, memo)
@@ -144,20 +208,4 @@ func prewarm(ctx context.Context, m *store.Mirrors, memo *store.JobMemo, log hcl
 		}
 		t.Reset(prewarmInterval)
 	}
-}
-
-func (s *standby) stopPrewarmLocked() {
-	if s.stopPre != nil {
-		s.stopPre()
-		s.stopPre = nil
-	}
-}
-
-func (s *standby) closeLocked() {
-	s.stopPrewarmLocked()
-	if s.mirrors != nil {
-		s.mirrors.Close()
-		s.mirrors = nil
-	}
-	s.memo = nil
 }

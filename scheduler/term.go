@@ -52,10 +52,10 @@ type term struct {
 
 	ex        executor.Executor
 	launchers *launchers
-	// mirrors are the standby's Mirrors the term loads from, closed once
-	// loaded; loadedFrom says whether the load read them ("mirror") or
-	// the servers.
-	mirrors     *store.Mirrors
+	// warm is the standby's state the term loads from, closed once
+	// loaded; loadedFrom says whether the load read its mirrors
+	// ("mirror") or the servers.
+	warm        *warmState
 	loadedFrom  string
 	jobsDecoded int // by the load: the rest came from the standby's memo
 
@@ -216,9 +216,9 @@ func (t *term) establish(ctx context.Context) error {
 		return err
 	}
 	loaded := time.Now()
-	if t.mirrors != nil {
-		t.mirrors.Close()
-		t.mirrors = nil
+	if t.warm != nil {
+		t.warm.close()
+		t.warm = nil
 	}
 	if err := t.reconcile(ctx, true); err != nil {
 		return err
@@ -241,9 +241,9 @@ func (t *term) establish(ctx context.Context) error {
 // workers stop (cancelling a Launch in progress) and the executor is closed
 // (its tasks keep running for the next leader to adopt).
 func (t *term) revoke() {
-	if t.mirrors != nil { // the load failed
-		t.mirrors.Close()
-		t.mirrors = nil
+	if t.warm != nil { // the load failed
+		t.warm.close()
+		t.warm = nil
 	}
 	if t.launchers != nil {
 		t.launchers.stop()
@@ -473,14 +473,12 @@ const mirrorSyncTimeout = 5 * time.Second
 // Mirrors are the term's from here on; it closes them when its load is
 // done.
 func (t *term) stateSource(ctx context.Context) (store.Reader, *store.JobMemo, string) {
-	m, memo := t.s.standby.take()
-	if memo == nil {
-		memo = store.NewJobMemo()
+	w := t.s.standby.take()
+	if w == nil {
+		return t.st.Reader, store.NewJobMemo(), "servers"
 	}
-	if m == nil {
-		return t.st.Reader, memo, "servers"
-	}
-	t.mirrors = m
+	t.warm = w
+	m, memo := w.mirrors, w.memo
 	sctx, cancel := context.WithTimeout(ctx, mirrorSyncTimeout)
 	defer cancel()
 	began := time.Now()
