@@ -484,6 +484,9 @@ func (t *term) stateSource(ctx context.Context) (store.Reader, *store.JobMemo, s
 	began := time.Now()
 	if err := m.Sync(sctx); err != nil {
 		t.log.Warn("the state's mirror did not sync; reading the servers", "error", err, "waited", time.Since(began))
+		// Its first read would go on competing with the term's own.
+		w.close()
+		t.warm = nil
 		return t.st.Reader, memo, "servers"
 	}
 	return m.Reader(), memo, "mirror"
