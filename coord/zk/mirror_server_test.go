@@ -457,32 +457,6 @@ func bulkCreate(tb testing.TB, c *Coordinator, parent string, n, size int) {
 	}
 }
 
-func TestMirrorTenThousandChildren(t *testing.T) {
-	h, ctx, ns := serverTest(t)
-	c, _ := h.openTest(t, ctx, ns)
-	mustCreate(t, ctx, c, "/m/big", nil)
-	bulkCreate(t, c, "/m/big", 10_000, 100)
-	m := mirrorOf(t, ctx, c, "/m")
-	mirrorSync(t, ctx, m)
-	want, err := c.List(ctx, "/m/big")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := m.List(ctx, "/m/big")
-	if err != nil || len(got) != 10_000 || !reflect.DeepEqual(got, want) {
-		t.Fatalf("List: %d nodes, %v; coordinator %d", len(got), err, len(want))
-	}
-	// A change to one of them among many.
-	if _, err := c.Set(ctx, "/m/big/c005000", []byte("new"), coord.AnyVersion); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Delete(ctx, "/m/big/c000001", coord.AnyVersion); err != nil {
-		t.Fatal(err)
-	}
-	mirrorSync(t, ctx, m)
-	sameAsCoordinator(t, ctx, c, m, "/m")
-}
-
 // BenchmarkMirrorZooKeeper compares reading 100,000 children of 100 bytes
 // through a Mirror with the Coordinator's List: open (the first full read)
 // then Sync and List; Sync and List of a Mirror already loaded (a standby's
