@@ -104,7 +104,7 @@ run: build
 
 bench: images
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 30m ./integration/...
-	$(GO) test -run '^$$' -bench 'CreateVersusRaw|Handover' -benchtime 200x ./coord/etcd/
+	$(GO) test -run '^$$' -bench 'CreateVersusRaw|Handover|MirrorSyncList' -benchtime 200x ./coord/etcd/
 	$(GO) test -run '^$$' -bench 'RegisterJobs' -benchtime 10000x ./scheduler/
 	$(GO) test -run '^$$' -bench 'LoadEtcd|EstablishEtcd|ListJobs' -benchtime 1x -timeout 30m ./scheduler/
 

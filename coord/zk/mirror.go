@@ -160,9 +160,15 @@ var (
 	_ coord.Mirrorer = (*Coordinator)(nil)
 )
 
-// mirrorReaders is how many reads a Mirror keeps on the wire at a time,
-// listInFlight for the reasons given there.
-const mirrorReaders = listInFlight
+// mirrorReaders is how many reads a Mirror keeps on the wire at a time:
+// fewer than a List's (listInFlight) on purpose. A standby's Mirror loads
+// beside a new leader reading the same state from the servers (every
+// process starting at once, or opening new sessions after the service
+// came back), and the servers share their throughput by request: with
+// two standbys loading 256 at a time each, the leader took 2 min 17 s to
+// read 210,000 nodes, against 22–24 s alone. The Mirror's first load
+// takes longer for it; a standby is warm later, the leader serves sooner.
+const mirrorReaders = 32
 
 // Mirror starts mirroring path and everything below it. The first full read
 // runs in the background; Sync waits for it.
