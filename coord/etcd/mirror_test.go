@@ -16,6 +16,38 @@ func TestMirrorConformance(t *testing.T) {
 	coordtest.RunMirror(t, &harness{endpoints: endpoints(t), tls: clientTLS(t), raw: rawClient(t)})
 }
 
+// brokenMirror opens a Mirror of /t through c, syncs it, then breaks its
+// watch and holds it before it watches again, until release is closed. The
+// Mirror is closed when the test ends.
+func brokenMirror(t *testing.T, ctx context.Context, c *Coordinator) (m *mirror, release chan struct{}) {
+	t.Helper()
+	held, release := make(chan struct{}), make(chan struct{})
+	m, err := c.mirror(ctx, "/t", mirrorHooks{beforeResume: func() {
+		select {
+		case held <- struct{}{}:
+			<-release
+		default:
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	if err := m.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	stop := m.stop
+	m.mu.Unlock()
+	go stop()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the mirror did not notice its watch broke")
+	}
+	return m, release
+}
+
 // TestMirrorReadsAgainAfterCompaction breaks the mirror's watch, changes the
 // subtree and compacts the store's history past the mirror's revision
 // before the mirror watches again: it cannot resume, so it must read the
@@ -31,32 +63,7 @@ func TestMirrorReadsAgainAfterCompaction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	held, release := make(chan struct{}), make(chan struct{})
-	m, err := c.mirror(ctx, "/t", mirrorHooks{beforeResume: func() {
-		select {
-		case held <- struct{}{}:
-			<-release
-		default:
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := m.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-
-	// Break the watch and hold the mirror before it watches again.
-	m.mu.Lock()
-	stop := m.stop
-	m.mu.Unlock()
-	go stop()
-	select {
-	case <-held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the mirror did not notice its watch broke")
-	}
+	m, release := brokenMirror(t, ctx, c)
 	if _, err := w.Set(ctx, "/t/keep/0", []byte("changed"), coord.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
@@ -117,26 +124,8 @@ func TestMirrorResumesWithoutReadingAgain(t *testing.T) {
 	if _, err := w.Create(ctx, "/t/a", []byte("a")); err != nil {
 		t.Fatal(err)
 	}
-	held, release := make(chan struct{}), make(chan struct{})
-	m, err := c.mirror(ctx, "/t", mirrorHooks{beforeResume: func() {
-		select {
-		case held <- struct{}{}:
-			<-release
-		default:
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := m.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	m.mu.Lock()
-	stop := m.stop
-	m.mu.Unlock()
-	go stop()
-	<-held
+	m, release := brokenMirror(t, ctx, c)
+	var err error
 	var last coord.Version
 	for i := range 10 {
 		if last, err = w.Set(ctx, "/t/a", []byte(fmt.Sprint(i)), coord.AnyVersion); err != nil {
