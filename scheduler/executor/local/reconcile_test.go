@@ -9,19 +9,17 @@ import (
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
-// A term reconciles explicitly, then implicitly: the second call answers a
-// task the first found running from that judgement, without reading its
-// directory again. A task that ends between the two calls (or during the
-// second) must still end in the status stream after every answer: its
-// FINISHED is the last status, and no RUNNING follows it.
-func TestTaskEndingBetweenAReconcilePairEndsAfterTheAnswers(t *testing.T) {
-	work := t.TempDir()
-	cfg := testConfig(t, work)
-	// A window the test's steps fit in, so that the answer is reused.
-	cfg.PollInterval = time.Second
+// reconcileAcrossAnEnd is a term's reconcile pair across a task's end: a
+// task waiting for a file runs under one executor, which closes; a second
+// executor (cfg) reconciles it explicitly and answers RUNNING, the task
+// then ends (its exit file written), and the second executor reconciles
+// implicitly. It returns that executor, the task and the reconcile
+// answers, once there are two.
+func reconcileAcrossAnEnd(t *testing.T, cfg Config, name string) (*testExec, executor.Task, []executor.Status) {
+	t.Helper()
 	a := newTestExec(t, cfg)
-	release := filepath.Join(work, "release")
-	tk := task("t-ends-between", waitForFile(release))
+	release := filepath.Join(cfg.WorkDir, "release")
+	tk := task(name, waitForFile(release))
 	a.launch(tk)
 	a.waitState(tk.ID, executor.StateRunning, false)
 	if err := a.Close(); err != nil {
@@ -41,15 +39,29 @@ func TestTaskEndingBetweenAReconcilePairEndsAfterTheAnswers(t *testing.T) {
 	if err := b.Reconcile(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
+	var answers []executor.Status
 	eventually(t, "two reconcile answers", func() bool {
-		n := 0
+		answers = answers[:0]
 		for _, s := range b.forTask(tk.ID) {
 			if s.Reconcile {
-				n++
+				answers = append(answers, s)
 			}
 		}
-		return n == 2
+		return len(answers) == 2
 	})
+	return b, tk, answers
+}
+
+// A term reconciles explicitly, then implicitly: the second call answers a
+// task the first found running from that judgement, without reading its
+// directory again. A task that ends between the two calls (or during the
+// second) must still end in the status stream after every answer: its
+// FINISHED is the last status, and no RUNNING follows it.
+func TestTaskEndingBetweenAReconcilePairEndsAfterTheAnswers(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	// A window the test's steps fit in, so that the answer is reused.
+	cfg.PollInterval = time.Second
+	b, tk, _ := reconcileAcrossAnEnd(t, cfg, "t-ends-between")
 	b.waitState(tk.ID, executor.StateFinished, false)
 	ss := b.forTask(tk.ID)
 	if last := ss[len(ss)-1]; last.State != executor.StateFinished {
@@ -63,41 +75,11 @@ func TestTaskEndingBetweenAReconcilePairEndsAfterTheAnswers(t *testing.T) {
 // The implicit call right after an explicit one does not judge again what
 // the explicit one found running: its answer is that judgement.
 func TestImplicitReconcileAfterAnExplicitOneReusesItsJudgement(t *testing.T) {
-	work := t.TempDir()
-	cfg := testConfig(t, work)
+	cfg := testConfig(t, t.TempDir())
 	cfg.PollInterval = time.Minute
-	a := newTestExec(t, cfg)
-	release := filepath.Join(work, "release")
-	tk := task("t-judged-once", waitForFile(release))
-	a.launch(tk)
-	a.waitState(tk.ID, executor.StateRunning, false)
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	b := newTestExec(t, cfg)
-	if err := b.Reconcile(context.Background(), []string{tk.ID}); err != nil {
-		t.Fatal(err)
-	}
-	// Were the directory read again, the task would be FINISHED now.
-	touch(t, release)
-	eventually(t, "the task's exit file", func() bool {
-		_, _, err := readExit(b.taskDir(tk.ID))
-		return err == nil
-	})
-	if err := b.Reconcile(context.Background(), nil); err != nil {
-		t.Fatal(err)
-	}
-	var answers []executor.Status
-	eventually(t, "two reconcile answers", func() bool {
-		answers = answers[:0]
-		for _, s := range b.forTask(tk.ID) {
-			if s.Reconcile {
-				answers = append(answers, s)
-			}
-		}
-		return len(answers) == 2
-	})
+	// Were the directory read again by the implicit call, the task would
+	// be FINISHED in its answer.
+	b, tk, answers := reconcileAcrossAnEnd(t, cfg, "t-judged-once")
 	if answers[1].State != executor.StateRunning {
 		t.Errorf("implicit answer %+v, want RUNNING from the explicit call's judgement", answers[1])
 	}
