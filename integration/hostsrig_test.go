@@ -253,8 +253,35 @@ func newHostsRig(t testing.TB, env *hostsEnv, n int, serveArgs func(name string)
 		r.waitAnswers(h, time.Minute)
 	}
 	r.waitLeader(time.Minute)
-	r.logf("%d hosts up, one leads, %v after the rig began", n, time.Since(r.began).Round(time.Millisecond))
+	// Every host's worker registers before a scenario registers its jobs:
+	// a DAEMON job launched while one was still starting would put no
+	// shard on it, and a fault scenario choosing that host as its victim
+	// would find only tasks that end on their own there, nothing for the
+	// leader to relaunch.
+	r.waitWorkers(n, time.Minute)
+	r.logf("%d hosts up, one leads, every worker registered, %v after the rig began", n, time.Since(r.began).Round(time.Millisecond))
 	return r
+}
+
+// waitWorkers waits until the workers of n hosts are listed, not draining.
+func (r *hostsRig) waitWorkers(n int, timeout time.Duration) {
+	r.t.Helper()
+	haEventually(r.t, fmt.Sprintf("%d workers registered", n), timeout, func() error {
+		ws, err := r.workers()
+		if err != nil {
+			return err
+		}
+		up := map[string]bool{}
+		for _, w := range ws {
+			if !w.Draining {
+				up[w.Name] = true
+			}
+		}
+		if len(up) < n {
+			return fmt.Errorf("%d of %d workers registered", len(up), n)
+		}
+		return nil
+	})
 }
 
 // serveCmd is the host's command line.
