@@ -462,10 +462,11 @@ func shareSchedules(specs []model.JobSpec) {
 }
 
 // mirrorSyncTimeout bounds a new term's wait for the standby's Mirrors.
-// Warm, they sync in a round trip or two (milliseconds; 0.2 s for 100,000
-// nodes on ZooKeeper). Cold (a process that has just started, or a
-// ZooKeeper mirror reloading after a reconnection), their first full read
-// may take longer than the term's own read, which the term then makes.
+// Loaded, they sync in a round trip or two (milliseconds; 0.2 s for
+// 100,000 nodes on ZooKeeper). Mirrors still on their first full read are
+// not handed over (standby.take); one reloading after a ZooKeeper
+// reconnection may take longer than the term's own read, which the term
+// then makes.
 const mirrorSyncTimeout = 5 * time.Second
 
 // stateSource is what the term loads from: the Mirrors this process kept
