@@ -564,14 +564,29 @@ func (h *rigHost) heal() {
 	r.logf("%s: back on the network", h.name)
 }
 
+// hostsPauseTries bounds pause's attempts at freezing a host.
+const hostsPauseTries = 5
+
 // pause freezes every process of the host (docker pause).
 func (h *rigHost) pause() {
 	r := h.r
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := r.env.docker.ContainerPause(ctx, h.ctr.GetContainerID(), client.ContainerPauseOptions{}); err != nil {
-		r.t.Fatalf("pause %s: %v", h.name, err)
+	// The runtime's freeze fails now and then on a loaded machine while
+	// the host forks (runc gives up with "unable to freeze" and thaws
+	// what it froze): a failure of the fault, not of hasched, so it is
+	// tried again.
+	for try := 1; ; try++ {
+		_, err := r.env.docker.ContainerPause(ctx, h.ctr.GetContainerID(), client.ContainerPauseOptions{})
+		if err == nil {
+			break
+		}
+		if try == hostsPauseTries || !strings.Contains(err.Error(), "unable to freeze") {
+			r.t.Fatalf("pause %s (try %d): %v", h.name, try, err)
+		}
+		r.logf("%s: the runtime could not freeze it (%v); pausing again", h.name, err)
+		time.Sleep(200 * time.Millisecond)
 	}
 	// Taken once frozen: runs started before it lived through the freeze.
 	at := time.Now().UnixNano()
