@@ -535,7 +535,7 @@ func (l *life) launch(o *owned) {
 	l.launches.Add(1)
 	go func() {
 		defer l.launches.Done()
-		err := r.ex.Launch(l.ctx, []executor.Task{t})
+		err := r.ex.Launch(executor.WithStartCheck(l.ctx, l.mayStart), []executor.Task{t})
 		if err != nil && l.ctx.Err() == nil {
 			l.log.Error("cannot launch task", "task_id", t.ID, "error", err)
 			l.giveUp(o, fmt.Sprintf("launch: %v", err))
@@ -549,6 +549,24 @@ func (l *life) launch(o *owned) {
 			l.kill(t.ID)
 		}
 	}()
+}
+
+// mayStart is the start check of this life's Launch calls: a task begins
+// to run only while the session surely lives. The safety clock kills what
+// runs at SafeUntil, but a process frozen in the middle of a Launch
+// resumes past it, and goes on with the Launch before the clock, frozen
+// too, has tripped; this withholds the task's start then.
+func (l *life) mayStart() error {
+	l.r.mu.Lock()
+	dead := l.dead
+	l.r.mu.Unlock()
+	if dead {
+		return errTripped
+	}
+	if until := l.sess.SafeUntil(); !time.Now().Before(until) {
+		return fmt.Errorf("worker: the session may be lost: safe-until %v has passed", until)
+	}
+	return nil
 }
 
 // giveUp reports a task FAILED that could not be launched.

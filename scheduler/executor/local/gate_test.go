@@ -1,11 +1,14 @@
 package local
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/hasched/hasched/scheduler/executor"
 )
 
 // runWrapper runs the wrapper as start does, gives or withholds the
@@ -60,5 +63,37 @@ func TestWrapperRunsTheTaskOnlyAfterTheGoAhead(t *testing.T) {
 func TestWrapperRunsNothingWhenTheLauncherDiesBeforeRecordingIt(t *testing.T) {
 	if code, ran := runWrapper(t, false); code != 125 || ran {
 		t.Fatalf("without the go-ahead: exit %d, ran %v; want 125 and nothing run", code, ran)
+	}
+}
+
+// A Launch whose start check refuses when the go-ahead is due starts
+// nothing: the command never runs and the task ends LOST, never FINISHED.
+// One whose check passes runs as any.
+func TestTheStartCheckWithholdsTheGoAhead(t *testing.T) {
+	te := newTestExec(t, testConfig(t, t.TempDir()))
+	out := t.TempDir()
+	for _, tc := range []struct {
+		id    string
+		check error
+		want  executor.State
+	}{
+		{"refused", errors.New("the session may be lost"), executor.StateLost},
+		{"allowed", nil, executor.StateFinished},
+	} {
+		ran := filepath.Join(out, tc.id)
+		ctx := executor.WithStartCheck(context.Background(), func() error { return tc.check })
+		if err := te.Launch(ctx, []executor.Task{task(tc.id, "touch "+shellQuote(ran))}); err != nil {
+			t.Fatalf("%s: Launch: %v", tc.id, err)
+		}
+		te.waitState(tc.id, tc.want, false)
+		_, err := os.Stat(ran)
+		if ranIt := err == nil; ranIt != (tc.check == nil) {
+			t.Fatalf("%s: the command ran: %v; want it to run only if the check passes", tc.id, ranIt)
+		}
+		for _, s := range te.forTask(tc.id) {
+			if s.State.Terminal() && s.State != tc.want {
+				t.Fatalf("%s: status %s, want only %s as the end", tc.id, s.State, tc.want)
+			}
+		}
 	}
 }

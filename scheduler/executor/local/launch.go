@@ -160,7 +160,7 @@ func (e *Executor) launchOne(ctx context.Context, t executor.Task) error {
 	rec.sentAny, rec.terminalSent, rec.termSignaled = false, false, false
 	e.report(rec, judgement{state: executor.StateStaging}, true, false)
 
-	j, err := e.start(dir, t, app, fetchErr)
+	j, err := e.start(ctx, dir, t, app, fetchErr)
 	if err != nil {
 		// The task directory itself cannot be written: nothing sensible
 		// can be recorded. Other executors will judge it never started.
@@ -191,8 +191,9 @@ func (e *Executor) adopt(id, dir string) error {
 
 // start runs a claimed task and records its process. An error means the
 // task directory cannot be written; anything wrong with the task itself is
-// a FAILED judgement recorded in its failed file.
-func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr error) (judgement, error) {
+// a FAILED judgement recorded in its failed file. ctx's start check
+// (executor.CheckStart) is asked right before the go-ahead.
+func (e *Executor) start(ctx context.Context, dir string, t executor.Task, app preparedApp, fetchErr error) (judgement, error) {
 	tj, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
 		return judgement{}, err
@@ -299,10 +300,13 @@ func (e *Executor) start(dir string, t executor.Task, app preparedApp, fetchErr 
 		e.log.Warn("launch overtaken: task was given up before it started", "task_id", t.ID)
 		return e.judge(dir)
 	}
-	// Recorded: let the task run. Were the write to fail, the wrapper
-	// would exit at once; the task then ends with no exit file and is
-	// judged lost, not run twice.
-	if _, err := goAhead.Write([]byte("go\n")); err != nil {
+	// Recorded: let the task run, if the caller still may start it (a
+	// worker frozen since its Launch began may have lost its session).
+	// Withheld, or were the write to fail, the wrapper exits at once; the
+	// task then ends with no exit file and is judged lost, not run twice.
+	if err := executor.CheckStart(ctx); err != nil {
+		e.log.Warn("task not started: its go-ahead was withheld", "task_id", t.ID, "reason", err)
+	} else if _, err := goAhead.Write([]byte("go\n")); err != nil {
 		e.log.Warn("cannot give the task its go-ahead", "task_id", t.ID, "error", err)
 	}
 	goAhead.Close()

@@ -463,7 +463,7 @@ func TestSlowLauncherIsOvertaken(t *testing.T) {
 	if created, err := e.markNeverStarted(dir, "test"); err != nil || !created {
 		t.Fatalf("markNeverStarted: %v %v", created, err)
 	}
-	j, err := e.start(dir, tk, preparedApp{}, nil)
+	j, err := e.start(context.Background(), dir, tk, preparedApp{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
