@@ -233,7 +233,7 @@ func TestLedgerRelaunchDelays(t *testing.T) {
 
 func TestReadLedgerSkipsALineBeingWritten(t *testing.T) {
 	dir := t.TempDir()
-	good := "start tick@-@1@-@0@-@0 tick 1 0 0 host1 5 1000\nbeat tick@-@1@-@0@-@0 tick 1 0 0 host1 5 2000\n"
+	good := "start tick@-@1@-@0@-@0 tick 1 0 0 host1 5 1000 900\nbeat tick@-@1@-@0@-@0 tick 1 0 0 host1 5 2000 900\n"
 	if err := os.WriteFile(filepath.Join(dir, "host1.log"), []byte(good+"beat tick@-@1@-@0"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestReadLedgerSkipsALineBeingWritten(t *testing.T) {
 	if err != nil || len(lines) != 2 {
 		t.Fatalf("readLedger: %d lines, %v; want 2 and no error", len(lines), err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "host2.log"), []byte("stop x tick 1 0 0 host2 5 1000\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "host2.log"), []byte("stop x tick 1 0 0 host2 5 1000 900\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := readLedger(dir); err == nil {
@@ -256,8 +256,9 @@ func TestLedgerScript(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", ledgerScript(dir, 2))
-	cmd.Env = append(os.Environ(),
+	// Its parent a shell of its own, as the wrapper is on the hosts.
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `/bin/sh -c "$LEDGER_SCRIPT"; :`)
+	cmd.Env = append(os.Environ(), "LEDGER_SCRIPT="+ledgerScript(dir, 2),
 		"HASCHED_TASK_ID=tick@-@1700000000000@-@1@-@0", "HASCHED_JOB_NAME=tick",
 		"HASCHED_FIRE_TIME_UNIX_MS=1700000000000", "HASCHED_SHARDING_ITEM=1", "HASCHED_ATTEMPT=0")
 	before := time.Now().UnixNano()
@@ -277,6 +278,10 @@ func TestLedgerScript(t *testing.T) {
 		if l.AtNs < before || l.AtNs > time.Now().UnixNano() {
 			t.Errorf("line %s: time %d is not now", l, l.AtNs)
 		}
+		// Tick and hundredth resolution: 20 ms either way.
+		if slop := int64(20 * time.Millisecond); l.Created < before-slop || l.Created > lines[0].AtNs+slop {
+			t.Errorf("line %s: its wrapper created at %s, want between %s and its first line", l, ledgerNsTime(l.Created), ledgerNsTime(before))
+		}
 	}
 	if got := strings.Join(kinds, " "); got != "start beat beat end" {
 		t.Fatalf("lines %q, want start beat beat end", got)
@@ -287,5 +292,47 @@ func TestLedgerScript(t *testing.T) {
 	}
 	if d := time.Duration(runs[0].Last - runs[0].Start); d < 2*ledgerBeat {
 		t.Errorf("the run lasted %v, want at least two beats (%v)", d, 2*ledgerBeat)
+	}
+}
+
+// A run launched before its host froze and frozen before its first line
+// writes every line after the thaw: its life ends as the freeze began, and
+// its lines are the thaw window, not a run that overlaps the relaunch made
+// meanwhile. One launched after the thaw is an overlap.
+func TestLedgerRunFrozenBeforeItsFirstLine(t *testing.T) {
+	f := lgBase * lgMs
+	ms := int64(time.Millisecond)
+	l := func(kind, id string, attempt int, host string, at, created int64) ledgerLine {
+		return ledgerLine{Kind: kind, TaskID: id, Job: "tick", FireMs: lgBase, Shard: 0, Attempt: attempt, Host: host, Pid: 7 + attempt, AtNs: f + at*ms, Created: f + created*ms}
+	}
+	id0, id1 := "tick@-@1700000000000@-@0@-@0", "tick@-@1700000000000@-@0@-@1"
+	// host1 frozen from 300 ms to 6 s; the run relaunched on host2 at 5 s.
+	freezes := []ledgerFreeze{{Host: "host1", Paused: f + 300*ms, Thawed: f + 6000*ms}}
+	relaunch := []ledgerLine{
+		l(ledgerStart, id1, 1, "host2", 5000, 4990),
+		l(ledgerEnd, id1, 1, "host2", 7000, 4990),
+	}
+	for _, tc := range []struct {
+		created int64 // ms: the frozen run's wrapper
+		overlap bool
+	}{
+		{created: 250},                 // launched before the freeze
+		{created: 6005, overlap: true}, // launched after the thaw
+	} {
+		lines := append([]ledgerLine{
+			l(ledgerStart, id0, 0, "host1", 6010, tc.created),
+			l(ledgerBeatK, id0, 0, "host1", 6030, tc.created),
+		}, relaunch...)
+		runs, problems := ledgerRuns(lines, freezes)
+		if len(runs) != 2 || len(problems) != 0 {
+			t.Fatalf("created %dms: runs %v, problems %q; want 2 runs", tc.created, runs, problems)
+		}
+		rep := analyzeLedger(runs, []ledgerJob{{Name: "tick", Shards: 1}})
+		if got := len(rep.Overlaps) > 0; got != tc.overlap {
+			t.Fatalf("created %dms: overlaps %q, want an overlap: %v", tc.created, rep.Overlaps, tc.overlap)
+		}
+		if !tc.overlap && (rep.ThawRuns != 1 || rep.ThawWindow != 30*time.Millisecond) {
+			t.Fatalf("created %dms: thaw window %v over %d runs, want 30ms over 1", tc.created, rep.ThawWindow, rep.ThawRuns)
+		}
 	}
 }

@@ -70,17 +70,21 @@ type ledgerLine struct {
 	Host    string
 	Pid     int
 	AtNs    int64
+	// Created is when the task's wrapper process (the local executor's,
+	// the script's parent) was created, in unix ns, to about 20 ms: a run
+	// frozen before its start line was launched before the freeze.
+	Created int64
 }
 
 func (l ledgerLine) String() string {
-	return fmt.Sprintf("%s %s %s %d %d %d %s %d %d", l.Kind, l.TaskID, l.Job, l.FireMs, l.Shard, l.Attempt, l.Host, l.Pid, l.AtNs)
+	return fmt.Sprintf("%s %s %s %d %d %d %s %d %d %d", l.Kind, l.TaskID, l.Job, l.FireMs, l.Shard, l.Attempt, l.Host, l.Pid, l.AtNs, l.Created)
 }
 
 // parseLedgerLine reads one line.
 func parseLedgerLine(s string) (ledgerLine, error) {
 	f := strings.Fields(s)
-	if len(f) != 9 {
-		return ledgerLine{}, fmt.Errorf("ledger line %q: %d fields, want 9", s, len(f))
+	if len(f) != 10 {
+		return ledgerLine{}, fmt.Errorf("ledger line %q: %d fields, want 10", s, len(f))
 	}
 	l := ledgerLine{Kind: f[0], TaskID: f[1], Job: f[2], Host: f[6]}
 	switch l.Kind {
@@ -88,12 +92,13 @@ func parseLedgerLine(s string) (ledgerLine, error) {
 	default:
 		return ledgerLine{}, fmt.Errorf("ledger line %q: kind %q, want start, beat or end", s, l.Kind)
 	}
-	var errs [5]error
+	var errs [6]error
 	l.FireMs, errs[0] = strconv.ParseInt(f[3], 10, 64)
 	l.Shard, errs[1] = strconv.Atoi(f[4])
 	l.Attempt, errs[2] = strconv.Atoi(f[5])
 	l.Pid, errs[3] = strconv.Atoi(f[7])
 	l.AtNs, errs[4] = strconv.ParseInt(f[8], 10, 64)
+	l.Created, errs[5] = strconv.ParseInt(f[9], 10, 64)
 	if err := errors.Join(errs[:]...); err != nil {
 		return ledgerLine{}, fmt.Errorf("ledger line %q: %v", s, err)
 	}
@@ -186,10 +191,18 @@ func ledgerRuns(lines []ledgerLine, freezes []ledgerFreeze) (runs []ledgerRun, p
 		k := key{l.TaskID, l.Host, l.Pid}
 		if l.Kind == ledgerStart {
 			open[k] = len(runs)
-			runs = append(runs, ledgerRun{
+			r := ledgerRun{
 				TaskID: l.TaskID, Job: l.Job, FireMs: l.FireMs, Shard: l.Shard, Attempt: l.Attempt,
 				Host: l.Host, Pid: l.Pid, Start: l.AtNs, Last: l.AtNs, Lines: 1,
-			})
+			}
+			if thaw, frozen := thawBefore(freezes, l.Host, l.Created, l.AtNs); l.Created > 0 && frozen {
+				// Launched before a freeze and frozen before its first
+				// line: its life ended as the freeze began, and all it
+				// wrote is the thaw window.
+				r.Start, r.Last = l.Created, l.Created
+				r.Thawed, r.ThawedAt = l.AtNs, thaw
+			}
+			runs = append(runs, r)
 			continue
 		}
 		i, ok := open[k]
@@ -475,15 +488,27 @@ func ledgerMsTime(ms int64) string {
 // ledgerBeat for beats beats (forever if beats < 0), then its end line, to
 // <dir>/<host>.log (dir is /ledger in the hosts). Everything it runs is in
 // the host image: sh, cat, date and sleep.
+//
+// Each line also says when the script's parent, the local executor's
+// wrapper, was created (ledgerCreated).
 func ledgerScript(dir string, beats int) string {
-	rec := `r() { printf '%s %s %s %s %s %s %s %s %s\n' "$1" "$HASCHED_TASK_ID" "$HASCHED_JOB_NAME" "$HASCHED_FIRE_TIME_UNIX_MS" ` +
-		`"$HASCHED_SHARDING_ITEM" "$HASCHED_ATTEMPT" "$h" "$$" "$(date +%s%N)" >>"` + dir + `/$h.log"; }`
+	rec := `r() { printf '%s %s %s %s %s %s %s %s %s %s\n' "$1" "$HASCHED_TASK_ID" "$HASCHED_JOB_NAME" "$HASCHED_FIRE_TIME_UNIX_MS" ` +
+		`"$HASCHED_SHARDING_ITEM" "$HASCHED_ATTEMPT" "$h" "$$" "$(date +%s%N)" "$c" >>"` + dir + `/$h.log"; }`
 	loop := fmt.Sprintf(`n=0; while [ $n -lt %d ]; do sleep %s; r beat; n=$((n+1)); done; r end`, beats, ledgerBeatArg())
 	if beats < 0 {
 		loop = fmt.Sprintf(`while :; do sleep %s; r beat; done`, ledgerBeatArg())
 	}
-	return `h=$(cat /etc/hostname); ` + rec + `; r start; ` + loop
+	return `h=$(cat /etc/hostname); ` + ledgerCreated + `; ` + rec + `; r start; ` + loop
 }
+
+// ledgerCreated sets $c to when the script's parent process was created,
+// in unix ns: its start time in clock ticks since boot (field 22 of
+// /proc/PID/stat; 100 a second), set against the time since boot
+// (/proc/uptime, in hundredths) and the clock read just after. A process
+// is frozen with its host at any point, even before its first line: this
+// is what tells a run launched before a freeze from one launched after.
+const ledgerCreated = `set -- $(cat /proc/$PPID/stat); read -r up _ </proc/uptime; c=$(date +%s%N); ` +
+	`up=${up%.*}${up#*.}; c=$((c - (up - ${22}) * 10000000))`
 
 func ledgerBeatArg() string {
 	return strconv.FormatFloat(ledgerBeat.Seconds(), 'f', -1, 64)
