@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -160,6 +161,27 @@ func TestLaunchesOfFiresDueTogetherShareFences(t *testing.T) {
 	// batch's turn may be alone, the rest come in a few more.
 	if got := fences.n.Load() - before; got > jobs/4 {
 		t.Fatalf("the launches of %d jobs' fires took %d fences, want at most %d", jobs, got, jobs/4)
+	}
+}
+
+// A fire launched as soon as its running nodes are written needs no fence
+// of its own: the write proved the term led (fencedLaunches' freshFence).
+// Some rounds may fence on a loaded machine; not every one.
+func TestAFireLaunchedAsItIsWrittenIsNotFencedAgain(t *testing.T) {
+	e := newMemEnv(t)
+	fences := &pathCountingOpen{open: e.store.Open, prefix: "/ha/term"}
+	e.start(func(c *Config) { c.Open = fences.Open })
+	togetherJobs(t, e, 1)
+	const rounds = 5
+	before := fences.n.Load()
+	e.clock.Advance(time.Hour)
+	for round := 1; round <= rounds; round++ {
+		eventually(t, fmt.Sprintf("fire %d runs", round), func() bool { return len(e.cluster.Running()) == round })
+		settle(e.cluster)
+		e.clock.Advance(24 * time.Hour)
+	}
+	if got := fences.n.Load() - before; got >= rounds {
+		t.Fatalf("%d fires launched as they were written took %d fences, want fewer", rounds, got)
 	}
 }
 
@@ -334,7 +356,7 @@ func TestALaunchWorkerTakesTheQueuedBatchesTogether(t *testing.T) {
 	release := make(chan struct{})
 	var calls [][]string // each call's batches' jobs
 	var mu sync.Mutex
-	l := newLaunchers(func(_ context.Context, batches [][]executor.Task) []error {
+	l := newLaunchers(func(_ context.Context, batches [][]executor.Task, _ time.Time) []error {
 		mu.Lock()
 		first := len(calls) == 0
 		var jobs []string
@@ -447,7 +469,7 @@ func TestTheBatchesOfOneFenceLaunchAtOnce(t *testing.T) {
 	mustDo(t, err)
 	ex := &concurrentLaunches{deadline: time.Now().Add(5 * time.Second)}
 	launch := fencedLaunches(store.NewWriter(c, l.Writer(), time.Minute), l.Token(), ex)
-	errs := launch(ctx, [][]executor.Task{{{ID: "a"}}, {{ID: "b"}}, {{ID: "c"}}})
+	errs := launch(ctx, [][]executor.Task{{{ID: "a"}}, {{ID: "b"}}, {{ID: "c"}}}, time.Time{})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("batch %d: %v", i, err)
@@ -455,5 +477,71 @@ func TestTheBatchesOfOneFenceLaunchAtOnce(t *testing.T) {
 	}
 	if got := ex.most.Load(); got < 2 {
 		t.Fatalf("at most %d Launch calls in flight, want the batches launched at once", got)
+	}
+}
+
+// countedLaunches counts the Launch calls it gets.
+type countedLaunches struct{ n atomic.Int32 }
+
+func (e *countedLaunches) Launch(context.Context, []executor.Task) error {
+	e.n.Add(1)
+	return nil
+}
+func (e *countedLaunches) Kill(context.Context, string) error        { return nil }
+func (e *countedLaunches) Reconcile(context.Context, []string) error { return nil }
+func (e *countedLaunches) Statuses() <-chan executor.Status          { return nil }
+func (e *countedLaunches) Close() error                              { return nil }
+
+// A fenced write acknowledged within freshFence proves the term led, and
+// the launch makes no fence of its own; an older one, or none, and the
+// launch fences first. Shown with a term that has resigned since, whose
+// fence fails: launched only on a fresh proof.
+func TestALaunchFencesUnlessItsWriteIsFresh(t *testing.T) {
+	ctx := ctxT(t)
+	st := schedtest.NewStore()
+	c, err := st.Open(ctx)
+	mustDo(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	l, err := c.Campaign(ctx, store.ElectionPath, []byte("me"))
+	mustDo(t, err)
+	ex := &countedLaunches{}
+	launch := fencedLaunches(store.NewWriter(c, l.Writer(), time.Minute), l.Token(), ex)
+	mustDo(t, l.Resign(ctx))
+	for _, written := range []time.Time{{}, time.Now().Add(-time.Second)} {
+		err := launch(ctx, [][]executor.Task{{{ID: "a"}}}, written)[0]
+		if n := ex.n.Load(); !errors.Is(err, coord.ErrNotLeader) || n != 0 {
+			t.Fatalf("written %v: launched %d times, error %v; want the fence to fail and nothing launched", written, n, err)
+		}
+	}
+	// A loaded machine may take longer than freshFence between the two
+	// calls now and then: a few tries.
+	for range 10 {
+		if err = launch(ctx, [][]executor.Task{{{ID: "a"}}}, time.Now())[0]; err == nil {
+			break
+		}
+	}
+	if n := ex.n.Load(); err != nil || n != 1 {
+		t.Fatalf("written just now: launched %d times, error %v; want one Launch without a fence", n, err)
+	}
+}
+
+// A launch worker taking several batches at once proves them by the
+// oldest of their writes, and by none if one of them was not written just
+// before.
+func TestTheOldestProofOfQueuedBatches(t *testing.T) {
+	now := time.Now()
+	at := func(ago time.Duration) launchBatch { return launchBatch{written: now.Add(-ago)} }
+	for _, tc := range []struct {
+		q    []launchBatch
+		want time.Time
+	}{
+		{[]launchBatch{at(0)}, now},
+		{[]launchBatch{at(0), at(3 * time.Millisecond), at(time.Millisecond)}, now.Add(-3 * time.Millisecond)},
+		{[]launchBatch{at(0), {}, at(time.Millisecond)}, time.Time{}},
+		{[]launchBatch{{}, at(0)}, time.Time{}},
+	} {
+		if got := oldestProof(tc.q); !got.Equal(tc.want) {
+			t.Fatalf("oldestProof of %d batches: %v, want %v", len(tc.q), got, tc.want)
+		}
 	}
 }

@@ -112,7 +112,7 @@ func (t *term) launchUnconfirmed(ctx context.Context, js *jobState) error {
 		}
 		return nil
 	}
-	return t.start(ctx, js, recs)
+	return t.start(ctx, js, recs, time.Time{})
 }
 
 // launchFailover relaunches the failover tasks of an active job, each as its
@@ -147,7 +147,7 @@ func (t *term) launchFailover(ctx context.Context, js *jobState, now time.Time) 
 			recs = append(recs, rec)
 		}
 	}
-	return t.start(ctx, js, recs)
+	return t.start(ctx, js, recs, time.Time{})
 }
 
 // launchReady launches pending fires of an active TRANSIENT job. ALLOW
@@ -228,7 +228,7 @@ func (t *term) completeFire(ctx context.Context, js *jobState, f time.Time) erro
 	for _, rec := range made {
 		js.addRunning(rec)
 	}
-	return t.start(ctx, js, t.unlaunched(js, f))
+	return t.start(ctx, js, t.unlaunched(js, f), time.Time{})
 }
 
 // missingShards are the running records fire f of js lacks, each with the
@@ -319,7 +319,7 @@ func (t *term) keepDaemon(ctx context.Context, js *jobState, now time.Time) erro
 	for _, rec := range recs {
 		js.addRunning(rec)
 	}
-	return t.start(ctx, js, recs)
+	return t.start(ctx, js, recs, time.Time{})
 }
 
 func (t *term) newRecord(job string, fire time.Time, shard, attempt int) *model.TaskRecord {
@@ -337,13 +337,16 @@ func (t *term) newRecord(job string, fire time.Time, shard, attempt int) *model.
 // start is the last step: hand tasks whose running nodes exist to the
 // executor in one Launch, made by the app's launch worker; handleLaunched
 // records that the executor accepted them. Tasks already with a worker are
-// skipped.
-func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord) error {
+// skipped. written is when a fenced write made just before, after the
+// term decided on these tasks, was acknowledged (zero if none was): the
+// worker launches without a fence of its own while that is recent
+// (fencedLaunches).
+func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord, written time.Time) error {
 	app, ok := t.apps[js.job.AppName]
 	if !ok {
 		return nil
 	}
-	b := launchBatch{job: js.job.JobName}
+	b := launchBatch{job: js.job.JobName, written: written}
 	for _, r := range recs {
 		if t.inflight[r.ID] {
 			continue
@@ -361,6 +364,9 @@ func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord
 type launchBatch struct {
 	job   string
 	tasks []executor.Task
+	// written is when the store acknowledged a fenced write the term made
+	// after it decided on these tasks; zero if it made none just before.
+	written time.Time
 }
 
 type launchResult struct {
@@ -375,7 +381,7 @@ type launchResult struct {
 func fencedLaunch(st *store.Writer, token int64, ex executor.Executor) func(context.Context, []executor.Task) error {
 	launch := fencedLaunches(st, token, ex)
 	return func(ctx context.Context, tasks []executor.Task) error {
-		return launch(ctx, [][]executor.Task{tasks})[0]
+		return launch(ctx, [][]executor.Task{tasks}, time.Time{})[0]
 	}
 }
 
@@ -388,14 +394,24 @@ func fencedLaunch(st *store.Writer, token int64, ex executor.Executor) func(cont
 // or several follow. Each batch keeps its own Launch, so a batch the
 // executor refuses (ErrInvalidTask) fails alone. The errors are per batch;
 // a failed fence is every batch's.
-func fencedLaunches(st *store.Writer, token int64, ex executor.Executor) func(context.Context, [][]executor.Task) []error {
-	return func(ctx context.Context, batches [][]executor.Task) []error {
+//
+// written, if not zero, is when the store acknowledged a fenced write the
+// term made after deciding on every batch (their fires' own, for fires
+// launched as they are written). Within freshFence of it that write is the
+// proof, and no fence is made: a fence costs a write the server syncs to
+// disk, milliseconds of every fire's way to its process. A worker that
+// takes the batches later (it was busy, or the process was paused) fences
+// as before.
+func fencedLaunches(st *store.Writer, token int64, ex executor.Executor) func(context.Context, [][]executor.Task, time.Time) []error {
+	return func(ctx context.Context, batches [][]executor.Task, written time.Time) []error {
 		errs := make([]error, len(batches))
-		if err := st.Fence(ctx, token); err != nil {
-			for i := range errs {
-				errs[i] = err
+		if written.IsZero() || time.Since(written) > freshFence {
+			if err := st.Fence(ctx, token); err != nil {
+				for i := range errs {
+					errs[i] = err
+				}
+				return errs
 			}
-			return errs
 		}
 		// The batches are of different jobs: launched at once, the last
 		// job of a pass does not wait for every Launch before its own
@@ -416,6 +432,17 @@ func fencedLaunches(st *store.Writer, token int64, ex executor.Executor) func(co
 	}
 }
 
+// freshFence is how long after a fenced write the term launches on its
+// proof alone. A fence's own proof is as old as its answer's way back when
+// the Launch starts, well under a millisecond on a healthy network; this
+// lets a fire's own write stand in for it when the worker takes the fire
+// at once. A successor leads only once this term's session has ended (a
+// lease unrenewed for its whole TTL; a ZooKeeper session unheard of for
+// its timeout, which the write itself renews), and then loads the state
+// and reconciles before it launches anything: the 10 ms this adds to the
+// proof's age is small beside that.
+const freshFence = 10 * time.Millisecond
+
 // launchesAtOnce bounds the Launch calls one app's worker has in flight.
 // Executors take concurrent Launch calls (executor.Executor); the bound
 // keeps a pass of 1,000 jobs from forking 1,000 goroutines at once.
@@ -433,14 +460,14 @@ type launchers struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	launch  func(context.Context, [][]executor.Task) []error
+	launch  func(context.Context, [][]executor.Task, time.Time) []error
 	results *queue[launchResult]
 
 	mu      sync.Mutex
 	pending map[string][]launchBatch // by app; present while its worker runs
 }
 
-func newLaunchers(launch func(context.Context, [][]executor.Task) []error) *launchers {
+func newLaunchers(launch func(context.Context, [][]executor.Task, time.Time) []error) *launchers {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &launchers{ctx: ctx, cancel: cancel, launch: launch, results: newQueue[launchResult](), pending: map[string][]launchBatch{}}
 }
@@ -475,11 +502,26 @@ func (l *launchers) work(app string) {
 		for i, b := range q {
 			tasks[i] = b.tasks
 		}
-		errs := l.launch(l.ctx, tasks)
+		errs := l.launch(l.ctx, tasks, oldestProof(q))
 		for i, b := range q {
 			l.results.push(launchResult{b, errs[i]})
 		}
 	}
+}
+
+// oldestProof is the oldest of q's written times, or zero if one is zero:
+// what proves every batch of q.
+func oldestProof(q []launchBatch) time.Time {
+	oldest := q[0].written
+	for _, b := range q[1:] {
+		if oldest.IsZero() || b.written.IsZero() {
+			return time.Time{}
+		}
+		if b.written.Before(oldest) {
+			oldest = b.written
+		}
+	}
+	return oldest
 }
 
 // stop cancels the Launch calls in progress and waits for every worker.

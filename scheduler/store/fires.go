@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/model"
@@ -27,6 +28,9 @@ type FireWritten struct {
 	Running []*model.TaskRecord
 	// Ready is the ready node at its new version.
 	Ready Ready
+	// At is when the store acknowledged the fenced write that wrote the
+	// share (time.Now, with its monotonic reading): the term led then.
+	At time.Time
 }
 
 // WriteFires writes what one pass of the producer and the launcher did to
@@ -130,6 +134,7 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 		chunk []int
 		res   []coord.OpResult
 		err   error
+		at    time.Time
 		done  chan struct{}
 	}
 	tries := make([]*try, len(chunks))
@@ -147,6 +152,7 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 				actx, cancel := b.s.bound(ctx)
 				defer cancel()
 				t.res, t.err = b.s.w.Apply(actx, b.chunkOps(t.chunk)...)
+				t.at = time.Now()
 			}()
 		}
 	}()
@@ -156,7 +162,7 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 		var oe *coord.OpError
 		switch {
 		case t.err == nil:
-			b.took(t.chunk, t.res)
+			b.took(t.chunk, t.res, t.at)
 		case !errors.As(t.err, &oe) && failed == nil:
 			failed = fmt.Errorf("write the fires of %d jobs: %w", len(t.chunk), t.err)
 		}
@@ -173,14 +179,15 @@ func (b *fireBatch) chunkOps(chunk []int) []coord.Op {
 	return ops
 }
 
-// took takes in the results of the batch that wrote the shares of chunk.
-func (b *fireBatch) took(chunk []int, res []coord.OpResult) {
+// took takes in the results of the batch that wrote the shares of chunk,
+// acknowledged at at.
+func (b *fireBatch) took(chunk []int, res []coord.OpResult, at time.Time) {
 	k := 0
 	for _, i := range chunk {
 		k += len(b.ops(i))
 		// k-1 is share i's last op: its ready node.
 		w := b.writes[i]
-		b.out[i] = FireWritten{Running: w.Running, Ready: w.Ready}
+		b.out[i] = FireWritten{Running: w.Running, Ready: w.Ready, At: at}
 		b.out[i].Ready.Version = res[k-1].Version
 		b.written(i)
 	}
@@ -261,6 +268,7 @@ func (b *fireBatch) commit(ctx context.Context, chunk []int) error {
 	}
 	actx, cancel := b.s.bound(ctx)
 	res, err := b.s.w.Apply(actx, ops...)
+	at := time.Now()
 	cancel()
 	var oe *coord.OpError
 	switch {
@@ -271,7 +279,7 @@ func (b *fireBatch) commit(ctx context.Context, chunk []int) error {
 			}
 			// k is share i's last op: its ready node.
 			w := b.writes[i]
-			b.out[i] = FireWritten{Running: w.Running, Ready: w.Ready}
+			b.out[i] = FireWritten{Running: w.Running, Ready: w.Ready, At: at}
 			b.out[i].Ready.Version = res[k].Version
 			b.written(i)
 		}
@@ -317,7 +325,7 @@ func (b *fireBatch) alone(ctx context.Context, i int) error {
 	if err != nil {
 		return err
 	}
-	b.out[i] = FireWritten{Running: made, Ready: rn}
+	b.out[i] = FireWritten{Running: made, Ready: rn, At: time.Now()}
 	b.written(i)
 	return nil
 }
