@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -619,13 +620,32 @@ func (c *haCluster) startAll() {
 // haFreePort is a TCP port free on the loopback interface right now.
 func haFreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below the kernel's ephemeral range: a port from it (what listening
+	// on port 0 gives) may be taken before the process binds it, by an
+	// outgoing connection or a container's published port, which draw
+	// from the same range (a ZooKeeper HA test's process once found its
+	// port so taken).
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > haPortFloor+1000 {
+				lo = n
+			}
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	for range 100 {
+		port := haPortFloor + rand.IntN(lo-haPortFloor)
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			_ = ln.Close()
+			return port
+		}
+	}
+	t.Fatalf("no free port between %d and %d", haPortFloor, lo)
+	return 0
 }
+
+// haPortFloor is the lowest port haFreePort hands out.
+const haPortFloor = 20000
 
 // start starts a new incarnation of p.
 func (p *haProc) start() {
