@@ -459,17 +459,23 @@ func (e *concurrentLaunches) Close() error                              { return
 // The batches a launch worker takes together (different jobs' fires) are
 // launched at once after their one fence, not one Launch after another:
 // the last job of a pass does not wait for every other job's Launch.
-func TestTheBatchesOfOneFenceLaunchAtOnce(t *testing.T) {
+// leaderLaunches is fencedLaunches through ex for a term that leads on a
+// store of its own, and its leadership.
+func leaderLaunches(t *testing.T, ex executor.Executor) (func(context.Context, [][]executor.Task, time.Time) []error, coord.Leadership) {
+	t.Helper()
 	ctx := ctxT(t)
-	st := schedtest.NewStore()
-	c, err := st.Open(ctx)
+	c, err := schedtest.NewStore().Open(ctx)
 	mustDo(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	l, err := c.Campaign(ctx, store.ElectionPath, []byte("me"))
 	mustDo(t, err)
+	return fencedLaunches(store.NewWriter(c, l.Writer(), time.Minute), l.Token(), ex), l
+}
+
+func TestTheBatchesOfOneFenceLaunchAtOnce(t *testing.T) {
 	ex := &concurrentLaunches{deadline: time.Now().Add(5 * time.Second)}
-	launch := fencedLaunches(store.NewWriter(c, l.Writer(), time.Minute), l.Token(), ex)
-	errs := launch(ctx, [][]executor.Task{{{ID: "a"}}, {{ID: "b"}}, {{ID: "c"}}}, time.Time{})
+	launch, _ := leaderLaunches(t, ex)
+	errs := launch(ctxT(t), [][]executor.Task{{{ID: "a"}}, {{ID: "b"}}, {{ID: "c"}}}, time.Time{})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("batch %d: %v", i, err)
@@ -498,14 +504,8 @@ func (e *countedLaunches) Close() error                              { return ni
 // fence fails: launched only on a fresh proof.
 func TestALaunchFencesUnlessItsWriteIsFresh(t *testing.T) {
 	ctx := ctxT(t)
-	st := schedtest.NewStore()
-	c, err := st.Open(ctx)
-	mustDo(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	l, err := c.Campaign(ctx, store.ElectionPath, []byte("me"))
-	mustDo(t, err)
 	ex := &countedLaunches{}
-	launch := fencedLaunches(store.NewWriter(c, l.Writer(), time.Minute), l.Token(), ex)
+	launch, l := leaderLaunches(t, ex)
 	mustDo(t, l.Resign(ctx))
 	for _, written := range []time.Time{{}, time.Now().Add(-time.Second)} {
 		err := launch(ctx, [][]executor.Task{{{ID: "a"}}}, written)[0]
@@ -515,6 +515,7 @@ func TestALaunchFencesUnlessItsWriteIsFresh(t *testing.T) {
 	}
 	// A loaded machine may take longer than freshFence between the two
 	// calls now and then: a few tries.
+	var err error
 	for range 10 {
 		if err = launch(ctx, [][]executor.Task{{{ID: "a"}}}, time.Now())[0]; err == nil {
 			break
