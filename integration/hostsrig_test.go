@@ -565,7 +565,7 @@ func (h *rigHost) heal() {
 }
 
 // hostsPauseTries bounds pause's attempts at freezing a host.
-const hostsPauseTries = 5
+const hostsPauseTries = 10
 
 // pause freezes every process of the host (docker pause).
 func (h *rigHost) pause() {
