@@ -195,12 +195,14 @@ func ledgerRuns(lines []ledgerLine, freezes []ledgerFreeze) (runs []ledgerRun, p
 				TaskID: l.TaskID, Job: l.Job, FireMs: l.FireMs, Shard: l.Shard, Attempt: l.Attempt,
 				Host: l.Host, Pid: l.Pid, Start: l.AtNs, Last: l.AtNs, Lines: 1,
 			}
-			if thaw, frozen := thawBefore(freezes, l.Host, l.Created, l.AtNs); l.Created > 0 && frozen {
-				// Launched before a freeze and frozen before its first
-				// line: its life ended as the freeze began, and all it
-				// wrote is the thaw window.
-				r.Start, r.Last = l.Created, l.Created
-				r.Thawed, r.ThawedAt = l.AtNs, thaw
+			if l.Created > 0 {
+				if thaw, frozen := thawBefore(freezes, l.Host, l.Created, l.AtNs); frozen {
+					// Launched before a freeze and frozen before its first
+					// line: its life ended as the freeze began, and all it
+					// wrote is the thaw window.
+					r.Start, r.Last = l.Created, l.Created
+					r.Thawed, r.ThawedAt = l.AtNs, thaw
+				}
 			}
 			runs = append(runs, r)
 			continue

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hasched/hasched/scheduler/executor"
@@ -85,7 +86,10 @@ func TestTheStartCheckWithholdsTheGoAhead(t *testing.T) {
 		if err := te.Launch(ctx, []executor.Task{task(tc.id, "touch "+shellQuote(ran))}); err != nil {
 			t.Fatalf("%s: Launch: %v", tc.id, err)
 		}
-		te.waitState(tc.id, tc.want, false)
+		end := te.waitState(tc.id, tc.want, false)
+		if tc.check != nil && !strings.Contains(end.Message, tc.check.Error()) {
+			t.Fatalf("%s: LOST with %q, want the check's reason", tc.id, end.Message)
+		}
 		_, err := os.Stat(ran)
 		if ranIt := err == nil; ranIt != (tc.check == nil) {
 			t.Fatalf("%s: the command ran: %v; want it to run only if the check passes", tc.id, ranIt)

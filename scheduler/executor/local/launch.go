@@ -305,8 +305,12 @@ func (e *Executor) start(ctx context.Context, dir string, t executor.Task, app p
 	// Withheld, or were the write to fail, the wrapper exits at once; the
 	// task then ends with no exit file and is judged lost, not run twice.
 	if err := executor.CheckStart(ctx); err != nil {
+		goAhead.Close()
+		e.reap(cmd)
 		e.log.Warn("task not started: its go-ahead was withheld", "task_id", t.ID, "reason", err)
-	} else if _, err := goAhead.Write([]byte("go\n")); err != nil {
+		return judgement{state: executor.StateLost, message: "not started: " + err.Error(), pid: &p}, nil
+	}
+	if _, err := goAhead.Write([]byte("go\n")); err != nil {
 		e.log.Warn("cannot give the task its go-ahead", "task_id", t.ID, "error", err)
 	}
 	goAhead.Close()
