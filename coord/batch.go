@@ -12,6 +12,15 @@ import (
 // ErrBatchTooLarge before anything is sent.
 const MaxBatchOps = 100
 
+// QuickBatchOps is the size to cut batches to where round trips count. A
+// batch of at most this many ops, each on a node of its own, that creates
+// nodes under parents that exist and sets or deletes nodes at the versions
+// expected is, in the common case, one round trip on either backend: on
+// etcd its checks are then the compares of its one transaction (two or
+// three per op), within the server's limit of 128; a larger one, or one
+// whose checks fail, is read before it is written.
+const QuickBatchOps = 60
+
 // OpKind says what an Op does.
 type OpKind int
 

@@ -110,7 +110,7 @@ func togetherJobs(t *testing.T, e *memEnv, n int) []string {
 }
 
 // The fires of many jobs due in the same second are written, ready nodes
-// and running nodes, in ceil(2 ops a job / MaxBatchOps) fenced writes, not
+// and running nodes, in ceil(2 ops a job / QuickBatchOps) fenced writes, not
 // two per job (a SetReady, then a LaunchFire), and each is launched once.
 func TestFiresDueTogetherAreWrittenInFewBatches(t *testing.T) {
 	e := newMemEnv(t)
@@ -134,7 +134,7 @@ func TestFiresDueTogetherAreWrittenInFewBatches(t *testing.T) {
 	eventually(t, "every job's second fire runs", func() bool { return len(e.cluster.Running()) == jobs })
 	settle(e.cluster)
 	got := writes.n.Load() - before
-	if want := int64((2*jobs + coord.MaxBatchOps - 1) / coord.MaxBatchOps); got > want {
+	if want := int64((2*jobs + coord.QuickBatchOps - 1) / coord.QuickBatchOps); got > want {
 		t.Fatalf("the fires of %d jobs due together took %d writes of ready nodes, want at most %d", jobs, got, want)
 	}
 	for _, name := range names {
@@ -243,7 +243,7 @@ func TestCrashBetweenTheBatchesOfFiresDueTogether(t *testing.T) {
 	e.start()
 	const jobs = 120
 	names := togetherJobs(t, e, jobs)
-	perBatch := coord.MaxBatchOps / 2
+	perBatch := coord.QuickBatchOps / 2
 	failOnce(e.store, perBatch+1, isSetPrefix(store.ReadyRoot+"/"))
 	fire := t0.Add(time.Hour)
 	e.clock.Advance(time.Hour)
@@ -278,7 +278,7 @@ func TestCrashBetweenTheBatchesOfStatusesReportedTogether(t *testing.T) {
 	settle(e.cluster)
 	// The second batch of deletes fails (or, if the loop reads the
 	// statuses in smaller groups, some later write).
-	failOnce(e.store, coord.MaxBatchOps+1, func(op, p string) bool { return op == "delete" && strings.HasPrefix(p, store.RunningRoot+"/") })
+	failOnce(e.store, coord.QuickBatchOps+1, func(op, p string) bool { return op == "delete" && strings.HasPrefix(p, store.RunningRoot+"/") })
 	for _, name := range names {
 		e.cluster.Report(model.TaskID(name, fire, 0, 0), executor.StateFinished, "")
 	}
@@ -337,7 +337,7 @@ func firesAndStatusesInBatches(t *testing.T, open func(context.Context) (coord.C
 	clock.Advance(24 * time.Hour)
 	eventually(t, "every job's second fire runs", func() bool { return len(cluster.Running()) == jobs })
 	settle(cluster)
-	if got, want := writes.n.Load()-before, int64((2*jobs+coord.MaxBatchOps-1)/coord.MaxBatchOps); got > want {
+	if got, want := writes.n.Load()-before, int64((2*jobs+coord.QuickBatchOps-1)/coord.QuickBatchOps); got > want {
 		t.Fatalf("the fires of %d jobs due together took %d writes of ready nodes, want at most %d", jobs, got, want)
 	}
 	for _, name := range names {

@@ -19,7 +19,7 @@ import (
 // all at the end of the pass with store.Writer.WriteFires: one job's share
 // (its running nodes and its ready node) is one atomic batch (a share too
 // large for one is written as LaunchFire writes it, running nodes first),
-// and the shares of many jobs share a batch, up to coord.MaxBatchOps ops.
+// and the shares of many jobs share a batch, up to coord.QuickBatchOps ops.
 //
 // A staged ready node is the job's js.ready, ahead of the store in its
 // content but never in its Version, which stays the stored node's: the

@@ -115,6 +115,8 @@ type Coordinator struct {
 	// seqs lets a Sequential create name its node without reading the
 	// counter first.
 	seqs seqHints
+	// parents lets a quick batch pin a parent with one compare.
+	parents parentHints
 	// lastSent is when the last renewal that was answered was sent
 	// (UnixNano): see renew and SafeUntil.
 	lastSent atomic.Int64

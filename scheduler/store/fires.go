@@ -34,7 +34,7 @@ type FireWritten struct {
 }
 
 // WriteFires writes what one pass of the producer and the launcher did to
-// many jobs, in as few fenced batches as coord.MaxBatchOps and
+// many jobs, in as few fenced batches as coord.QuickBatchOps and
 // coord.MaxValueSize allow, instead of a round trip per job: each job's
 // share is what LaunchFire writes for it, and it never straddles two
 // batches, so every job's running nodes and ready node are written
@@ -236,7 +236,9 @@ func (b *fireBatch) size(i int) int {
 }
 
 // fits is how many shares of todo, from the first, one batch holds; 0 if
-// the first is too large for a batch of its own.
+// the first is too large for a batch of its own. Shares are put together
+// up to coord.QuickBatchOps ops, so that the batch is one round trip; a
+// share larger than that is a batch of its own, up to coord.MaxBatchOps.
 func (b *fireBatch) fits(todo []int) int {
 	ops, size := 0, 0
 	for k, i := range todo {
@@ -244,7 +246,11 @@ func (b *fireBatch) fits(todo []int) int {
 		if b.needsParent(i) {
 			n++
 		}
-		if ops+n > coord.MaxBatchOps || size+b.size(i) > coord.MaxValueSize {
+		limit := coord.QuickBatchOps
+		if k == 0 {
+			limit = coord.MaxBatchOps
+		}
+		if ops+n > limit || size+b.size(i) > coord.MaxValueSize {
 			return k
 		}
 		ops, size = ops+n, size+b.size(i)

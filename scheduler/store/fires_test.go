@@ -79,19 +79,19 @@ func wantFiresWritten(t *testing.T, w *store.Writer, writes []store.FireWrite, o
 	}
 }
 
-// The fires of many jobs due together take ceil(ops / MaxBatchOps) fenced
+// The fires of many jobs due together take ceil(ops / QuickBatchOps) fenced
 // writes, not two per job as SetReady and LaunchFire took (issue 11).
 func TestWriteFiresWritesManyJobsInFewBatches(t *testing.T) {
 	st := schedtest.NewStore()
 	w, _, n := countingTerm(t, st)
-	const jobs = 230 // two ops each: 460 ops, 5 batches
+	const jobs = 230 // two ops each: 460 ops, 8 batches
 	writes := fireWrites(t, w, "job", jobs, 1, false)
 	n.Store(0)
 	out, err := w.WriteFires(context.Background(), writes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := int64((2*jobs + coord.MaxBatchOps - 1) / coord.MaxBatchOps)
+	want := int64((2*jobs + coord.QuickBatchOps - 1) / coord.QuickBatchOps)
 	if got := n.Load(); got != want {
 		t.Fatalf("WriteFires of %d jobs took %d writes, want %d", jobs, got, want)
 	}
@@ -117,8 +117,8 @@ func TestWriteFiresMakesTheMissingParentsInTheBatches(t *testing.T) {
 	// The batches sent at once, of 2 ops a share, all miss a parent; so
 	// does the first one at a time; then batches of whole shares of 3
 	// ops each.
-	perBatch := coord.MaxBatchOps / 3
-	atOnce := (2*len(writes) + coord.MaxBatchOps - 1) / coord.MaxBatchOps
+	perBatch := coord.QuickBatchOps / 3
+	atOnce := (2*len(writes) + coord.QuickBatchOps - 1) / coord.QuickBatchOps
 	if got, want := n.Load(), int64(atOnce+1+(len(writes)+perBatch-1)/perBatch); got != want {
 		t.Fatalf("WriteFires of %d new jobs took %d writes, want %d", len(writes), got, want)
 	}
@@ -132,9 +132,9 @@ func TestWriteFiresFallsBackForSharesThatDoNotFit(t *testing.T) {
 	ctx := context.Background()
 	st := schedtest.NewStore()
 	w, _, n := countingTerm(t, st)
-	writes := fireWrites(t, w, "job", 41, 1, false)
-	big := writes[40]
-	writes = writes[:40]
+	writes := fireWrites(t, w, "job", 31, 1, false)
+	big := writes[30]
+	writes = writes[:30]
 	for s := 1; s < coord.MaxBatchOps+20; s++ {
 		big.Running = append(big.Running, rec(big.Job, t0, s, 0))
 	}
@@ -150,10 +150,10 @@ func TestWriteFiresFallsBackForSharesThatDoNotFit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The 10 shares before the big one in a batch; the big one alone, in
-	// two batches of running nodes and then its ready node; the 30 after
+	// two batches of running nodes and then its ready node; the 20 after
 	// it in a batch that fails on the existing node, then that share
 	// alone (a batch that fails on the node again, and one without it),
-	// then the 29 others in one.
+	// then the 19 others in one.
 	if got := n.Load(); got != 8 {
 		t.Fatalf("WriteFires took %d writes, want 8", got)
 	}
@@ -202,7 +202,7 @@ func TestWriteFiresOfALostTermWritesNothing(t *testing.T) {
 	}
 }
 
-// The task record writes of many statuses take a batch per MaxBatchOps
+// The task record writes of many statuses take a batch per QuickBatchOps
 // ops, a set followed by a delete of the same node only the delete; a batch that fails on an op (a running node gone, a
 // failover parent missing) is written one write at a time as before.
 func TestWriteTasksBatchesAndFallsBack(t *testing.T) {
@@ -232,7 +232,7 @@ func TestWriteTasksBatchesAndFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The sets of the nodes deleted after are left out: 150 ops.
-	if got, want := n.Load(), int64((tasks+coord.MaxBatchOps-1)/coord.MaxBatchOps); got != want {
+	if got, want := n.Load(), int64((tasks+coord.QuickBatchOps-1)/coord.QuickBatchOps); got != want {
 		t.Fatalf("WriteTasks of %d writes took %d writes, want %d", len(writes), got, want)
 	}
 	running, err := w.Running(ctx)
@@ -281,7 +281,7 @@ func TestWriteFiresBatchesSentAtOnceFallBack(t *testing.T) {
 	ctx := context.Background()
 	st := schedtest.NewStore()
 	w, _, n := countingTerm(t, st)
-	writes := fireWrites(t, w, "job", 230, 1, false) // 5 batches
+	writes := fireWrites(t, w, "job", 230, 1, false) // 8 batches of 30 shares or fewer
 	earlier := rec(writes[120].Job, t0, 0, 0)
 	earlier.Host = "earlier-term"
 	if _, err := w.CreateRunning(ctx, earlier.Job, earlier); err != nil {
@@ -293,10 +293,10 @@ func TestWriteFiresBatchesSentAtOnceFallBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 5 at once, one failing; then that one's 50 shares: one failing again,
-	// the share alone (two), the other 49.
-	if got := n.Load(); got != 9 {
-		t.Fatalf("WriteFires took %d writes, want 9", got)
+	// 8 at once, one failing; then that one's 30 shares: one failing again,
+	// the share alone (two), the other 29.
+	if got := n.Load(); got != 12 {
+		t.Fatalf("WriteFires took %d writes, want 12", got)
 	}
 	if len(notified) != len(writes) {
 		t.Fatalf("%d shares notified, want %d", len(notified), len(writes))

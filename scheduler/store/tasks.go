@@ -81,7 +81,7 @@ func (s *Writer) writeTask(ctx context.Context, w TaskWrite) error {
 var errBadTaskWrite = errors.New("store: invalid task write")
 
 // WriteTasks makes writes, in their order, in as few fenced batches as
-// coord.MaxBatchOps and coord.MaxValueSize allow, instead of a round trip
+// coord.QuickBatchOps and coord.MaxValueSize allow, instead of a round trip
 // each: the task records' writes of the statuses or launches the loop
 // handles together. A set of a running node that a later write of the
 // list replaces or removes is left out: nobody reads the node in between.
@@ -113,7 +113,7 @@ func (s *Writer) WriteTasks(ctx context.Context, writes []TaskWrite) error {
 			for _, op := range wops {
 				wsize += len(op.Value)
 			}
-			if n > 0 && (len(ops)+len(wops) > coord.MaxBatchOps || size+wsize > coord.MaxValueSize) {
+			if n > 0 && (len(ops)+len(wops) > coord.QuickBatchOps || size+wsize > coord.MaxValueSize) {
 				break
 			}
 			ops, size, n = append(ops, wops...), size+wsize, n+1
