@@ -232,26 +232,37 @@ func TestStatusesReportedTogetherAreWrittenInFewBatches(t *testing.T) {
 	}
 }
 
-// A term that ends between the batches of a pass's fires (the write of
-// the second fails) leaves every job's share written or not: the next
-// term starts each fire exactly once, those whose share was written
-// (running, no longer ready) as unconfirmed tasks, launched again (a no-op
-// for the executor if the first term's worker launched them), the others
-// produced again.
+// A term that ends between the batches of a pass's fires leaves every
+// job's running nodes written or not, and its ready node written only if
+// they are: the next term starts each fire exactly once. A fire whose
+// running nodes and ready node were written has unconfirmed tasks,
+// launched again (a no-op for the executor if the first term's worker
+// launched them); one whose running nodes alone were written is produced
+// again and completed from them; the others are produced again. The first case fails a batch of ready nodes (some of
+// the jobs then have their ready node written, some not), the second a
+// batch of running nodes.
 func TestCrashBetweenTheBatchesOfFiresDueTogether(t *testing.T) {
+	t.Run("ready nodes", func(t *testing.T) {
+		crashBetweenFires(t, coord.QuickBatchOps/2+1, isSetPrefix(store.ReadyRoot+"/"))
+	})
+	t.Run("running nodes", func(t *testing.T) {
+		crashBetweenFires(t, coord.QuickBatchOps+1, func(op, p string) bool {
+			return op == "create" && strings.HasPrefix(p, store.RunningRoot+"/") && strings.Count(p, "/") == 4
+		})
+	})
+}
+
+func crashBetweenFires(t *testing.T, nth int, match func(op, path string) bool) {
 	e := newMemEnv(t)
 	e.start()
 	const jobs = 120
 	names := togetherJobs(t, e, jobs)
-	perBatch := coord.QuickBatchOps / 2
-	failOnce(e.store, perBatch+1, isSetPrefix(store.ReadyRoot+"/"))
+	failOnce(e.store, nth, match)
 	fire := t0.Add(time.Hour)
 	e.clock.Advance(time.Hour)
+	eventually(t, "the failed write ends the term", func() bool { return e.cluster.Opened() >= 2 })
 	eventually(t, "every job's fire runs", func() bool { return len(e.cluster.Running()) == jobs })
 	settle(e.cluster)
-	if e.cluster.Opened() < 2 {
-		t.Fatalf("the failed write did not end the term (executors opened: %d)", e.cluster.Opened())
-	}
 	for _, name := range names {
 		id := model.TaskID(name, fire, 0, 0)
 		wantStarted(t, e.cluster, name, []string{id})
@@ -460,7 +471,8 @@ func (e *concurrentLaunches) Close() error                              { return
 // launched at once after their one fence, not one Launch after another:
 // the last job of a pass does not wait for every other job's Launch.
 // leaderLaunches is fencedLaunches through ex for a term that leads on a
-// store of its own, and its leadership.
+// store of its own, and its leadership. The launches do not see the
+// leadership end (unaware): only the store's fence can refuse them.
 func leaderLaunches(t *testing.T, ex executor.Executor) (func(context.Context, [][]executor.Task, time.Time) []error, coord.Leadership) {
 	t.Helper()
 	ctx := ctxT(t)
@@ -469,8 +481,14 @@ func leaderLaunches(t *testing.T, ex executor.Executor) (func(context.Context, [
 	t.Cleanup(func() { _ = c.Close() })
 	l, err := c.Campaign(ctx, store.ElectionPath, []byte("me"))
 	mustDo(t, err)
-	return fencedLaunches(store.NewWriter(c, l.Writer(), time.Minute), l.Token(), ex), l
+	return fencedLaunches(store.NewWriter(c, l.Writer(), time.Minute), unaware{l}, ex), l
 }
+
+// unaware is a leadership that has not heard yet that it is over (a
+// paused or cut-off leader): only the store can tell it.
+type unaware struct{ coord.Leadership }
+
+func (unaware) Lost() <-chan struct{} { return nil }
 
 func TestTheBatchesOfOneFenceLaunchAtOnce(t *testing.T) {
 	ex := &concurrentLaunches{deadline: time.Now().Add(5 * time.Second)}
@@ -523,6 +541,52 @@ func TestALaunchFencesUnlessItsWriteIsFresh(t *testing.T) {
 	}
 	if n := ex.n.Load(); err != nil || n != 1 {
 		t.Fatalf("written just now: launched %d times, error %v; want one Launch without a fence", n, err)
+	}
+}
+
+// A launch with no fresh proof of its own stands on the term's latest
+// write, whatever it was: none is made while one was acknowledged within
+// freshFence, one is made once that is older.
+func TestALaunchStandsOnTheTermsLatestWrite(t *testing.T) {
+	ctx := ctxT(t)
+	st := schedtest.NewStore()
+	c, err := st.Open(ctx)
+	mustDo(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	l, err := c.Campaign(ctx, store.ElectionPath, []byte("me"))
+	mustDo(t, err)
+	w := store.NewWriter(c, l.Writer(), time.Minute)
+	ex := &countedLaunches{}
+	launch := fencedLaunches(w, l, ex)
+	var fences atomic.Int32
+	st.SetWriteHook(func(op, p string) error {
+		if p == "/ha/term" {
+			fences.Add(1)
+		}
+		return nil
+	})
+	// A loaded machine may take longer than freshFence between the write
+	// and the launch now and then: a few tries.
+	fresh := false
+	for range 10 {
+		if _, err := w.CreateReady(ctx, fmt.Sprintf("j%d", fences.Load()), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		before := fences.Load()
+		mustDo(t, launch(ctx, [][]executor.Task{{{ID: "a"}}}, time.Time{})[0])
+		if fences.Load() == before {
+			fresh = true
+			break
+		}
+	}
+	if !fresh {
+		t.Fatal("every launch made a fence, though the term had just written")
+	}
+	time.Sleep(2 * freshFence)
+	before := fences.Load()
+	mustDo(t, launch(ctx, [][]executor.Task{{{ID: "a"}}}, time.Time{})[0])
+	if fences.Load() == before {
+		t.Fatalf("a launch %v after the term's last write made no fence", 2*freshFence)
 	}
 }
 

@@ -16,10 +16,11 @@ import (
 // a time, each fire cost two store round trips on the loop before the next
 // job's turn. Instead the pass stages its ready-queue writes and its moves
 // of fires from ready to running, in memory, and flushFires writes them
-// all at the end of the pass with store.Writer.WriteFires: one job's share
-// (its running nodes and its ready node) is one atomic batch (a share too
-// large for one is written as LaunchFire writes it, running nodes first),
-// and the shares of many jobs share a batch, up to coord.QuickBatchOps ops.
+// all at the end of the pass with store.Writer.WriteFires: first every
+// job's running nodes (one job's in one atomic batch, unless they are too
+// many for one), then every job's ready node, the shares of many jobs
+// sharing a batch, up to coord.QuickBatchOps ops. The ready nodes are half
+// of the writes; the tasks start without waiting for them.
 //
 // A staged ready node is the job's js.ready, ahead of the store in its
 // content but never in its Version, which stays the stored node's: the
@@ -30,20 +31,24 @@ import (
 // What the pass stages is only in the term's memory until flushFires has
 // written it, and nothing outside the loop sees it before: the pass runs
 // without serving a request or a status in between, and the tasks of a
-// job's fires are handed to the launch workers only after the job's share
-// is written (start, called by flushFires as each batch is written, while
-// the next ones are). If a write fails, the term ends and its memory is
-// dropped; the next term loads the store, where each job's share is
-// either wholly written or not at all, and produces again what was not
-// written (its LastFire did not move); the tasks of the shares written
-// are unconfirmed running tasks, launched again (Launch is idempotent per
-// task ID), whether or not this term's worker launched them.
+// job's fires are handed to the launch workers only after the job's
+// running nodes are written (start, called by flushFires as each batch is
+// written, while the next ones are). If a write fails, the term ends and
+// its memory is dropped; the next term loads the store, where each job's
+// running nodes are written or not, and its ready node only if they are.
 //
 // The order that makes a crash recoverable (launch's comment) holds per
-// job: a fire produced and launched in the same pass goes from "not
-// produced" to "running, not ready" in one atomic batch, which is the state
-// after step (b); a fire that was ready already moves as LaunchFire moves
-// it; Launch comes after either.
+// job: (a) the running nodes, (b) the ready node. A fire that was ready
+// and is left with running nodes is still ready: the next term's first
+// pass completes it (launchReady, whatever the policy). A fire produced
+// in the same pass and left with running nodes has a LastFire before it:
+// the next term's first pass produces it again and, as it has running
+// nodes, completes it the same way (its missing shards made, its ready
+// node written). Either way its tasks are unconfirmed running tasks,
+// launched again (a no-op for a task this term's worker launched), and
+// the first pass runs before the loop handles any status, so the nodes of
+// tasks that have ended meanwhile are still there to tell it the fire ran.
+// A fire produced and not left with running nodes is produced again.
 
 // firePass is what the current pass staged, by job, in staging order.
 type firePass struct {
@@ -104,13 +109,11 @@ func (t *term) flushFires(ctx context.Context) error {
 		writes[i] = store.FireWrite{Job: name, Running: pass.jobs[name].running, Ready: t.jobs[name].ready}
 	}
 	// Each job's tasks are handed to its launch worker as soon as its
-	// share is written, while the batches after it are written.
+	// running nodes are written, while the batches after them are written.
 	var startErr error
-	_, err := t.st.WriteFires(ctx, writes, func(i int, out store.FireWritten) {
+	outs, err := t.st.WriteFires(ctx, writes, func(i int, out store.FireWritten) {
 		name := names[i]
 		js := t.jobs[name]
-		js.ready = out.Ready
-		t.emitFires(name, pass.jobs[name])
 		for _, rec := range out.Running {
 			js.addRunning(rec)
 		}
@@ -124,6 +127,10 @@ func (t *term) flushFires(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	for i, name := range names {
+		t.jobs[name].ready = outs[i].Ready
+		t.emitFires(name, pass.jobs[name])
 	}
 	return startErr
 }

@@ -50,12 +50,14 @@ func (t *term) dueForLaunch() []string {
 // the executor treats as a no-op if (c) had happened.
 //
 // The ready fires' moves are staged and written by the loop's flushFires
-// after the pass, many jobs to a batch (fires.go). Each job's (a) and (b)
-// stay one atomic batch, or (a) before (b) where the job's share is too
-// large for one, so the states above are still the only ones a crash can
-// leave; and (c) comes after the write, as before. A fire produced in the
-// same pass is written straight to running: the store never holds it as
-// ready, which is the state after (b).
+// after the pass, many jobs to a batch (fires.go): every job's (a), then
+// every job's (b), and (c) once the job's (a) is written, so (c) may come
+// before (b). After (a), with or without (c), the fire is still ready and
+// its running nodes exist: the next term's first pass completes it, before
+// it handles any status, and launches its unconfirmed tasks again. A fire
+// produced in the same pass is never written as ready: its (b) is the
+// write of its LastFire, and until then the next term produces it again
+// and completes it the same way.
 func (t *term) launch(ctx context.Context, names []string) error {
 	if len(names) == 0 {
 		return nil
@@ -378,8 +380,8 @@ type launchResult struct {
 // term still leads: a leader deposed since it decided (paused, cut off)
 // launches nothing, and its tasks stay unconfirmed for the loop to retry,
 // which it never will, as the term is over.
-func fencedLaunch(st *store.Writer, token int64, ex executor.Executor) func(context.Context, []executor.Task) error {
-	launch := fencedLaunches(st, token, ex)
+func fencedLaunch(st *store.Writer, l coord.Leadership, ex executor.Executor) func(context.Context, []executor.Task) error {
+	launch := fencedLaunches(st, l, ex)
 	return func(ctx context.Context, tasks []executor.Task) error {
 		return launch(ctx, [][]executor.Task{tasks}, time.Time{})[0]
 	}
@@ -397,16 +399,32 @@ func fencedLaunch(st *store.Writer, token int64, ex executor.Executor) func(cont
 //
 // written, if not zero, is when the store acknowledged a fenced write the
 // term made after deciding on every batch (their fires' own, for fires
-// launched as they are written). Within freshFence of it that write is the
+// launched as they are written); st.LastProof, the term's latest write,
+// counts as well. Within freshFence of the later of them that write is the
 // proof, and no fence is made: a fence costs a write the server syncs to
 // disk, milliseconds of every fire's way to its process. A worker that
-// takes the batches later (it was busy, or the process was paused) fences
-// as before.
-func fencedLaunches(st *store.Writer, token int64, ex executor.Executor) func(context.Context, [][]executor.Task, time.Time) []error {
+// takes the batches later, with no write of the term since (it was busy,
+// or the process was paused), fences as before.
+func fencedLaunches(st *store.Writer, l coord.Leadership, ex executor.Executor) func(context.Context, [][]executor.Task, time.Time) []error {
 	return func(ctx context.Context, batches [][]executor.Task, written time.Time) []error {
 		errs := make([]error, len(batches))
+		select {
+		case <-l.Lost():
+			// Known over: no write of the term proves anything now.
+			for i := range errs {
+				errs[i] = fmt.Errorf("check the term before launching: %w: its leadership is lost", coord.ErrNotLeader)
+			}
+			return errs
+		default:
+		}
+		// Any later write of the term proves it as well: while a pass's
+		// ready nodes are written, their answers keep the proof fresh for
+		// the running nodes' tasks queued before them.
+		if last := st.LastProof(); last.After(written) {
+			written = last
+		}
 		if written.IsZero() || time.Since(written) > freshFence {
-			if err := st.Fence(ctx, token); err != nil {
+			if err := st.Fence(ctx, l.Token()); err != nil {
 				for i := range errs {
 					errs[i] = err
 				}

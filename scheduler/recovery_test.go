@@ -152,3 +152,64 @@ func TestTaskLostWhileNoLeaderRanFailsOverInTheNextTerm(t *testing.T) {
 	next := withAttempt(id, 1)
 	eventually(t, "the new term's reconciliation fails it over", func() bool { return e.cluster.State(next) == executor.StateRunning })
 }
+
+// A pass's tasks start once their running nodes are written, before their
+// ready nodes are: a term that ends in between may leave tasks that run,
+// and end, before the next term reconciles them. Neither a fire produced
+// in that pass nor one moved from the ready queue may then run twice: the
+// next term's first pass completes both from their running nodes, before
+// it handles the ended tasks' statuses. The ready node's write fails once
+// the task has started and ended.
+func TestCrashBeforeTheReadyNodeAfterTheTaskEnded(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		trigger bool
+		nth     int // the failing write of the ready node
+	}{
+		{"cron fire", false, 1},
+		{"triggered fire", true, 2}, // set #1 queues the fire
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newMemEnv(t)
+			e.cluster.FinishOnLaunch = true
+			e.start()
+			register(t, e.svc(), testJob("j", "0 0 11 * * ?"))
+			fire := t0.Add(time.Hour)
+			if tc.trigger {
+				fire = t0
+			}
+			id := model.TaskID("j", fire, 0, 0)
+			seen := 0
+			e.store.SetWriteHook(func(op, p string) error {
+				if op != "set" || p != store.ReadyPath("j") {
+					return nil
+				}
+				if seen++; seen != tc.nth {
+					return nil
+				}
+				deadline := time.Now().Add(10 * time.Second)
+				for e.cluster.State(id) == "" && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+				return errInjected
+			})
+			if tc.trigger {
+				mustDo(t, e.svc().TriggerJob(ctxT(t), model.Trigger{JobName: "j"}))
+			} else {
+				e.clock.Advance(time.Hour)
+			}
+			eventually(t, "the next term removes the ended task's node", func() bool {
+				return e.cluster.Opened() >= 2 && len(runningIDs(t, e.svc())) == 0
+			})
+			settle(e.cluster)
+			wantStarted(t, e.cluster, "j", []string{id})
+			rn := readyNodeOf(t, e.store, "j")
+			if len(rn.FireTimes) != 0 {
+				t.Fatalf("fires %v still queued", rn.FireTimes)
+			}
+			if !tc.trigger && !rn.LastFire.Equal(fire) {
+				t.Fatalf("LastFire %v, want the fire %v", rn.LastFire, fire)
+			}
+		})
+	}
+}

@@ -149,7 +149,7 @@ func TestADeposedLeaderLaunchesNothing(t *testing.T) {
 	ex, err := cluster.Factory("deposed")(ctx, executor.Term{Token: l.Token()})
 	mustDo(t, err)
 	defer ex.Close()
-	launch := fencedLaunch(store.NewWriter(c, l.Writer(), 5*time.Second), l.Token(), ex)
+	launch := fencedLaunch(store.NewWriter(c, l.Writer(), 5*time.Second), l, ex)
 	task := executor.Task{ID: model.TaskID("j", t0, 0, 0), Job: "j", App: "app", Command: "true", CPUs: 1, MemoryMB: 1}
 
 	mustDo(t, launch(ctx, []executor.Task{task}))

@@ -210,7 +210,7 @@ func (t *term) establish(ctx context.Context) error {
 		return fmt.Errorf("open the executor: %w", err)
 	}
 	t.ex = ex
-	t.launchers = newLaunchers(fencedLaunches(t.st, t.l.Token(), ex))
+	t.launchers = newLaunchers(fencedLaunches(t.st, t.l, ex))
 	opened := time.Now()
 	if err := t.load(ctx); err != nil {
 		return err

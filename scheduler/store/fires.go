@@ -26,37 +26,47 @@ type FireWritten struct {
 	// Running are the records of the running nodes, as stored: one that
 	// existed already (an earlier term got this far) is kept as it was.
 	Running []*model.TaskRecord
-	// Ready is the ready node at its new version.
+	// Ready is the ready node at its new version (in WriteFires' answer;
+	// not yet when written is called).
 	Ready Ready
 	// At is when the store acknowledged the fenced write that wrote the
-	// share (time.Now, with its monotonic reading): the term led then.
+	// share's running nodes (time.Now, with its monotonic reading): the
+	// term led then.
 	At time.Time
 }
 
 // WriteFires writes what one pass of the producer and the launcher did to
 // many jobs, in as few fenced batches as coord.QuickBatchOps and
-// coord.MaxValueSize allow, instead of a round trip per job: each job's
-// share is what LaunchFire writes for it, and it never straddles two
-// batches, so every job's running nodes and ready node are written
-// atomically together, as LaunchFire writes them. A share too large for a
-// batch of its own is written by LaunchFire, running nodes first and ready
-// node last. Batches hold different jobs and are independent, so they are
-// first sent up to writesInFlight at a time (tryAtOnce): a failure leaves
-// every job either wholly written or not at all, whichever batches were
-// written.
+// coord.MaxValueSize allow, instead of a round trip per job. It writes in
+// two rounds: first every job's running nodes, then every job's ready
+// node. A job's running nodes never straddle two batches, so they are
+// written atomically together; a share of more running nodes than a batch
+// holds is written by CreateRunning, in several. Batches hold different
+// jobs and are independent, so each round's are first sent up to
+// writesInFlight at a time (tryAtOnce).
+//
+// Running nodes first is the order LaunchFire keeps within a job (step (a)
+// of the launcher's move, then (b)); across jobs it lets the tasks start
+// once their running nodes are written, without waiting for the ready
+// nodes, which are half of the writes. A failure leaves any job's running
+// nodes written or not, and its ready node written only if all its running
+// nodes are: a fire that was ready is then still ready with its running
+// nodes there, and a fire produced in the same pass has running nodes
+// beyond the ready node's LastFire; the next term completes both (the
+// scheduler's fires.go).
 //
 // A batch that fails on one job's op (a running node that exists, a ready
 // node at another version) is written again without it, and that job is
-// written alone by LaunchFire, which keeps existing running nodes and
-// fails on a version conflict. The running nodes' parents a batch cannot
-// make on its own are learnt with one read of the running root, and then
-// made in the batches. Job names must be distinct; the error is the
-// store's failure (a lost term among them), after which any share may be
-// written or not.
+// written alone by CreateRunning, which keeps existing running nodes, or
+// SetReady, which fails on a version conflict. The running nodes' parents a
+// batch cannot make on its own are learnt with one read of the running
+// root, and then made in the batches. Job names must be distinct; the
+// error is the store's failure (a lost term among them).
 //
-// written, if not nil, is called with each share as soon as it is
-// written, on the caller's goroutine, so that the caller can act on the
-// first batch's shares (launch their tasks) while the next are written.
+// written, if not nil, is called with each share as soon as its running
+// nodes are written (a share without any: once its ready node is), on the
+// caller's goroutine, so that the caller can act on the first batch's
+// shares (launch their tasks) while the next are written.
 func (s *Writer) WriteFires(ctx context.Context, writes []FireWrite, written func(int, FireWritten)) ([]FireWritten, error) {
 	b := &fireBatch{
 		s:      s,
@@ -68,33 +78,50 @@ func (s *Writer) WriteFires(ctx context.Context, writes []FireWrite, written fun
 		ready:  make([][]byte, len(writes)),
 		made:   map[string]bool{},
 	}
+	var launched []int
 	for i, w := range writes {
 		b.ready[i] = encode(w.Ready)
 		for _, r := range w.Running {
 			b.recs[i] = append(b.recs[i], encode(r))
 		}
+		if len(w.Running) > 0 {
+			launched = append(launched, i)
+		}
 	}
-	todo := make([]int, len(writes))
-	for i := range todo {
-		todo[i] = i
-	}
-	if err := b.tryAtOnce(ctx, todo); err != nil {
+	if err := b.round(ctx, launched); err != nil {
 		return nil, err
+	}
+	b.readyRound = true
+	clear(b.done)
+	all := make([]int, len(writes))
+	for i := range all {
+		all[i] = i
+	}
+	if err := b.round(ctx, all); err != nil {
+		return nil, err
+	}
+	return b.out, nil
+}
+
+// round writes the shares of todo of the current round.
+func (b *fireBatch) round(ctx context.Context, todo []int) error {
+	if err := b.tryAtOnce(ctx, todo); err != nil {
+		return err
 	}
 	for {
 		todo = slices.DeleteFunc(todo, func(i int) bool { return b.done[i] })
 		if len(todo) == 0 {
-			return b.out, nil
+			return nil
 		}
 		n := b.fits(todo)
 		if n == 0 {
 			if err := b.alone(ctx, todo[0]); err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		}
 		if err := b.commit(ctx, todo[:n]); err != nil {
-			return nil, err
+			return err
 		}
 	}
 }
@@ -122,7 +149,7 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 	for rest := sorted; len(rest) > 0; {
 		n := b.fits(rest)
 		if n == 0 {
-			rest = rest[1:] // too large for a batch: LaunchFire writes it
+			rest = rest[1:] // too large for a batch: written alone
 			continue
 		}
 		chunks, rest = append(chunks, rest[:n]), rest[n:]
@@ -185,12 +212,21 @@ func (b *fireBatch) took(chunk []int, res []coord.OpResult, at time.Time) {
 	k := 0
 	for _, i := range chunk {
 		k += len(b.ops(i))
-		// k-1 is share i's last op: its ready node.
-		w := b.writes[i]
-		b.out[i] = FireWritten{Running: w.Running, Ready: w.Ready, At: at}
-		b.out[i].Ready.Version = res[k-1].Version
-		b.written(i)
+		b.record(i, res[k-1], at) // k-1 is share i's last op
 	}
+}
+
+// record takes in share i as written by a batch acknowledged at at, whose
+// result for the share's last op is last.
+func (b *fireBatch) record(i int, last coord.OpResult, at time.Time) {
+	w := b.writes[i]
+	if b.readyRound {
+		b.out[i].Ready = w.Ready
+		b.out[i].Ready.Version = last.Version
+	} else {
+		b.out[i].Running, b.out[i].At = w.Running, at
+	}
+	b.written(i)
 }
 
 // fireBatch is one call of WriteFires.
@@ -202,6 +238,9 @@ type fireBatch struct {
 	done   []bool // the share is written and its outcome in out
 	recs   [][][]byte
 	ready  [][]byte
+	// readyRound: the running nodes are written, the ready nodes are
+	// being written.
+	readyRound bool
 	// parents are the jobs whose running parent exists; nil until a batch
 	// missed one, when one read of the running root fills it.
 	parents map[string]bool
@@ -210,25 +249,31 @@ type fireBatch struct {
 
 // needsParent says whether share i's batch makes its running parent.
 func (b *fireBatch) needsParent(i int) bool {
-	return len(b.writes[i].Running) > 0 && b.parents != nil && !b.parents[b.writes[i].Job]
+	return !b.readyRound && len(b.writes[i].Running) > 0 && b.parents != nil && !b.parents[b.writes[i].Job]
 }
 
-// ops are share i's writes: its running parent if it is known to be
-// missing, its running nodes, its ready node last.
+// ops are share i's writes in this round: its running parent if it is
+// known to be missing and its running nodes; or its ready node.
 func (b *fireBatch) ops(i int) []coord.Op {
 	w := b.writes[i]
-	ops := make([]coord.Op, 0, len(w.Running)+2)
+	if b.readyRound {
+		return []coord.Op{coord.SetOp(ReadyPath(w.Job), b.ready[i], w.Ready.Version)}
+	}
+	ops := make([]coord.Op, 0, len(w.Running)+1)
 	if b.needsParent(i) {
 		ops = append(ops, coord.CreateOp(RunningJobPath(w.Job), nil))
 	}
 	for k, r := range w.Running {
 		ops = append(ops, coord.CreateOp(RunningPath(w.Job, r.ID), b.recs[i][k]))
 	}
-	return append(ops, coord.SetOp(ReadyPath(w.Job), b.ready[i], w.Ready.Version))
+	return ops
 }
 
 func (b *fireBatch) size(i int) int {
-	n := len(b.ready[i])
+	if b.readyRound {
+		return len(b.ready[i])
+	}
+	n := 0
 	for _, v := range b.recs[i] {
 		n += len(v)
 	}
@@ -242,9 +287,12 @@ func (b *fireBatch) size(i int) int {
 func (b *fireBatch) fits(todo []int) int {
 	ops, size := 0, 0
 	for k, i := range todo {
-		n := len(b.writes[i].Running) + 1
-		if b.needsParent(i) {
-			n++
+		n := 1
+		if !b.readyRound {
+			n = len(b.writes[i].Running)
+			if b.needsParent(i) {
+				n++
+			}
 		}
 		limit := coord.QuickBatchOps
 		if k == 0 {
@@ -283,11 +331,7 @@ func (b *fireBatch) commit(ctx context.Context, chunk []int) error {
 			if k+1 < len(owner) && owner[k+1] == i {
 				continue
 			}
-			// k is share i's last op: its ready node.
-			w := b.writes[i]
-			b.out[i] = FireWritten{Running: w.Running, Ready: w.Ready, At: at}
-			b.out[i].Ready.Version = res[k].Version
-			b.written(i)
+			b.record(i, res[k], at) // k is share i's last op
 		}
 		return nil
 	case !errors.As(err, &oe) || oe.Index >= len(owner):
@@ -323,25 +367,38 @@ func (b *fireBatch) learnParents(ctx context.Context) error {
 	return nil
 }
 
-// alone writes share i by LaunchFire, which keeps running nodes that exist
-// and splits a share too large for one batch.
+// alone writes share i's round by itself: its running nodes by
+// CreateRunning, which keeps those that exist and splits a share too large
+// for one batch; its ready node by SetReady.
 func (b *fireBatch) alone(ctx context.Context, i int) error {
 	w := b.writes[i]
-	made, rn, err := b.s.LaunchFire(ctx, w.Job, w.Running, w.Ready)
-	if err != nil {
-		return err
+	if b.readyRound {
+		rn, err := b.s.SetReady(ctx, w.Job, w.Ready)
+		if err != nil {
+			return err
+		}
+		b.out[i].Ready = rn
+	} else {
+		made, err := b.s.CreateRunning(ctx, w.Job, w.Running...)
+		if err != nil {
+			return err
+		}
+		b.out[i].Running, b.out[i].At = made, time.Now()
 	}
-	b.out[i] = FireWritten{Running: made, Ready: rn, At: time.Now()}
 	b.written(i)
 	return nil
 }
 
+// written marks share i's round done; the caller hears of a share once,
+// when its tasks may start: after its running nodes, or its ready node if
+// it has none.
 func (b *fireBatch) written(i int) {
 	b.done[i] = true
-	if b.notify != nil {
+	launches := len(b.writes[i].Running) > 0
+	if b.notify != nil && launches != b.readyRound {
 		b.notify(i, b.out[i])
 	}
-	if b.parents != nil && len(b.writes[i].Running) > 0 {
+	if !b.readyRound && b.parents != nil && launches {
 		b.parents[b.writes[i].Job] = true
 	}
 }

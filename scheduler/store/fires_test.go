@@ -114,20 +114,21 @@ func TestWriteFiresMakesTheMissingParentsInTheBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The batches sent at once, of 2 ops a share, all miss a parent; so
-	// does the first one at a time; then batches of whole shares of 3
-	// ops each.
-	perBatch := coord.QuickBatchOps / 3
-	atOnce := (2*len(writes) + coord.QuickBatchOps - 1) / coord.QuickBatchOps
-	if got, want := n.Load(), int64(atOnce+1+(len(writes)+perBatch-1)/perBatch); got != want {
+	// The running nodes' batches sent at once, of 1 op a share, all miss a
+	// parent; so does the first one at a time; then batches of whole
+	// shares of 2 ops each (the parent, the node); then the ready nodes'
+	// batches, at once.
+	perBatch := coord.QuickBatchOps / 2
+	atOnce := (len(writes) + coord.QuickBatchOps - 1) / coord.QuickBatchOps
+	if got, want := n.Load(), int64(atOnce+1+(len(writes)+perBatch-1)/perBatch+atOnce); got != want {
 		t.Fatalf("WriteFires of %d new jobs took %d writes, want %d", len(writes), got, want)
 	}
 	wantFiresWritten(t, w, writes, out)
 }
 
-// A share too large for one batch is written alone, running nodes first;
-// one whose running node exists already (an earlier term got this far)
-// keeps it; the others still share batches.
+// A share of more running nodes than one batch holds has them written
+// alone, in several; one whose running node exists already (an earlier
+// term got this far) keeps it; the others still share batches.
 func TestWriteFiresFallsBackForSharesThatDoNotFit(t *testing.T) {
 	ctx := context.Background()
 	st := schedtest.NewStore()
@@ -149,13 +150,13 @@ func TestWriteFiresFallsBackForSharesThatDoNotFit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The 10 shares before the big one in a batch; the big one alone, in
-	// two batches of running nodes and then its ready node; the 20 after
-	// it in a batch that fails on the existing node, then that share
-	// alone (a batch that fails on the node again, and one without it),
-	// then the 19 others in one.
-	if got := n.Load(); got != 8 {
-		t.Fatalf("WriteFires took %d writes, want 8", got)
+	// The running nodes: the 10 shares before the big one in a batch; the
+	// big one alone, in two batches; the 20 after it in a batch that fails
+	// on the existing node, then that share alone (a batch that fails on
+	// the node, which is then read back), then the 19 others in one. Then
+	// the 31 ready nodes in one batch.
+	if got := n.Load(); got != 7 {
+		t.Fatalf("WriteFires took %d writes, want 7", got)
 	}
 	wantFiresWritten(t, w, writes, out)
 	if got := out[30].Running[0].Host; got != "earlier-term" {
@@ -164,24 +165,35 @@ func TestWriteFiresFallsBackForSharesThatDoNotFit(t *testing.T) {
 }
 
 // A share whose ready node moved on since (a version conflict) is the
-// store's failure: the term's memory is out of step with it.
+// store's failure: the term's memory is out of step with it. Its running
+// nodes were written first, as every share's are, and its ready node is
+// left as it was; the tasks were handed to the caller.
 func TestWriteFiresFailsOnAStaleReadyNode(t *testing.T) {
 	ctx := context.Background()
 	st := schedtest.NewStore()
 	w, _ := term(t, st)
 	writes := fireWrites(t, w, "job", 3, 1, false)
-	if _, err := w.SetReady(ctx, writes[1].Job, writes[1].Ready); err != nil {
+	moved, err := w.SetReady(ctx, writes[1].Job, writes[1].Ready)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.WriteFires(ctx, writes, nil); !errors.Is(err, coord.ErrVersionConflict) {
+	started := map[int]bool{}
+	if _, err := w.WriteFires(ctx, writes, func(i int, _ store.FireWritten) { started[i] = true }); !errors.Is(err, coord.ErrVersionConflict) {
 		t.Fatalf("WriteFires with a stale ready node = %v, want ErrVersionConflict", err)
 	}
 	running, err := w.Running(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(running[writes[1].Job]) != 0 {
-		t.Fatalf("the stale share's running nodes were written: %v", running[writes[1].Job])
+	if len(running[writes[1].Job]) != 1 || !started[1] {
+		t.Fatalf("the stale share's running nodes: %v (handed to the caller: %v), want written before its ready node", running[writes[1].Job], started[1])
+	}
+	ready, err := w.Ready(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ready[writes[1].Job]; got.Version != moved.Version {
+		t.Fatalf("the stale share's ready node is at %d, want it left at %d", got.Version, moved.Version)
 	}
 }
 
@@ -281,7 +293,7 @@ func TestWriteFiresBatchesSentAtOnceFallBack(t *testing.T) {
 	ctx := context.Background()
 	st := schedtest.NewStore()
 	w, _, n := countingTerm(t, st)
-	writes := fireWrites(t, w, "job", 230, 1, false) // 8 batches of 30 shares or fewer
+	writes := fireWrites(t, w, "job", 230, 1, false) // 4 batches of running nodes, 4 of ready nodes
 	earlier := rec(writes[120].Job, t0, 0, 0)
 	earlier.Host = "earlier-term"
 	if _, err := w.CreateRunning(ctx, earlier.Job, earlier); err != nil {
@@ -293,10 +305,12 @@ func TestWriteFiresBatchesSentAtOnceFallBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 8 at once, one failing; then that one's 30 shares: one failing again,
-	// the share alone (two), the other 29.
-	if got := n.Load(); got != 12 {
-		t.Fatalf("WriteFires took %d writes, want 12", got)
+	// The running nodes: 4 batches at once, one failing; then that one's
+	// 60 shares: one failing again, the share alone (a batch that fails on
+	// the node, which is then read back), the other 59. Then the ready
+	// nodes: 4 batches at once.
+	if got := n.Load(); got != 11 {
+		t.Fatalf("WriteFires took %d writes, want 11", got)
 	}
 	if len(notified) != len(writes) {
 		t.Fatalf("%d shares notified, want %d", len(notified), len(writes))
@@ -305,4 +319,58 @@ func TestWriteFiresBatchesSentAtOnceFallBack(t *testing.T) {
 	if got := out[120].Running[0].Host; got != "earlier-term" {
 		t.Fatalf("the running node an earlier term made was returned as %q, want it kept", got)
 	}
+}
+
+// Every share's running nodes are written before any ready node, and the
+// caller hears of each share once its running nodes are: the tasks start
+// while the ready nodes, half of the writes, are still to be written.
+func TestWriteFiresWritesTheRunningNodesFirst(t *testing.T) {
+	ctx := context.Background()
+	st := schedtest.NewStore()
+	w, _ := term(t, st)
+	writes := fireWrites(t, w, "job", 2*coord.QuickBatchOps+7, 1, false)
+	// A share that only queues a fire: heard of once its ready node is.
+	queued := writes[5]
+	queued.Running = nil
+	writes[5] = queued
+	heard := map[int]int{}
+	out, err := w.WriteFires(ctx, writes, func(i int, got store.FireWritten) {
+		heard[i]++
+		ready, err := w.Ready(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 5 {
+			if ready[writes[i].Job].Version == writes[i].Ready.Version {
+				t.Errorf("the queued share was heard of before its ready node was written")
+			}
+			return
+		}
+		if len(got.Running) != 1 || got.At.IsZero() {
+			t.Errorf("share %d heard of with %d running nodes, at %v", i, len(got.Running), got.At)
+		}
+		for _, wr := range writes {
+			if ready[wr.Job].Version != wr.Ready.Version {
+				t.Fatalf("share %d heard of after %s's ready node was written", i, wr.Job)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range writes {
+		if heard[i] != 1 {
+			t.Fatalf("share %d heard of %d times, want once", i, heard[i])
+		}
+	}
+	running, err := w.Running(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(running[queued.Job]) != 0 {
+		t.Fatalf("the queued share has running nodes %v", running[queued.Job])
+	}
+	writes[5].Running, out[5].Running = nil, nil
+	wantFiresWritten(t, w, writes[:5], out[:5])
+	wantFiresWritten(t, w, writes[6:], out[6:])
 }

@@ -351,3 +351,49 @@ func TestLaunchFireBeyondTheBatchSizeLimit(t *testing.T) {
 		t.Fatalf("made %d, queue %d at %v (returned %v)", len(made), len(ready["j"].FireTimes), ready["j"].Version, after.Version)
 	}
 }
+
+// LastProof is when the last write through the Writer was acknowledged:
+// zero before any, moved by every kind of write that succeeds, and not by
+// one that fails (a lost term's among them).
+func TestLastProofIsTheLatestWriteAcknowledged(t *testing.T) {
+	ctx := context.Background()
+	st := schedtest.NewStore()
+	w, l := term(t, st)
+	if got := w.LastProof(); !got.IsZero() {
+		t.Fatalf("LastProof before any write: %v", got)
+	}
+	last := time.Time{}
+	for _, write := range []struct {
+		name string
+		do   func() error
+	}{
+		{"fence", func() error { return w.Fence(ctx, l.Token()) }},
+		{"create", func() error { _, err := w.CreateReady(ctx, "j", time.Now()); return err }},
+		{"batch", func() error { _, err := w.WriteFires(ctx, fireWrites(t, w, "b", 1, 1, false), nil); return err }},
+	} {
+		before := time.Now()
+		if err := write.do(); err != nil {
+			t.Fatalf("%s: %v", write.name, err)
+		}
+		got := w.LastProof()
+		if got.Before(before) || got.After(time.Now()) || !got.After(last) {
+			t.Fatalf("%s: LastProof %v, want between %v and now, after %v", write.name, got, before, last)
+		}
+		last = got
+	}
+	if _, err := w.SetReady(ctx, "j", store.Ready{Version: 1 << 40}); !errors.Is(err, coord.ErrVersionConflict) {
+		t.Fatalf("SetReady at a version j's ready node never had: %v", err)
+	}
+	if got := w.LastProof(); !got.Equal(last) {
+		t.Fatalf("a refused write moved LastProof from %v to %v", last, got)
+	}
+	if err := l.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Fence(ctx, l.Token()); err == nil {
+		t.Fatal("a resigned term's fence succeeded")
+	}
+	if got := w.LastProof(); !got.Equal(last) {
+		t.Fatalf("a lost term's write moved LastProof from %v to %v", last, got)
+	}
+}

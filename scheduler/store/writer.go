@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hasched/hasched/coord"
@@ -19,12 +20,84 @@ type Writer struct {
 	Reader
 	w       coord.Writer
 	timeout time.Duration
+	// born and proof make LastProof: proof is when the last write was
+	// acknowledged, as nanoseconds after born (monotonic), 0 if none was.
+	born  time.Time
+	proof atomic.Int64
 }
 
 // NewWriter writes through w (a leadership's fenced Writer) and reads
 // through c (its session). Each call is bounded by timeout.
 func NewWriter(c coord.Coordinator, w coord.Writer, timeout time.Duration) *Writer {
-	return &Writer{Reader: Reader{c: c}, w: w, timeout: timeout}
+	s := &Writer{Reader: Reader{c: c}, timeout: timeout, born: time.Now()}
+	s.w = provenWriter{Writer: w, s: s}
+	return s
+}
+
+// LastProof is when the store last acknowledged a write made through this
+// Writer (time.Now at the answer, with its monotonic reading), or zero if
+// none was. Through a leadership's fenced Writer every write that succeeds
+// passed the fence, so the term led then, whichever write it was.
+func (s *Writer) LastProof() time.Time {
+	d := s.proof.Load()
+	if d == 0 {
+		return time.Time{}
+	}
+	return s.born.Add(time.Duration(d))
+}
+
+// proved records that a write was acknowledged now.
+func (s *Writer) proved() {
+	d := max(int64(time.Since(s.born)), 1)
+	for {
+		cur := s.proof.Load()
+		if d <= cur || s.proof.CompareAndSwap(cur, d) {
+			return
+		}
+	}
+}
+
+// provenWriter is the Writer's coord.Writer: each write that succeeds
+// moves LastProof.
+type provenWriter struct {
+	coord.Writer
+	s *Writer
+}
+
+func (p provenWriter) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
+	n, err := p.Writer.Create(ctx, path, value, opts...)
+	p.done(err)
+	return n, err
+}
+
+func (p provenWriter) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
+	v, err := p.Writer.Set(ctx, path, value, expected)
+	p.done(err)
+	return v, err
+}
+
+func (p provenWriter) Delete(ctx context.Context, path string, expected coord.Version) error {
+	err := p.Writer.Delete(ctx, path, expected)
+	p.done(err)
+	return err
+}
+
+func (p provenWriter) DeleteTree(ctx context.Context, path string) error {
+	err := p.Writer.DeleteTree(ctx, path)
+	p.done(err)
+	return err
+}
+
+func (p provenWriter) Apply(ctx context.Context, ops ...coord.Op) ([]coord.OpResult, error) {
+	res, err := p.Writer.Apply(ctx, ops...)
+	p.done(err)
+	return res, err
+}
+
+func (p provenWriter) done(err error) {
+	if err == nil {
+		p.s.proved()
+	}
 }
 
 func (s *Writer) bound(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -414,9 +487,10 @@ func (s *Writer) replace(ctx context.Context, old, path string, rec *model.TaskR
 
 // Fence proves that the term still leads, with a fenced write: it fails
 // with coord.ErrNotLeader once a successor may have acted. The launcher
-// calls it right before every Launch, so a leader that was paused or cut off
-// after it decided to launch never starts a task its successor has since
-// removed or started itself.
+// calls it right before a Launch unless a write of the term was
+// acknowledged just before (LastProof), so a leader that was paused or cut
+// off after it decided to launch never starts a task its successor has
+// since removed or started itself.
 func (s *Writer) Fence(ctx context.Context, token int64) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
