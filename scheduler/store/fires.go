@@ -120,8 +120,16 @@ func (b *fireBatch) round(ctx context.Context, todo []int) error {
 			}
 			continue
 		}
+		learnt := b.parents != nil
 		if err := b.commit(ctx, todo[:n]); err != nil {
 			return err
+		}
+		if !learnt && b.parents != nil {
+			// The batches missed parents (new jobs' first fires): now
+			// that they are known, the batches that make them go at once.
+			if err := b.tryAtOnce(ctx, slices.DeleteFunc(slices.Clone(todo), func(i int) bool { return b.done[i] })); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -159,14 +167,23 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 	}
 	type try struct {
 		chunk []int
+		ops   []coord.Op
+		ends  []int // each share's last op's index + 1
 		res   []coord.OpResult
 		err   error
 		at    time.Time
 		done  chan struct{}
 	}
+	// The ops are made here, not by the goroutines: what they depend on
+	// (the parents known) changes as the batches are taken in.
 	tries := make([]*try, len(chunks))
 	for k := range chunks {
-		tries[k] = &try{chunk: chunks[k], done: make(chan struct{})}
+		t := &try{chunk: chunks[k], done: make(chan struct{})}
+		for _, i := range t.chunk {
+			t.ops = append(t.ops, b.ops(i)...)
+			t.ends = append(t.ends, len(t.ops))
+		}
+		tries[k] = t
 	}
 	// Every attempt is made, then waited for, whatever the others' outcome:
 	// none may outlive the call.
@@ -178,7 +195,7 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 				defer func() { <-sem; close(t.done) }()
 				actx, cancel := b.s.bound(ctx)
 				defer cancel()
-				t.res, t.err = b.s.w.Apply(actx, b.chunkOps(t.chunk)...)
+				t.res, t.err = b.s.w.Apply(actx, t.ops...)
 				t.at = time.Now()
 			}()
 		}
@@ -189,31 +206,14 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 		var oe *coord.OpError
 		switch {
 		case t.err == nil:
-			b.took(t.chunk, t.res, t.at)
+			for j, i := range t.chunk {
+				b.record(i, t.res[t.ends[j]-1], t.at)
+			}
 		case !errors.As(t.err, &oe) && failed == nil:
 			failed = fmt.Errorf("write the fires of %d jobs: %w", len(t.chunk), t.err)
 		}
 	}
 	return failed
-}
-
-// chunkOps are the ops of the shares of chunk, in order.
-func (b *fireBatch) chunkOps(chunk []int) []coord.Op {
-	var ops []coord.Op
-	for _, i := range chunk {
-		ops = append(ops, b.ops(i)...)
-	}
-	return ops
-}
-
-// took takes in the results of the batch that wrote the shares of chunk,
-// acknowledged at at.
-func (b *fireBatch) took(chunk []int, res []coord.OpResult, at time.Time) {
-	k := 0
-	for _, i := range chunk {
-		k += len(b.ops(i))
-		b.record(i, res[k-1], at) // k-1 is share i's last op
-	}
 }
 
 // record takes in share i as written by a batch acknowledged at at, whose
