@@ -395,6 +395,7 @@ func (t *term) load(ctx context.Context) error {
 	}
 	t.loadedFrom = from
 	t.jobsDecoded = memo.Decoded()
+	t.st.KnowRunningParents(st.running)
 	for _, b := range st.badApps {
 		t.log.Error("app configuration quarantined: it is not used until it is registered or updated again", "app", b.Name, "error", b.Error)
 		t.badApps[b.Name] = nil

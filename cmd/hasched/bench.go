@@ -72,9 +72,9 @@ account in --coord needs to write there.
 --coord takes the URL serve takes, TLS and credentials included (see
 'hasched serve --help'); the embedded etcd is not benchmarked.
 
-A large --jobs takes a while: the leader registers one job at a time (about
-150 to 200 a second on a 2-core machine), and the raw client reads ZooKeeper
-nodes one round trip each.`,
+A large --jobs takes a while: the leader registers some 500 to 2,000 jobs a
+second on a 2-core machine, and the raw client reads ZooKeeper nodes one
+round trip each.`,
 		Example: `  # etcd, 1,000 jobs, 100 jobs firing every second for 10 s
   hasched bench --coord etcd://10.0.0.1:2379/hasched
 

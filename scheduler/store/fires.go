@@ -77,6 +77,9 @@ func (s *Writer) WriteFires(ctx context.Context, writes []FireWrite, written fun
 		recs:   make([][][]byte, len(writes)),
 		ready:  make([][]byte, len(writes)),
 		made:   map[string]bool{},
+		// What an earlier call learnt, and made since, holds: only the
+		// term writes running parents, through this Writer.
+		parents: s.runningParents,
 	}
 	var launched []int
 	for i, w := range writes {
@@ -242,7 +245,8 @@ type fireBatch struct {
 	// being written.
 	readyRound bool
 	// parents are the jobs whose running parent exists; nil until a batch
-	// missed one, when one read of the running root fills it.
+	// missed one, when one read of the running root fills it, for this
+	// call and the Writer's later ones (runningParents).
 	parents map[string]bool
 	made    map[string]bool // parents made one at a time after a batch missed them
 }
@@ -364,6 +368,7 @@ func (b *fireBatch) learnParents(ctx context.Context) error {
 	for _, n := range names {
 		b.parents[n] = true
 	}
+	b.s.runningParents = b.parents
 	return nil
 }
 

@@ -124,6 +124,19 @@ func TestWriteFiresMakesTheMissingParentsInTheBatches(t *testing.T) {
 		t.Fatalf("WriteFires of %d new jobs took %d writes, want %d", len(writes), got, want)
 	}
 	wantFiresWritten(t, w, writes, out)
+
+	// The Writer keeps what it learnt: the first fires of jobs registered
+	// since make their parents in their batches, which miss nothing.
+	later := fireWrites(t, w, "later", jobs, 1, true)
+	n.Store(0)
+	out, err = w.WriteFires(context.Background(), later, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := n.Load(), int64((len(later)+perBatch-1)/perBatch+atOnce); got != want {
+		t.Fatalf("WriteFires of %d jobs registered later took %d writes, want %d", len(later), got, want)
+	}
+	wantFiresWritten(t, w, later, out)
 }
 
 // A share of more running nodes than one batch holds has them written
@@ -373,4 +386,33 @@ func TestWriteFiresWritesTheRunningNodesFirst(t *testing.T) {
 	writes[5].Running, out[5].Running = nil, nil
 	wantFiresWritten(t, w, writes[:5], out[:5])
 	wantFiresWritten(t, w, writes[6:], out[6:])
+}
+
+// A Writer told which running parents exist (a term's load) makes the
+// missing ones in the first fires' batches, which then miss nothing.
+func TestWriteFiresMakesTheParentsItWasToldAreMissing(t *testing.T) {
+	st := schedtest.NewStore()
+	w, _, n := countingTerm(t, st)
+	old := fireWrites(t, w, "old", 1, 1, false) // the running root exists
+	running, err := w.Running(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.KnowRunningParents(running)
+	const jobs = 120
+	writes := append(fireWrites(t, w, "new", jobs, 1, true), old...)
+	n.Store(0)
+	out, err := w.WriteFires(context.Background(), writes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The running nodes: 30 new jobs' parent and node to a batch (4 full
+	// batches), the old job's node in a fifth; then the 121 ready nodes in
+	// 3.
+	perBatch := coord.QuickBatchOps / 2
+	want := int64(jobs/perBatch + 1 + (len(writes)+coord.QuickBatchOps-1)/coord.QuickBatchOps)
+	if got := n.Load(); got != want {
+		t.Fatalf("WriteFires of %d new jobs took %d writes, want %d", jobs, got, want)
+	}
+	wantFiresWritten(t, w, writes, out)
 }

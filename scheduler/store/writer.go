@@ -24,6 +24,14 @@ type Writer struct {
 	// acknowledged, as nanoseconds after born (monotonic), 0 if none was.
 	born  time.Time
 	proof atomic.Int64
+	// runningParents are the jobs whose running parent exists, as the
+	// term's load told them (KnowRunningParents) or WriteFires learnt them
+	// with one read of the running root (nil before), kept up since: so
+	// that a new job's first fire makes its parent in its batch instead of
+	// failing it. It may be stale where another term wrote: a batch that
+	// fails on it is mended as before. Only the term's loop uses it
+	// (WriteFires, DeleteJobState).
+	runningParents map[string]bool
 }
 
 // NewWriter writes through w (a leadership's fenced Writer) and reads
@@ -32,6 +40,18 @@ func NewWriter(c coord.Coordinator, w coord.Writer, timeout time.Duration) *Writ
 	s := &Writer{Reader: Reader{c: c}, timeout: timeout, born: time.Now()}
 	s.w = provenWriter{Writer: w, s: s}
 	return s
+}
+
+// KnowRunningParents tells the Writer which jobs have a running parent:
+// running's keys, as a term's load read them (Running lists the empty
+// parents too). WriteFires then makes the parents of the others in their
+// first fire's batch, instead of failing a batch to learn that they are
+// missing.
+func (s *Writer) KnowRunningParents(running map[string][]model.TaskRecord) {
+	s.runningParents = make(map[string]bool, len(running))
+	for job := range running {
+		s.runningParents[job] = true
+	}
 }
 
 // LastProof is when the store last acknowledged a write made through this
@@ -241,6 +261,7 @@ func (s *Writer) DeleteJob(ctx context.Context, name string) error {
 // DeleteJobState removes a job's running and failover tasks, its ready
 // node and its disable flag: the state of a job that is gone.
 func (s *Writer) DeleteJobState(ctx context.Context, name string) error {
+	delete(s.runningParents, name)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	for _, step := range []struct {
