@@ -58,10 +58,12 @@ type FireWritten struct {
 // A batch that fails on one job's op (a running node that exists, a ready
 // node at another version) is written again without it, and that job is
 // written alone by CreateRunning, which keeps existing running nodes, or
-// SetReady, which fails on a version conflict. The running nodes' parents a
-// batch cannot make on its own are learnt with one read of the running
-// root, and then made in the batches. Job names must be distinct; the
-// error is the store's failure (a lost term among them).
+// SetReady, which fails on a version conflict. The running parents that
+// are missing are made in the batches of the running nodes under them:
+// the Writer knows which exist from the term's load (KnowRunningParents),
+// or else learns it with one read of the running root once a batch misses
+// one. Job names must be distinct; the error is the store's failure (a
+// lost term among them).
 //
 // written, if not nil, is called with each share as soon as its running
 // nodes are written (a share without any: once its ready node is), on the
