@@ -3,7 +3,6 @@ package etcd
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -31,48 +30,13 @@ import (
 // or that a concurrent change raced it; only the fence's failure is
 // answered at once.
 
-// maxParentHints bounds the parents a session remembers; see parentHints.
+// maxParentHints bounds the parents a session remembers (Coordinator.
+// parents): the create revision of each, seen without a lease, so that a
+// quick batch pins it with one compare (that incarnation still exists)
+// instead of two (some node exists there, with no lease). A stale one
+// fails the transaction, which then goes the precise way, and is
+// forgotten.
 const maxParentHints = 16384
-
-// parentHints remembers, per node key, the create revision of a parent the
-// session saw without a lease, so that a quick batch pins it with one
-// compare (that incarnation still exists) instead of two (some node exists
-// there, with no lease). A hint is only a guess: a stale one fails the
-// transaction, which then goes the precise way, and is forgotten.
-type parentHints struct {
-	mu  sync.Mutex
-	rev map[string]int64
-}
-
-func (h *parentHints) get(key string) (int64, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	rev, ok := h.rev[key]
-	return rev, ok
-}
-
-func (h *parentHints) set(key string, rev int64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.rev == nil {
-		h.rev = map[string]int64{}
-	}
-	if _, ok := h.rev[key]; !ok && len(h.rev) >= maxParentHints {
-		for k := range h.rev {
-			delete(h.rev, k) // any one: the map's order is as good as any
-			break
-		}
-	}
-	h.rev[key] = rev
-}
-
-func (h *parentHints) forget(keys []string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, k := range keys {
-		delete(h.rev, k)
-	}
-}
 
 // quickBatch is a batch as one optimistic transaction.
 type quickBatch struct {

@@ -290,18 +290,22 @@ func TestSequentialCreateFallsBackWhenItsHintIsStale(t *testing.T) {
 
 // The hints stay bounded however many parents a session numbers under.
 func TestSequenceHintsAreBounded(t *testing.T) {
-	var h seqHints
+	h := hints[int64]{limit: maxSeqHints}
 	for i := range 3 * maxSeqHints {
 		h.set(fmt.Sprintf("/ns/s/p%d", i), int64(i))
 	}
-	if len(h.next) > maxSeqHints {
-		t.Fatalf("%d hints kept, want at most %d", len(h.next), maxSeqHints)
+	if len(h.m) > maxSeqHints {
+		t.Fatalf("%d hints kept, want at most %d", len(h.m), maxSeqHints)
 	}
 	last := fmt.Sprintf("/ns/s/p%d", 3*maxSeqHints-1)
-	if got := h.get(last); got != 3*maxSeqHints-1 {
-		t.Fatalf("the latest hint %s = %d, want %d", last, got, 3*maxSeqHints-1)
+	if got, ok := h.get(last); !ok || got != 3*maxSeqHints-1 {
+		t.Fatalf("the latest hint %s = %d (%v), want %d", last, got, ok, 3*maxSeqHints-1)
 	}
-	if got := h.get("/ns/s/never"); got != 0 {
-		t.Fatalf("an unknown counter's hint = %d, want 0", got)
+	if got, ok := h.get("/ns/s/never"); ok {
+		t.Fatalf("an unknown counter's hint = %d, want none", got)
+	}
+	h.forget([]string{last})
+	if _, ok := h.get(last); ok {
+		t.Fatalf("%s is still hinted after forget", last)
 	}
 }

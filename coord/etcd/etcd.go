@@ -114,9 +114,9 @@ type Coordinator struct {
 	ttl     time.Duration // the TTL the cluster granted
 	// seqs lets a Sequential create name its node without reading the
 	// counter first.
-	seqs seqHints
+	seqs hints[int64]
 	// parents lets a quick batch pin a parent with one compare.
-	parents parentHints
+	parents hints[int64]
 	// lastSent is when the last renewal that was answered was sent
 	// (UnixNano): see renew and SafeUntil.
 	lastSent atomic.Int64
@@ -205,6 +205,8 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		log:       log.With("lease", fmt.Sprintf("%x", lease.ID)),
 		ttl:       time.Duration(lease.TTL) * time.Second,
 		campaigns: map[string]struct{}{},
+		seqs:      hints[int64]{limit: maxSeqHints},
+		parents:   hints[int64]{limit: maxParentHints},
 	}
 	c.ctx, c.end = context.WithCancelCause(session.Ctx())
 	c.lastSent.Store(sent.UnixNano())

@@ -125,7 +125,7 @@ type createSnapshot struct {
 // Its compares: every ancestor exists (any incarnation will do: the
 // transaction is atomic); the parent has no lease (no ancestor above it can
 // have one, as an ephemeral node gets no children); the node's key is
-// absent; with Sequential, the counter gives the number seqHints expects;
+// absent; with Sequential, the counter gives the number its hint expects;
 // and a fenced writer's fence. At MaxPathDepth that is 99 + 4 compares and
 // 99 + 2 reads, within etcd's limit of 128 each.
 func (w writer) createOptimistic(ctx context.Context, path string, value []byte, o coord.CreateOptions) (made string, rev int64, snap *createSnapshot, err error) {
@@ -147,7 +147,7 @@ func (w writer) createOptimistic(ctx context.Context, path string, value []byte,
 	seqKey, n := "", int64(0)
 	if o.Sequential {
 		seqKey = c.keys.seq(coord.Parent(path))
-		n = c.seqs.get(seqKey)
+		n, _ = c.seqs.get(seqKey)
 		made = path + coord.FormatSequence(n)
 		cmps = append(cmps, counterAt(seqKey, n))
 		writes = append(writes, clientv3.OpPut(seqKey, strconv.FormatInt(n+1, 10)))

@@ -3,49 +3,16 @@ package etcd
 import (
 	"fmt"
 	"strconv"
-	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// maxSeqHints bounds how many Sequential counters a session remembers. A
-// forgotten one costs its next create one round trip, nothing else.
+// maxSeqHints bounds how many Sequential counters a session remembers
+// (Coordinator.seqs): the number each is expected to give next, so that a
+// Sequential create can name its node without reading the counter first.
+// A forgotten one costs its next create one round trip, nothing else.
 const maxSeqHints = 1024
-
-// seqHints remembers, per Sequential counter key, the number this session
-// expects the counter to give next, so that a Sequential create can name its
-// node without reading the counter first. A hint is only a guess: the create
-// compares the counter with it in the transaction that uses it, and a wrong
-// one costs the read that a create without hints makes anyway.
-type seqHints struct {
-	mu   sync.Mutex
-	next map[string]int64
-}
-
-// get is the number expected next from the counter at key; 0, a counter
-// not made yet, when the session knows nothing of it.
-func (h *seqHints) get(key string) int64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.next[key]
-}
-
-// set records that the counter at key gives n next.
-func (h *seqHints) set(key string, n int64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.next == nil {
-		h.next = map[string]int64{}
-	}
-	if _, ok := h.next[key]; !ok && len(h.next) >= maxSeqHints {
-		for k := range h.next {
-			delete(h.next, k) // any one: the map's order is as good as any
-			break
-		}
-	}
-	h.next[key] = n
-}
 
 // counterAt compares true if the counter at key numbers the next child n.
 // A counter is written only after it numbered a child, with that number
