@@ -453,8 +453,8 @@ func fencedLaunches(st *store.Writer, l coord.Leadership, ex executor.Executor) 
 // freshFence is how long after a fenced write the term launches on its
 // proof alone. A fence's own proof is as old as its answer's way back when
 // the Launch starts, well under a millisecond on a healthy network; this
-// lets a fire's own write stand in for it when the worker takes the fire
-// at once. A successor leads only once this term's session has ended (a
+// lets a write of the term just acknowledged (the fire's own, or any
+// later one: LastProof) stand in for it. A successor leads only once this term's session has ended (a
 // lease unrenewed for its whole TTL; a ZooKeeper session unheard of for
 // its timeout, which the write itself renews), and then loads the state
 // and reconciles before it launches anything: the 10 ms this adds to the

@@ -125,16 +125,8 @@ func (b *fireBatch) round(ctx context.Context, todo []int) error {
 			}
 			continue
 		}
-		learnt := b.parents != nil
 		if err := b.commit(ctx, todo[:n]); err != nil {
 			return err
-		}
-		if !learnt && b.parents != nil {
-			// The batches missed parents (new jobs' first fires): now
-			// that they are known, the batches that make them go at once.
-			if err := b.tryAtOnce(ctx, slices.DeleteFunc(slices.Clone(todo), func(i int) bool { return b.done[i] })); err != nil {
-				return err
-			}
 		}
 	}
 }
