@@ -367,7 +367,7 @@ func TestALaunchWorkerTakesTheQueuedBatchesTogether(t *testing.T) {
 	release := make(chan struct{})
 	var calls [][]string // each call's batches' jobs
 	var mu sync.Mutex
-	l := newLaunchers(func(_ context.Context, batches [][]executor.Task, _ time.Time) []error {
+	l := newLaunchers(func(_ context.Context, batches [][]executor.Task) []error {
 		mu.Lock()
 		first := len(calls) == 0
 		var jobs []string
@@ -473,7 +473,7 @@ func (e *concurrentLaunches) Close() error                              { return
 // leaderLaunches is fencedLaunches through ex for a term that leads on a
 // store of its own, and its leadership. The launches do not see the
 // leadership end (unaware): only the store's fence can refuse them.
-func leaderLaunches(t *testing.T, ex executor.Executor) (func(context.Context, [][]executor.Task, time.Time) []error, coord.Leadership) {
+func leaderLaunches(t *testing.T, ex executor.Executor) (func(context.Context, [][]executor.Task) []error, coord.Leadership) {
 	t.Helper()
 	ctx := ctxT(t)
 	c, err := schedtest.NewStore().Open(ctx)
@@ -493,7 +493,7 @@ func (unaware) Lost() <-chan struct{} { return nil }
 func TestTheBatchesOfOneFenceLaunchAtOnce(t *testing.T) {
 	ex := &concurrentLaunches{deadline: time.Now().Add(5 * time.Second)}
 	launch, _ := leaderLaunches(t, ex)
-	errs := launch(ctxT(t), [][]executor.Task{{{ID: "a"}}, {{ID: "b"}}, {{ID: "c"}}}, time.Time{})
+	errs := launch(ctxT(t), [][]executor.Task{{{ID: "a"}}, {{ID: "b"}}, {{ID: "c"}}})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("batch %d: %v", i, err)
@@ -516,37 +516,10 @@ func (e *countedLaunches) Reconcile(context.Context, []string) error { return ni
 func (e *countedLaunches) Statuses() <-chan executor.Status          { return nil }
 func (e *countedLaunches) Close() error                              { return nil }
 
-// A fenced write acknowledged within freshFence proves the term led, and
-// the launch makes no fence of its own; an older one, or none, and the
-// launch fences first. Shown with a term that has resigned since, whose
-// fence fails: launched only on a fresh proof.
-func TestALaunchFencesUnlessItsWriteIsFresh(t *testing.T) {
-	ctx := ctxT(t)
-	ex := &countedLaunches{}
-	launch, l := leaderLaunches(t, ex)
-	mustDo(t, l.Resign(ctx))
-	for _, written := range []time.Time{{}, time.Now().Add(-time.Second)} {
-		err := launch(ctx, [][]executor.Task{{{ID: "a"}}}, written)[0]
-		if n := ex.n.Load(); !errors.Is(err, coord.ErrNotLeader) || n != 0 {
-			t.Fatalf("written %v: launched %d times, error %v; want the fence to fail and nothing launched", written, n, err)
-		}
-	}
-	// A loaded machine may take longer than freshFence between the two
-	// calls now and then: a few tries.
-	var err error
-	for range 10 {
-		if err = launch(ctx, [][]executor.Task{{{ID: "a"}}}, time.Now())[0]; err == nil {
-			break
-		}
-	}
-	if n := ex.n.Load(); err != nil || n != 1 {
-		t.Fatalf("written just now: launched %d times, error %v; want one Launch without a fence", n, err)
-	}
-}
-
-// A launch with no fresh proof of its own stands on the term's latest
-// write, whatever it was: none is made while one was acknowledged within
-// freshFence, one is made once that is older.
+// A launch stands on the term's latest write, whatever it was: no fence
+// is made while one was acknowledged within freshFence, one is made when
+// the term has not written yet or wrote longer ago. A term deposed since
+// its last write, which has not heard of it, launches nothing then.
 func TestALaunchStandsOnTheTermsLatestWrite(t *testing.T) {
 	ctx := ctxT(t)
 	st := schedtest.NewStore()
@@ -557,7 +530,7 @@ func TestALaunchStandsOnTheTermsLatestWrite(t *testing.T) {
 	mustDo(t, err)
 	w := store.NewWriter(c, l.Writer(), time.Minute)
 	ex := &countedLaunches{}
-	launch := fencedLaunches(w, l, ex)
+	launch := fencedLaunches(w, unaware{l}, ex)
 	var fences atomic.Int32
 	st.SetWriteHook(func(op, p string) error {
 		if p == "/ha/term" {
@@ -565,15 +538,19 @@ func TestALaunchStandsOnTheTermsLatestWrite(t *testing.T) {
 		}
 		return nil
 	})
+	mustDo(t, launch(ctx, [][]executor.Task{{{ID: "a"}}})[0])
+	if fences.Load() == 0 {
+		t.Fatal("a launch before the term's first write made no fence")
+	}
 	// A loaded machine may take longer than freshFence between the write
 	// and the launch now and then: a few tries.
 	fresh := false
-	for range 10 {
-		if _, err := w.CreateReady(ctx, fmt.Sprintf("j%d", fences.Load()), time.Now()); err != nil {
+	for i := range 10 {
+		if _, err := w.CreateReady(ctx, fmt.Sprintf("j%d", i), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		before := fences.Load()
-		mustDo(t, launch(ctx, [][]executor.Task{{{ID: "a"}}}, time.Time{})[0])
+		mustDo(t, launch(ctx, [][]executor.Task{{{ID: "a"}}})[0])
 		if fences.Load() == before {
 			fresh = true
 			break
@@ -584,29 +561,16 @@ func TestALaunchStandsOnTheTermsLatestWrite(t *testing.T) {
 	}
 	time.Sleep(2 * freshFence)
 	before := fences.Load()
-	mustDo(t, launch(ctx, [][]executor.Task{{{ID: "a"}}}, time.Time{})[0])
+	mustDo(t, launch(ctx, [][]executor.Task{{{ID: "a"}}})[0])
 	if fences.Load() == before {
 		t.Fatalf("a launch %v after the term's last write made no fence", 2*freshFence)
 	}
-}
 
-// A launch worker taking several batches at once proves them by the
-// oldest of their writes, and by none if one of them was not written just
-// before.
-func TestTheOldestProofOfQueuedBatches(t *testing.T) {
-	now := time.Now()
-	at := func(ago time.Duration) launchBatch { return launchBatch{written: now.Add(-ago)} }
-	for _, tc := range []struct {
-		q    []launchBatch
-		want time.Time
-	}{
-		{[]launchBatch{at(0)}, now},
-		{[]launchBatch{at(0), at(3 * time.Millisecond), at(time.Millisecond)}, now.Add(-3 * time.Millisecond)},
-		{[]launchBatch{at(0), {}, at(time.Millisecond)}, time.Time{}},
-		{[]launchBatch{{}, at(0)}, time.Time{}},
-	} {
-		if got := oldestProof(tc.q); !got.Equal(tc.want) {
-			t.Fatalf("oldestProof of %d batches: %v, want %v", len(tc.q), got, tc.want)
-		}
+	mustDo(t, l.Resign(ctx))
+	time.Sleep(2 * freshFence)
+	launched := ex.n.Load()
+	err = launch(ctx, [][]executor.Task{{{ID: "a"}}})[0]
+	if n := ex.n.Load() - launched; !errors.Is(err, coord.ErrNotLeader) || n != 0 {
+		t.Fatalf("a deposed term's launch on a stale proof: launched %d times, error %v; want the fence to fail and nothing launched", n, err)
 	}
 }

@@ -121,7 +121,7 @@ func (t *term) flushFires(ctx context.Context) error {
 		for _, f := range pass.jobs[name].fires {
 			recs = append(recs, t.unlaunched(js, f)...)
 		}
-		if err := t.start(ctx, js, recs, out.At); err != nil && startErr == nil {
+		if err := t.start(ctx, js, recs); err != nil && startErr == nil {
 			startErr = err
 		}
 	})

@@ -114,7 +114,7 @@ func (t *term) launchUnconfirmed(ctx context.Context, js *jobState) error {
 		}
 		return nil
 	}
-	return t.start(ctx, js, recs, time.Time{})
+	return t.start(ctx, js, recs)
 }
 
 // launchFailover relaunches the failover tasks of an active job, each as its
@@ -149,7 +149,7 @@ func (t *term) launchFailover(ctx context.Context, js *jobState, now time.Time) 
 			recs = append(recs, rec)
 		}
 	}
-	return t.start(ctx, js, recs, time.Time{})
+	return t.start(ctx, js, recs)
 }
 
 // launchReady launches pending fires of an active TRANSIENT job. ALLOW
@@ -230,7 +230,7 @@ func (t *term) completeFire(ctx context.Context, js *jobState, f time.Time) erro
 	for _, rec := range made {
 		js.addRunning(rec)
 	}
-	return t.start(ctx, js, t.unlaunched(js, f), time.Time{})
+	return t.start(ctx, js, t.unlaunched(js, f))
 }
 
 // missingShards are the running records fire f of js lacks, each with the
@@ -321,7 +321,7 @@ func (t *term) keepDaemon(ctx context.Context, js *jobState, now time.Time) erro
 	for _, rec := range recs {
 		js.addRunning(rec)
 	}
-	return t.start(ctx, js, recs, time.Time{})
+	return t.start(ctx, js, recs)
 }
 
 func (t *term) newRecord(job string, fire time.Time, shard, attempt int) *model.TaskRecord {
@@ -339,16 +339,15 @@ func (t *term) newRecord(job string, fire time.Time, shard, attempt int) *model.
 // start is the last step: hand tasks whose running nodes exist to the
 // executor in one Launch, made by the app's launch worker; handleLaunched
 // records that the executor accepted them. Tasks already with a worker are
-// skipped. written is when a fenced write made just before, after the
-// term decided on these tasks, was acknowledged (zero if none was): the
-// worker launches without a fence of its own while that is recent
-// (fencedLaunches).
-func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord, written time.Time) error {
+// skipped. The worker launches without a fence of its own while a write
+// of the term was acknowledged within freshFence (fencedLaunches): for
+// fires launched as they are written, their own.
+func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord) error {
 	app, ok := t.apps[js.job.AppName]
 	if !ok {
 		return nil
 	}
-	b := launchBatch{job: js.job.JobName, written: written}
+	b := launchBatch{job: js.job.JobName}
 	for _, r := range recs {
 		if t.inflight[r.ID] {
 			continue
@@ -366,9 +365,6 @@ func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord
 type launchBatch struct {
 	job   string
 	tasks []executor.Task
-	// written is when the store acknowledged a fenced write the term made
-	// after it decided on these tasks; zero if it made none just before.
-	written time.Time
 }
 
 type launchResult struct {
@@ -383,30 +379,29 @@ type launchResult struct {
 func fencedLaunch(st *store.Writer, l coord.Leadership, ex executor.Executor) func(context.Context, []executor.Task) error {
 	launch := fencedLaunches(st, l, ex)
 	return func(ctx context.Context, tasks []executor.Task) error {
-		return launch(ctx, [][]executor.Task{tasks}, time.Time{})[0]
+		return launch(ctx, [][]executor.Task{tasks})[0]
 	}
 }
 
 // fencedLaunches launches several batches, one Launch each, up to
 // launchesAtOnce at a time, after one fenced write: what fencedLaunch does
-// for one. The fence proves
-// that the term led after the loop handed over every one of them, which is
-// all a fence right before each Launch proved: between the fence and a
-// Launch the loop changes nothing these tasks depend on, whether one batch
-// or several follow. Each batch keeps its own Launch, so a batch the
+// for one. The fence proves that the term led after the loop handed over
+// every one of them, which is all a fence right before each Launch proved:
+// between the fence and a Launch the loop changes nothing these tasks
+// depend on, whether one batch or several follow. Each batch keeps its own Launch, so a batch the
 // executor refuses (ErrInvalidTask) fails alone. The errors are per batch;
 // a failed fence is every batch's.
 //
-// written, if not zero, is when the store acknowledged a fenced write the
-// term made after deciding on every batch (their fires' own, for fires
-// launched as they are written); st.LastProof, the term's latest write,
-// counts as well. Within freshFence of the later of them that write is the
-// proof, and no fence is made: a fence costs a write the server syncs to
-// disk, milliseconds of every fire's way to its process. A worker that
-// takes the batches later, with no write of the term since (it was busy,
-// or the process was paused), fences as before.
-func fencedLaunches(st *store.Writer, l coord.Leadership, ex executor.Executor) func(context.Context, [][]executor.Task, time.Time) []error {
-	return func(ctx context.Context, batches [][]executor.Task, written time.Time) []error {
+// st.LastProof is when the store last acknowledged a fenced write of the
+// term: for fires launched as they are written, their own, or any write
+// after it (while a pass's ready nodes are written, their answers keep the
+// proof fresh for the tasks queued before them). Within freshFence of it
+// that write is the proof, and no fence is made: a fence costs a write the
+// server syncs to disk, milliseconds of every fire's way to its process. A
+// worker that takes the batches later, with no write of the term since (it
+// was busy, or the process was paused), fences as before.
+func fencedLaunches(st *store.Writer, l coord.Leadership, ex executor.Executor) func(context.Context, [][]executor.Task) []error {
+	return func(ctx context.Context, batches [][]executor.Task) []error {
 		errs := make([]error, len(batches))
 		select {
 		case <-l.Lost():
@@ -417,13 +412,7 @@ func fencedLaunches(st *store.Writer, l coord.Leadership, ex executor.Executor) 
 			return errs
 		default:
 		}
-		// Any later write of the term proves it as well: while a pass's
-		// ready nodes are written, their answers keep the proof fresh for
-		// the running nodes' tasks queued before them.
-		if last := st.LastProof(); last.After(written) {
-			written = last
-		}
-		if written.IsZero() || time.Since(written) > freshFence {
+		if last := st.LastProof(); last.IsZero() || time.Since(last) > freshFence {
 			if err := st.Fence(ctx, l.Token()); err != nil {
 				for i := range errs {
 					errs[i] = err
@@ -453,8 +442,8 @@ func fencedLaunches(st *store.Writer, l coord.Leadership, ex executor.Executor) 
 // freshFence is how long after a fenced write the term launches on its
 // proof alone. A fence's own proof is as old as its answer's way back when
 // the Launch starts, well under a millisecond on a healthy network; this
-// lets a write of the term just acknowledged (the fire's own, or any
-// later one: LastProof) stand in for it. A successor leads only once this term's session has ended (a
+// lets the term's latest write (LastProof), if just acknowledged, stand in
+// for it. A successor leads only once this term's session has ended (a
 // lease unrenewed for its whole TTL; a ZooKeeper session unheard of for
 // its timeout, which the write itself renews), and then loads the state
 // and reconciles before it launches anything: the 10 ms this adds to the
@@ -478,14 +467,14 @@ type launchers struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	launch  func(context.Context, [][]executor.Task, time.Time) []error
+	launch  func(context.Context, [][]executor.Task) []error
 	results *queue[launchResult]
 
 	mu      sync.Mutex
 	pending map[string][]launchBatch // by app; present while its worker runs
 }
 
-func newLaunchers(launch func(context.Context, [][]executor.Task, time.Time) []error) *launchers {
+func newLaunchers(launch func(context.Context, [][]executor.Task) []error) *launchers {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &launchers{ctx: ctx, cancel: cancel, launch: launch, results: newQueue[launchResult](), pending: map[string][]launchBatch{}}
 }
@@ -520,26 +509,11 @@ func (l *launchers) work(app string) {
 		for i, b := range q {
 			tasks[i] = b.tasks
 		}
-		errs := l.launch(l.ctx, tasks, oldestProof(q))
+		errs := l.launch(l.ctx, tasks)
 		for i, b := range q {
 			l.results.push(launchResult{b, errs[i]})
 		}
 	}
-}
-
-// oldestProof is the oldest of q's written times, or zero if one is zero:
-// what proves every batch of q.
-func oldestProof(q []launchBatch) time.Time {
-	oldest := q[0].written
-	for _, b := range q[1:] {
-		if oldest.IsZero() || b.written.IsZero() {
-			return time.Time{}
-		}
-		if b.written.Before(oldest) {
-			oldest = b.written
-		}
-	}
-	return oldest
 }
 
 // stop cancels the Launch calls in progress and waits for every worker.

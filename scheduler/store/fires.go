@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/model"
@@ -29,10 +28,6 @@ type FireWritten struct {
 	// Ready is the ready node at its new version (in WriteFires' answer;
 	// not yet when written is called).
 	Ready Ready
-	// At is when the store acknowledged the fenced write that wrote the
-	// share's running nodes (time.Now, with its monotonic reading): the
-	// term led then.
-	At time.Time
 }
 
 // WriteFires writes what one pass of the producer and the launcher did to
@@ -168,7 +163,6 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 		ends  []int // each share's last op's index + 1
 		res   []coord.OpResult
 		err   error
-		at    time.Time
 		done  chan struct{}
 	}
 	// The ops are made here, not by the goroutines: what they depend on
@@ -193,7 +187,6 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 				actx, cancel := b.s.bound(ctx)
 				defer cancel()
 				t.res, t.err = b.s.w.Apply(actx, t.ops...)
-				t.at = time.Now()
 			}()
 		}
 	}()
@@ -204,7 +197,7 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 		switch {
 		case t.err == nil:
 			for j, i := range t.chunk {
-				b.record(i, t.res[t.ends[j]-1], t.at)
+				b.record(i, t.res[t.ends[j]-1])
 			}
 		case !errors.As(t.err, &oe) && failed == nil:
 			failed = fmt.Errorf("write the fires of %d jobs: %w", len(t.chunk), t.err)
@@ -213,15 +206,15 @@ func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
 	return failed
 }
 
-// record takes in share i as written by a batch acknowledged at at, whose
-// result for the share's last op is last.
-func (b *fireBatch) record(i int, last coord.OpResult, at time.Time) {
+// record takes in share i as written by a batch whose result for the
+// share's last op is last.
+func (b *fireBatch) record(i int, last coord.OpResult) {
 	w := b.writes[i]
 	if b.readyRound {
 		b.out[i].Ready = w.Ready
 		b.out[i].Ready.Version = last.Version
 	} else {
-		b.out[i].Running, b.out[i].At = w.Running, at
+		b.out[i].Running = w.Running
 	}
 	b.written(i)
 }
@@ -320,7 +313,6 @@ func (b *fireBatch) commit(ctx context.Context, chunk []int) error {
 	}
 	actx, cancel := b.s.bound(ctx)
 	res, err := b.s.w.Apply(actx, ops...)
-	at := time.Now()
 	cancel()
 	var oe *coord.OpError
 	switch {
@@ -329,7 +321,7 @@ func (b *fireBatch) commit(ctx context.Context, chunk []int) error {
 			if k+1 < len(owner) && owner[k+1] == i {
 				continue
 			}
-			b.record(i, res[k], at) // k is share i's last op
+			b.record(i, res[k]) // k is share i's last op
 		}
 		return nil
 	case !errors.As(err, &oe) || oe.Index >= len(owner):
@@ -382,7 +374,7 @@ func (b *fireBatch) alone(ctx context.Context, i int) error {
 		if err != nil {
 			return err
 		}
-		b.out[i].Running, b.out[i].At = made, time.Now()
+		b.out[i].Running = made
 	}
 	b.written(i)
 	return nil

@@ -67,11 +67,6 @@ func wantFiresWritten(t *testing.T, w *store.Writer, writes []store.FireWrite, o
 		if len(running[wr.Job]) != len(wr.Running) || len(out[i].Running) != len(wr.Running) {
 			t.Fatalf("%s: %d running nodes stored, %d returned; want %d", wr.Job, len(running[wr.Job]), len(out[i].Running), len(wr.Running))
 		}
-		// The term launches a share's tasks without a fence of its own
-		// when At, the write's acknowledgement, is recent.
-		if at := out[i].At; at.IsZero() || at.After(time.Now()) {
-			t.Fatalf("%s: acknowledged at %v, want a time before now", wr.Job, at)
-		}
 		// The returned version is the one the next versioned write needs.
 		if _, err := w.SetReady(ctx, wr.Job, out[i].Ready); err != nil {
 			t.Fatalf("%s: SetReady at WriteFires' version: %v", wr.Job, err)
@@ -359,8 +354,8 @@ func TestWriteFiresWritesTheRunningNodesFirst(t *testing.T) {
 			}
 			return
 		}
-		if len(got.Running) != 1 || got.At.IsZero() {
-			t.Errorf("share %d heard of with %d running nodes, at %v", i, len(got.Running), got.At)
+		if len(got.Running) != 1 {
+			t.Errorf("share %d heard of with %d running nodes", i, len(got.Running))
 		}
 		for _, wr := range writes {
 			if ready[wr.Job].Version != wr.Ready.Version {
