@@ -27,7 +27,9 @@ import (
 //
 //   - BenchmarkHAFireToLaunch: how late a task starts after its cron fire
 //     time (the fire time from the task's environment against `date +%s%N`
-//     in its script), over haLatencyJobs every-second jobs of haShards shards.
+//     in its script), over haLatencyJobs every-second jobs of haShards shards;
+//     its raw side starts the same shells at the same instants from a plain
+//     Go loop, the machine's floor.
 //   - BenchmarkHATakeover: with haTakeoverJobs jobs and haTakeoverRunning
 //     running tasks in the store, the time from a kill -9 (twice) or a
 //     SIGTERM of the leader until a standby says it leads, and until then
@@ -61,34 +63,89 @@ func BenchmarkHAFireToLaunch(b *testing.B) {
 			from := time.Now().Add(haLatencyWarmup)
 			to := from.Add(haLatencySpan)
 			time.Sleep(time.Until(to) + 2*time.Second)
-
-			var lat []time.Duration
-			for _, out := range outs {
-				fires, err := haReadFires(out)
-				if err != nil {
-					b.Fatal(err)
-				}
-				for _, f := range fires {
-					if f.fireMs >= from.UnixMilli() && f.fireMs <= to.UnixMilli() {
-						lat = append(lat, time.Duration(f.startNs-f.fireMs*int64(time.Millisecond)))
-					}
-				}
-			}
-			if len(lat) == 0 {
-				b.Fatal("no fire ran")
-			}
-			slices.Sort(lat)
-			q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-			b.ReportMetric(haMs(q(0.50)), "p50-ms")
-			b.ReportMetric(haMs(q(0.99)), "p99-ms")
-			b.ReportMetric(haMs(lat[len(lat)-1]), "max-ms")
-			b.ReportMetric(float64(len(lat)), "runs")
-			b.Logf("%s: fire to task start over %d runs (%d jobs x %d shards, every second, %v): p50 %v, p90 %v, p99 %v, max %v",
-				be.name, len(lat), haLatencyJobs, haShards, haLatencySpan,
-				q(0.50).Round(100*time.Microsecond), q(0.90).Round(100*time.Microsecond),
-				q(0.99).Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
+			haReportFireLatency(b, be.name, outs, from, to)
 		})
 	}
+	// The floor of this machine: the same tasks started at the same
+	// instants by a plain program, with no scheduler and no store.
+	b.Run("raw", func(b *testing.B) {
+		dir := b.TempDir()
+		var outs []string
+		for i := range haLatencyJobs {
+			outs = append(outs, filepath.Join(dir, fmt.Sprintf("lat%d.fires", i)))
+		}
+		from := time.Now().Add(haLatencyWarmup)
+		to := from.Add(haLatencySpan)
+		haRawTicks(b, outs, from, to)
+		haReportFireLatency(b, "raw", outs, from, to)
+	})
+}
+
+// haRawTicks does what the tick jobs' fires do between from and to without
+// a scheduler: at every whole second it starts a shell of the tick script
+// for each of haShards shards of each out, all at once, as a plain Go
+// program starts processes, and waits for them.
+func haRawTicks(b *testing.B, outs []string, from, to time.Time) {
+	b.Helper()
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	for fire := from.Truncate(time.Second); !fire.After(to.Add(time.Second)); fire = fire.Add(time.Second) {
+		time.Sleep(time.Until(fire))
+		var wg sync.WaitGroup
+		errs := make(chan error, len(outs)*haShards)
+		for _, out := range outs {
+			for shard := range haShards {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					cmd := exec.Command("/bin/sh", "-c", haTickScript(out))
+					cmd.Env = append(env,
+						fmt.Sprintf("HASCHED_FIRE_TIME_UNIX_MS=%d", fire.UnixMilli()),
+						fmt.Sprintf("HASCHED_SHARDING_ITEM=%d", shard),
+						"HASCHED_ATTEMPT=0",
+						fmt.Sprintf("HASCHED_TASK_ID=raw-%d-%d", fire.Unix(), shard))
+					if out, err := cmd.CombinedOutput(); err != nil {
+						errs <- fmt.Errorf("%v: %s", err, out)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+	}
+}
+
+// haReportFireLatency reports how late the tick jobs' runs between from and
+// to, read from outs, started after their fire times.
+func haReportFireLatency(b *testing.B, name string, outs []string, from, to time.Time) {
+	b.Helper()
+	var lat []time.Duration
+	for _, out := range outs {
+		fires, err := haReadFires(out)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, f := range fires {
+			if f.fireMs >= from.UnixMilli() && f.fireMs <= to.UnixMilli() {
+				lat = append(lat, time.Duration(f.startNs-f.fireMs*int64(time.Millisecond)))
+			}
+		}
+	}
+	if len(lat) == 0 {
+		b.Fatal("no fire ran")
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	b.ReportMetric(haMs(q(0.50)), "p50-ms")
+	b.ReportMetric(haMs(q(0.99)), "p99-ms")
+	b.ReportMetric(haMs(lat[len(lat)-1]), "max-ms")
+	b.ReportMetric(float64(len(lat)), "runs")
+	b.Logf("%s: fire to task start over %d runs (%d jobs x %d shards, every second, %v): p50 %v, p90 %v, p99 %v, max %v",
+		name, len(lat), haLatencyJobs, haShards, haLatencySpan,
+		q(0.50).Round(100*time.Microsecond), q(0.90).Round(100*time.Microsecond),
+		q(0.99).Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
 }
 
 func BenchmarkHATakeover(b *testing.B) {

@@ -1182,10 +1182,14 @@ func (c *haCluster) registerTickJob(name string) string {
 		"concurrencyPolicy":  "ALLOW",
 		"cpuCount":           0.1,
 		"memoryMB":           16,
-		"scriptCommandLine": `echo "$HASCHED_FIRE_TIME_UNIX_MS $HASCHED_SHARDING_ITEM $(date +%s%N) $HASCHED_ATTEMPT $HASCHED_TASK_ID" >> '` +
-			out + `'`,
+		"scriptCommandLine":  haTickScript(out),
 	})
 	return out
+}
+
+// haTickScript is the tick job's command: one line per run appended to out.
+func haTickScript(out string) string {
+	return `echo "$HASCHED_FIRE_TIME_UNIX_MS $HASCHED_SHARDING_ITEM $(date +%s%N) $HASCHED_ATTEMPT $HASCHED_TASK_ID" >> '` + out + `'`
 }
 
 // haFire is one line of a tick job's output: one run of one shard.
