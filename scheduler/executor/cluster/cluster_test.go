@@ -10,6 +10,7 @@ import (
 
 	"github.com/hasched/hasched/coord"
 	"github.com/hasched/hasched/scheduler/executor"
+	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
 )
 
@@ -406,6 +407,100 @@ func TestMarkLostReReadsOnConflict(t *testing.T) {
 	p, _ := w.placementOf("t")
 	if p.State == executor.StateLost || p.Incarnation != a2.reg.Incarnation {
 		t.Errorf("the re-bound placement is %+v", p.Placement)
+	}
+}
+
+// A worker's end marks its tasks LOST in batches, not one write each: a
+// host of many tasks is failed over in a few round trips.
+func TestAWorkersTasksAreLostInBatches(t *testing.T) {
+	w := newWorld(t)
+	a := w.worker("a", withCPUs(1000), func(w *model.Worker) { w.MemoryMB = 1 << 20 })
+	var cw *countingWriter
+	ld := w.leadThrough(testConfig(t), func(wr coord.Writer) coord.Writer {
+		cw = &countingWriter{Writer: wr}
+		return cw
+	})
+	n := 2*coord.QuickBatchOps + 5
+	var tasks []executor.Task
+	for i := range n {
+		tasks = append(tasks, task(fmt.Sprintf("t-%d", i), "j", i, cmdBlock))
+	}
+	if err := ld.ex.Launch(ctx, tasks); err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range tasks {
+		ld.rec.waitState(tk.ID, executor.StateRunning)
+	}
+	before := cw.sets.Load()
+	a.die()
+	for _, tk := range tasks {
+		ld.rec.waitState(tk.ID, executor.StateLost)
+		if p, _ := w.placementOf(tk.ID); p.State != executor.StateLost {
+			t.Fatalf("%s's placement is %s, want LOST", tk.ID, p.State)
+		}
+	}
+	if got, most := cw.sets.Load()-before, int32(3); got > most {
+		t.Errorf("%d tasks marked LOST in %d writes, want at most %d", n, got, most)
+	}
+}
+
+// A batch of LOST marks refused for one placement that changed since it
+// was read marks the others, and judges that one again: LOST if it is
+// still bound to the dead incarnation, left alone if re-bound.
+func TestALostBatchJudgesAChangedPlacementAgain(t *testing.T) {
+	w := newWorld(t)
+	a := w.worker("a")
+	ld := w.lead(testConfig(t))
+	ids := []string{"t0", "t1", "t2", "t3"}
+	var tasks []executor.Task
+	for i, id := range ids {
+		tasks = append(tasks, task(id, "j", i, cmdBlock))
+	}
+	if err := ld.ex.Launch(ctx, tasks); err != nil {
+		t.Fatal(err)
+	}
+	var read []store.StoredPlacement
+	for _, id := range ids {
+		ld.rec.waitState(id, executor.StateRunning)
+		p, ok := w.placementOf(id)
+		if !ok {
+			t.Fatalf("%s is not placed", id)
+		}
+		read = append(read, p)
+	}
+	a.freeze()
+	sess, err := w.st.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	// Behind the reader's back: t1 written again as it was (a fold), t2
+	// re-bound to another incarnation (a restarted worker's claim).
+	folded := read[1].Placement
+	rebound := read[2].Placement
+	rebound.Incarnation = "later"
+	for _, p := range []model.Placement{folded, rebound} {
+		if _, err := sess.Set(ctx, store.PlacementPath(p.Worker, p.Task.ID), store.EncodePlacement(p), coord.AnyVersion); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := &workerState{id: a.reg.ID(), name: "a", inc: a.reg.Incarnation}
+	if err := ld.ex.markLostBatch(ctx, ws, read, "a.host"); err != nil {
+		t.Fatalf("markLostBatch: %v", err)
+	}
+	for _, id := range []string{"t0", "t1", "t3"} {
+		if p, _ := w.placementOf(id); p.State != executor.StateLost {
+			t.Errorf("%s is %s, want LOST", id, p.State)
+		}
+		ld.rec.waitState(id, executor.StateLost)
+	}
+	if p, _ := w.placementOf("t2"); p.State == executor.StateLost || p.Incarnation != "later" {
+		t.Errorf("the re-bound placement is %+v", p.Placement)
+	}
+	for _, s := range ld.rec.forTask("t2") {
+		if s.State == executor.StateLost {
+			t.Errorf("the re-bound task was reported LOST")
+		}
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +68,26 @@ func testConfig(t *testing.T) Config {
 // lead wins the election on a new session and opens the term's executor.
 func (w *world) lead(cfg Config) *leader {
 	w.t.Helper()
+	return w.leadThrough(cfg, nil)
+}
+
+// countingWriter counts the batches written through it that set nodes.
+type countingWriter struct {
+	coord.Writer
+	sets atomic.Int32
+}
+
+func (c *countingWriter) Apply(ctx context.Context, ops ...coord.Op) ([]coord.OpResult, error) {
+	if slices.ContainsFunc(ops, func(op coord.Op) bool { return op.Kind() == coord.OpSet }) {
+		c.sets.Add(1)
+	}
+	return c.Writer.Apply(ctx, ops...)
+}
+
+// leadThrough is lead with the executor writing through wrap(the term's
+// Writer) if wrap is not nil.
+func (w *world) leadThrough(cfg Config, wrap func(coord.Writer) coord.Writer) *leader {
+	w.t.Helper()
 	ctx := context.Background()
 	sess, err := w.st.Open(ctx)
 	if err != nil {
@@ -81,7 +103,11 @@ func (w *world) lead(cfg Config) *leader {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	ex, err := f(ctx, executor.Term{Token: l.Token(), Coord: sess, Writer: l.Writer()})
+	wr := l.Writer()
+	if wrap != nil {
+		wr = wrap(wr)
+	}
+	ex, err := f(ctx, executor.Term{Token: l.Token(), Coord: sess, Writer: wr})
 	if err != nil {
 		w.t.Fatalf("open the executor: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hasched/hasched/coord"
@@ -370,13 +371,28 @@ func (e *Executor) handleGone(ctx context.Context, ws *workerState) error {
 		return err
 	}
 	host := ws.reg.Host
+	var bound []store.StoredPlacement
 	for _, p := range ps {
-		if p.Incarnation != ws.inc || p.State.Terminal() {
-			continue
+		if p.Incarnation == ws.inc && !p.State.Terminal() {
+			bound = append(bound, p)
 		}
-		if err := e.markLost(ctx, ws, p, host); err != nil {
-			return fmt.Errorf("mark %s LOST: %w", p.Task.ID, err)
+	}
+	// In batches: a host of a thousand tasks is failed over in a few round
+	// trips, not a thousand.
+	for len(bound) > 0 {
+		n, size := 0, 0
+		for n < len(bound) && n < coord.QuickBatchOps {
+			sz := len(store.EncodePlacement(lostOf(ws, bound[n], host).Placement))
+			if n > 0 && size+sz > coord.MaxValueSize {
+				break
+			}
+			size += sz
+			n++
 		}
+		if err := e.markLostBatch(ctx, ws, bound[:n], host); err != nil {
+			return err
+		}
+		bound = bound[n:]
 	}
 	err := e.bounded(ctx, func(ctx context.Context) error {
 		return e.w.DeleteTree(ctx, store.OutboxPath(ws.id))
@@ -385,6 +401,72 @@ func (e *Executor) handleGone(ctx context.Context, ws *workerState) error {
 		return fmt.Errorf("delete the outbox: %w", err)
 	}
 	return nil
+}
+
+// markLostBatch marks ps, each bound to ws's incarnation and not ended
+// when read, LOST in one fenced batch at the versions read. The batch is
+// refused whole when one of them changed since (a restarted worker's
+// re-binding, or a fold): that one is left to markLost, which reads it
+// again and judges, and the others are written again without it.
+func (e *Executor) markLostBatch(ctx context.Context, ws *workerState, ps []store.StoredPlacement, host string) error {
+	ps = slices.Clone(ps)
+	for len(ps) > 0 {
+		lost := make([]store.StoredPlacement, len(ps))
+		ops := make([]coord.Op, len(ps))
+		for i, p := range ps {
+			lost[i] = lostOf(ws, p, host)
+			ops[i] = store.SetPlacementOp(lost[i].Placement, p.Version)
+		}
+		var res []coord.OpResult
+		err := e.bounded(ctx, func(ctx context.Context) (err error) {
+			res, err = e.w.Apply(ctx, ops...)
+			return err
+		})
+		var oe *coord.OpError
+		switch {
+		case err == nil:
+			e.mu.Lock()
+			for i := range lost {
+				lost[i].Version = res[i].Version
+				// Reported even if the index moved on meanwhile: the
+				// store has it LOST now, and the scheduler must hear so.
+				e.index[lost[i].Task.ID] = lost[i]
+				e.queue.Push(statusOf(lost[i], false))
+			}
+			e.mu.Unlock()
+			for _, l := range lost {
+				e.log.Warn("task lost with its worker", "task", l.Task.ID, "worker", ws.id)
+			}
+			return nil
+		case errors.As(err, &oe) && oe.Index >= 0 && oe.Index < len(ps) &&
+			(errors.Is(err, coord.ErrVersionConflict) || errors.Is(err, coord.ErrNotFound)):
+			changed := ps[oe.Index]
+			if err := e.markLost(ctx, ws, changed, host); err != nil {
+				return fmt.Errorf("mark %s LOST: %w", changed.Task.ID, err)
+			}
+			ps = slices.Delete(ps, oe.Index, oe.Index+1)
+		default:
+			return fmt.Errorf("mark %d tasks LOST: %w", len(ps), err)
+		}
+	}
+	return nil
+}
+
+// lostOf is p marked LOST for the end of ws's incarnation on host (unless
+// p names its own).
+func lostOf(ws *workerState, p store.StoredPlacement, host string) store.StoredPlacement {
+	lost := p
+	lost.State, lost.ExitCode = executor.StateLost, 0
+	if lost.Host == "" {
+		lost.Host = host
+	}
+	lost.Message = fmt.Sprintf("worker %s (incarnation %s", ws.name, ws.inc)
+	if lost.Host != "" {
+		lost.Message += " on " + lost.Host
+	}
+	lost.Message += ") is gone: its coordinator session ended"
+	lost.UpdatedAt = time.Now()
+	return lost
 }
 
 // markLost marks one placement LOST if it is still bound to ws's
@@ -404,17 +486,7 @@ func (e *Executor) markLost(ctx context.Context, ws *workerState, p store.Stored
 			e.mu.Unlock()
 			return nil
 		}
-		lost := p
-		lost.State, lost.ExitCode = executor.StateLost, 0
-		if lost.Host == "" {
-			lost.Host = host
-		}
-		lost.Message = fmt.Sprintf("worker %s (incarnation %s", ws.name, ws.inc)
-		if lost.Host != "" {
-			lost.Message += " on " + lost.Host
-		}
-		lost.Message += ") is gone: its coordinator session ended"
-		lost.UpdatedAt = time.Now()
+		lost := lostOf(ws, p, host)
 		var res []coord.OpResult
 		err := e.bounded(ctx, func(ctx context.Context) (err error) {
 			res, err = e.w.Apply(ctx, store.SetPlacementOp(lost.Placement, p.Version))
