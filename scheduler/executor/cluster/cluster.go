@@ -341,6 +341,17 @@ func (e *Executor) bounded(ctx context.Context, f func(context.Context) error) e
 	return f(ctx)
 }
 
+// apply writes ops as one fenced batch through the term's Writer, bounded
+// as every call (bounded).
+func (e *Executor) apply(ctx context.Context, ops ...coord.Op) ([]coord.OpResult, error) {
+	var res []coord.OpResult
+	err := e.bounded(ctx, func(ctx context.Context) (err error) {
+		res, err = e.w.Apply(ctx, ops...)
+		return err
+	})
+	return res, err
+}
+
 // Statuses delivers every status update; it is closed by Close.
 func (e *Executor) Statuses() <-chan executor.Status { return e.out }
 
@@ -481,10 +492,7 @@ func (e *Executor) remove(p store.StoredPlacement) error {
 	if kill {
 		ops = append(ops, coord.DeleteOp(store.KillPath(p.Worker, p.Task.ID), coord.AnyVersion))
 	}
-	err := e.bounded(e.ctx, func(ctx context.Context) error {
-		_, err := e.w.Apply(ctx, ops...)
-		return err
-	})
+	_, err := e.apply(e.ctx, ops...)
 	var oe *coord.OpError
 	switch {
 	case err == nil, errors.As(err, &oe) && oe.Index == 0 && errors.Is(err, coord.ErrNotFound):

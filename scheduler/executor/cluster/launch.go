@@ -244,11 +244,7 @@ func (e *Executor) placeBatch(ctx context.Context, batch []model.Placement) (int
 		for i, p := range todo {
 			ops[i] = store.CreatePlacementOp(p)
 		}
-		var res []coord.OpResult
-		err := e.bounded(ctx, func(ctx context.Context) (err error) {
-			res, err = e.w.Apply(ctx, ops...)
-			return err
-		})
+		res, err := e.apply(ctx, ops...)
 		var oe *coord.OpError
 		switch {
 		case err == nil:

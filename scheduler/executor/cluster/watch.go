@@ -213,10 +213,7 @@ func (e *Executor) drainOutbox(ctx context.Context, ws *workerState) error {
 }
 
 func (e *Executor) deleteReport(ctx context.Context, ws *workerState, name string) error {
-	err := e.bounded(ctx, func(ctx context.Context) error {
-		_, err := e.w.Apply(ctx, store.DeleteReportOp(ws.id, name, coord.AnyVersion))
-		return err
-	})
+	_, err := e.apply(ctx, store.DeleteReportOp(ws.id, name, coord.AnyVersion))
 	if errors.Is(err, coord.ErrNotFound) {
 		return nil
 	}
@@ -280,11 +277,7 @@ func (e *Executor) fold(ctx context.Context, ws *workerState, rep store.StoredRe
 			folded.Host = st.Host
 		}
 		folded.UpdatedAt = time.Now()
-		var res []coord.OpResult
-		err := e.bounded(ctx, func(ctx context.Context) (err error) {
-			res, err = e.w.Apply(ctx, store.SetPlacementOp(folded.Placement, p.Version), store.DeleteReportOp(ws.id, rep.Name, rep.Version))
-			return err
-		})
+		res, err := e.apply(ctx, store.SetPlacementOp(folded.Placement, p.Version), store.DeleteReportOp(ws.id, rep.Name, rep.Version))
 		var oe *coord.OpError
 		switch {
 		case err == nil:
@@ -417,11 +410,7 @@ func (e *Executor) markLostBatch(ctx context.Context, ws *workerState, ps []stor
 			lost[i] = lostOf(ws, p, host)
 			ops[i] = store.SetPlacementOp(lost[i].Placement, p.Version)
 		}
-		var res []coord.OpResult
-		err := e.bounded(ctx, func(ctx context.Context) (err error) {
-			res, err = e.w.Apply(ctx, ops...)
-			return err
-		})
+		res, err := e.apply(ctx, ops...)
 		var oe *coord.OpError
 		switch {
 		case err == nil:
@@ -487,11 +476,7 @@ func (e *Executor) markLost(ctx context.Context, ws *workerState, p store.Stored
 			return nil
 		}
 		lost := lostOf(ws, p, host)
-		var res []coord.OpResult
-		err := e.bounded(ctx, func(ctx context.Context) (err error) {
-			res, err = e.w.Apply(ctx, store.SetPlacementOp(lost.Placement, p.Version))
-			return err
-		})
+		res, err := e.apply(ctx, store.SetPlacementOp(lost.Placement, p.Version))
 		switch {
 		case err == nil:
 			lost.Version = res[0].Version
