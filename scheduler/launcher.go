@@ -388,9 +388,9 @@ func fencedLaunch(st *store.Writer, l coord.Leadership, ex executor.Executor) fu
 // for one. The fence proves that the term led after the loop handed over
 // every one of them, which is all a fence right before each Launch proved:
 // between the fence and a Launch the loop changes nothing these tasks
-// depend on, whether one batch or several follow. Each batch keeps its own Launch, so a batch the
-// executor refuses (ErrInvalidTask) fails alone. The errors are per batch;
-// a failed fence is every batch's.
+// depend on, whether one batch or several follow. Each batch keeps its own
+// Launch, so a batch the executor refuses (ErrInvalidTask) fails alone.
+// The errors are per batch; a failed fence is every batch's.
 //
 // st.LastProof is when the store last acknowledged a fenced write of the
 // term: for fires launched as they are written, their own, or any write
