@@ -87,7 +87,6 @@ func BenchmarkHAFireToLaunch(b *testing.B) {
 // program starts processes, and waits for them.
 func haRawTicks(b *testing.B, outs []string, from, to time.Time) {
 	b.Helper()
-	env := []string{"PATH=" + os.Getenv("PATH")}
 	for fire := from.Truncate(time.Second); !fire.After(to.Add(time.Second)); fire = fire.Add(time.Second) {
 		time.Sleep(time.Until(fire))
 		var wg sync.WaitGroup
@@ -98,7 +97,7 @@ func haRawTicks(b *testing.B, outs []string, from, to time.Time) {
 				go func() {
 					defer wg.Done()
 					cmd := exec.Command("/bin/sh", "-c", haTickScript(out))
-					cmd.Env = append(env,
+					cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")},
 						fmt.Sprintf("HASCHED_FIRE_TIME_UNIX_MS=%d", fire.UnixMilli()),
 						fmt.Sprintf("HASCHED_SHARDING_ITEM=%d", shard),
 						"HASCHED_ATTEMPT=0",

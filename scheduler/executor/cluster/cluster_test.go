@@ -485,8 +485,8 @@ func TestALostBatchJudgesAChangedPlacementAgain(t *testing.T) {
 		}
 	}
 	ws := &workerState{id: a.reg.ID(), name: "a", inc: a.reg.Incarnation}
-	if err := ld.ex.markLostBatch(ctx, ws, read, "a.host"); err != nil {
-		t.Fatalf("markLostBatch: %v", err)
+	if err := ld.ex.markLostInBatches(ctx, ws, read, "a.host"); err != nil {
+		t.Fatalf("markLostInBatches: %v", err)
 	}
 	for _, id := range []string{"t0", "t1", "t3"} {
 		if p, _ := w.placementOf(id); p.State != executor.StateLost {
@@ -665,5 +665,28 @@ func TestConcurrentLaunchesNeverOvercommit(t *testing.T) {
 	}
 	if full == 0 {
 		t.Error("no Launch reported ErrNoCapacity")
+	}
+}
+
+// A batch is cut at the op count or where the values would pass
+// coord.MaxValueSize, whichever comes first, and holds at least one.
+func TestBatchLen(t *testing.T) {
+	third := coord.MaxValueSize / 3
+	for _, tc := range []struct {
+		sizes []int
+		most  int
+		want  int
+	}{
+		{nil, 60, 0},
+		{[]int{10, 10, 10}, 60, 3},
+		{[]int{10, 10, 10}, 2, 2},
+		{[]int{third, third, third, third}, 60, 3},
+		{[]int{coord.MaxValueSize + 1, 10}, 60, 1},
+		{[]int{10, coord.MaxValueSize}, 60, 1},
+	} {
+		got := batchLen(len(tc.sizes), func(i int) int { return tc.sizes[i] }, tc.most)
+		if got != tc.want {
+			t.Errorf("batchLen(%v, most %d) = %d, want %d", tc.sizes, tc.most, got, tc.want)
+		}
 	}
 }

@@ -205,15 +205,7 @@ func (e *Executor) place(ctx context.Context, plan []model.Placement) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, size := 0, 0
-		for n < len(plan) && n < coord.MaxBatchOps {
-			sz := len(store.EncodePlacement(plan[n]))
-			if n > 0 && size+sz > coord.MaxValueSize {
-				break
-			}
-			size += sz
-			n++
-		}
+		n := batchLen(len(plan), func(i int) int { return len(store.EncodePlacement(plan[i])) }, coord.MaxBatchOps)
 		batch := plan[:n]
 		placed, err := e.placeBatch(ctx, batch)
 		if err != nil {
@@ -222,6 +214,23 @@ func (e *Executor) place(ctx context.Context, plan []model.Placement) error {
 		plan = plan[placed:]
 	}
 	return nil
+}
+
+// batchLen is how many of n values, from the first, go in one batch: at
+// most most, whose sizes (size(i) bytes) add up to at most
+// coord.MaxValueSize; at least one, whatever its size (coord.Apply refuses
+// it if too large).
+func batchLen(n int, size func(i int) int, most int) int {
+	k, total := 0, 0
+	for k < n && k < most {
+		sz := size(k)
+		if k > 0 && total+sz > coord.MaxValueSize {
+			break
+		}
+		total += sz
+		k++
+	}
+	return k
 }
 
 // placeBatch writes one batch (retrying without the tasks found placed

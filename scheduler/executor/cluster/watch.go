@@ -372,20 +372,8 @@ func (e *Executor) handleGone(ctx context.Context, ws *workerState) error {
 	}
 	// In batches: a host of a thousand tasks is failed over in a few round
 	// trips, not a thousand.
-	for len(bound) > 0 {
-		n, size := 0, 0
-		for n < len(bound) && n < coord.QuickBatchOps {
-			sz := len(store.EncodePlacement(lostOf(ws, bound[n], host).Placement))
-			if n > 0 && size+sz > coord.MaxValueSize {
-				break
-			}
-			size += sz
-			n++
-		}
-		if err := e.markLostBatch(ctx, ws, bound[:n], host); err != nil {
-			return err
-		}
-		bound = bound[n:]
+	if err := e.markLostInBatches(ctx, ws, bound, host); err != nil {
+		return err
 	}
 	err := e.bounded(ctx, func(ctx context.Context) error {
 		return e.w.DeleteTree(ctx, store.OutboxPath(ws.id))
@@ -396,26 +384,28 @@ func (e *Executor) handleGone(ctx context.Context, ws *workerState) error {
 	return nil
 }
 
-// markLostBatch marks ps, each bound to ws's incarnation and not ended
-// when read, LOST in one fenced batch at the versions read. The batch is
-// refused whole when one of them changed since (a restarted worker's
-// re-binding, or a fold): that one is left to markLost, which reads it
-// again and judges, and the others are written again without it.
-func (e *Executor) markLostBatch(ctx context.Context, ws *workerState, ps []store.StoredPlacement, host string) error {
+// markLostInBatches marks ps, each bound to ws's incarnation and not ended
+// when read, LOST at the versions read, in fenced batches of up to
+// coord.QuickBatchOps. A batch is refused whole when one of its placements
+// changed since (a restarted worker's re-binding, or a fold): that one is
+// left to markLost, which reads it again and judges, and the others are
+// written again without it.
+func (e *Executor) markLostInBatches(ctx context.Context, ws *workerState, ps []store.StoredPlacement, host string) error {
 	ps = slices.Clone(ps)
-	for len(ps) > 0 {
-		lost := make([]store.StoredPlacement, len(ps))
-		ops := make([]coord.Op, len(ps))
-		for i, p := range ps {
-			lost[i] = lostOf(ws, p, host)
-			ops[i] = store.SetPlacementOp(lost[i].Placement, p.Version)
-		}
-		res, err := e.apply(ctx, ops...)
+	lost := make([]store.StoredPlacement, len(ps))
+	ops := make([]coord.Op, len(ps))
+	for i, p := range ps {
+		lost[i] = lostOf(ws, p, host)
+		ops[i] = store.SetPlacementOp(lost[i].Placement, p.Version)
+	}
+	for len(ops) > 0 {
+		n := batchLen(len(ops), func(i int) int { return len(ops[i].Value) }, coord.QuickBatchOps)
+		res, err := e.apply(ctx, ops[:n]...)
 		var oe *coord.OpError
 		switch {
 		case err == nil:
 			e.mu.Lock()
-			for i := range lost {
+			for i := range n {
 				lost[i].Version = res[i].Version
 				// Reported even if the index moved on meanwhile: the
 				// store has it LOST now, and the scheduler must hear so.
@@ -423,19 +413,19 @@ func (e *Executor) markLostBatch(ctx context.Context, ws *workerState, ps []stor
 				e.queue.Push(statusOf(lost[i], false))
 			}
 			e.mu.Unlock()
-			for _, l := range lost {
+			for _, l := range lost[:n] {
 				e.log.Warn("task lost with its worker", "task", l.Task.ID, "worker", ws.id)
 			}
-			return nil
-		case errors.As(err, &oe) && oe.Index >= 0 && oe.Index < len(ps) &&
+			ps, lost, ops = ps[n:], lost[n:], ops[n:]
+		case errors.As(err, &oe) && oe.Index >= 0 && oe.Index < n &&
 			(errors.Is(err, coord.ErrVersionConflict) || errors.Is(err, coord.ErrNotFound)):
-			changed := ps[oe.Index]
-			if err := e.markLost(ctx, ws, changed, host); err != nil {
-				return fmt.Errorf("mark %s LOST: %w", changed.Task.ID, err)
+			i := oe.Index
+			if err := e.markLost(ctx, ws, ps[i], host); err != nil {
+				return fmt.Errorf("mark %s LOST: %w", ps[i].Task.ID, err)
 			}
-			ps = slices.Delete(ps, oe.Index, oe.Index+1)
+			ps, lost, ops = slices.Delete(ps, i, i+1), slices.Delete(lost, i, i+1), slices.Delete(ops, i, i+1)
 		default:
-			return fmt.Errorf("mark %d tasks LOST: %w", len(ps), err)
+			return fmt.Errorf("mark %d tasks LOST: %w", n, err)
 		}
 	}
 	return nil
