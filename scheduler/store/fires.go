@@ -78,12 +78,10 @@ func (s *Writer) WriteFires(ctx context.Context, writes []FireWrite, written fun
 		// term writes running parents, through this Writer.
 		parents: s.runningParents,
 	}
+	// The values are encoded as their batches are cut (encoded), not all
+	// here: the first batch goes out once its own are.
 	var launched []int
 	for i, w := range writes {
-		b.ready[i] = encode(w.Ready)
-		for _, r := range w.Running {
-			b.recs[i] = append(b.recs[i], encode(r))
-		}
 		if len(w.Running) > 0 {
 			launched = append(launched, i)
 		}
@@ -141,57 +139,74 @@ const writesInFlight = 8
 // on an op are left to the one-batch-at-a-time path, which deals with
 // every such case. Only the store's failure is returned.
 func (b *fireBatch) tryAtOnce(ctx context.Context, todo []int) error {
+	keys := make([]string, len(b.writes))
+	for _, i := range todo {
+		keys[i] = RunningJobPath(b.writes[i].Job) + "/"
+	}
 	sorted := slices.Clone(todo)
-	slices.SortStableFunc(sorted, func(i, j int) int {
-		return strings.Compare(RunningJobPath(b.writes[i].Job)+"/", RunningJobPath(b.writes[j].Job)+"/")
-	})
-	var chunks [][]int
-	for rest := sorted; len(rest) > 0; {
-		n := b.fits(rest)
+	slices.SortStableFunc(sorted, func(i, j int) int { return strings.Compare(keys[i], keys[j]) })
+	// Which shares make their running parent is fixed for the attempts
+	// here: the batches are cut and their ops made, by the goroutine that
+	// sends them, while this one takes in those answered (which adds to
+	// the parents known), so they must not read what that changes.
+	parent := make([]bool, len(b.writes))
+	for _, i := range todo {
+		parent[i] = b.needsParent(i)
+	}
+	needs := func(i int) bool { return parent[i] }
+	// A batch's values are encoded when it is cut, so the first batch
+	// goes out as soon as its own are, while the rest are encoded.
+	chunks := 0
+	for rest := sorted; len(rest) > 0 && chunks < 2; {
+		n := b.fitsWith(rest, needs)
 		if n == 0 {
 			rest = rest[1:] // too large for a batch: written alone
 			continue
 		}
-		chunks, rest = append(chunks, rest[:n]), rest[n:]
+		chunks, rest = chunks+1, rest[n:]
 	}
-	if len(chunks) < 2 {
+	if chunks < 2 {
 		return nil // the one-batch-at-a-time path costs no more
 	}
 	type try struct {
 		chunk []int
-		ops   []coord.Op
 		ends  []int // each share's last op's index + 1
 		res   []coord.OpResult
 		err   error
 		done  chan struct{}
 	}
-	// The ops are made here, not by the goroutines: what they depend on
-	// (the parents known) changes as the batches are taken in.
-	tries := make([]*try, len(chunks))
-	for k := range chunks {
-		t := &try{chunk: chunks[k], done: make(chan struct{})}
-		for _, i := range t.chunk {
-			t.ops = append(t.ops, b.ops(i)...)
-			t.ends = append(t.ends, len(t.ops))
-		}
-		tries[k] = t
-	}
-	// Every attempt is made, then waited for, whatever the others' outcome:
-	// none may outlive the call.
-	sem := make(chan struct{}, writesInFlight)
+	// Every attempt is made, then waited for, whatever the others'
+	// outcome: none may outlive the call. The sender hands each attempt
+	// over in order, then closes tries.
+	tries := make(chan *try, len(sorted))
 	go func() {
-		for _, t := range tries {
+		defer close(tries)
+		sem := make(chan struct{}, writesInFlight)
+		for rest := sorted; len(rest) > 0; {
+			n := b.fitsWith(rest, needs)
+			if n == 0 {
+				rest = rest[1:] // too large for a batch: written alone
+				continue
+			}
+			t := &try{chunk: rest[:n], done: make(chan struct{})}
+			rest = rest[n:]
+			var ops []coord.Op
+			for _, i := range t.chunk {
+				ops = append(ops, b.shareOps(i, parent[i])...)
+				t.ends = append(t.ends, len(ops))
+			}
 			sem <- struct{}{}
+			tries <- t
 			go func() {
 				defer func() { <-sem; close(t.done) }()
 				actx, cancel := b.s.bound(ctx)
 				defer cancel()
-				t.res, t.err = b.s.w.Apply(actx, t.ops...)
+				t.res, t.err = b.s.w.Apply(actx, ops...)
 			}()
 		}
 	}()
 	var failed error
-	for _, t := range tries {
+	for t := range tries {
 		<-t.done
 		var oe *coord.OpError
 		switch {
@@ -245,13 +260,18 @@ func (b *fireBatch) needsParent(i int) bool {
 
 // ops are share i's writes in this round: its running parent if it is
 // known to be missing and its running nodes; or its ready node.
-func (b *fireBatch) ops(i int) []coord.Op {
+func (b *fireBatch) ops(i int) []coord.Op { return b.shareOps(i, b.needsParent(i)) }
+
+// shareOps are share i's writes in this round, its running parent made
+// if parent.
+func (b *fireBatch) shareOps(i int, parent bool) []coord.Op {
 	w := b.writes[i]
+	b.encode(i)
 	if b.readyRound {
 		return []coord.Op{coord.SetOp(ReadyPath(w.Job), b.ready[i], w.Ready.Version)}
 	}
 	ops := make([]coord.Op, 0, len(w.Running)+1)
-	if b.needsParent(i) {
+	if parent {
 		ops = append(ops, coord.CreateOp(RunningJobPath(w.Job), nil))
 	}
 	for k, r := range w.Running {
@@ -260,7 +280,22 @@ func (b *fireBatch) ops(i int) []coord.Op {
 	return ops
 }
 
+// encode encodes share i's values of this round, once.
+func (b *fireBatch) encode(i int) {
+	w := b.writes[i]
+	switch {
+	case b.readyRound && b.ready[i] == nil:
+		b.ready[i] = encode(w.Ready)
+	case !b.readyRound && b.recs[i] == nil && len(w.Running) > 0:
+		b.recs[i] = make([][]byte, len(w.Running))
+		for k, r := range w.Running {
+			b.recs[i][k] = encode(r)
+		}
+	}
+}
+
 func (b *fireBatch) size(i int) int {
+	b.encode(i)
 	if b.readyRound {
 		return len(b.ready[i])
 	}
@@ -275,13 +310,17 @@ func (b *fireBatch) size(i int) int {
 // the first is too large for a batch of its own. Shares are put together
 // up to coord.QuickBatchOps ops, so that the batch is one round trip; a
 // share larger than that is a batch of its own, up to coord.MaxBatchOps.
-func (b *fireBatch) fits(todo []int) int {
+func (b *fireBatch) fits(todo []int) int { return b.fitsWith(todo, b.needsParent) }
+
+// fitsWith is fits, with parent saying which shares make their running
+// parent.
+func (b *fireBatch) fitsWith(todo []int, parent func(int) bool) int {
 	ops, size := 0, 0
 	for k, i := range todo {
 		n := 1
 		if !b.readyRound {
 			n = len(b.writes[i].Running)
-			if b.needsParent(i) {
+			if parent(i) {
 				n++
 			}
 		}
