@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,11 +20,13 @@ import (
 
 // pathCountingOpen opens sessions whose leaderships count the fenced
 // writes (calls of the term's coord.Writer, a batch counting once) that
-// touch a path under prefix.
+// touch a path under prefix, and show observe, if set, every node they
+// create or set, as they are sent.
 type pathCountingOpen struct {
-	open   func(context.Context) (coord.Coordinator, error)
-	prefix string
-	n      atomic.Int64
+	open    func(context.Context) (coord.Coordinator, error)
+	prefix  string
+	n       atomic.Int64
+	observe func(path string, value []byte)
 }
 
 func (o *pathCountingOpen) Open(ctx context.Context) (coord.Coordinator, error) {
@@ -70,13 +73,21 @@ func (w pathCountingWriter) count(paths ...string) {
 	}
 }
 
+func (w pathCountingWriter) seen(path string, value []byte) {
+	if w.o.observe != nil {
+		w.o.observe(path, value)
+	}
+}
+
 func (w pathCountingWriter) Create(ctx context.Context, path string, value []byte, opts ...coord.CreateOption) (coord.Node, error) {
 	w.count(path)
+	w.seen(path, value)
 	return w.Writer.Create(ctx, path, value, opts...)
 }
 
 func (w pathCountingWriter) Set(ctx context.Context, path string, value []byte, expected coord.Version) (coord.Version, error) {
 	w.count(path)
+	w.seen(path, value)
 	return w.Writer.Set(ctx, path, value, expected)
 }
 
@@ -89,6 +100,9 @@ func (w pathCountingWriter) Apply(ctx context.Context, ops ...coord.Op) ([]coord
 	paths := make([]string, len(ops))
 	for i, op := range ops {
 		paths[i] = op.Path
+		if op.Kind() != coord.OpDelete {
+			w.seen(op.Path, op.Value)
+		}
 	}
 	w.count(paths...)
 	return w.Writer.Apply(ctx, ops...)
@@ -572,5 +586,53 @@ func TestALaunchStandsOnTheTermsLatestWrite(t *testing.T) {
 	err = launch(ctx, [][]executor.Task{{{ID: "a"}}})[0]
 	if n := ex.n.Load() - launched; !errors.Is(err, coord.ErrNotLeader) || n != 0 {
 		t.Fatalf("a deposed term's launch on a stale proof: launched %d times, error %v; want the fence to fail and nothing launched", n, err)
+	}
+}
+
+// TestAPassMadeAheadWritesNothingBeforeItsFire runs a job firing every
+// second on the real clock: the term makes each pass fireLead ahead of its
+// fires, and must send none of their running nodes, nor a ready node whose
+// LastFire names them, before the fire time.
+func TestAPassMadeAheadWritesNothingBeforeItsFire(t *testing.T) {
+	e := newMemEnv(t)
+	var mu sync.Mutex
+	var early []string
+	fires := map[time.Time]bool{}
+	writes := &pathCountingOpen{open: e.store.Open, observe: func(path string, value []byte) {
+		sent := time.Now()
+		var due time.Time
+		switch {
+		case strings.HasPrefix(path, store.RunningRoot+"/") && len(value) > 0:
+			var rec model.TaskRecord
+			mustDo(t, json.Unmarshal(value, &rec))
+			due = rec.FireTime
+		case strings.HasPrefix(path, store.ReadyRoot+"/"):
+			var rn store.Ready
+			mustDo(t, json.Unmarshal(value, &rn))
+			due = rn.LastFire
+		}
+		if due.IsZero() {
+			return // another node, or a ready node before the first fire
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		fires[due] = true
+		if sent.Before(due) {
+			early = append(early, fmt.Sprintf("%s for %s sent %v early", path, due.Format(time.StampMilli), due.Sub(sent)))
+		}
+	}}
+	e.start(func(c *Config) {
+		c.Open = writes.Open
+		c.Clock = nil
+	})
+	register(t, e.svc(), testJob("j", "* * * * * ?"))
+	eventually(t, "three fires run", func() bool { return len(startedOf(e.cluster, "j")) >= 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(early) > 0 {
+		t.Fatalf("written before their fire:\n%s", strings.Join(early, "\n"))
+	}
+	if len(fires) < 3 {
+		t.Fatalf("saw the writes of %d fires, want at least 3", len(fires))
 	}
 }

@@ -54,6 +54,9 @@ import (
 type firePass struct {
 	jobs  map[string]*stagedFires
 	order []string
+	// notBefore is the latest fire the producer staged: the pass is made
+	// up to fireLead ahead of it, and written once it is due.
+	notBefore time.Time
 }
 
 // stagedFires is one job's staged share: its ready node is the job's
@@ -101,6 +104,9 @@ func (t *term) flushFires(ctx context.Context) error {
 	}
 	pass := t.pass
 	t.pass = firePass{}
+	if wait := pass.notBefore.Sub(t.now()); wait > 0 && !sleep(ctx, wait) {
+		return ctx.Err()
+	}
 	// Nothing removes a job during a pass; the check only keeps a slip
 	// from writing the state of a job that is gone.
 	names := slices.DeleteFunc(pass.order, func(name string) bool { return t.jobs[name] == nil })

@@ -11,17 +11,26 @@ import (
 	"github.com/hasched/hasched/scheduler/store"
 )
 
-// produceDue hands every due fire to the ready queues; the loop writes
-// them, with the launcher's moves of the same pass, in flushFires.
+// fireLead is how long before a fire its pass is made: the producer, the
+// launcher and the first batch's values, which take milliseconds for
+// 1,000 fires, are done by the fire time, and flushFires then waits for it
+// before it writes anything (notBefore). The loop serves nothing while it
+// waits, so this is also how long a request or a status can wait behind a
+// pass on top of its writes.
+const fireLead = 20 * time.Millisecond
+
+// produceDue hands every fire due within fireLead to the ready queues; the
+// loop writes them, with the launcher's moves of the same pass, in
+// flushFires, once the latest of them is due.
 func (t *term) produceDue() {
-	now := t.now()
-	for len(t.timers) > 0 && !t.timers[0].at.After(now) {
+	horizon := t.now().Add(fireLead)
+	for len(t.timers) > 0 && !t.timers[0].at.After(horizon) {
 		e := heap.Pop(&t.timers).(fireEntry)
 		js := t.jobs[e.job]
 		if js == nil || js.gen != e.gen {
 			continue
 		}
-		t.produce(js, now)
+		t.produce(js, horizon)
 	}
 }
 
@@ -48,9 +57,10 @@ func (t *term) produce(js *jobState, now time.Time) {
 			for f := first; !f.IsZero() && !f.After(now); f = js.sched.Next(f) {
 				if room <= 0 {
 					// Counting the rest could take long after a long
-					// outage; they are dropped, up to now.
+					// outage; they are dropped, up to the last fire due
+					// (latestFire looks it up without walking them).
 					dropped++
-					rn.LastFire = now
+					rn.LastFire = latestFire(js.sched, f, now).UTC()
 					break
 				}
 				if !rn.Pending(f.UTC()) {
@@ -74,6 +84,11 @@ func (t *term) produce(js *jobState, now time.Time) {
 		// Written by flushFires at the end of the pass, with the fires the
 		// launcher moves to running meanwhile (fires.go).
 		t.stageReady(js, rn)
+		// Nothing of the pass is written before its latest fire is due:
+		// no running node, and no LastFire, ahead of its time.
+		if rn.LastFire.After(t.pass.notBefore) {
+			t.pass.notBefore = rn.LastFire
+		}
 		sf := t.staged(js.job.JobName)
 		sf.produced = append(sf.produced, rn.FireTimes[len(rn.FireTimes)-added:]...)
 		if dropped > 0 || collapsed {

@@ -716,7 +716,7 @@ func (t *term) untilNextFire() time.Duration {
 	if len(t.timers) == 0 {
 		return maxTimerWait
 	}
-	d := t.timers[0].at.Sub(t.now())
+	d := t.timers[0].at.Sub(t.now()) - fireLead
 	return max(0, min(d, maxTimerWait))
 }
 
