@@ -223,14 +223,15 @@ func (c *Coordinator) createCandidate(dir, prefix string, value []byte) (string,
 func (c *Coordinator) await(ctx context.Context, election, dir, name string) (*Leadership, error) {
 	node := dir + "/" + name
 	var own <-chan zk.Event // a watch on the candidate itself
+	var ownStat *zk.Stat    // its stat when own was set
 	for {
 		reconnect := c.nextReconnect()
 		if own == nil {
-			w, err := c.watch(ctx, node)
+			w, stat, err := c.watch(ctx, node)
 			if err != nil {
 				return nil, err
 			}
-			own = w
+			own, ownStat = w, stat
 		}
 		names, err := c.children(ctx, dir)
 		if errors.Is(err, zk.ErrNoNode) {
@@ -245,13 +246,19 @@ func (c *Coordinator) await(ctx context.Context, election, dir, name string) (*L
 			return nil, errCandidateGone
 		}
 		if i == 0 {
-			stat, err := c.stat(ctx, node)
-			if errors.Is(err, zk.ErrNoNode) {
-				return nil, errCandidateGone
+			// The stat read with own is still the candidate's unless own
+			// has fired: ZooKeeper sends a watch's event before its
+			// answers to later requests, and go-zookeeper hands the event
+			// to its channel before it hands those answers over, so a
+			// change made before the children were read is in own by now.
+			// Not read again, the hand-over costs a round trip less.
+			select {
+			case <-own:
+				own = nil
+				continue
+			default:
 			}
-			if err != nil {
-				return nil, err
-			}
+			stat := ownStat
 			// CURATOR-696: the lowest candidate leads only if it is this
 			// session's own.
 			if stat.EphemeralOwner != c.session.Load() {
@@ -292,24 +299,25 @@ func (c *Coordinator) await(ctx context.Context, election, dir, name string) (*L
 	}
 }
 
-// watch sets a watch on the existing node full; errCandidateGone if it is
-// missing.
-func (c *Coordinator) watch(ctx context.Context, full string) (<-chan zk.Event, error) {
+// watch sets a watch on the existing node full and returns it with the
+// node's stat; errCandidateGone if it is missing.
+func (c *Coordinator) watch(ctx context.Context, full string) (<-chan zk.Event, *zk.Stat, error) {
 	type watched struct {
 		exists bool
+		stat   *zk.Stat
 		ch     <-chan zk.Event
 	}
 	w, err := call(ctx, c, true, func(conn *zk.Conn) (watched, error) {
-		ok, _, ch, err := conn.ExistsW(full)
-		return watched{ok, ch}, err
+		ok, stat, ch, err := conn.ExistsW(full)
+		return watched{ok, stat, ch}, err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !w.exists {
-		return nil, errCandidateGone
+		return nil, nil, errCandidateGone
 	}
-	return w.ch, nil
+	return w.ch, w.stat, nil
 }
 
 // withdraw deletes the candidate node full, trying until it is gone or the
