@@ -401,7 +401,7 @@ func TestMarkLostReReadsOnConflict(t *testing.T) {
 	a.freeze()
 	a2 := a.restart()
 	ws := &workerState{id: a.reg.ID(), name: "a", inc: a.reg.Incarnation}
-	if err := ld.ex.markLost(ctx, ws, stale, "a.host"); err != nil {
+	if err := ld.ex.markLost(ctx, ws, stale, "a.host", false); err != nil {
 		t.Fatalf("markLost: %v", err)
 	}
 	p, _ := w.placementOf("t")
@@ -450,7 +450,11 @@ func TestAWorkersTasksAreLostInBatches(t *testing.T) {
 func TestALostBatchJudgesAChangedPlacementAgain(t *testing.T) {
 	w := newWorld(t)
 	a := w.worker("a")
-	ld := w.lead(testConfig(t))
+	var cw *countingWriter
+	ld := w.leadThrough(testConfig(t), func(wr coord.Writer) coord.Writer {
+		cw = &countingWriter{Writer: wr}
+		return cw
+	})
 	ids := []string{"t0", "t1", "t2", "t3"}
 	var tasks []executor.Task
 	for i, id := range ids {
@@ -485,8 +489,15 @@ func TestALostBatchJudgesAChangedPlacementAgain(t *testing.T) {
 		}
 	}
 	ws := &workerState{id: a.reg.ID(), name: "a", inc: a.reg.Incarnation}
+	before := cw.sets.Load()
 	if err := ld.ex.markLostInBatches(ctx, ws, read, "a.host"); err != nil {
 		t.Fatalf("markLostInBatches: %v", err)
+	}
+	// The batch refused for t1, t1 written, the batch refused for t2 (left
+	// alone), the batch of t0 and t3: a changed placement is read again
+	// before it is written, not first written at the version the batch read.
+	if n := cw.sets.Load() - before; n > 4 {
+		t.Errorf("%d writes, want at most 4", n)
 	}
 	for _, id := range []string{"t0", "t1", "t3"} {
 		if p, _ := w.placementOf(id); p.State != executor.StateLost {

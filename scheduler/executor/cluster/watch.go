@@ -420,7 +420,7 @@ func (e *Executor) markLostInBatches(ctx context.Context, ws *workerState, ps []
 		case errors.As(err, &oe) && oe.Index >= 0 && oe.Index < n &&
 			(errors.Is(err, coord.ErrVersionConflict) || errors.Is(err, coord.ErrNotFound)):
 			i := oe.Index
-			if err := e.markLost(ctx, ws, ps[i], host); err != nil {
+			if err := e.markLost(ctx, ws, ps[i], host, true); err != nil {
 				return fmt.Errorf("mark %s LOST: %w", ps[i].Task.ID, err)
 			}
 			ps, lost, ops = slices.Delete(ps, i, i+1), slices.Delete(lost, i, i+1), slices.Delete(ops, i, i+1)
@@ -450,15 +450,33 @@ func lostOf(ws *workerState, p store.StoredPlacement, host string) store.StoredP
 
 // markLost marks one placement LOST if it is still bound to ws's
 // incarnation and not ended, at its version; a conflict is a restarted
-// worker's re-binding (or a fold): re-read and judge again.
-func (e *Executor) markLost(ctx context.Context, ws *workerState, p store.StoredPlacement, host string) error {
+// worker's re-binding (or a fold): re-read and judge again. stale says p
+// is known to have changed since it was read (a refused batch said so):
+// it is read again before anything is written.
+func (e *Executor) markLost(ctx context.Context, ws *workerState, p store.StoredPlacement, host string, stale bool) error {
+	id := p.Task.ID // p is the zero placement once a read finds none
 	e.mu.Lock()
 	base := p.Version
-	if cur, ok := e.index[p.Task.ID]; ok {
+	if cur, ok := e.index[id]; ok {
 		base = cur.Version
 	}
 	e.mu.Unlock()
 	for range maxConflicts {
+		if stale {
+			var ok bool
+			if err := e.bounded(ctx, func(ctx context.Context) (err error) {
+				p, ok, err = e.r.Placement(ctx, ws.name, id)
+				return err
+			}); err != nil {
+				return err
+			}
+			if !ok {
+				e.mu.Lock()
+				e.forgetLocked(id, base)
+				e.mu.Unlock()
+				return nil
+			}
+		}
 		if p.Incarnation != ws.inc || p.State.Terminal() {
 			e.mu.Lock()
 			e.commitLocked(base, p)
@@ -479,22 +497,10 @@ func (e *Executor) markLost(ctx context.Context, ws *workerState, p store.Stored
 			e.log.Warn("task lost with its worker", "task", lost.Task.ID, "worker", ws.id)
 			return nil
 		case errors.Is(err, coord.ErrVersionConflict) || errors.Is(err, coord.ErrNotFound):
-			var ok bool
-			if err := e.bounded(ctx, func(ctx context.Context) (err error) {
-				p, ok, err = e.r.Placement(ctx, ws.name, p.Task.ID)
-				return err
-			}); err != nil {
-				return err
-			}
-			if !ok {
-				e.mu.Lock()
-				e.forgetLocked(lost.Task.ID, base)
-				e.mu.Unlock()
-				return nil
-			}
+			stale = true
 		default:
 			return err
 		}
 	}
-	return fmt.Errorf("placement of %s kept changing: %w", p.Task.ID, coord.ErrVersionConflict)
+	return fmt.Errorf("placement of %s kept changing: %w", id, coord.ErrVersionConflict)
 }
