@@ -78,6 +78,9 @@ type flight struct {
 	sent     bool // handed to a reader; false while in the pending list
 	dirty    bool
 	dirtyTag uint64
+	// rootGen is the Mirror's rootGen when the read was handed to a
+	// reader: see applyResult.
+	rootGen uint64
 }
 
 // mnode is one mirrored node.
@@ -145,6 +148,8 @@ type Mirror struct {
 	// in tags from the reconnection on; reloadDue fires when it is time.
 	reloadTag uint64
 	reloadDue <-chan time.Time
+	// rootGen counts the times the mirrored root was dropped.
+	rootGen uint64
 
 	mu        sync.RWMutex
 	err       error // why the Mirror ended; nil while it runs
@@ -324,7 +329,7 @@ func (m *Mirror) loop() {
 			m.pending[m.head] = readKey{}
 			m.head++
 			if st := m.inflight[next]; st != nil {
-				st.sent = true
+				st.sent, st.rootGen = true, m.rootGen
 			}
 			switch {
 			case m.head == len(m.pending):
@@ -428,23 +433,24 @@ func (m *Mirror) issue(k readKey, tag uint64) {
 	}
 }
 
-// complete notes that k's read was answered and returns its tag. A read
-// asked for meanwhile goes out now.
-func (m *Mirror) complete(k readKey) uint64 {
+// complete notes that k's read was answered and returns its tag and the
+// root's generation when it was sent. A read asked for meanwhile goes out
+// now.
+func (m *Mirror) complete(k readKey) (tag, rootGen uint64) {
 	st := m.inflight[k]
 	if st == nil {
-		return 0 // cannot happen: every read sent is in flight
+		return 0, m.rootGen // cannot happen: every read sent is in flight
 	}
-	tag := st.tag
+	tag, rootGen = st.tag, st.rootGen
 	m.untag(tag)
 	if !st.dirty {
 		delete(m.inflight, k)
-		return tag
+		return tag, rootGen
 	}
 	// The dirty tag's count carries over to the new read.
 	st.tag, st.sent, st.dirty = st.dirtyTag, false, false
 	m.pending = append(m.pending, k)
-	return tag
+	return tag, rootGen
 }
 
 func (m *Mirror) untag(tag uint64) {
@@ -520,13 +526,23 @@ func (m *Mirror) reload(tag uint64) {
 }
 
 func (m *Mirror) applyResult(r readResult) {
-	tag := m.complete(r.key)
+	tag, gen := m.complete(r.key)
 	p := r.key.path
 	if errors.Is(r.err, zk.ErrNoNode) {
 		m.remove(p)
 		if p == m.path {
 			m.issue(readKey{p, readExists}, tag)
 		}
+		return
+	}
+	if p == m.path && gen != m.rootGen {
+		// The root was dropped after this read was sent. A reader queues
+		// its answer after go-zookeeper has handed it over, so an event
+		// the server sent later (the root's deletion) can be queued
+		// first: the answer may be older than the drop, and taken in it
+		// would bring back a root that is gone, or one whose creation
+		// event would then be taken for a change of a known node. The
+		// drop asked for a read of the root's existence, which tells.
 		return
 	}
 	switch r.key.kind {
@@ -586,6 +602,9 @@ func (m *Mirror) remove(p string) {
 	n := m.nodes[p]
 	if n == nil {
 		return
+	}
+	if p == m.path {
+		m.rootGen++
 	}
 	if p != m.path {
 		if parent := m.nodes[coord.Parent(p)]; parent != nil {
