@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -634,5 +635,85 @@ func TestAPassMadeAheadWritesNothingBeforeItsFire(t *testing.T) {
 	}
 	if len(fires) < 3 {
 		t.Fatalf("saw the writes of %d fires, want at least 3", len(fires))
+	}
+}
+
+// preparingExecutor is an executor that can prepare tasks ahead, recording
+// the first time each task was handed to Prepare.
+type preparingExecutor struct {
+	executor.Executor
+	rec *preparedTasks
+}
+
+type preparedTasks struct {
+	mu    sync.Mutex
+	tasks map[string]executor.Task
+	at    map[string]time.Time
+}
+
+func (p preparingExecutor) Prepare(tasks []executor.Task) {
+	p.rec.mu.Lock()
+	defer p.rec.mu.Unlock()
+	for _, task := range tasks {
+		if _, ok := p.rec.at[task.ID]; !ok {
+			p.rec.tasks[task.ID] = task
+			p.rec.at[task.ID] = time.Now()
+		}
+	}
+}
+
+// TestAPassHandsItsTasksToPrepareBeforeItWritesThem runs a job of two
+// shards firing every second: each fire's tasks must reach an executor's
+// Prepare before their running nodes are sent, the same tasks it then
+// launches.
+func TestAPassHandsItsTasksToPrepareBeforeItWritesThem(t *testing.T) {
+	e := newMemEnv(t)
+	rec := &preparedTasks{tasks: map[string]executor.Task{}, at: map[string]time.Time{}}
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	writes := &pathCountingOpen{open: e.store.Open, observe: func(path string, value []byte) {
+		if !strings.HasPrefix(path, store.RunningRoot+"/") || len(value) == 0 {
+			return
+		}
+		var r model.TaskRecord
+		mustDo(t, json.Unmarshal(value, &r))
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := sent[r.ID]; !ok && r.ID != "" {
+			sent[r.ID] = time.Now()
+		}
+	}}
+	e.start(func(c *Config) {
+		c.Open = writes.Open
+		c.Clock = nil
+		c.Executor = func(ctx context.Context, term executor.Term) (executor.Executor, error) {
+			ex, err := e.cluster.Factory("a")(ctx, term)
+			if err != nil {
+				return nil, err
+			}
+			return preparingExecutor{Executor: ex, rec: rec}, nil
+		}
+	})
+	job := testJob("j", "* * * * * ?")
+	job.ShardingTotalCount = 2
+	register(t, e.svc(), job)
+	eventually(t, "three fires run", func() bool { return len(startedOf(e.cluster, "j")) >= 6 })
+	mu.Lock()
+	defer mu.Unlock()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, id := range startedOf(e.cluster, "j") {
+		launched, _ := e.cluster.Task(id)
+		prepared, ok := rec.tasks[id]
+		switch {
+		case !ok:
+			t.Errorf("%s launched without being prepared", id)
+		case !reflect.DeepEqual(prepared, launched):
+			t.Errorf("%s prepared as %+v, launched as %+v", id, prepared, launched)
+		case sent[id].IsZero():
+			t.Errorf("%s launched, its running node never seen", id)
+		case !rec.at[id].Before(sent[id]):
+			t.Errorf("%s prepared %v after its running node was sent", id, rec.at[id].Sub(sent[id]))
+		}
 	}
 }

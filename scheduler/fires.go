@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hasched/hasched/scheduler/events"
+	"github.com/hasched/hasched/scheduler/executor"
 	"github.com/hasched/hasched/scheduler/model"
 	"github.com/hasched/hasched/scheduler/store"
 )
@@ -104,6 +105,7 @@ func (t *term) flushFires(ctx context.Context) error {
 	}
 	pass := t.pass
 	t.pass = firePass{}
+	t.prepare(pass)
 	if wait := pass.notBefore.Sub(t.now()); wait > 0 && !sleep(ctx, wait) {
 		return ctx.Err()
 	}
@@ -140,6 +142,42 @@ func (t *term) flushFires(ctx context.Context) error {
 	}
 	return startErr
 }
+
+// prepare hands the tasks of the fires the pass is about to write, up to
+// prepareAtMost, to an executor that can prepare them (executor.Preparer):
+// it does so while the pass waits for its fires and writes their running
+// nodes, and their Launch, once the nodes are written, finds them ready.
+func (t *term) prepare(pass firePass) {
+	p, ok := t.ex.(executor.Preparer)
+	if !ok {
+		return
+	}
+	var tasks []executor.Task
+	for _, name := range pass.order {
+		js := t.jobs[name]
+		if js == nil {
+			continue
+		}
+		app, ok := t.apps[js.job.AppName]
+		if !ok {
+			continue
+		}
+		for _, r := range pass.jobs[name].running {
+			if len(tasks) == prepareAtMost {
+				break
+			}
+			tasks = append(tasks, buildTask(js, app, r))
+		}
+	}
+	if len(tasks) > 0 {
+		p.Prepare(tasks)
+	}
+}
+
+// prepareAtMost bounds the tasks one pass hands to Prepare: the loop
+// builds them, and an executor prepares a few dozen at most (a pass of
+// 1,000 fires launches the rest as before).
+const prepareAtMost = 64
 
 // emitFires tells the observers of the fires a written share produced and
 // of the fires it skipped. Misfired's Count is how many times the producer

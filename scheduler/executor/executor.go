@@ -137,6 +137,21 @@ type Executor interface {
 	Close() error
 }
 
+// A Preparer is an Executor that can do the slow part of a launch ahead
+// of it. The scheduler makes each pass of fires a little ahead of their
+// time (fireLead) and hands the tasks it is about to write to Prepare
+// then; it launches them with Launch, as ever, once their running nodes
+// are written, and may never launch some (the write failed, the term
+// ended). So Prepare must start, claim and show nothing: no task runs and
+// nothing another executor or a later term reads counts as launched
+// before Launch. A prepared task that is not launched soon is discarded
+// by the executor itself. Prepare may prepare some of the tasks or none
+// (it is an optimisation, never needed for correctness), and it must not
+// block: the scheduler's loop calls it.
+type Preparer interface {
+	Prepare(tasks []Task)
+}
+
 // Factory opens the executor of one term.
 type Factory func(ctx context.Context, term Term) (Executor, error)
 

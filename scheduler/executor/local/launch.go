@@ -124,6 +124,11 @@ func (e *Executor) closedOr(err error) error {
 
 func (e *Executor) launchOne(ctx context.Context, t executor.Task) error {
 	log := e.log.With("task_id", t.ID, "job", t.Job)
+	if p := e.takePrepared(t.ID); p != nil {
+		if handled, err := e.launchPrepared(ctx, log, p, t); handled {
+			return err
+		}
+	}
 	dir := e.taskDir(t.ID)
 	if _, err := os.Stat(dir); err == nil {
 		return e.adopt(t.ID, dir)
@@ -216,20 +221,66 @@ func (e *Executor) start(ctx context.Context, dir string, t executor.Task, app p
 		app.dir = ""
 	}
 
-	stdout, err := os.OpenFile(filepath.Join(dir, fileStdout), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	s, failure, err := e.spawn(dir, workDir, dir, t)
 	if err != nil {
 		return judgement{}, err
+	}
+	if failure != "" {
+		return e.fail(dir, failure)
+	}
+	b, err := json.Marshal(s.pid)
+	var created bool
+	if err == nil {
+		created, err = writeExclusive(filepath.Join(dir, filePid), b)
+	}
+	if err != nil || !created {
+		// Either the process cannot be recorded (no later executor could
+		// tell it from a stranger), or another executor gave up on this
+		// launch (too slow, or killed before start) and told everyone:
+		// the process must not run.
+		s.goAhead.Close()
+		_ = syscall.Kill(-s.pid.Pid, syscall.SIGKILL)
+		e.reap(s.cmd)
+		if err != nil {
+			return e.fail(dir, fmt.Sprintf("record process: %v", err))
+		}
+		e.log.Warn("launch overtaken: task was given up before it started", "task_id", t.ID)
+		return e.judge(dir)
+	}
+	return e.release(ctx, dir, t.ID, s), nil
+}
+
+// spawned is a task's wrapper, forked and waiting for its go-ahead.
+type spawned struct {
+	cmd *exec.Cmd
+	// goAhead is the write end of the wrapper's go-ahead pipe: closed
+	// unwritten, the wrapper exits without running anything.
+	goAhead *os.File
+	// pid is what the pid file is to say; spawn does not write it.
+	pid pidFile
+}
+
+// spawn forks t's wrapper with its output files and alive lock in dir and
+// its working directory workDir, and reads who it is; the wrapper waits for
+// its go-ahead. taskDir is the directory the task is told it has
+// (HASCHED_TASK_DIR): dir itself, or, for a task prepared ahead, the task
+// directory its staged dir becomes. A failure is this task's and is to be
+// recorded (FAILED); an error says that dir cannot be written.
+func (e *Executor) spawn(dir, workDir, taskDir string, t executor.Task) (s spawned, failure string, err error) {
+	stdout, err := os.OpenFile(filepath.Join(dir, fileStdout), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return s, "", err
 	}
 	defer stdout.Close()
 	stderr, err := os.OpenFile(filepath.Join(dir, fileStderr), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
-		return judgement{}, err
+		return s, "", err
 	}
 	defer stderr.Close()
 
-	env, err := taskEnv(os.Environ(), t, dir)
+	env, err := taskEnv(os.Environ(), t, taskDir)
 	if err != nil {
-		return e.fail(dir, fmt.Sprintf("task environment: %v", err))
+		return s, fmt.Sprintf("task environment: %v", err), nil
 	}
 	cmd := exec.Command("/bin/sh", "-c", wrapperScript)
 	cmd.Dir = workDir
@@ -245,9 +296,8 @@ func (e *Executor) start(ctx context.Context, dir string, t executor.Task, app p
 	// write end (os.Pipe sets close-on-exec), so it closes when we die.
 	gate, goAhead, err := os.Pipe()
 	if err != nil {
-		return e.fail(dir, fmt.Sprintf("go-ahead pipe: %v", err))
+		return s, fmt.Sprintf("go-ahead pipe: %v", err), nil
 	}
-	defer goAhead.Close()
 	// The alive lock: taken here, before the child exists, so that there
 	// is no moment when the task runs unlocked; the child's fd 4 shares the
 	// open file description, so the lock stays when ours is closed below
@@ -255,71 +305,69 @@ func (e *Executor) start(ctx context.Context, dir string, t executor.Task, app p
 	alive, err := lockAlive(dir)
 	if err != nil {
 		gate.Close()
-		return e.fail(dir, fmt.Sprintf("alive lock: %v", err))
+		goAhead.Close()
+		return s, fmt.Sprintf("alive lock: %v", err), nil
 	}
 	cmd.ExtraFiles = []*os.File{gate, alive}
 	err = cmd.Start()
 	gate.Close()
 	alive.Close()
 	if err != nil {
-		return e.fail(dir, fmt.Sprintf("start process: %v", err))
+		goAhead.Close()
+		return s, fmt.Sprintf("start process: %v", err), nil
 	}
 	pid := cmd.Process.Pid
 
-	// Until the child is reaped (below) its pid cannot be reused, so
+	// Until the child is reaped its pid cannot be reused, so
 	// /proc/<pid>/stat and the signals here are about our child for sure.
+	// Its start is now, or its fire time if that is later (a task
+	// prepared ahead runs at its fire): its Timeout counts from then.
+	started := time.Now().UTC()
+	if f := t.FireTime.UTC(); f.After(started) {
+		started = f
+	}
 	p := pidFile{
 		Pid: pid, Pgid: pid,
 		BootID: e.host.bootID, PidNS: e.host.pidNS, Host: e.cfg.Host,
-		Launcher: os.Getpid(), Time: time.Now().UTC(), AliveLock: true,
+		Launcher: os.Getpid(), Time: started, AliveLock: true,
 	}
 	if t.Timeout > 0 {
 		p.Deadline = p.Time.Add(t.Timeout)
 	}
 	st, err := readProcStat(pid)
-	if err == nil {
-		p.StartTime = st.startTime
-	}
-	var created bool
-	if err == nil {
-		var b []byte
-		if b, err = json.Marshal(p); err == nil {
-			created, err = writeExclusive(filepath.Join(dir, filePid), b)
-		}
-	}
-	if err != nil || !created {
-		// Either the process cannot be recorded (no later executor could
-		// tell it from a stranger), or another executor gave up on this
-		// launch (too slow, or killed before start) and told everyone:
-		// the process must not run.
+	if err != nil {
+		// No later executor could tell the process from a stranger: it
+		// must not run.
+		goAhead.Close()
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		e.reap(cmd)
-		if err != nil {
-			return e.fail(dir, fmt.Sprintf("record process: %v", err))
-		}
-		e.log.Warn("launch overtaken: task was given up before it started", "task_id", t.ID)
-		return e.judge(dir)
+		return s, fmt.Sprintf("record process: %v", err), nil
 	}
-	// Recorded: let the task run, if the caller still may start it (a
-	// worker frozen since its Launch began may have lost its session).
-	// Withheld, or were the write to fail, the wrapper exits at once; the
-	// task then ends with no exit file and is judged lost, not run twice.
+	p.StartTime = st.startTime
+	return spawned{cmd: cmd, goAhead: goAhead, pid: p}, "", nil
+}
+
+// release lets a recorded wrapper run its task, if the caller still may
+// start it (a worker frozen since its Launch began may have lost its
+// session), and then leaves it to the reaper. Withheld, or were the write
+// to fail, the wrapper exits at once; the task then ends with no exit file
+// and is judged lost, not run twice.
+func (e *Executor) release(ctx context.Context, dir, id string, s spawned) judgement {
+	defer e.reap(s.cmd)
 	if err := executor.CheckStart(ctx); err != nil {
-		goAhead.Close()
-		e.reap(cmd)
-		e.log.Warn("task not started: its go-ahead was withheld", "task_id", t.ID, "reason", err)
-		return judgement{state: executor.StateLost, message: "not started: " + err.Error(), pid: &p}, nil
+		s.goAhead.Close()
+		e.log.Warn("task not started: its go-ahead was withheld", "task_id", id, "reason", err)
+		return judgement{state: executor.StateLost, message: "not started: " + err.Error(), pid: &s.pid}
 	}
-	if _, err := goAhead.Write([]byte("go\n")); err != nil {
-		e.log.Warn("cannot give the task its go-ahead", "task_id", t.ID, "error", err)
+	if _, err := s.goAhead.Write([]byte("go\n")); err != nil {
+		e.log.Warn("cannot give the task its go-ahead", "task_id", id, "error", err)
 	}
-	goAhead.Close()
+	s.goAhead.Close()
 	// Kill may have come from another process while we started.
 	if _, err := os.Stat(filepath.Join(dir, fileKilled)); err == nil {
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
+		_ = syscall.Kill(-s.pid.Pid, syscall.SIGTERM)
 	}
-	e.reap(cmd)
-	return judgement{state: executor.StateRunning, pid: &p}, nil
+	return judgement{state: executor.StateRunning, pid: &s.pid}
 }
 
 // lockAlive creates the task's alive file and locks it exclusively.

@@ -266,6 +266,15 @@ type Executor struct {
 	// reconciling counts the Reconcile calls in flight; the monitor does
 	// not poll meanwhile.
 	reconciling atomic.Int32
+	// prepared are the tasks prepared ahead of their Launch, by ID
+	// (prepare.go); prepSlots bounds the preparations under way, and
+	// noPrepare is set once the file system has shown it cannot claim
+	// a prepared task safely.
+	prepared  map[string]*prepared
+	prepSlots chan struct{}
+	noPrepare atomic.Bool
+	// prepTTL is preparedTTL (tests shorten it); guarded by mu.
+	prepTTL time.Duration
 
 	// wake nudges the monitor (a child exited, a kill was requested); it is
 	// never closed, so late senders (reapers) are safe after Close.
@@ -282,7 +291,10 @@ type Executor struct {
 	closeOnce sync.Once
 }
 
-var _ executor.Executor = (*Executor)(nil)
+var (
+	_ executor.Executor = (*Executor)(nil)
+	_ executor.Preparer = (*Executor)(nil)
+)
 
 // New validates cfg, creates the work directory's layout and starts the
 // executor's monitor. It adopts nothing by itself: the scheduler reconciles
@@ -312,8 +324,12 @@ func New(cfg Config) (*Executor, error) {
 		watched: make(map[string]*taskRecord),
 		kills:   make(map[string]pendingKill),
 		fetcher: fetcher,
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
+
+		prepared:  make(map[string]*prepared),
+		prepSlots: make(chan struct{}, launchParallel),
+		prepTTL:   preparedTTL,
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
 	}
 	e.wg.Add(2)
 	go func() {
@@ -351,12 +367,14 @@ func (e *Executor) Statuses() <-chan executor.Status { return e.out }
 
 // Close stops the monitor and the status stream and closes Statuses. The
 // tasks keep running: the next term's executor adopts them. In-flight
-// Launch, Kill and Reconcile calls are cancelled and waited for.
+// Launch, Kill and Reconcile calls are cancelled and waited for, and the
+// tasks prepared and not launched are discarded.
 func (e *Executor) Close() error {
 	e.closeOnce.Do(func() {
 		e.calls.Shut()
 		e.cancel()
 		e.calls.Wait()
+		e.discardPrepared()
 		close(e.done)
 		e.wg.Wait()
 		e.log.Debug("closed")

@@ -461,8 +461,9 @@ func reconcileEach(ctx context.Context, n int, f func(i int) error) []error {
 }
 
 // monitor is the executor's one watching goroutine: it judges every watched
-// task each PollInterval (or when woken), sends the SIGKILLs that fall due
-// and removes expired task directories.
+// task each PollInterval (or when woken), sends the SIGKILLs that fall due,
+// discards the preparations whose Launch did not come and removes expired
+// task directories.
 func (e *Executor) monitor() {
 	ticker := time.NewTicker(e.cfg.PollInterval)
 	defer ticker.Stop()
@@ -483,6 +484,7 @@ func (e *Executor) monitor() {
 			e.cleanup(e.ctx)
 		}
 		e.poll()
+		e.expirePrepared()
 		if next := e.sendDueKills(); !next.IsZero() {
 			killTimer.Reset(time.Until(next))
 		}
