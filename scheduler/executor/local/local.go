@@ -32,7 +32,10 @@
 // Creating the directory (os.Mkdir) is the claim: only the process whose
 // Mkdir succeeded starts the task. The pid file is created exclusively
 // (link(2) of a complete temporary file), so a slow launcher and an
-// executor that declares the task "never started" cannot both win.
+// executor that declares the task "never started" cannot both win. A task
+// prepared ahead (prepare.go) is claimed instead by renaming its complete
+// directory, pid file and waiting wrapper included, into tasks/ without
+// replacing anything: of that rename and any Mkdir, one wins.
 package local
 
 import (
