@@ -34,7 +34,7 @@ func runWrapper(t *testing.T, goAhead bool) (int, bool) {
 	}
 	gate.Close()
 	if goAhead {
-		if _, err := w.Write([]byte("go\n")); err != nil {
+		if _, err := w.Write([]byte(goAheadMessage)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,30 +17,45 @@ import (
 	"github.com/hasched/hasched/scheduler/executor"
 )
 
-// wrapperScript is what the task's process group leader runs. It first
-// waits for the launcher's go-ahead on fd 3, which comes only once the pid
-// file is recorded: a launcher killed between fork and record closes the
-// pipe unwritten by dying, and the wrapper exits without running anything,
-// so the next leader's "never started" verdict is true and its relaunch is
-// not a second run. Then it runs the
-// task's command with the sharding context as $1, then records the exit
-// code atomically (exit.tmp, then mv), so that nobody ever reads half a
-// code. It exits after the exit file exists, which is what lets judge test
-// liveness before reading the exit file. Its fd 4 holds the task's alive
-// lock (fileAlive) until it exits; the command does not get it, so the lock
-// says whether the wrapper lives, whatever the command leaves running. It
-// sets no traps: a wrapper killed
-// by a signal leaves no exit file, and the task counts as killed (marker) or
-// lost.
-const wrapperScript = `IFS= read -r hasched_go <&3 || exit 125
+// wrapperScript is what the task's process group leader runs. It starts
+// the task's shell at once, and that shell waits for the launcher's
+// go-ahead on fd 3, which comes only once the pid file is recorded: a
+// launcher killed between fork and record closes the pipe unwritten by
+// dying, the task's shell exits without running anything, and so does the
+// wrapper, leaving no exit file, so the next leader's "never started"
+// verdict is true and its relaunch is not a second run. The go-ahead is
+// two lines, one for each: the task's shell reads the first and runs the
+// task's command (eval, in that shell: $$, $0 and $1, the sharding
+// context, are what /bin/sh -c gives; its $PWD is made right if a rename
+// has moved it since, see prepare.go), and the wrapper reads the second
+// once the shell has ended (a shell's read takes a pipe byte by byte, so
+// the first read leaves the second line). Only then does it record the
+// exit code, atomically (exit.tmp, then mv), so that nobody ever reads half
+// a code. Forked before the go-ahead, the task's shell costs no process
+// start after it: the go-ahead is the last thing between the launch and
+// the command. The wrapper exits after the exit file exists, which is what
+// lets judge test liveness before reading the exit file. Its fd 4 holds
+// the task's alive lock (fileAlive) until it exits; the command does not
+// get it, so the lock says whether the wrapper lives, whatever the command
+// leaves running. It sets no traps: a wrapper killed by a signal leaves no
+// exit file, and the task counts as killed (marker) or lost.
+const wrapperScript = `/bin/sh -c 'IFS= read -r hasched_go <&3 && [ "$hasched_go" = go ] || exit 125
+exec 3<&-
+unset hasched_go
+[ "$PWD" -ef . ] || cd -P . || exit 125
+eval "$HASCHED_COMMAND"' hasched "$HASCHED_SHARDING_CONTEXT" 4<&-
+hasched_code=$?
+IFS= read -r hasched_go <&3 || exit 125
 exec 3<&-
 [ "$hasched_go" = go ] || exit 125
-/bin/sh -c "$HASCHED_COMMAND" hasched "$HASCHED_SHARDING_CONTEXT" 4<&-
-hasched_code=$?
 printf '%s\n' "$hasched_code" >"$HASCHED_TASK_DIR/exit.tmp" &&
 	mv -f "$HASCHED_TASK_DIR/exit.tmp" "$HASCHED_TASK_DIR/exit"
 exit "$hasched_code"
 `
+
+// goAheadMessage lets a waiting wrapper run its task: a line for the
+// task's shell and one for the wrapper (wrapperScript).
+const goAheadMessage = "go\ngo\n"
 
 // Launch starts tasks, up to launchParallel at once. A task whose
 // directory exists was launched before, by this or another executor: it is
@@ -359,7 +374,7 @@ func (e *Executor) release(ctx context.Context, dir, id string, s spawned) judge
 		e.log.Warn("task not started: its go-ahead was withheld", "task_id", id, "reason", err)
 		return judgement{state: executor.StateLost, message: "not started: " + err.Error(), pid: &s.pid}
 	}
-	if _, err := s.goAhead.Write([]byte("go\n")); err != nil {
+	if _, err := s.goAhead.Write([]byte(goAheadMessage)); err != nil {
 		e.log.Warn("cannot give the task its go-ahead", "task_id", id, "error", err)
 	}
 	s.goAhead.Close()

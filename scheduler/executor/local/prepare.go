@@ -29,8 +29,9 @@ import (
 // RENAME_NOREPLACE: of it and any other claim, a Mkdir or a rename, exactly
 // one wins, as of two Mkdirs) and gives the go-ahead. The claimed
 // directory appears whole, its pid file in it, so no executor ever sees
-// it without one. The wrapper's working directory moves with it: the
-// task's shell finds its $PWD gone and takes the task directory's path.
+// it without one. The working directory of the wrapper and of the task's
+// shell, both forked ahead, moves with it; the task's shell finds that its
+// $PWD names it no more and takes the task directory's path.
 //
 // Nothing under tmp/ is a task: a prepared task that is never launched was
 // never claimed. Its wrapper exits when its go-ahead pipe closes unwritten,
