@@ -168,6 +168,9 @@ func (t *term) prepare(pass firePass) {
 			}
 			tasks = append(tasks, buildTask(js, app, r))
 		}
+		if len(tasks) == prepareAtMost {
+			break
+		}
 	}
 	if len(tasks) > 0 {
 		p.Prepare(tasks)

@@ -209,8 +209,8 @@ func (e *Executor) podFor(t executor.Task) *corev1.Pod {
 			Containers: []corev1.Container{{
 				Name:  containerName,
 				Image: image,
-				// As the local executor runs it: the command by sh -c, the
-				// sharding context as $1.
+				// As the local executor runs it: the command by a POSIX
+				// shell, the sharding context as $1.
 				Command:      []string{"/bin/sh", "-c"},
 				Args:         []string{t.Command, "hasched", sc},
 				Env:          env,

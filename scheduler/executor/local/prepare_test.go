@@ -31,6 +31,13 @@ func waitStaged(t *testing.T, e *Executor) (string, pidFile) {
 	return dir, p
 }
 
+// setPrepTTL sets how long e's preparations wait for their Launch.
+func setPrepTTL(e *Executor, d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.prepTTL = d
+}
+
 // noStaged says whether tmp/ holds no staged directory.
 func noStaged(e *Executor) bool {
 	matches, _ := filepath.Glob(filepath.Join(e.cfg.tmpDir(), stagedPrefix+"*"))
@@ -42,6 +49,7 @@ func noStaged(e *Executor) bool {
 // its own task directory, with nothing of the staged one left.
 func TestAPreparedTaskRunsOnlyOnceLaunchedInItsOwnDir(t *testing.T) {
 	e := newTestExec(t, testConfig(t, t.TempDir()))
+	setPrepTTL(e.Executor, time.Hour) // used, however slow the machine
 	ran := filepath.Join(t.TempDir(), "ran")
 	tk := task("t-prepared", `echo run >>`+shellQuote(ran)+`
 pwd -P >pwd.txt
@@ -93,15 +101,15 @@ func TestAPreparedTaskNeverLaunchedLeavesNoTrace(t *testing.T) {
 	for _, how := range []string{"expired", "closed"} {
 		t.Run(how, func(t *testing.T) {
 			e := newTestExec(t, testConfig(t, t.TempDir()))
-			if how == "expired" {
-				e.mu.Lock()
-				e.prepTTL = 200 * time.Millisecond
-				e.mu.Unlock()
-			}
 			ran := filepath.Join(t.TempDir(), "ran")
 			tk := task("t-"+how, `touch `+shellQuote(ran))
 			e.Prepare([]executor.Task{tk})
 			_, p := waitStaged(t, e.Executor)
+			if how == "expired" {
+				// Shortened once it is seen: on a loaded machine the
+				// preparation itself may take longer.
+				setPrepTTL(e.Executor, 200*time.Millisecond)
+			}
 			if how == "closed" {
 				if err := e.Close(); err != nil {
 					t.Fatal(err)
@@ -127,6 +135,7 @@ func TestAPreparedTaskLosesToAnEarlierClaim(t *testing.T) {
 	runs := filepath.Join(t.TempDir(), "runs")
 	release := filepath.Join(t.TempDir(), "release")
 	a := newTestExec(t, testConfig(t, work))
+	setPrepTTL(a.Executor, time.Hour)
 	b := newTestExec(t, testConfig(t, work))
 	tk := task("t-race", "echo run >>"+shellQuote(runs)+"\n"+waitForFile(release))
 	a.Prepare([]executor.Task{tk})
@@ -151,6 +160,7 @@ func TestAPreparedTaskLosesToAnEarlierClaim(t *testing.T) {
 // was given, and the preparation goes.
 func TestALaunchOfAChangedTaskDiscardsItsPreparation(t *testing.T) {
 	e := newTestExec(t, testConfig(t, t.TempDir()))
+	setPrepTTL(e.Executor, time.Hour)
 	out := t.TempDir()
 	tk := task("t-changed", `touch `+shellQuote(filepath.Join(out, "old")))
 	e.Prepare([]executor.Task{tk})
@@ -174,6 +184,7 @@ func TestALaunchOfAChangedTaskDiscardsItsPreparation(t *testing.T) {
 // fails at its Launch: it ends LOST and its command never runs.
 func TestAPreparedTaskHonoursTheStartCheck(t *testing.T) {
 	e := newTestExec(t, testConfig(t, t.TempDir()))
+	setPrepTTL(e.Executor, time.Hour)
 	ran := filepath.Join(t.TempDir(), "ran")
 	tk := task("t-withheld", `touch `+shellQuote(ran))
 	e.Prepare([]executor.Task{tk})
