@@ -173,12 +173,8 @@ func (e *Executor) launchOne(ctx context.Context, t executor.Task) error {
 	} else if err != nil {
 		return fmt.Errorf("claim %s: %w", t.ID, err)
 	}
-	rec := e.lockRecord(t.ID)
+	rec := e.claimed(t.ID)
 	defer rec.mu.Unlock()
-	// A new incarnation: an earlier one of this ID (whose directory
-	// Retention removed) must not mute this one's statuses.
-	rec.sentAny, rec.terminalSent, rec.termSignaled = false, false, false
-	e.report(rec, judgement{state: executor.StateStaging}, true, false)
 
 	j, err := e.start(ctx, dir, t, app, fetchErr)
 	if err != nil {
@@ -192,6 +188,17 @@ func (e *Executor) launchOne(ctx context.Context, t executor.Task) error {
 	}
 	e.report(rec, j, true, false)
 	return nil
+}
+
+// claimed starts the record of a task this executor has just claimed, and
+// reports it STAGING; the record is returned locked. It is a new
+// incarnation: an earlier one of this ID (whose directory Retention
+// removed) must not mute this one's statuses.
+func (e *Executor) claimed(id string) *taskRecord {
+	rec := e.lockRecord(id)
+	rec.sentAny, rec.terminalSent, rec.termSignaled = false, false, false
+	e.report(rec, judgement{state: executor.StateStaging}, true, false)
+	return rec
 }
 
 // adopt takes over a task launched earlier (by this executor or another):
@@ -337,8 +344,10 @@ func (e *Executor) spawn(dir, workDir, taskDir string, t executor.Task) (s spawn
 	// /proc/<pid>/stat and the signals here are about our child for sure.
 	// Its start is now, or its fire time if that is later (a task
 	// prepared ahead runs at its fire): its Timeout counts from then.
+	// A fire time further ahead than a preparation can wait is not
+	// believed: the task's timeout would start counting only then.
 	started := time.Now().UTC()
-	if f := t.FireTime.UTC(); f.After(started) {
+	if f := t.FireTime.UTC(); f.After(started) && f.Sub(started) <= preparedTTL {
 		started = f
 	}
 	p := pidFile{

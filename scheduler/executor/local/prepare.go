@@ -201,23 +201,25 @@ func (e *Executor) launchPrepared(ctx context.Context, log hclog.Logger, p *prep
 	case errors.Is(err, unix.EEXIST), errors.Is(err, unix.ENOTEMPTY):
 		e.discard(p)
 		return true, e.adopt(t.ID, dir)
-	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EOPNOTSUPP):
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EXDEV):
 		// The work directory's file system cannot rename without
-		// replacing (NFS): a plain rename could replace a claim made
-		// a moment before, so nothing is prepared from now on.
+		// replacing (NFS; a plain rename could replace a claim made a
+		// moment before), or tmp/ and tasks/ are on different file
+		// systems: nothing is prepared from now on.
 		if !e.noPrepare.Swap(true) {
-			log.Info("tasks are not prepared ahead: the work directory cannot rename without replacing", "error", err)
+			log.Info("tasks are not prepared ahead: the work directory cannot claim a staged task dir", "error", err)
 		}
 		e.discard(p)
 		return false, nil
 	default:
+		// The staged directory is unusable (removed, unreadable): the
+		// task is launched afresh, whose claim reports its own error.
+		log.Warn("cannot claim a prepared task; launching it afresh", "error", err)
 		e.discard(p)
-		return true, fmt.Errorf("claim %s: %w", t.ID, err)
+		return false, nil
 	}
-	rec := e.lockRecord(t.ID)
+	rec := e.claimed(t.ID)
 	defer rec.mu.Unlock()
-	rec.sentAny, rec.terminalSent, rec.termSignaled = false, false, false
-	e.report(rec, judgement{state: executor.StateStaging}, true, false)
 	j := e.release(ctx, dir, t.ID, p.s)
 	if j.state == executor.StateRunning {
 		log.Info("task started", "pid", j.pid.Pid, "task_dir", dir, "prepared", true)

@@ -199,3 +199,27 @@ func TestAPreparedTaskHonoursTheStartCheck(t *testing.T) {
 		t.Error("a task whose go-ahead was withheld ran")
 	}
 }
+
+// A preparation whose claim fails for another reason than a claim made
+// before (here its staged directory is gone) does not fail the Launch: the
+// task is launched afresh and runs once.
+func TestAPreparedTaskWhoseClaimFailsIsLaunchedAfresh(t *testing.T) {
+	e := newTestExec(t, testConfig(t, t.TempDir()))
+	setPrepTTL(e.Executor, time.Hour)
+	runs := filepath.Join(t.TempDir(), "runs")
+	tk := task("t-unclaimable", "echo run >>"+shellQuote(runs))
+	e.Prepare([]executor.Task{tk})
+	staged, p := waitStaged(t, e.Executor)
+	if err := os.RemoveAll(staged); err != nil {
+		t.Fatal(err)
+	}
+	e.launch(tk)
+	e.waitState(tk.ID, executor.StateFinished, false)
+	if got := readPid(t, e.Executor, tk.ID); got.Pid == p.Pid {
+		t.Error("the task ran as the wrapper of a preparation it could not claim")
+	}
+	eventually(t, "the prepared wrapper gone", func() bool { return !processAlive(p.Pid) })
+	if got, _ := os.ReadFile(runs); string(got) != "run\n" {
+		t.Errorf("runs: %q", got)
+	}
+}
