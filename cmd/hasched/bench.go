@@ -60,7 +60,8 @@ servers:
   - a graceful takeover: the leader resigns, until the standby serves;
   - schedule lag p50/p99 (cron fire time to the executor's launch) and
     launches per second, with --fire-jobs jobs firing every second for
-    --duration.
+    --duration, after they have fired for 3 s (the report notes the lag
+    of those first seconds apart).
 
 It runs two schedulers in this process, each with its REST API on a
 loopback port and an executor that runs nothing (every task reports RUNNING

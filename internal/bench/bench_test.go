@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,9 @@ func TestRunReportsEveryFigureAndRemovesItsNamespace(t *testing.T) {
 	}
 	if !rep.NamespaceRemoved {
 		t.Error("report says the namespace was not removed")
+	}
+	if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "the warm-up's lag") }) {
+		t.Errorf("no note of the warm-up's lag in %q", rep.Notes)
 	}
 	if n := keysUnder(t, cli, "/"+rep.Namespace+"/"); n != 0 {
 		t.Errorf("%d keys left under /%s/", n, rep.Namespace)
