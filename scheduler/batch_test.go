@@ -717,3 +717,57 @@ func TestAPassHandsItsTasksToPrepareBeforeItWritesThem(t *testing.T) {
 		}
 	}
 }
+
+// TestTasksArePreparedAheadOfTheirPass runs a job of two shards firing
+// every second: from its second fire on, each fire's tasks must reach
+// Prepare before the loop makes the fire's pass (fireLead before it), so
+// that an executor has prepareLead, not fireLead, to prepare them; and
+// they must be the tasks it then launches.
+func TestTasksArePreparedAheadOfTheirPass(t *testing.T) {
+	e := newMemEnv(t)
+	rec := &preparedTasks{tasks: map[string]executor.Task{}, at: map[string]time.Time{}}
+	e.start(func(c *Config) {
+		c.Clock = nil
+		c.Executor = func(ctx context.Context, term executor.Term) (executor.Executor, error) {
+			ex, err := e.cluster.Factory("a")(ctx, term)
+			if err != nil {
+				return nil, err
+			}
+			return preparingExecutor{Executor: ex, rec: rec}, nil
+		}
+	})
+	job := testJob("j", "* * * * * ?")
+	job.ShardingTotalCount = 2
+	register(t, e.svc(), job)
+	eventually(t, "four fires run", func() bool { return len(startedOf(e.cluster, "j")) >= 8 })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var first time.Time
+	for _, id := range startedOf(e.cluster, "j") {
+		launched, _ := e.cluster.Task(id)
+		if first.IsZero() || launched.FireTime.Before(first) {
+			first = launched.FireTime
+		}
+	}
+	checked := 0
+	for _, id := range startedOf(e.cluster, "j") {
+		launched, _ := e.cluster.Task(id)
+		if launched.FireTime.Equal(first) {
+			continue // registered at any time, perhaps within the lead
+		}
+		checked++
+		prepared, ok := rec.tasks[id]
+		switch {
+		case !ok:
+			t.Errorf("%s launched without being prepared", id)
+		case !reflect.DeepEqual(prepared, launched):
+			t.Errorf("%s prepared as %+v, launched as %+v", id, prepared, launched)
+		case !rec.at[id].Before(launched.FireTime.Add(-fireLead)):
+			t.Errorf("%s prepared %v before its fire, not ahead of its pass (%v before it)",
+				id, launched.FireTime.Sub(rec.at[id]), fireLead)
+		}
+	}
+	if checked < 6 {
+		t.Errorf("checked %d tasks, want at least 6", checked)
+	}
+}

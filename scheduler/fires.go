@@ -177,6 +177,72 @@ func (t *term) prepare(pass firePass) {
 	}
 }
 
+// prepareLead is how long before a fire its tasks are handed to Prepare,
+// as the loop expects them (prepareAhead). Preparing a task forks its
+// wrapper and shell, which took longer than fireLead on a 2-core machine
+// with slow process starts (40 to 80 ms for a second's eight tasks): the
+// Launch then waited for its preparation. A preparation that is not
+// launched is discarded by the executor a few seconds later.
+const prepareLead = 200 * time.Millisecond
+
+// prepareAhead hands the tasks of the fires due within prepareLead, and not
+// handed before, to an executor that can prepare them: each due job's
+// next fire, every shard, as its pass will make them (the pass hands them
+// again, and an executor prepares a task once). Only jobs whose next fire
+// launchReady will launch as soon as it is written are prepared ahead: no
+// fire pending, and under FORBID no task running. A preparation that waits
+// is a process and a slot held in vain. It walks the timer heap
+// only down to the entries due within the lead.
+func (t *term) prepareAhead() {
+	p, ok := t.ex.(executor.Preparer)
+	if !ok || len(t.timers) == 0 || !t.timers[0].at.After(t.preparedThrough) {
+		return
+	}
+	from := t.preparedThrough
+	horizon := t.now().Add(prepareLead)
+	t.preparedThrough = horizon
+	var tasks []executor.Task
+	var walk func(i int)
+	walk = func(i int) {
+		if i >= len(t.timers) || len(tasks) >= prepareAtMost || t.timers[i].at.After(horizon) {
+			return // nor are its children due
+		}
+		if e := t.timers[i]; e.at.After(from) {
+			tasks = t.appendAhead(tasks, e)
+		}
+		walk(2*i + 1)
+		walk(2*i + 2)
+	}
+	walk(0)
+	if len(tasks) > 0 {
+		p.Prepare(tasks)
+	}
+}
+
+// appendAhead appends the tasks timer entry e will launch, as they will be
+// built, if its job is one prepareAhead prepares; up to prepareAtMost.
+func (t *term) appendAhead(tasks []executor.Task, e fireEntry) []executor.Task {
+	js := t.jobs[e.job]
+	if js == nil || js.gen != e.gen || js.sched == nil || js.job.JobExecutionType != model.Transient ||
+		!t.active(js) || len(js.ready.FireTimes) > 0 {
+		return tasks
+	}
+	if len(js.running) > 0 && js.job.ConcurrencyPolicy != model.ConcurrencyAllow && js.job.ConcurrencyPolicy != model.ConcurrencyReplace {
+		return tasks // FORBID waits for them (launchReady)
+	}
+	app, ok := t.apps[js.job.AppName]
+	if !ok {
+		return tasks
+	}
+	for shard := range shards(js) {
+		if len(tasks) == prepareAtMost {
+			break
+		}
+		tasks = append(tasks, buildTask(js, app, t.newRecord(js.job.JobName, e.at, shard, 0)))
+	}
+	return tasks
+}
+
 // prepareAtMost bounds the tasks one pass hands to Prepare: the loop
 // builds them, and an executor prepares a few dozen at most (a pass of
 // 1,000 fires launches the rest as before).

@@ -64,6 +64,9 @@ type term struct {
 	disabledApps map[string]bool
 	jobs         map[string]*jobState
 	timers       fireHeap
+	// preparedThrough: the fires due by then were handed to the
+	// executor's Prepare ahead (prepareAhead), or did not need to be.
+	preparedThrough time.Time
 	// What the loop looks at for launches before it waits again: every
 	// job (the first pass, the safety tick, a write that may touch any
 	// job) or the jobs an event concerned (a fire produced, a task ended),
@@ -313,6 +316,7 @@ func (t *term) loop(ctx context.Context) error {
 		if err := t.flushFires(ctx); err != nil {
 			return err
 		}
+		t.prepareAhead()
 		fireTimer.Reset(t.untilNextFire())
 		select {
 		case <-ctx.Done():
@@ -717,6 +721,11 @@ func (t *term) untilNextFire() time.Duration {
 		return maxTimerWait
 	}
 	d := t.timers[0].at.Sub(t.now()) - fireLead
+	if _, ok := t.ex.(executor.Preparer); ok && t.timers[0].at.After(t.preparedThrough) {
+		// Woken this early, the loop hands the next fires' tasks to
+		// Prepare (prepareAhead) and waits again for their pass.
+		d = min(d, t.timers[0].at.Sub(t.now())-prepareLead)
+	}
 	return max(0, min(d, maxTimerWait))
 }
 
