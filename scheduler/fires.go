@@ -179,10 +179,11 @@ func (t *term) prepare(pass firePass) {
 
 // prepareLead is how long before a fire its tasks are handed to Prepare,
 // as the loop expects them (prepareAhead). Preparing a task forks its
-// wrapper and shell, which took longer than fireLead on a 2-core machine
-// with slow process starts (40 to 80 ms for a second's eight tasks): the
-// Launch then waited for its preparation. A preparation that is not
-// launched is discarded by the executor a few seconds later.
+// wrapper and its shell, which on a 2-core machine with slow process
+// starts took longer than fireLead: the Launch waited for its preparation
+// (a 100 ms fireLead brought fire → process p50 down to the machine's
+// floor, but the loop serves nothing during a pass's lead). A preparation
+// that is not launched is discarded by the executor a few seconds later.
 const prepareLead = 200 * time.Millisecond
 
 // prepareAhead hands the tasks of the fires due within prepareLead, and not
