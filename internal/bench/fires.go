@@ -67,28 +67,28 @@ func (r *run) getJobs(ctx context.Context, p *proc, want int) error {
 type lagRecorder struct {
 	mu             sync.Mutex
 	warm, from, to time.Time
-	max            int
+	max, warmMax   int
 	lags, warmLags []time.Duration
 }
 
 // arm starts the warm-up [warm, from) and the window [from, to), keeping
-// at most max lags of each.
-func (l *lagRecorder) arm(warm, from, to time.Time, max int) {
+// at most warmMax lags of the one and max of the other.
+func (l *lagRecorder) arm(warm, from, to time.Time, warmMax, max int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.warm, l.from, l.to, l.max = warm, from, to, max
-	l.lags, l.warmLags = make([]time.Duration, 0, max), make([]time.Duration, 0, max)
+	l.warm, l.from, l.to, l.warmMax, l.max = warm, from, to, warmMax, max
+	l.lags, l.warmLags = make([]time.Duration, 0, max), make([]time.Duration, 0, warmMax)
 }
 
 // observe is the no-op executor's hook: a task's first Launch call.
 func (l *lagRecorder) observe(t executor.Task, calledAt time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	lags := &l.lags
+	lags, limit := &l.lags, l.max
 	if t.FireTime.Before(l.from) {
-		lags = &l.warmLags
+		lags, limit = &l.warmLags, l.warmMax
 	}
-	if t.FireTime.Before(l.warm) || !t.FireTime.Before(l.to) || len(*lags) >= l.max {
+	if t.FireTime.Before(l.warm) || !t.FireTime.Before(l.to) || len(*lags) >= limit {
 		return
 	}
 	*lags = append(*lags, calledAt.Sub(t.FireTime))
@@ -143,7 +143,7 @@ func (r *run) fires(ctx context.Context) error {
 	warm := time.Now().Truncate(time.Second).Add(time.Second)
 	from := warm.Add(fireWarmup)
 	to := from.Add(r.cfg.Duration)
-	r.lags.arm(warm, from, to, want)
+	r.lags.arm(warm, from, to, r.cfg.FireJobs*int(fireWarmup/time.Second), want)
 	if err := sleepUntil(ctx, to); err != nil {
 		return err
 	}

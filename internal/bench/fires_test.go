@@ -14,13 +14,14 @@ func TestLagRecorderKeepsTheWarmUpApartFromTheWindow(t *testing.T) {
 	base := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
 	warm, from, to := base, base.Add(3*time.Second), base.Add(5*time.Second)
 	var l lagRecorder
-	l.arm(warm, from, to, 3)
+	l.arm(warm, from, to, 2, 3)
 	launch := func(fire time.Time, lag time.Duration) {
 		l.observe(executor.Task{FireTime: fire}, fire.Add(lag))
 	}
 	launch(warm.Add(-time.Second), time.Millisecond)    // before the warm-up
 	launch(warm, 90*time.Millisecond)                   // warm-up
 	launch(from.Add(-time.Second), 70*time.Millisecond) // warm-up
+	launch(from.Add(-time.Second), 80*time.Millisecond) // warm-up, beyond its max
 	launch(from, 30*time.Millisecond)                   // window
 	launch(from.Add(time.Second), 10*time.Millisecond)  // window
 	launch(from.Add(time.Second), 20*time.Millisecond)  // window

@@ -138,16 +138,20 @@ type Executor interface {
 }
 
 // A Preparer is an Executor that can do the slow part of a launch ahead
-// of it. The scheduler makes each pass of fires a little ahead of their
-// time (fireLead) and hands the tasks it is about to write to Prepare
-// then; it launches them with Launch, as ever, once their running nodes
-// are written, and may never launch some (the write failed, the term
-// ended). So Prepare must start, claim and show nothing: no task runs and
-// nothing another executor or a later term reads counts as launched
-// before Launch. A prepared task that is not launched soon is discarded
-// by the executor itself. Prepare may prepare some of the tasks or none
-// (it is an optimisation, never needed for correctness), and it must not
-// block: the scheduler's loop calls it.
+// of it. The scheduler hands Prepare the tasks of the next fires it
+// expects to launch, some 200 ms ahead of them (prepareLead), and again
+// the tasks of a pass it is about to write, a little ahead of their time
+// (fireLead); the same task may come more than once. It launches them with
+// Launch, as ever, once their running nodes are written, and may never
+// launch some (the write failed, the term ended, the job changed or
+// waits), or launch them as they were not prepared. So Prepare must start,
+// claim and show nothing: no task runs and nothing another executor or a
+// later term reads counts as launched before Launch, and Launch must use a
+// preparation only for the very task it was made for. A prepared task
+// that is not launched soon is discarded by the executor itself. Prepare
+// may prepare some of the tasks or none (it is an optimisation, never
+// needed for correctness), and it must not block: the scheduler's loop
+// calls it.
 type Preparer interface {
 	Prepare(tasks []Task)
 }
