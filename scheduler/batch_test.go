@@ -651,6 +651,18 @@ type preparedTasks struct {
 	at    map[string]time.Time
 }
 
+// preparingFactory opens e's cluster executor as host "a", recording in
+// rec what it is handed to prepare.
+func preparingFactory(e *memEnv, rec *preparedTasks) executor.Factory {
+	return func(ctx context.Context, term executor.Term) (executor.Executor, error) {
+		ex, err := e.cluster.Factory("a")(ctx, term)
+		if err != nil {
+			return nil, err
+		}
+		return preparingExecutor{Executor: ex, rec: rec}, nil
+	}
+}
+
 func (p preparingExecutor) Prepare(tasks []executor.Task) {
 	p.rec.mu.Lock()
 	defer p.rec.mu.Unlock()
@@ -686,13 +698,7 @@ func TestAPassHandsItsTasksToPrepareBeforeItWritesThem(t *testing.T) {
 	e.start(func(c *Config) {
 		c.Open = writes.Open
 		c.Clock = nil
-		c.Executor = func(ctx context.Context, term executor.Term) (executor.Executor, error) {
-			ex, err := e.cluster.Factory("a")(ctx, term)
-			if err != nil {
-				return nil, err
-			}
-			return preparingExecutor{Executor: ex, rec: rec}, nil
-		}
+		c.Executor = preparingFactory(e, rec)
 	})
 	job := testJob("j", "* * * * * ?")
 	job.ShardingTotalCount = 2
@@ -728,13 +734,7 @@ func TestTasksArePreparedAheadOfTheirPass(t *testing.T) {
 	rec := &preparedTasks{tasks: map[string]executor.Task{}, at: map[string]time.Time{}}
 	e.start(func(c *Config) {
 		c.Clock = nil
-		c.Executor = func(ctx context.Context, term executor.Term) (executor.Executor, error) {
-			ex, err := e.cluster.Factory("a")(ctx, term)
-			if err != nil {
-				return nil, err
-			}
-			return preparingExecutor{Executor: ex, rec: rec}, nil
-		}
+		c.Executor = preparingFactory(e, rec)
 	})
 	job := testJob("j", "* * * * * ?")
 	job.ShardingTotalCount = 2
