@@ -646,9 +646,15 @@ type preparingExecutor struct {
 }
 
 type preparedTasks struct {
-	mu    sync.Mutex
-	tasks map[string]executor.Task
-	at    map[string]time.Time
+	// clock tells the time of a Prepare call (time.Now if nil): the
+	// scheduler's clock, to compare with fire times.
+	clock func() time.Time
+	// prepared, if not nil, is called with each task as it is first
+	// handed to Prepare, and when, before Prepare returns.
+	prepared func(task executor.Task, at time.Time)
+	mu       sync.Mutex
+	tasks    map[string]executor.Task
+	at       map[string]time.Time
 }
 
 // preparingFactory opens e's cluster executor as host "a", recording in
@@ -670,6 +676,12 @@ func (p preparingExecutor) Prepare(tasks []executor.Task) {
 		if _, ok := p.rec.at[task.ID]; !ok {
 			p.rec.tasks[task.ID] = task
 			p.rec.at[task.ID] = time.Now()
+			if p.rec.clock != nil {
+				p.rec.at[task.ID] = p.rec.clock()
+			}
+			if p.rec.prepared != nil {
+				p.rec.prepared(task, p.rec.at[task.ID])
+			}
 		}
 	}
 }
@@ -739,18 +751,27 @@ func TestTasksArePreparedAheadOfTheirPass(t *testing.T) {
 	job := testJob("j", "* * * * * ?")
 	job.ShardingTotalCount = 2
 	register(t, e.svc(), job)
-	eventually(t, "four fires run", func() bool { return len(startedOf(e.cluster, "j")) >= 8 })
+	checkPreparedAhead(t, e, rec, "j")
+}
+
+// checkPreparedAhead waits for four fires of job, of two shards, to run,
+// and checks that the tasks of those after its first were handed to
+// Prepare, as launched, before their pass could have been made (fireLead
+// before the fire, by the scheduler's clock).
+func checkPreparedAhead(t *testing.T, e *memEnv, rec *preparedTasks, job string) {
+	t.Helper()
+	eventually(t, "four fires run", func() bool { return len(startedOf(e.cluster, job)) >= 8 })
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	var first time.Time
-	for _, id := range startedOf(e.cluster, "j") {
+	for _, id := range startedOf(e.cluster, job) {
 		launched, _ := e.cluster.Task(id)
 		if first.IsZero() || launched.FireTime.Before(first) {
 			first = launched.FireTime
 		}
 	}
 	checked := 0
-	for _, id := range startedOf(e.cluster, "j") {
+	for _, id := range startedOf(e.cluster, job) {
 		launched, _ := e.cluster.Task(id)
 		if launched.FireTime.Equal(first) {
 			continue // registered at any time, perhaps within the lead
@@ -770,4 +791,34 @@ func TestTasksArePreparedAheadOfTheirPass(t *testing.T) {
 	if checked < 6 {
 		t.Errorf("checked %d tasks, want at least 6", checked)
 	}
+}
+
+// TestTasksArePreparedAheadAfterTheClockIsSetBack sets the wall clock back
+// an hour while a job's next fire is handed to Prepare ahead (and so, for
+// the term, prepared through): a job registered then fires within
+// seconds, long before the time the fires were prepared through, and its
+// tasks must be prepared ahead all the same.
+func TestTasksArePreparedAheadAfterTheClockIsSetBack(t *testing.T) {
+	e := newMemEnv(t)
+	var offset atomic.Int64
+	var jumped atomic.Bool
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	rec := &preparedTasks{clock: clock, tasks: map[string]executor.Task{}, at: map[string]time.Time{},
+		prepared: func(task executor.Task, at time.Time) {
+			// Within Prepare, so that the loop sees no time between
+			// the preparation and the jump.
+			if task.Job == "before" && at.Before(task.FireTime.Add(-fireLead)) && jumped.CompareAndSwap(false, true) {
+				offset.Store(int64(-time.Hour))
+			}
+		}}
+	e.start(func(c *Config) {
+		c.Clock = clock
+		c.Executor = preparingFactory(e, rec)
+	})
+	register(t, e.svc(), testJob("before", "* * * * * ?"))
+	eventually(t, "the clock is set back", jumped.Load)
+	job := testJob("after", "* * * * * ?")
+	job.ShardingTotalCount = 2
+	register(t, e.svc(), job)
+	checkPreparedAhead(t, e, rec, "after")
 }

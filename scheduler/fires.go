@@ -196,11 +196,15 @@ const prepareLead = 200 * time.Millisecond
 // only down to the entries due within the lead.
 func (t *term) prepareAhead() {
 	p, ok := t.ex.(executor.Preparer)
-	if !ok || len(t.timers) == 0 || !t.timers[0].at.After(t.preparedThrough) {
+	if !ok || len(t.timers) == 0 {
 		return
 	}
-	from := t.preparedThrough
-	horizon := t.now().Add(prepareLead)
+	now := t.now()
+	from := t.preparedFrom(now)
+	if !t.timers[0].at.After(from) {
+		return
+	}
+	horizon := now.Add(prepareLead)
 	t.preparedThrough = horizon
 	var tasks []executor.Task
 	var walk func(i int)
@@ -218,6 +222,19 @@ func (t *term) prepareAhead() {
 	if len(tasks) > 0 {
 		p.Prepare(tasks)
 	}
+}
+
+// preparedFrom is the time after which the fires due have not been handed
+// to Prepare yet: preparedThrough, unless the wall clock was set back
+// since, and it lies beyond the lead. The fires then due (a job registered
+// after the jump, say) would otherwise not be prepared ahead until the
+// clock caught up with it; handing a fire's tasks twice costs nothing (an
+// executor prepares a task once).
+func (t *term) preparedFrom(now time.Time) time.Time {
+	if t.preparedThrough.After(now.Add(prepareLead)) {
+		return time.Time{}
+	}
+	return t.preparedThrough
 }
 
 // appendAhead appends the tasks timer entry e will launch, as they will be

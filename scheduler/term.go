@@ -720,11 +720,12 @@ func (t *term) untilNextFire() time.Duration {
 	if len(t.timers) == 0 {
 		return maxTimerWait
 	}
-	d := t.timers[0].at.Sub(t.now()) - fireLead
-	if _, ok := t.ex.(executor.Preparer); ok && t.timers[0].at.After(t.preparedThrough) {
+	now := t.now()
+	d := t.timers[0].at.Sub(now) - fireLead
+	if _, ok := t.ex.(executor.Preparer); ok && t.timers[0].at.After(t.preparedFrom(now)) {
 		// Woken this early, the loop hands the next fires' tasks to
 		// Prepare (prepareAhead) and waits again for their pass.
-		d = min(d, t.timers[0].at.Sub(t.now())-prepareLead)
+		d = min(d, t.timers[0].at.Sub(now)-prepareLead)
 	}
 	return max(0, min(d, maxTimerWait))
 }

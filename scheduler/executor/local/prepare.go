@@ -76,8 +76,8 @@ func (e *Executor) Prepare(tasks []executor.Task) {
 		return
 	}
 	for _, t := range tasks {
-		if t.ID == "" || strings.TrimSpace(t.Command) == "" || t.AppURL != "" {
-			continue
+		if t.ID == "" || strings.TrimSpace(t.Command) == "" || t.AppURL != "" || e.isPrepared(t.ID) {
+			continue // the scheduler hands a task ahead and again at its pass
 		}
 		tj, err := json.MarshalIndent(t, "", "  ")
 		if err != nil {
@@ -109,6 +109,12 @@ func (e *Executor) Prepare(tasks []executor.Task) {
 			p.err = e.stage(p, t)
 		}()
 	}
+}
+
+func (e *Executor) isPrepared(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.prepared[id] != nil
 }
 
 // stage makes p: the staged directory of t, complete, with its wrapper
