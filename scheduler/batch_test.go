@@ -376,6 +376,38 @@ func firesAndStatusesInBatches(t *testing.T, open func(context.Context) (coord.C
 	}
 }
 
+// A launch worker holds a batch until its fire time, and never longer
+// than fireLead: a batch whose fire is an hour off by the scheduler's
+// clock (set back since the pass) is launched all the same.
+func TestALaunchWorkerWaitsForTheFireTimeAtMostFireLead(t *testing.T) {
+	var mu sync.Mutex
+	launchedAt := map[string]time.Time{}
+	l := newLaunchers(func(_ context.Context, batches [][]executor.Task) []error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, b := range batches {
+			launchedAt[b[0].Job] = time.Now()
+		}
+		return make([]error, len(batches))
+	}, time.Now)
+	defer l.stop()
+	soon := time.Now().Add(fireLead / 2)
+	pushed := time.Now()
+	l.push("app", launchBatch{job: "soon", notBefore: soon, tasks: []executor.Task{{ID: "soon", Job: "soon", FireTime: soon}}})
+	eventually(t, "soon is launched", func() bool { mu.Lock(); defer mu.Unlock(); return !launchedAt["soon"].IsZero() })
+	late := time.Now().Add(time.Hour)
+	l.push("app", launchBatch{job: "late", notBefore: late, tasks: []executor.Task{{ID: "late", Job: "late", FireTime: late}}})
+	eventually(t, "late is launched", func() bool { mu.Lock(); defer mu.Unlock(); return !launchedAt["late"].IsZero() })
+	mu.Lock()
+	defer mu.Unlock()
+	if at := launchedAt["soon"]; at.Before(soon) {
+		t.Errorf("launched %v before its fire time", soon.Sub(at))
+	}
+	if took := launchedAt["late"].Sub(pushed); took > time.Second {
+		t.Errorf("a batch an hour ahead waited %v, want at most about fireLead", took)
+	}
+}
+
 // A launch worker takes every batch queued for its app at once: one call
 // (one fence) for them, each batch still its own result, in order.
 func TestALaunchWorkerTakesTheQueuedBatchesTogether(t *testing.T) {
@@ -401,7 +433,7 @@ func TestALaunchWorkerTakesTheQueuedBatchesTogether(t *testing.T) {
 			}
 		}
 		return errs
-	})
+	}, time.Now)
 	defer l.stop()
 	batch := func(job string) launchBatch {
 		return launchBatch{job: job, tasks: []executor.Task{{ID: model.TaskID(job, t0, 0, 0), Job: job}}}
@@ -590,14 +622,15 @@ func TestALaunchStandsOnTheTermsLatestWrite(t *testing.T) {
 	}
 }
 
-// TestAPassMadeAheadWritesNothingBeforeItsFire runs a job firing every
-// second on the real clock: the term makes each pass fireLead ahead of its
-// fires, and must send none of their running nodes, nor a ready node whose
-// LastFire names them, before the fire time.
-func TestAPassMadeAheadWritesNothingBeforeItsFire(t *testing.T) {
+// TestAPassMadeAheadLaunchesNothingBeforeItsFire runs a job of two shards
+// firing every second on the real clock: the term makes and writes each
+// pass fireLead ahead of its fires, and must send none of their running
+// nodes, nor a ready node whose LastFire names them, earlier than that,
+// and launch none of their tasks before the fire time.
+func TestAPassMadeAheadLaunchesNothingBeforeItsFire(t *testing.T) {
 	e := newMemEnv(t)
 	var mu sync.Mutex
-	var early []string
+	var wrong []string
 	fires := map[time.Time]bool{}
 	writes := &pathCountingOpen{open: e.store.Open, observe: func(path string, value []byte) {
 		sent := time.Now()
@@ -618,24 +651,56 @@ func TestAPassMadeAheadWritesNothingBeforeItsFire(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		fires[due] = true
-		if sent.Before(due) {
-			early = append(early, fmt.Sprintf("%s for %s sent %v early", path, due.Format(time.StampMilli), due.Sub(sent)))
+		// A millisecond for the wall clock against the timer's.
+		if sent.Before(due.Add(-fireLead - time.Millisecond)) {
+			wrong = append(wrong, fmt.Sprintf("%s for %s sent %v early", path, due.Format(time.StampMilli), due.Sub(sent)))
 		}
 	}}
+	launched := 0
 	e.start(func(c *Config) {
 		c.Open = writes.Open
 		c.Clock = nil
+		c.Executor = func(ctx context.Context, term executor.Term) (executor.Executor, error) {
+			ex, err := e.cluster.Factory("a")(ctx, term)
+			if err != nil {
+				return nil, err
+			}
+			return launchObserver{Executor: ex, observe: func(task executor.Task) {
+				at := time.Now()
+				mu.Lock()
+				defer mu.Unlock()
+				launched++
+				if at.Before(task.FireTime) {
+					wrong = append(wrong, fmt.Sprintf("%s launched %v before its fire", task.ID, task.FireTime.Sub(at)))
+				}
+			}}, nil
+		}
 	})
-	register(t, e.svc(), testJob("j", "* * * * * ?"))
-	eventually(t, "three fires run", func() bool { return len(startedOf(e.cluster, "j")) >= 3 })
+	job := testJob("j", "* * * * * ?")
+	job.ShardingTotalCount = 2
+	register(t, e.svc(), job)
+	eventually(t, "three fires run", func() bool { return len(startedOf(e.cluster, "j")) >= 6 })
 	mu.Lock()
 	defer mu.Unlock()
-	if len(early) > 0 {
-		t.Fatalf("written before their fire:\n%s", strings.Join(early, "\n"))
+	if len(wrong) > 0 {
+		t.Fatalf("ahead of their time:\n%s", strings.Join(wrong, "\n"))
 	}
-	if len(fires) < 3 {
-		t.Fatalf("saw the writes of %d fires, want at least 3", len(fires))
+	if len(fires) < 3 || launched < 6 {
+		t.Fatalf("saw the writes of %d fires and %d launches, want at least 3 and 6", len(fires), launched)
 	}
+}
+
+// launchObserver tells observe of each task handed to Launch, as it is.
+type launchObserver struct {
+	executor.Executor
+	observe func(executor.Task)
+}
+
+func (o launchObserver) Launch(ctx context.Context, tasks []executor.Task) error {
+	for _, task := range tasks {
+		o.observe(task)
+	}
+	return o.Executor.Launch(ctx, tasks)
 }
 
 // preparingExecutor is an executor that can prepare tasks ahead, recording

@@ -50,14 +50,20 @@ import (
 // the first pass runs before the loop handles any status, so the nodes of
 // tasks that have ended meanwhile are still there to tell it the fire ran.
 // A fire produced and not left with running nodes is produced again.
+//
+// A pass is written as soon as it is made, up to fireLead before its
+// fires: their running nodes and LastFire may be in the store that long
+// before the fire time, their tasks never start before it. The launch
+// workers hold a batch until its fire time, whichever term's it is: a
+// successor that leads within the lead (a graceful hand-over takes
+// milliseconds) launches the unconfirmed tasks it loaded through the same
+// workers, and its first pass, made after the write, reaches beyond the
+// fire and produces it again as above.
 
 // firePass is what the current pass staged, by job, in staging order.
 type firePass struct {
 	jobs  map[string]*stagedFires
 	order []string
-	// notBefore is the latest fire the producer staged: the pass is made
-	// up to fireLead ahead of it, and written once it is due.
-	notBefore time.Time
 }
 
 // stagedFires is one job's staged share: its ready node is the job's
@@ -106,9 +112,8 @@ func (t *term) flushFires(ctx context.Context) error {
 	pass := t.pass
 	t.pass = firePass{}
 	t.prepare(pass)
-	if wait := pass.notBefore.Sub(t.now()); wait > 0 && !sleep(ctx, wait) {
-		return ctx.Err()
-	}
+	// Written at once, up to fireLead ahead of the fires: their tasks
+	// wait in the launch workers for their fire time (launchers.work).
 	// Nothing removes a job during a pass; the check only keeps a slip
 	// from writing the state of a job that is gone.
 	names := slices.DeleteFunc(pass.order, func(name string) bool { return t.jobs[name] == nil })
@@ -276,7 +281,7 @@ func (t *term) emitFires(job string, sf *stagedFires) {
 	}
 	now := t.now()
 	for _, f := range sf.produced {
-		t.cfg.Events.Emit(events.Event{Kind: events.Fired, Time: now, Term: t.l.Token(), Job: job, FireTime: f, Lag: now.Sub(f)})
+		t.cfg.Events.Emit(events.Event{Kind: events.Fired, Time: now, Term: t.l.Token(), Job: job, FireTime: f, Lag: max(0, now.Sub(f))})
 	}
 	if sf.misfired > 0 {
 		t.cfg.Events.Emit(events.Event{Kind: events.Misfired, Time: now, Term: t.l.Token(), Job: job, FireTime: sf.lastMissed, Count: sf.misfired})

@@ -354,6 +354,9 @@ func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord
 		}
 		t.inflight[r.ID] = true
 		b.tasks = append(b.tasks, buildTask(js, app, r))
+		if r.FireTime.After(b.notBefore) {
+			b.notBefore = r.FireTime
+		}
 	}
 	if len(b.tasks) > 0 {
 		t.launchers.push(app.AppName, b)
@@ -365,6 +368,9 @@ func (t *term) start(ctx context.Context, js *jobState, recs []*model.TaskRecord
 type launchBatch struct {
 	job   string
 	tasks []executor.Task
+	// notBefore is the latest fire time of the tasks: a pass is written
+	// up to fireLead ahead of its fires, and its tasks wait for them.
+	notBefore time.Time
 }
 
 type launchResult struct {
@@ -448,7 +454,12 @@ func fencedLaunches(st *store.Writer, l coord.Leadership, ex executor.Executor) 
 // its timeout, which the write itself renews), and then loads the state
 // and reconciles before it launches anything: the 10 ms this adds to the
 // proof's age is small beside that.
-const freshFence = 10 * time.Millisecond
+//
+// The proof is older by up to fireLead for the tasks of a pass, which
+// wait for their fire time after their running nodes are written (the
+// ready nodes written after them keep it fresher): 30 ms is as small
+// beside a takeover.
+const freshFence = fireLead + 10*time.Millisecond
 
 // launchesAtOnce bounds the Launch calls one app's worker has in flight.
 // Executors take concurrent Launch calls (executor.Executor); the bound
@@ -468,15 +479,16 @@ type launchers struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	launch  func(context.Context, [][]executor.Task) []error
+	now     func() time.Time // the scheduler's clock
 	results *queue[launchResult]
 
 	mu      sync.Mutex
 	pending map[string][]launchBatch // by app; present while its worker runs
 }
 
-func newLaunchers(launch func(context.Context, [][]executor.Task) []error) *launchers {
+func newLaunchers(launch func(context.Context, [][]executor.Task) []error, now func() time.Time) *launchers {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &launchers{ctx: ctx, cancel: cancel, launch: launch, results: newQueue[launchResult](), pending: map[string][]launchBatch{}}
+	return &launchers{ctx: ctx, cancel: cancel, launch: launch, now: now, results: newQueue[launchResult](), pending: map[string][]launchBatch{}}
 }
 
 // push queues a batch for app's worker, starting it if it is not running.
@@ -492,7 +504,10 @@ func (l *launchers) push(app string, b launchBatch) {
 }
 
 // work launches app's batches in order, all that are queued at a time,
-// until none is left.
+// until none is left. Batches queued ahead of their fire time (a pass's)
+// are launched once the latest of them is due, and the others taken with
+// them wait as long: at most fireLead, which also bounds the wait when
+// the clock was set back after the pass.
 func (l *launchers) work(app string) {
 	defer l.wg.Done()
 	for {
@@ -506,8 +521,18 @@ func (l *launchers) work(app string) {
 		l.pending[app] = nil // present: the worker runs
 		l.mu.Unlock()
 		tasks := make([][]executor.Task, len(q))
+		var due time.Time
 		for i, b := range q {
 			tasks[i] = b.tasks
+			if b.notBefore.After(due) {
+				due = b.notBefore
+			}
+		}
+		if wait := min(due.Sub(l.now()), fireLead); wait > 0 && !sleep(l.ctx, wait) {
+			for _, b := range q {
+				l.results.push(launchResult{b, fmt.Errorf("launch: %w", l.ctx.Err())})
+			}
+			continue // and end: the term is over
 		}
 		errs := l.launch(l.ctx, tasks)
 		for i, b := range q {

@@ -12,11 +12,12 @@ import (
 )
 
 // fireLead is how long before a fire its pass is made: the producer, the
-// launcher and the first batch's values, which take milliseconds for
-// 1,000 fires, are done by the fire time, and flushFires then waits for it
-// before it writes anything (notBefore). The loop serves nothing while it
-// waits, so this is also how long a request or a status can wait behind a
-// pass on top of its writes.
+// launcher and the writes of the fires' running nodes and ready nodes,
+// which take milliseconds for 1,000 fires, are done by the fire time, and
+// the launch workers hand the tasks to the executor once it has come
+// (launchers.work). A task is launched, never before its fire time, as
+// soon as the fire is due, not a store round trip after it. It also bounds
+// how far ahead of its fire a running node or a LastFire is written.
 const fireLead = 20 * time.Millisecond
 
 // produceDue hands every fire due within fireLead to the ready queues; the
@@ -84,11 +85,6 @@ func (t *term) produce(js *jobState, now time.Time) {
 		// Written by flushFires at the end of the pass, with the fires the
 		// launcher moves to running meanwhile (fires.go).
 		t.stageReady(js, rn)
-		// Nothing of the pass is written before its latest fire is due:
-		// no running node, and no LastFire, ahead of its time.
-		if rn.LastFire.After(t.pass.notBefore) {
-			t.pass.notBefore = rn.LastFire
-		}
 		sf := t.staged(js.job.JobName)
 		sf.produced = append(sf.produced, rn.FireTimes[len(rn.FireTimes)-added:]...)
 		if dropped > 0 || collapsed {

@@ -213,7 +213,7 @@ func (t *term) establish(ctx context.Context) error {
 		return fmt.Errorf("open the executor: %w", err)
 	}
 	t.ex = ex
-	t.launchers = newLaunchers(fencedLaunches(t.st, t.l, ex))
+	t.launchers = newLaunchers(fencedLaunches(t.st, t.l, ex), t.now)
 	opened := time.Now()
 	if err := t.load(ctx); err != nil {
 		return err

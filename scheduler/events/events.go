@@ -19,7 +19,8 @@ type Kind string
 
 const (
 	// Fired: a fire of Job at FireTime entered the ready queue, Lag after
-	// FireTime: a cron fire, or a trigger's (Lag 0).
+	// FireTime (0 if ahead of it, as a pass writes its fires up to 20 ms
+	// before they are due): a cron fire, or a trigger's (Lag 0).
 	Fired Kind = "fired"
 	// Misfired: Count fires of Job up to FireTime were not queued
 	// (misfire off collapses due fires into the latest; a full ready queue
