@@ -887,3 +887,56 @@ func TestTasksArePreparedAheadAfterTheClockIsSetBack(t *testing.T) {
 	register(t, e.svc(), job)
 	checkPreparedAhead(t, e, rec, "after")
 }
+
+// TestStatusesWaitTheLingerBeforeTheirWrites runs a job of two shards
+// firing every second on the real clock: the writes that follow a task's
+// launch (its confirmation, its RUNNING) must come statusLinger after the
+// Launch, not while its process starts.
+func TestStatusesWaitTheLingerBeforeTheirWrites(t *testing.T) {
+	e := newMemEnv(t)
+	var mu sync.Mutex
+	launchedAt := map[string]time.Time{}
+	var early []string
+	checked := 0
+	writes := &pathCountingOpen{open: e.store.Open, observe: func(path string, value []byte) {
+		if !strings.HasPrefix(path, store.RunningRoot+"/j/") {
+			return
+		}
+		at := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		launched, ok := launchedAt[path]
+		if !ok {
+			return // its creation, before the launch
+		}
+		delete(launchedAt, path) // the first write after it only
+		checked++
+		if after := at.Sub(launched); after < statusLinger-time.Millisecond {
+			early = append(early, fmt.Sprintf("%s written %v after its Launch", path, after))
+		}
+	}}
+	e.start(func(c *Config) {
+		c.Open = writes.Open
+		c.Clock = nil
+		c.Executor = func(ctx context.Context, term executor.Term) (executor.Executor, error) {
+			ex, err := e.cluster.Factory("a")(ctx, term)
+			if err != nil {
+				return nil, err
+			}
+			return launchObserver{Executor: ex, observe: func(task executor.Task) {
+				mu.Lock()
+				defer mu.Unlock()
+				launchedAt[store.RunningPath(task.Job, task.ID)] = time.Now()
+			}}, nil
+		}
+	})
+	job := testJob("j", "* * * * * ?")
+	job.ShardingTotalCount = 2
+	register(t, e.svc(), job)
+	eventually(t, "six tasks' writes after their launch", func() bool { mu.Lock(); defer mu.Unlock(); return checked >= 6 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(early) > 0 {
+		t.Fatalf("written within the linger (%v):\n%s", statusLinger, strings.Join(early, "\n"))
+	}
+}

@@ -305,6 +305,14 @@ func (t *term) loop(ctx context.Context) error {
 	fireTimer := time.NewTimer(time.Hour)
 	defer fireTimer.Stop()
 	statuses := t.ex.Statuses()
+	// What the executor hands the loop waits statusLinger before it is
+	// handled: held is the status that began the wait, lingerC its end
+	// (nil while no wait runs, when the executor is listened to again).
+	var held *executor.Status
+	var lingerC <-chan time.Time
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	defer linger.Stop()
 	t.launchAll = true
 	for {
 		t.produceDue()
@@ -318,6 +326,10 @@ func (t *term) loop(ctx context.Context) error {
 		}
 		t.prepareAhead()
 		fireTimer.Reset(t.untilNextFire())
+		statusC, resultsC := statuses, t.launchers.results.notify
+		if lingerC != nil {
+			statusC, resultsC = nil, nil
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -325,15 +337,20 @@ func (t *term) loop(ctx context.Context) error {
 			if err := t.serveGroup(ctx, req); err != nil {
 				return err
 			}
-		case st, ok := <-statuses:
+		case st, ok := <-statusC:
 			if !ok {
 				return errors.New("the executor closed its status stream")
 			}
-			if err := t.handleExecutor(ctx, &st, statuses); err != nil {
-				return err
-			}
-		case <-t.launchers.results.notify:
-			if err := t.handleExecutor(ctx, nil, statuses); err != nil {
+			held = &st
+			linger.Reset(statusLinger)
+			lingerC = linger.C
+		case <-resultsC:
+			linger.Reset(statusLinger)
+			lingerC = linger.C
+		case <-lingerC:
+			first := held
+			held, lingerC = nil, nil
+			if err := t.handleExecutor(ctx, first, statuses); err != nil {
 				return err
 			}
 		case <-fireTimer.C:
@@ -349,6 +366,17 @@ func (t *term) loop(ctx context.Context) error {
 		}
 	}
 }
+
+// statusLinger is how long the statuses and launch results the executor
+// hands the loop wait before they are handled, all that came meanwhile
+// together. A fire's tasks report RUNNING as they start, and their writes,
+// made at once, and the watches they fire on the standbys, took the two
+// cores while the tasks' own processes started: with the writes 15 ms
+// later, fire → process p99 went from 26 to 19 ms on ZooKeeper and from
+// 18–21 to 16 ms on etcd, at the machine's floor. A task that ends within
+// it has its RUNNING and its end written as one delete. The loop serves
+// requests and fires meanwhile.
+const statusLinger = 15 * time.Millisecond
 
 // fatal says whether err leaves the term's memory out of step with the
 // store: every error except the refusals of the Service.
