@@ -326,3 +326,37 @@ func TestASlowLaunchBlocksNeitherFiresNorWrites(t *testing.T) {
 		}
 	}
 }
+
+// The loop's status wait: a status or a launch result begins a wait of
+// statusLinger, whose end hands back the status that began it; while
+// statuses are still queued after a turn, the next is handled at once.
+func TestTheStatusWaitLingersUnlessABacklogLasts(t *testing.T) {
+	w := newStatusWait()
+	defer w.stop()
+	st := &executor.Status{TaskID: "a"}
+	began := time.Now()
+	if w.begin(st) || !w.waiting() {
+		t.Fatal("a status with nothing queued is handled at once, want a wait")
+	}
+	<-w.c
+	if waited := time.Since(began); waited < statusLinger {
+		t.Errorf("the wait ended after %v, want %v", waited, statusLinger)
+	}
+	if got := w.end(); got != st || w.waiting() {
+		t.Fatalf("the wait's end handed back %v (waiting %v), want the status that began it", got, w.waiting())
+	}
+	w.handled(3)
+	if !w.begin(&executor.Status{TaskID: "b"}) || w.waiting() {
+		t.Fatal("a status behind a backlog waits, want it handled at once")
+	}
+	if w.begin(nil) || !w.waiting() {
+		t.Fatal("a launch result does not wait behind a backlog, want a wait")
+	}
+	if got := w.end(); got != nil {
+		t.Fatalf("a launch result's wait handed back %v, want no status", got)
+	}
+	w.handled(0)
+	if w.begin(st) {
+		t.Fatal("a status once the backlog is over is handled at once, want a wait")
+	}
+}
