@@ -660,21 +660,15 @@ func TestAPassMadeAheadLaunchesNothingBeforeItsFire(t *testing.T) {
 	e.start(func(c *Config) {
 		c.Open = writes.Open
 		c.Clock = nil
-		c.Executor = func(ctx context.Context, term executor.Term) (executor.Executor, error) {
-			ex, err := e.cluster.Factory("a")(ctx, term)
-			if err != nil {
-				return nil, err
+		c.Executor = observingFactory(e, func(task executor.Task) {
+			at := time.Now()
+			mu.Lock()
+			defer mu.Unlock()
+			launched++
+			if at.Before(task.FireTime) {
+				wrong = append(wrong, fmt.Sprintf("%s launched %v before its fire", task.ID, task.FireTime.Sub(at)))
 			}
-			return launchObserver{Executor: ex, observe: func(task executor.Task) {
-				at := time.Now()
-				mu.Lock()
-				defer mu.Unlock()
-				launched++
-				if at.Before(task.FireTime) {
-					wrong = append(wrong, fmt.Sprintf("%s launched %v before its fire", task.ID, task.FireTime.Sub(at)))
-				}
-			}}, nil
-		}
+		})
 	})
 	job := testJob("j", "* * * * * ?")
 	job.ShardingTotalCount = 2
@@ -687,6 +681,18 @@ func TestAPassMadeAheadLaunchesNothingBeforeItsFire(t *testing.T) {
 	}
 	if len(fires) < 3 || launched < 6 {
 		t.Fatalf("saw the writes of %d fires and %d launches, want at least 3 and 6", len(fires), launched)
+	}
+}
+
+// observingFactory opens e's cluster executor as host "a", telling
+// observe of each task handed to Launch, as Launch is called.
+func observingFactory(e *memEnv, observe func(executor.Task)) executor.Factory {
+	return func(ctx context.Context, term executor.Term) (executor.Executor, error) {
+		ex, err := e.cluster.Factory("a")(ctx, term)
+		if err != nil {
+			return nil, err
+		}
+		return launchObserver{Executor: ex, observe: observe}, nil
 	}
 }
 
@@ -918,17 +924,11 @@ func TestStatusesWaitTheLingerBeforeTheirWrites(t *testing.T) {
 	e.start(func(c *Config) {
 		c.Open = writes.Open
 		c.Clock = nil
-		c.Executor = func(ctx context.Context, term executor.Term) (executor.Executor, error) {
-			ex, err := e.cluster.Factory("a")(ctx, term)
-			if err != nil {
-				return nil, err
-			}
-			return launchObserver{Executor: ex, observe: func(task executor.Task) {
-				mu.Lock()
-				defer mu.Unlock()
-				launchedAt[store.RunningPath(task.Job, task.ID)] = time.Now()
-			}}, nil
-		}
+		c.Executor = observingFactory(e, func(task executor.Task) {
+			mu.Lock()
+			defer mu.Unlock()
+			launchedAt[store.RunningPath(task.Job, task.ID)] = time.Now()
+		})
 	})
 	job := testJob("j", "* * * * * ?")
 	job.ShardingTotalCount = 2
