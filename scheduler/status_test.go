@@ -329,7 +329,8 @@ func TestASlowLaunchBlocksNeitherFiresNorWrites(t *testing.T) {
 
 // The loop's status wait: a status or a launch result begins a wait of
 // statusLinger, whose end hands back the status that began it; while
-// statuses are still queued after a turn, the next is handled at once.
+// statuses are still queued after a turn, the next status or launch
+// result is handled at once.
 func TestTheStatusWaitLingersUnlessABacklogLasts(t *testing.T) {
 	w := newStatusWait()
 	defer w.stop()
@@ -349,13 +350,16 @@ func TestTheStatusWaitLingersUnlessABacklogLasts(t *testing.T) {
 	if !w.begin(&executor.Status{TaskID: "b"}) || w.waiting() {
 		t.Fatal("a status behind a backlog waits, want it handled at once")
 	}
+	if !w.begin(nil) || w.waiting() {
+		t.Fatal("a launch result waits behind a backlog, want it handled at once")
+	}
+	w.handled(0)
 	if w.begin(nil) || !w.waiting() {
-		t.Fatal("a launch result does not wait behind a backlog, want a wait")
+		t.Fatal("a launch result with nothing queued is handled at once, want a wait")
 	}
 	if got := w.end(); got != nil {
 		t.Fatalf("a launch result's wait handed back %v, want no status", got)
 	}
-	w.handled(0)
 	if w.begin(st) {
 		t.Fatal("a status once the backlog is over is handled at once, want a wait")
 	}

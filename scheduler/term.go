@@ -342,7 +342,12 @@ func (t *term) loop(ctx context.Context) error {
 				wait.handled(len(statuses))
 			}
 		case <-resultsC:
-			wait.begin(nil)
+			if wait.begin(nil) {
+				if err := t.handleExecutor(ctx, nil, statuses); err != nil {
+					return err
+				}
+				wait.handled(len(statuses))
+			}
 		case <-wait.c:
 			if err := t.handleExecutor(ctx, wait.end(), statuses); err != nil {
 				return err
@@ -395,10 +400,12 @@ func newStatusWait() *statusWait {
 
 func (w *statusWait) waiting() bool { return w.c != nil }
 
-// begin starts a wait for st (nil: a launch result), unless a status is
-// to be handled at once: then it says so, and st is the caller's.
+// begin starts a wait for st (nil: a launch result), unless what came is
+// to be handled at once: then it says so, and st is the caller's. Behind
+// a backlog a launch result does not wait either: its waits would hold up
+// the stream's reading, turn after turn, while launches keep ending.
 func (w *statusWait) begin(st *executor.Status) (now bool) {
-	if st != nil && w.backlog {
+	if w.backlog {
 		return true
 	}
 	w.held = st
